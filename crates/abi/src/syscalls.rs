@@ -1,0 +1,200 @@
+//! Syscall numbers, import names and signatures.
+//!
+//! A guest reaches the kernel only through functions imported from the
+//! [`IMPORT_MODULE`] namespace; each is named by [`Syscall::import_name`] and
+//! must have exactly the [`Syscall::signature`] given here. The loader rejects
+//! a module that imports anything else.
+//!
+//! Conventions shared by every syscall:
+//!
+//! 1. Pointers and lengths are `i32` offsets into the guest's memory 0; a
+//!    range that does not fit in memory fails with `INVALID_POINTER`.
+//! 2. The result is an `i64`: zero or positive is success; negative is the
+//!    negated [`ErrorCode`](crate::ErrorCode). Only `exit` returns nothing.
+//! 3. A recoverable failure is always a returned code; only a broken
+//!    invariant of the machine (a trap) ends the process.
+
+/// The import module name every kernel syscall lives in.
+pub const IMPORT_MODULE: &str = "estalogic";
+
+/// `receive` timeout that waits forever.
+pub const TIMEOUT_INFINITE: i64 = -1;
+
+/// `receive` type filter that accepts any message type.
+pub const ANY_MESSAGE_TYPE: i32 = 0;
+
+/// A WebAssembly value type used in syscall signatures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WasmType {
+    /// `i32`
+    I32,
+    /// `i64`
+    I64,
+}
+
+/// Every syscall, numbered. Numbers are stable forever.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u32)]
+pub enum Syscall {
+    /// `exit(code: i32)`: ends the calling process with `code`. Never returns.
+    Exit = 1,
+    /// `yield_now() -> i64`: gives up the rest of the time slice; returns 0.
+    Yield = 2,
+    /// `self_pid() -> i64`: the caller's pid in wire form.
+    SelfPid = 3,
+    /// `lookup(name_ptr: i32, name_len: i32) -> i64`: the pid of the running
+    /// process whose module has this name, or `NOT_FOUND`.
+    Lookup = 4,
+    /// `send(target: i64, message_type: i32, options: i32, payload_ptr: i32,
+    /// payload_len: i32) -> i64`: queues a message in the target's mailbox and
+    /// returns its sequence number. `options` bits 0–2 are the message
+    /// priority (0–7); bits 8–23 are header [`Flags`](crate::Flags) (only
+    /// `REPLY` and `ACK_REQUESTED` may be set by guests); other bits must be
+    /// zero. Fails with `MAILBOX_FULL` when the target's mailbox is full.
+    Send = 5,
+    /// `receive(type_filter: i32, timeout_ms: i64, header_ptr: i32,
+    /// buffer_ptr: i32, buffer_len: i32) -> i64`: takes the first message
+    /// (highest priority first, FIFO within a priority) whose type matches
+    /// `type_filter` (0 = any), waiting up to `timeout_ms` (-1 = forever,
+    /// 0 = don't wait). Writes the 56-byte header at `header_ptr` and the
+    /// payload at `buffer_ptr`; returns the payload length. A payload longer
+    /// than `buffer_len` fails with `BUFFER_TOO_SMALL`, the header is still
+    /// written (so the guest learns the size) and the message stays queued.
+    Receive = 6,
+    /// `log(level: i32, ptr: i32, len: i32) -> i64`: writes a UTF-8 line to
+    /// the kernel log at level 0 (error) .. 4 (trace).
+    Log = 7,
+    /// `clock_now() -> i64`: the kernel clock in nanoseconds since boot
+    /// (virtual in deterministic mode).
+    ClockNow = 8,
+}
+
+impl Syscall {
+    /// Every syscall, in number order.
+    pub const ALL: [Syscall; 8] = [
+        Syscall::Exit,
+        Syscall::Yield,
+        Syscall::SelfPid,
+        Syscall::Lookup,
+        Syscall::Send,
+        Syscall::Receive,
+        Syscall::Log,
+        Syscall::ClockNow,
+    ];
+
+    /// The function name the guest imports from [`IMPORT_MODULE`].
+    pub const fn import_name(self) -> &'static str {
+        match self {
+            Syscall::Exit => "exit",
+            Syscall::Yield => "yield_now",
+            Syscall::SelfPid => "self_pid",
+            Syscall::Lookup => "lookup",
+            Syscall::Send => "send",
+            Syscall::Receive => "receive",
+            Syscall::Log => "log",
+            Syscall::ClockNow => "clock_now",
+        }
+    }
+
+    /// Parameter and result types of the import.
+    pub const fn signature(self) -> (&'static [WasmType], &'static [WasmType]) {
+        use WasmType::{I32, I64};
+        match self {
+            Syscall::Exit => (&[I32], &[]),
+            Syscall::Yield | Syscall::SelfPid | Syscall::ClockNow => (&[], &[I64]),
+            Syscall::Lookup => (&[I32, I32], &[I64]),
+            Syscall::Send => (&[I64, I32, I32, I32, I32], &[I64]),
+            Syscall::Receive => (&[I32, I64, I32, I32, I32], &[I64]),
+            Syscall::Log => (&[I32, I32, I32], &[I64]),
+        }
+    }
+
+    /// Finds a syscall by its import name.
+    pub fn from_import_name(name: &str) -> Option<Syscall> {
+        Syscall::ALL.into_iter().find(|s| s.import_name() == name)
+    }
+}
+
+impl TryFrom<u32> for Syscall {
+    type Error = u32;
+
+    fn try_from(raw: u32) -> Result<Self, u32> {
+        Ok(match raw {
+            1 => Syscall::Exit,
+            2 => Syscall::Yield,
+            3 => Syscall::SelfPid,
+            4 => Syscall::Lookup,
+            5 => Syscall::Send,
+            6 => Syscall::Receive,
+            7 => Syscall::Log,
+            8 => Syscall::ClockNow,
+            other => return Err(other),
+        })
+    }
+}
+
+/// Decoded `options` argument of [`Syscall::Send`].
+pub mod send_options {
+    use crate::messages::Flags;
+    use crate::types::MessagePriority;
+
+    /// Flags a guest may set itself; the kernel sets the others.
+    pub const GUEST_FLAGS: Flags = Flags::from_bits(0b11).unwrap();
+
+    /// Packs a priority and flags into the `options` word.
+    pub const fn pack(priority: MessagePriority, flags: Flags) -> i32 {
+        (priority.get() as i32) | ((flags.bits() as i32) << 8)
+    }
+
+    /// Unpacks the `options` word, or `None` if a reserved bit or a
+    /// kernel-only flag is set.
+    pub const fn unpack(options: i32) -> Option<(MessagePriority, Flags)> {
+        let raw = options as u32;
+        if raw & !0x00FF_FF07 != 0 {
+            return None;
+        }
+        let priority = match MessagePriority::new((raw & 0x7) as u8) {
+            Some(p) => p,
+            None => return None,
+        };
+        let flags = match Flags::from_bits((raw >> 8) as u16) {
+            Some(f) => f,
+            None => return None,
+        };
+        if flags.bits() & !GUEST_FLAGS.bits() != 0 {
+            return None;
+        }
+        Some((priority, flags))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Flags, MessagePriority};
+
+    #[test]
+    fn numbers_round_trip_and_names_are_unique() {
+        for syscall in Syscall::ALL {
+            assert_eq!(Syscall::try_from(syscall as u32), Ok(syscall));
+            assert_eq!(Syscall::from_import_name(syscall.import_name()), Some(syscall));
+        }
+        assert_eq!(Syscall::try_from(0), Err(0));
+        assert_eq!(Syscall::try_from(999), Err(999));
+        assert_eq!(Syscall::from_import_name("fd_write"), None);
+    }
+
+    #[test]
+    fn send_options_pack_and_reject_reserved_bits() {
+        let p = MessagePriority::new(6).unwrap();
+        let packed = send_options::pack(p, Flags::ACK_REQUESTED);
+        assert_eq!(send_options::unpack(packed), Some((p, Flags::ACK_REQUESTED)));
+        assert_eq!(send_options::unpack(0x08), None, "bit 3 is reserved");
+        assert_eq!(
+            send_options::unpack((Flags::BROADCAST.bits() as i32) << 8),
+            None,
+            "kernel-only flag"
+        );
+        assert_eq!(send_options::unpack(i32::MIN), None);
+    }
+}

@@ -1,0 +1,320 @@
+//! Message routing data: messages and the bounded, priority-ordered mailbox.
+//!
+//! # Mailbox invariants
+//!
+//! 1. A mailbox never holds more than its capacity. The capacity is fixed
+//!    when the process is created: 1,024 by default, 4,096 for HIGH and
+//!    REALTIME processes, 16,384 for SYSTEM ([`default_capacity`]).
+//! 2. Higher message priority is delivered first; within one priority,
+//!    delivery is FIFO. So delivery is FIFO per (source, target, priority);
+//!    there is no global order.
+//! 3. A selective receive takes the first message, in that order, whose type
+//!    matches; other messages keep their places.
+//! 4. On overflow the mailbox's [`OverflowMode`] decides. Nothing is lost
+//!    silently: every dropped message is counted, and a refused message is
+//!    handed back to the sender.
+//!
+//! The router itself (pid lookup with generation checks, waking a blocked
+//! receiver) lives in `crate::core::process`; this module is plain data with
+//! no I/O, so it is tested without WASM.
+
+use estalogic_abi::{Header, MessagePriority, MessageType, Priority};
+use std::collections::VecDeque;
+
+/// What a full mailbox does with one more message.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OverflowMode {
+    /// The new message is dropped and counted; the send succeeds.
+    DropNewest,
+    /// The oldest message of the lowest non-empty priority is dropped and
+    /// counted to make room.
+    DropOldest,
+    /// The sender waits until there is room.
+    BlockSender,
+    /// The send fails at once with `MAILBOX_FULL` (the default).
+    #[default]
+    NotifySender,
+}
+
+/// The default mailbox capacity for a process of `level`.
+pub const fn default_capacity(level: Priority) -> usize {
+    match level {
+        Priority::System => 16_384,
+        Priority::High | Priority::Realtime => 4_096,
+        Priority::Idle | Priority::Low | Priority::Normal => 1_024,
+    }
+}
+
+/// A message in flight: its header and payload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// The header, as the receiver will see it.
+    pub header: Header,
+    /// The payload bytes (at most 1 MiB).
+    pub payload: Box<[u8]>,
+}
+
+/// What happened to a message offered to a mailbox.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// The message is queued.
+    Queued,
+    /// The message is queued; this older one was dropped to make room.
+    QueuedDroppingOldest(Message),
+    /// The mailbox was full and dropped the new message (`DropNewest`).
+    DroppedNewest,
+}
+
+/// A mailbox refused a message; the message is handed back.
+#[derive(Debug, PartialEq, Eq)]
+pub struct MailboxFull(pub Message);
+
+/// A bounded mailbox with one FIFO queue per message priority.
+#[derive(Debug)]
+pub struct Mailbox {
+    queues: [VecDeque<Message>; MessagePriority::LEVELS],
+    len: usize,
+    capacity: usize,
+    mode: OverflowMode,
+    dropped: u64,
+}
+
+impl Mailbox {
+    /// An empty mailbox. A capacity of 0 is raised to 1.
+    pub fn new(capacity: usize, mode: OverflowMode) -> Self {
+        Mailbox {
+            queues: Default::default(),
+            len: 0,
+            capacity: capacity.max(1),
+            mode,
+            dropped: 0,
+        }
+    }
+
+    /// Offers a message. `Err` hands it back when the mode is
+    /// `NotifySender` or `BlockSender` and there is no room.
+    pub fn push(&mut self, message: Message) -> Result<Delivery, MailboxFull> {
+        let mut delivery = Delivery::Queued;
+        if self.len >= self.capacity {
+            match self.mode {
+                OverflowMode::NotifySender | OverflowMode::BlockSender => {
+                    return Err(MailboxFull(message));
+                }
+                OverflowMode::DropNewest => {
+                    self.dropped += 1;
+                    return Ok(Delivery::DroppedNewest);
+                }
+                OverflowMode::DropOldest => {
+                    let oldest = self
+                        .queues
+                        .iter_mut()
+                        .find_map(|queue| queue.pop_front())
+                        .expect("a full mailbox has a message");
+                    self.len -= 1;
+                    self.dropped += 1;
+                    delivery = Delivery::QueuedDroppingOldest(oldest);
+                }
+            }
+        }
+        self.queues[message.header.priority.get() as usize].push_back(message);
+        self.len += 1;
+        Ok(delivery)
+    }
+
+    fn find(&self, only: Option<MessageType>) -> Option<(usize, usize)> {
+        for priority in (0..MessagePriority::LEVELS).rev() {
+            let queue = &self.queues[priority];
+            let found = match only {
+                None => (!queue.is_empty()).then_some(0),
+                Some(wanted) => queue.iter().position(|m| m.header.message_type == wanted),
+            };
+            if let Some(at) = found {
+                return Some((priority, at));
+            }
+        }
+        None
+    }
+
+    /// The message the next [`Mailbox::take`] with the same filter returns.
+    pub fn peek(&self, only: Option<MessageType>) -> Option<&Message> {
+        self.find(only).map(|(priority, at)| &self.queues[priority][at])
+    }
+
+    /// Removes and returns the first message, by priority then FIFO, whose
+    /// type matches `only` (any type if `None`).
+    pub fn take(&mut self, only: Option<MessageType>) -> Option<Message> {
+        let (priority, at) = self.find(only)?;
+        let message = self.queues[priority].remove(at)?;
+        self.len -= 1;
+        Some(message)
+    }
+
+    /// Number of queued messages.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True if nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The fixed capacity.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The overflow mode.
+    pub fn mode(&self) -> OverflowMode {
+        self.mode
+    }
+
+    /// Messages dropped by the overflow policy so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Removes every queued message (at process exit), oldest first per
+    /// priority, highest priority first.
+    pub fn drain(&mut self) -> Vec<Message> {
+        let mut all = Vec::with_capacity(self.len);
+        for queue in self.queues.iter_mut().rev() {
+            all.extend(queue.drain(..));
+        }
+        self.len = 0;
+        all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use estalogic_abi::{Flags, Pid};
+    use proptest::prelude::*;
+
+    fn message(source: u32, priority: u8, message_type: u32, sequence: u64) -> Message {
+        Message {
+            header: Header {
+                priority: MessagePriority::new(priority).unwrap(),
+                flags: Flags::NONE,
+                message_type: MessageType(message_type),
+                source: Pid::new(source, 1),
+                target: Pid::new(99, 1),
+                sequence,
+                timestamp: 0,
+                correlation: 0,
+            },
+            payload: Box::new([]),
+        }
+    }
+
+    #[test]
+    fn notify_sender_hands_the_message_back() {
+        let mut mailbox = Mailbox::new(2, OverflowMode::NotifySender);
+        assert_eq!(mailbox.push(message(1, 0, 1, 0)), Ok(Delivery::Queued));
+        assert_eq!(mailbox.push(message(1, 0, 1, 1)), Ok(Delivery::Queued));
+        let refused = mailbox.push(message(1, 0, 1, 2)).unwrap_err();
+        assert_eq!(refused.0.header.sequence, 2);
+        assert_eq!(mailbox.len(), 2);
+        assert_eq!(mailbox.dropped(), 0);
+    }
+
+    #[test]
+    fn drop_newest_and_drop_oldest_count_drops() {
+        let mut newest = Mailbox::new(1, OverflowMode::DropNewest);
+        newest.push(message(1, 0, 1, 0)).unwrap();
+        assert_eq!(newest.push(message(1, 0, 1, 1)), Ok(Delivery::DroppedNewest));
+        assert_eq!(newest.take(None).unwrap().header.sequence, 0);
+        assert_eq!(newest.dropped(), 1);
+
+        let mut oldest = Mailbox::new(2, OverflowMode::DropOldest);
+        oldest.push(message(1, 5, 1, 0)).unwrap();
+        oldest.push(message(1, 0, 1, 1)).unwrap();
+        match oldest.push(message(1, 5, 1, 2)).unwrap() {
+            Delivery::QueuedDroppingOldest(dropped) => assert_eq!(dropped.header.sequence, 1),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(oldest.dropped(), 1);
+        assert_eq!(oldest.len(), 2);
+    }
+
+    #[test]
+    fn higher_priority_first_and_selective_receive_skips() {
+        let mut mailbox = Mailbox::new(8, OverflowMode::NotifySender);
+        mailbox.push(message(1, 0, 1, 0)).unwrap();
+        mailbox.push(message(1, 7, 2, 1)).unwrap();
+        mailbox.push(message(1, 0, 3, 2)).unwrap();
+        assert_eq!(mailbox.peek(None).unwrap().header.sequence, 1);
+        assert_eq!(mailbox.take(Some(MessageType(3))).unwrap().header.sequence, 2);
+        assert_eq!(mailbox.take(None).unwrap().header.sequence, 1);
+        assert_eq!(mailbox.take(None).unwrap().header.sequence, 0);
+        assert!(mailbox.take(None).is_none());
+        assert!(mailbox.is_empty());
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Push { source: u32, priority: u8, message_type: u32 },
+        Take { only: Option<u32> },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => (0u32..3, 0u8..8, 1u32..4).prop_map(|(source, priority, message_type)| Op::Push { source, priority, message_type }),
+            1 => proptest::option::of(1u32..4).prop_map(|only| Op::Take { only }),
+        ]
+    }
+
+    fn mode() -> impl Strategy<Value = OverflowMode> {
+        prop_oneof![
+            Just(OverflowMode::DropNewest),
+            Just(OverflowMode::DropOldest),
+            Just(OverflowMode::BlockSender),
+            Just(OverflowMode::NotifySender),
+        ]
+    }
+
+    proptest! {
+        /// The mailbox never exceeds its capacity, and what comes out for a
+        /// given (source, priority) comes out in the order it went in.
+        #[test]
+        fn bounded_and_fifo_per_source_and_priority(
+            capacity in 1usize..16,
+            mode in mode(),
+            ops in proptest::collection::vec(op(), 0..200),
+        ) {
+            let mut mailbox = Mailbox::new(capacity, mode);
+            let mut next_sequence = 0u64;
+            let mut last_taken: std::collections::HashMap<(u32, u8), u64> = Default::default();
+            let mut accepted = 0u64;
+            let mut refused = 0u64;
+            let mut taken = 0u64;
+            for op in ops {
+                match op {
+                    Op::Push { source, priority, message_type } => {
+                        match mailbox.push(message(source, priority, message_type, next_sequence)) {
+                            Ok(_) => accepted += 1,
+                            Err(_) => refused += 1,
+                        }
+                        next_sequence += 1;
+                    }
+                    Op::Take { only } => {
+                        if let Some(m) = mailbox.take(only.map(MessageType)) {
+                            taken += 1;
+                            let key = (m.header.source.index(), m.header.priority.get());
+                            if let Some(previous) = last_taken.insert(key, m.header.sequence) {
+                                prop_assert!(previous < m.header.sequence, "FIFO broken for {:?}", key);
+                            }
+                        }
+                    }
+                }
+                prop_assert!(mailbox.len() <= mailbox.capacity());
+            }
+            // Conservation: every accepted message is queued, taken or counted as dropped.
+            prop_assert_eq!(accepted, mailbox.len() as u64 + taken + mailbox.dropped());
+            if matches!(mode, OverflowMode::DropNewest | OverflowMode::DropOldest) {
+                prop_assert_eq!(refused, 0);
+            }
+        }
+    }
+}

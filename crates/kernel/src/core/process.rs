@@ -1,0 +1,275 @@
+//! Processes and the process table: generational pids, per-process
+//! mailboxes, and routing a message to its target.
+//!
+//! # Invariants
+//!
+//! 1. A slot's generation grows every time the slot is freed, so a pid held
+//!    by anyone after its process exited names nothing: [`ProcessTable::get`]
+//!    checks the generation, and a send to it fails with `NO_SUCH_PROCESS`.
+//!    A restarted process never receives a stale peer's mail.
+//! 2. Slot 0 is the kernel ([`Pid::KERNEL`]) and never holds a process.
+//! 3. [`route`] is the only way a message enters a mailbox. It wakes the
+//!    target if it is waiting, after releasing the mailbox lock.
+
+use crate::core::message_router::{Delivery, Mailbox, MailboxFull, Message};
+use estalogic_abi::{Pid, Priority};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Waker;
+
+/// The lifecycle states of a process (BRIEF §3.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProcessState {
+    /// Spawned, not yet scheduled.
+    Created,
+    /// In a run queue.
+    Ready,
+    /// Executing on a worker.
+    Running,
+    /// Waiting for a message or a timeout.
+    Waiting,
+    /// Waiting for I/O or for room in a full mailbox.
+    Blocked,
+    /// Exited, trapped or was stopped.
+    Completed,
+}
+
+/// A mailbox together with the waker of a receiver waiting on it.
+#[derive(Debug)]
+pub struct MailboxSlot {
+    /// The queued messages.
+    pub mailbox: Mailbox,
+    /// Set while the owner waits in `receive`.
+    pub waiter: Option<Waker>,
+}
+
+/// Per-process message counters.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Messages this process sent successfully.
+    pub sent: AtomicU64,
+    /// Messages this process received.
+    pub received: AtomicU64,
+    /// Sends by this process that failed (full mailbox, no such process).
+    pub send_failures: AtomicU64,
+}
+
+/// The shared, kernel-side record of a live process.
+#[derive(Debug)]
+pub struct Process {
+    /// Its pid.
+    pub pid: Pid,
+    /// The module it runs.
+    pub module: Arc<str>,
+    /// Its base scheduling level.
+    pub priority: Priority,
+    /// Its mailbox.
+    pub mailbox: Mutex<MailboxSlot>,
+    /// Message counters.
+    pub counters: Counters,
+    next_sequence: AtomicU64,
+}
+
+impl Process {
+    /// A new process record with an empty mailbox.
+    pub fn new(pid: Pid, module: Arc<str>, priority: Priority, mailbox: Mailbox) -> Self {
+        Process {
+            pid,
+            module,
+            priority,
+            mailbox: Mutex::new(MailboxSlot {
+                mailbox,
+                waiter: None,
+            }),
+            counters: Counters::default(),
+            next_sequence: AtomicU64::new(0),
+        }
+    }
+
+    /// The next sequence number for a message this process sends.
+    pub fn next_sequence(&self) -> u64 {
+        self.next_sequence.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Locks the mailbox. A poisoned lock means a kernel thread panicked
+    /// while holding it; the mailbox data itself is still consistent (every
+    /// mutation is a single push or pop), so we keep going.
+    pub fn lock_mailbox(&self) -> std::sync::MutexGuard<'_, MailboxSlot> {
+        self.mailbox.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[derive(Debug)]
+struct Slot {
+    generation: u32,
+    process: Option<Arc<Process>>,
+}
+
+/// All live processes, indexed by pid, plus the module-name directory.
+#[derive(Debug)]
+pub struct ProcessTable {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    names: HashMap<Arc<str>, Pid>,
+}
+
+impl Default for ProcessTable {
+    fn default() -> Self {
+        ProcessTable {
+            // Slot 0 is the kernel's.
+            slots: vec![Slot {
+                generation: 0,
+                process: None,
+            }],
+            free: Vec::new(),
+            names: HashMap::new(),
+        }
+    }
+}
+
+impl ProcessTable {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Allocates a pid and stores the process `make` builds for it. If
+    /// `register_name` is set and the name is free, the process becomes the
+    /// one [`ProcessTable::lookup`] finds for its module name.
+    pub fn insert(
+        &mut self,
+        register_name: bool,
+        make: impl FnOnce(Pid) -> Arc<Process>,
+    ) -> Arc<Process> {
+        let pid = match self.free.pop() {
+            Some(index) => Pid::new(index, self.slots[index as usize].generation),
+            None => {
+                let index = u32::try_from(self.slots.len()).expect("fewer than 2^32 processes");
+                self.slots.push(Slot {
+                    generation: 1,
+                    process: None,
+                });
+                Pid::new(index, 1)
+            }
+        };
+        let process = make(pid);
+        debug_assert_eq!(process.pid, pid);
+        if register_name && !self.names.contains_key(&process.module) {
+            self.names.insert(process.module.clone(), pid);
+        }
+        self.slots[pid.index() as usize].process = Some(process.clone());
+        process
+    }
+
+    /// The live process with exactly this pid (index and generation).
+    pub fn get(&self, pid: Pid) -> Option<&Arc<Process>> {
+        let slot = self.slots.get(pid.index() as usize)?;
+        match &slot.process {
+            Some(process) if slot.generation == pid.generation() => Some(process),
+            _ => None,
+        }
+    }
+
+    /// Removes a process; its slot's generation moves on so the old pid
+    /// names nothing from now on.
+    pub fn remove(&mut self, pid: Pid) -> Option<Arc<Process>> {
+        self.get(pid)?;
+        let slot = &mut self.slots[pid.index() as usize];
+        let process = slot.process.take();
+        slot.generation = slot.generation.wrapping_add(1).max(1);
+        self.free.push(pid.index());
+        if let Some(process) = &process
+            && self.names.get(&process.module) == Some(&pid)
+        {
+            self.names.remove(&process.module);
+        }
+        process
+    }
+
+    /// The process registered under a module name.
+    pub fn lookup(&self, name: &str) -> Option<Pid> {
+        self.names.get(name).copied()
+    }
+
+    /// Number of live processes.
+    pub fn len(&self) -> usize {
+        self.slots.iter().filter(|s| s.process.is_some()).count()
+    }
+
+    /// True if no process is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Why [`route`] could not deliver; the message is handed back.
+#[derive(Debug)]
+pub enum RouteError {
+    /// No live process has the target pid.
+    NoSuchProcess(Message),
+    /// The target's mailbox is full and refuses more.
+    MailboxFull(Message),
+}
+
+/// Puts `message` in `target`'s mailbox and wakes the target if it waits.
+pub fn route(target: &Process, message: Message) -> Result<Delivery, RouteError> {
+    let (delivery, waiter) = {
+        let mut slot = target.lock_mailbox();
+        match slot.mailbox.push(message) {
+            Ok(delivery) => (delivery, slot.waiter.take()),
+            Err(MailboxFull(message)) => return Err(RouteError::MailboxFull(message)),
+        }
+    };
+    if let Some(waker) = waiter {
+        waker.wake();
+    }
+    Ok(delivery)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::message_router::OverflowMode;
+
+    fn spawn(table: &mut ProcessTable, name: &str) -> Pid {
+        table
+            .insert(true, |pid| {
+                Arc::new(Process::new(
+                    pid,
+                    name.into(),
+                    Priority::Normal,
+                    Mailbox::new(4, OverflowMode::NotifySender),
+                ))
+            })
+            .pid
+    }
+
+    #[test]
+    fn stale_generation_names_nothing() {
+        let mut table = ProcessTable::new();
+        let first = spawn(&mut table, "a");
+        assert_ne!(first.index(), 0, "slot 0 is the kernel's");
+        assert!(table.get(first).is_some());
+        table.remove(first).unwrap();
+        let second = spawn(&mut table, "a");
+        assert_eq!(second.index(), first.index(), "the slot is reused");
+        assert_ne!(second.generation(), first.generation());
+        assert!(table.get(first).is_none(), "the old pid must not reach the new process");
+        assert!(table.get(second).is_some());
+        assert_eq!(table.lookup("a"), Some(second));
+    }
+
+    #[test]
+    fn names_are_released_on_removal() {
+        let mut table = ProcessTable::new();
+        let a = spawn(&mut table, "svc");
+        let b = spawn(&mut table, "svc");
+        assert_eq!(table.lookup("svc"), Some(a), "first registration wins");
+        table.remove(b);
+        assert_eq!(table.lookup("svc"), Some(a));
+        table.remove(a);
+        assert_eq!(table.lookup("svc"), None);
+        assert!(table.is_empty());
+    }
+}

@@ -1,0 +1,447 @@
+//! `manifest.json`: what a module is, what it needs, and how it runs.
+//!
+//! Parsing is strict: unknown fields, missing required fields and bad values
+//! are errors that name the field. Required: `name`, `version` (semver),
+//! `entry_point` (the exported function the process runs) and `runtime`
+//! (`"wasm32"`). Optional, with defaults: `description` (`""`), `module`
+//! (where the binary is: a path relative to the manifest, or
+//! `"bundled:<name>"`; default `"<name>.wasm"`), `dependencies` (module name
+//! → semver requirement; `{}`), `capabilities_required` (`[]`), `priority`
+//! (`critical|high|normal|low|lazy`; `normal`), `preload` (`false`) and
+//! `memory_class` (`user|system|compliance`; `user`).
+
+use estalogic_abi::Priority;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A manifest that failed to parse or validate, with the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct ManifestError {
+    /// The JSON path of the offending field (`.` for the whole document).
+    pub field: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl ManifestError {
+    fn new(field: &str, problem: impl Into<String>) -> Self {
+        ManifestError {
+            field: field.to_string(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// Where a module's WebAssembly binary comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ModuleSource {
+    /// A file, relative to the manifest's directory until resolved.
+    File(PathBuf),
+    /// A service bundled into the host program, by name.
+    Bundled(String),
+}
+
+/// The scheduling priority a module asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModulePriority {
+    /// Runs at `REALTIME`.
+    Critical,
+    /// Runs at `HIGH`.
+    High,
+    /// Runs at `NORMAL`.
+    Normal,
+    /// Runs at `LOW`.
+    Low,
+    /// Runs at `IDLE`.
+    Lazy,
+}
+
+impl ModulePriority {
+    /// The scheduler level a process of this module starts at. `SYSTEM` is
+    /// reserved for the kernel's own services and cannot be asked for.
+    pub fn level(self) -> Priority {
+        match self {
+            ModulePriority::Critical => Priority::Realtime,
+            ModulePriority::High => Priority::High,
+            ModulePriority::Normal => Priority::Normal,
+            ModulePriority::Low => Priority::Low,
+            ModulePriority::Lazy => Priority::Idle,
+        }
+    }
+}
+
+/// A module's memory class: the range its linear memory must stay in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemoryClass {
+    /// User logic: 64 KiB .. 16 MiB.
+    User,
+    /// System services: 256 KiB .. 64 MiB.
+    System,
+    /// Compliance engines: 128 KiB .. 32 MiB.
+    Compliance,
+}
+
+impl MemoryClass {
+    /// The smallest initial memory a module of this class may declare.
+    pub const fn min_bytes(self) -> u64 {
+        match self {
+            MemoryClass::User => 64 << 10,
+            MemoryClass::System => 256 << 10,
+            MemoryClass::Compliance => 128 << 10,
+        }
+    }
+
+    /// The most memory a process of this class may ever have.
+    pub const fn max_bytes(self) -> u64 {
+        match self {
+            MemoryClass::User => 16 << 20,
+            MemoryClass::System => 64 << 20,
+            MemoryClass::Compliance => 32 << 20,
+        }
+    }
+
+    /// The class's name as written in manifests.
+    pub const fn name(self) -> &'static str {
+        match self {
+            MemoryClass::User => "user",
+            MemoryClass::System => "system",
+            MemoryClass::Compliance => "compliance",
+        }
+    }
+}
+
+/// Capability names a manifest may ask for, as `family:right`.
+pub const KNOWN_CAPABILITIES: &[&str] = &[
+    "messaging:send",
+    "messaging:receive",
+    "messaging:broadcast",
+    "process:lookup",
+    "process:spawn",
+    "time:read",
+    "timer:create",
+    "log:write",
+    "fs:read",
+    "fs:write",
+    "fs:delete",
+    "fs:list",
+    "db:read",
+    "db:write",
+    "db:delete",
+    "net:request",
+    "audit:read",
+    "audit:write",
+    "config:read",
+    "host_events:subscribe",
+    "notifications:send",
+];
+
+/// One requested capability, with an optional scope (a directory, a set of
+/// collections, a host allow-list, a set of peer modules...).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CapabilityRequest {
+    /// `family:right`, one of [`KNOWN_CAPABILITIES`].
+    pub name: String,
+    /// What the capability is limited to; `None` means the family's default.
+    pub scope: Option<String>,
+}
+
+impl fmt::Display for CapabilityRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.scope {
+            Some(scope) => write!(f, "{} [{}]", self.name, scope),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+/// A parsed and validated manifest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Manifest {
+    /// Module name: lower-case letters, digits, `-` and `_`.
+    pub name: String,
+    /// Module version.
+    pub version: semver::Version,
+    /// What the module does.
+    pub description: String,
+    /// The exported function the process runs: `() -> ()` or `() -> i32`
+    /// (the exit code).
+    pub entry_point: String,
+    /// Where the binary is.
+    pub module: ModuleSource,
+    /// Modules this one needs, with version requirements.
+    pub dependencies: BTreeMap<String, semver::VersionReq>,
+    /// Capabilities the module's processes are granted.
+    pub capabilities_required: Vec<CapabilityRequest>,
+    /// Scheduling priority.
+    pub priority: ModulePriority,
+    /// Compile and cache at boot even if not started.
+    pub preload: bool,
+    /// Memory limits.
+    pub memory_class: MemoryClass,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    name: String,
+    version: String,
+    #[serde(default)]
+    description: String,
+    entry_point: String,
+    runtime: String,
+    #[serde(default)]
+    module: Option<String>,
+    #[serde(default)]
+    dependencies: BTreeMap<String, String>,
+    #[serde(default)]
+    capabilities_required: Vec<RawCapability>,
+    #[serde(default = "default_priority")]
+    priority: ModulePriority,
+    #[serde(default)]
+    preload: bool,
+    #[serde(default = "default_memory_class")]
+    memory_class: MemoryClass,
+}
+
+fn default_priority() -> ModulePriority {
+    ModulePriority::Normal
+}
+
+fn default_memory_class() -> MemoryClass {
+    MemoryClass::User
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawCapability {
+    Name(String),
+    Scoped(ScopedCapability),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScopedCapability {
+    name: String,
+    #[serde(default)]
+    scope: Option<String>,
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && name.as_bytes()[0].is_ascii_lowercase()
+}
+
+impl Manifest {
+    /// Parses and validates manifest JSON.
+    pub fn parse(json: &str) -> Result<Manifest, ManifestError> {
+        let deserializer = &mut serde_json::Deserializer::from_str(json);
+        let raw: RawManifest = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            // serde_json appends " at line L column C"; keep it, it helps.
+            ManifestError::new(if path.is_empty() { "." } else { &path }, inner.to_string())
+        })?;
+        raw.validate()
+    }
+
+    /// Reads and parses `path`.
+    pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+        let json = std::fs::read_to_string(path)
+            .map_err(|e| ManifestError::new(".", format!("cannot read the file: {e}")))?;
+        Manifest::parse(&json)
+    }
+}
+
+impl RawManifest {
+    fn validate(self) -> Result<Manifest, ManifestError> {
+        if !valid_name(&self.name) {
+            return Err(ManifestError::new(
+                "name",
+                format!(
+                    "{:?} is not a module name (1-64 of a-z, 0-9, '-', '_', starting with a letter)",
+                    self.name
+                ),
+            ));
+        }
+        let version = semver::Version::parse(&self.version).map_err(|e| {
+            ManifestError::new("version", format!("{:?} is not semver: {e}", self.version))
+        })?;
+        if self.runtime != "wasm32" {
+            return Err(ManifestError::new(
+                "runtime",
+                format!("{:?} is not supported; the only runtime is \"wasm32\"", self.runtime),
+            ));
+        }
+        if self.entry_point.is_empty() {
+            return Err(ManifestError::new("entry_point", "must name an exported function"));
+        }
+        let module = match self.module {
+            None => ModuleSource::File(PathBuf::from(format!("{}.wasm", self.name))),
+            Some(text) => match text.strip_prefix("bundled:") {
+                Some(name) if valid_name(name) => ModuleSource::Bundled(name.to_string()),
+                Some(_) => {
+                    return Err(ManifestError::new(
+                        "module",
+                        format!("{text:?} does not name a bundled service"),
+                    ));
+                }
+                None if text.is_empty() => {
+                    return Err(ManifestError::new("module", "must not be empty"));
+                }
+                None => ModuleSource::File(PathBuf::from(text)),
+            },
+        };
+        let mut dependencies = BTreeMap::new();
+        for (name, requirement) in self.dependencies {
+            let field = format!("dependencies.{name}");
+            if !valid_name(&name) {
+                return Err(ManifestError::new(&field, "is not a module name"));
+            }
+            if name == self.name {
+                return Err(ManifestError::new(&field, "a module cannot depend on itself"));
+            }
+            let requirement = semver::VersionReq::parse(&requirement).map_err(|e| {
+                ManifestError::new(&field, format!("{requirement:?} is not a semver requirement: {e}"))
+            })?;
+            dependencies.insert(name, requirement);
+        }
+        let mut capabilities_required = Vec::new();
+        for (index, raw) in self.capabilities_required.into_iter().enumerate() {
+            let (name, scope) = match raw {
+                RawCapability::Name(name) => (name, None),
+                RawCapability::Scoped(scoped) => (scoped.name, scoped.scope),
+            };
+            if !KNOWN_CAPABILITIES.contains(&name.as_str()) {
+                return Err(ManifestError::new(
+                    &format!("capabilities_required[{index}]"),
+                    format!(
+                        "unknown capability {name:?}; known: {}",
+                        KNOWN_CAPABILITIES.join(", ")
+                    ),
+                ));
+            }
+            capabilities_required.push(CapabilityRequest { name, scope });
+        }
+        Ok(Manifest {
+            name: self.name,
+            version,
+            description: self.description,
+            entry_point: self.entry_point,
+            module,
+            dependencies,
+            capabilities_required,
+            priority: self.priority,
+            preload: self.preload,
+            memory_class: self.memory_class,
+        })
+    }
+}
+
+impl Manifest {
+    /// True if the manifest asks for the capability `name`.
+    pub fn requires(&self, name: &str) -> bool {
+        self.capabilities_required.iter().any(|c| c.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"{
+        "name": "pong",
+        "version": "1.2.3",
+        "description": "answers pings",
+        "entry_point": "main",
+        "runtime": "wasm32",
+        "module": "bundled:pong",
+        "dependencies": {"clock": "^1"},
+        "capabilities_required": ["messaging:send", {"name": "fs:read", "scope": "data/"}],
+        "priority": "high",
+        "preload": true,
+        "memory_class": "compliance"
+    }"#;
+
+    #[test]
+    fn a_full_manifest_parses() {
+        let manifest = Manifest::parse(GOOD).unwrap();
+        assert_eq!(manifest.name, "pong");
+        assert_eq!(manifest.version, semver::Version::new(1, 2, 3));
+        assert_eq!(manifest.module, ModuleSource::Bundled("pong".into()));
+        assert_eq!(manifest.priority.level(), Priority::High);
+        assert_eq!(manifest.memory_class, MemoryClass::Compliance);
+        assert!(manifest.requires("fs:read"));
+        assert_eq!(manifest.capabilities_required[1].scope.as_deref(), Some("data/"));
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let manifest = Manifest::parse(
+            r#"{"name":"a","version":"0.1.0","entry_point":"main","runtime":"wasm32"}"#,
+        )
+        .unwrap();
+        assert_eq!(manifest.module, ModuleSource::File("a.wasm".into()));
+        assert_eq!(manifest.priority, ModulePriority::Normal);
+        assert_eq!(manifest.memory_class, MemoryClass::User);
+        assert!(!manifest.preload);
+    }
+
+    fn error_of(json: &str) -> ManifestError {
+        Manifest::parse(json).unwrap_err()
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let missing = error_of(r#"{"version":"0.1.0","entry_point":"main","runtime":"wasm32"}"#);
+        assert!(missing.problem.contains("missing field `name`"), "{missing}");
+
+        let unknown = error_of(
+            r#"{"name":"a","version":"0.1.0","entry_point":"main","runtime":"wasm32","colour":"red"}"#,
+        );
+        assert!(unknown.problem.contains("unknown field `colour`"), "{unknown}");
+
+        let version = error_of(r#"{"name":"a","version":"1.0","entry_point":"main","runtime":"wasm32"}"#);
+        assert_eq!(version.field, "version");
+
+        let priority = error_of(
+            r#"{"name":"a","version":"0.1.0","entry_point":"main","runtime":"wasm32","priority":"urgent"}"#,
+        );
+        assert_eq!(priority.field, "priority", "{priority}");
+
+        let capability = error_of(
+            r#"{"name":"a","version":"0.1.0","entry_point":"main","runtime":"wasm32","capabilities_required":["messaging:send","disk:format"]}"#,
+        );
+        assert_eq!(capability.field, "capabilities_required[1]");
+
+        let runtime = error_of(r#"{"name":"a","version":"0.1.0","entry_point":"main","runtime":"wasi"}"#);
+        assert_eq!(runtime.field, "runtime");
+
+        let name = error_of(r#"{"name":"A B","version":"0.1.0","entry_point":"main","runtime":"wasm32"}"#);
+        assert_eq!(name.field, "name");
+
+        let dependency = error_of(
+            r#"{"name":"a","version":"0.1.0","entry_point":"main","runtime":"wasm32","dependencies":{"b":"not a req"}}"#,
+        );
+        assert_eq!(dependency.field, "dependencies.b");
+
+        let class = error_of(
+            r#"{"name":"a","version":"0.1.0","entry_point":"main","runtime":"wasm32","memory_class":"huge"}"#,
+        );
+        assert_eq!(class.field, "memory_class");
+    }
+
+    #[test]
+    fn malformed_json_is_an_error_not_a_panic() {
+        let error = error_of("{\"name\": ");
+        assert!(error.problem.contains("EOF"), "{error}");
+    }
+}

@@ -1,0 +1,237 @@
+//! The WASM loader: compiles a module, checks it may run here, and prepares
+//! it for fast instantiation.
+//!
+//! # Checks, in order
+//!
+//! 1. The bytes are valid WebAssembly (Wasmtime's validator, at compile).
+//! 2. Every import comes from the kernel ABI namespace (`estalogic`), names a
+//!    known syscall and has exactly its signature. No WASI, no memory or
+//!    table imports: no ambient authority.
+//! 3. The entry point named by the manifest is an exported function of type
+//!    `() -> ()` or `() -> i32`.
+//! 4. The module's initial memory lies inside its memory class's range.
+//!    Growth beyond the class maximum is refused at run time by the
+//!    process's resource limiter.
+
+use crate::loader::manifest::{Manifest, MemoryClass};
+use crate::syscalls::ProcessContext;
+use estalogic_abi::syscalls::WasmType;
+use estalogic_abi::{IMPORT_MODULE, Syscall};
+use std::fmt::Write as _;
+use wasmtime::{Engine, ExternType, InstancePre, Linker, Module, ValType};
+
+/// Why a module cannot be loaded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ModuleError {
+    /// Not valid WebAssembly, or Wasmtime could not compile it.
+    #[error("not a valid WebAssembly module: {0}")]
+    Invalid(String),
+    /// An import outside the kernel ABI.
+    #[error(
+        "imports `{module}.{name}`, but only the kernel ABI (`{IMPORT_MODULE}`: {known}) may be imported",
+        known = known_syscalls()
+    )]
+    ForbiddenImport {
+        /// Import module.
+        module: String,
+        /// Import name.
+        name: String,
+    },
+    /// A kernel syscall imported with the wrong type.
+    #[error("imports `{IMPORT_MODULE}.{name}` as {found}, but its signature is {expected}")]
+    ImportSignature {
+        /// The syscall name.
+        name: String,
+        /// The ABI's signature.
+        expected: String,
+        /// What the module declared.
+        found: String,
+    },
+    /// The entry point is not exported.
+    #[error("does not export the entry point function `{0}` named in its manifest")]
+    MissingEntryPoint(String),
+    /// The entry point has the wrong type.
+    #[error("entry point `{name}` has type {found}; it must be `() -> ()` or `() -> i32`")]
+    EntryPointSignature {
+        /// Export name.
+        name: String,
+        /// What the module declared.
+        found: String,
+    },
+    /// Initial memory outside the memory class's range.
+    #[error(
+        "declares {declared} bytes of initial memory; memory class `{class}` allows {min}..={max}",
+        class = class.name(),
+        min = class.min_bytes(),
+        max = class.max_bytes()
+    )]
+    MemoryOutOfClass {
+        /// Initial bytes declared.
+        declared: u64,
+        /// The manifest's memory class.
+        class: MemoryClass,
+    },
+    /// More than one memory, or a 64-bit or shared memory.
+    #[error("has an unsupported memory: {0}")]
+    UnsupportedMemory(String),
+}
+
+fn known_syscalls() -> String {
+    let names: Vec<&str> = Syscall::ALL.iter().map(|s| s.import_name()).collect();
+    names.join(", ")
+}
+
+/// How the entry point reports its result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryKind {
+    /// `() -> ()`: returning means exit code 0.
+    Unit,
+    /// `() -> i32`: the return value is the exit code.
+    ExitCode,
+}
+
+/// A module that passed every check, ready to instantiate.
+#[derive(Clone)]
+pub struct LoadedModule {
+    /// Its manifest.
+    pub manifest: Manifest,
+    /// The compiled module.
+    pub module: Module,
+    /// Imports resolved against the kernel's linker.
+    pub pre: InstancePre<ProcessContext>,
+    /// How the entry point returns.
+    pub entry: EntryKind,
+}
+
+impl std::fmt::Debug for LoadedModule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedModule")
+            .field("name", &self.manifest.name)
+            .field("entry", &self.entry)
+            .finish_non_exhaustive()
+    }
+}
+
+fn describe(params: &[ValType], results: &[ValType]) -> String {
+    let list = |types: &[ValType]| {
+        let mut out = String::new();
+        for (i, ty) in types.iter().enumerate() {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            let _ = write!(out, "{ty}");
+        }
+        out
+    };
+    format!("({}) -> ({})", list(params), list(results))
+}
+
+fn abi_types(types: &[WasmType]) -> Vec<ValType> {
+    types
+        .iter()
+        .map(|t| match t {
+            WasmType::I32 => ValType::I32,
+            WasmType::I64 => ValType::I64,
+        })
+        .collect()
+}
+
+fn same_types(a: &[ValType], b: &[ValType]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| ValType::eq(x, y))
+}
+
+/// Compiles `bytes` and runs every check of the module docs.
+pub fn load(
+    engine: &Engine,
+    linker: &Linker<ProcessContext>,
+    manifest: Manifest,
+    bytes: &[u8],
+) -> Result<LoadedModule, ModuleError> {
+    let module = Module::new(engine, bytes).map_err(|e| ModuleError::Invalid(format!("{e:#}")))?;
+    check_imports(&module)?;
+    let entry = check_entry_point(&module, &manifest.entry_point)?;
+    check_memory(&module, manifest.memory_class)?;
+    let pre = linker
+        .instantiate_pre(&module)
+        .map_err(|e| ModuleError::Invalid(format!("{e:#}")))?;
+    Ok(LoadedModule {
+        manifest,
+        module,
+        pre,
+        entry,
+    })
+}
+
+fn check_imports(module: &Module) -> Result<(), ModuleError> {
+    for import in module.imports() {
+        let forbidden = || ModuleError::ForbiddenImport {
+            module: import.module().to_string(),
+            name: import.name().to_string(),
+        };
+        if import.module() != IMPORT_MODULE {
+            return Err(forbidden());
+        }
+        let syscall = Syscall::from_import_name(import.name()).ok_or_else(forbidden)?;
+        let ExternType::Func(func) = import.ty() else {
+            return Err(forbidden());
+        };
+        let (params, results) = syscall.signature();
+        let (want_params, want_results) = (abi_types(params), abi_types(results));
+        let got_params: Vec<ValType> = func.params().collect();
+        let got_results: Vec<ValType> = func.results().collect();
+        if !same_types(&got_params, &want_params) || !same_types(&got_results, &want_results) {
+            return Err(ModuleError::ImportSignature {
+                name: import.name().to_string(),
+                expected: describe(&want_params, &want_results),
+                found: describe(&got_params, &got_results),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn check_entry_point(module: &Module, name: &str) -> Result<EntryKind, ModuleError> {
+    let export = module
+        .get_export(name)
+        .ok_or_else(|| ModuleError::MissingEntryPoint(name.to_string()))?;
+    let ExternType::Func(func) = export else {
+        return Err(ModuleError::EntryPointSignature {
+            name: name.to_string(),
+            found: "not a function".to_string(),
+        });
+    };
+    let params: Vec<ValType> = func.params().collect();
+    let results: Vec<ValType> = func.results().collect();
+    match (params.as_slice(), results.as_slice()) {
+        ([], []) => Ok(EntryKind::Unit),
+        ([], [ValType::I32]) => Ok(EntryKind::ExitCode),
+        _ => Err(ModuleError::EntryPointSignature {
+            name: name.to_string(),
+            found: describe(&params, &results),
+        }),
+    }
+}
+
+fn check_memory(module: &Module, class: MemoryClass) -> Result<(), ModuleError> {
+    let mut memories = 0;
+    for export in module.exports() {
+        if let ExternType::Memory(memory) = export.ty() {
+            memories += 1;
+            if memory.is_64() || memory.is_shared() {
+                return Err(ModuleError::UnsupportedMemory(
+                    "64-bit and shared memories are not supported".to_string(),
+                ));
+            }
+            let declared = memory.minimum() * memory.page_size();
+            if declared < class.min_bytes() || declared > class.max_bytes() {
+                return Err(ModuleError::MemoryOutOfClass { declared, class });
+            }
+        }
+    }
+    if memories > 1 {
+        return Err(ModuleError::UnsupportedMemory(format!(
+            "{memories} exported memories; at most one"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,253 @@
+//! The syscall layer: the per-process context every host function sees, the
+//! single capability choke point, guest-memory access, and the composition
+//! of the syscall families into one linker.
+//!
+//! # Protocol of every syscall
+//!
+//! 1. [`ProcessContext::admit`] checks the caller holds the capability the
+//!    syscall needs. This is the only place that decides; handlers never
+//!    re-check and drivers never see an unchecked request.
+//! 2. Arguments are validated; guest pointers go through [`read_guest`] /
+//!    [`write_guest`], which fail with `INVALID_POINTER`, never trap.
+//! 3. A recoverable failure returns the negated error code. Only `exit`
+//!    unwinds the guest (with [`ProcessExit`]), and only a broken machine
+//!    invariant traps.
+
+pub mod ipc;
+pub mod process;
+pub mod time;
+
+use crate::core::kernel_loop::{KernelShared, TaskState};
+use crate::core::process::Process;
+use estalogic_abi::{ErrorCode, Syscall};
+use std::sync::Arc;
+use wasmtime::{Caller, Extern, Linker, ResourceLimiter};
+
+/// Raised (as a Wasmtime error) by the `exit` syscall to unwind the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("process exited with code {0}")]
+pub struct ProcessExit(pub i32);
+
+/// The set of syscalls a process may make, derived from its capabilities.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyscallSet(u64);
+
+impl SyscallSet {
+    /// Syscalls every process may make: they touch nothing outside itself.
+    pub fn baseline() -> Self {
+        let mut set = SyscallSet(0);
+        for syscall in [Syscall::Exit, Syscall::Yield, Syscall::SelfPid] {
+            set.insert(syscall);
+        }
+        set
+    }
+
+    /// Adds a syscall.
+    pub fn insert(&mut self, syscall: Syscall) {
+        self.0 |= 1 << (syscall as u32);
+    }
+
+    /// True if the syscall is allowed.
+    pub fn contains(self, syscall: Syscall) -> bool {
+        self.0 & (1 << (syscall as u32)) != 0
+    }
+
+    /// The syscalls a list of manifest capabilities allows.
+    pub fn from_capabilities<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut set = Self::baseline();
+        for name in names {
+            let syscall = match name {
+                "messaging:send" => Syscall::Send,
+                "messaging:receive" => Syscall::Receive,
+                "process:lookup" => Syscall::Lookup,
+                "log:write" => Syscall::Log,
+                "time:read" => Syscall::ClockNow,
+                _ => continue,
+            };
+            set.insert(syscall);
+        }
+        set
+    }
+}
+
+/// Limits a process's memory to its class and remembers a refusal, so that a
+/// trap that follows is reported as out-of-memory.
+#[derive(Debug)]
+pub struct MemoryLimiter {
+    max_bytes: usize,
+    refused: bool,
+}
+
+impl MemoryLimiter {
+    /// A limiter allowing at most `max_bytes` of linear memory.
+    pub fn new(max_bytes: u64) -> Self {
+        MemoryLimiter {
+            max_bytes: usize::try_from(max_bytes).unwrap_or(usize::MAX),
+            refused: false,
+        }
+    }
+
+    /// True once a growth past the limit was refused.
+    pub fn refused(&self) -> bool {
+        self.refused
+    }
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = desired <= self.max_bytes;
+        self.refused |= !allowed;
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// What every host function sees: the process it serves and the kernel.
+pub struct ProcessContext {
+    pub(crate) process: Arc<Process>,
+    pub(crate) kernel: Arc<KernelShared>,
+    pub(crate) task: Arc<TaskState>,
+    pub(crate) allowed: SyscallSet,
+    pub(crate) limiter: MemoryLimiter,
+}
+
+impl ProcessContext {
+    /// The capability choke point: may this process make this syscall?
+    pub fn admit(&self, syscall: Syscall) -> Result<(), ErrorCode> {
+        if self.allowed.contains(syscall) {
+            Ok(())
+        } else {
+            tracing::debug!(
+                target: "estalogic::capabilities",
+                pid = %self.process.pid,
+                module = %self.process.module,
+                syscall = syscall.import_name(),
+                "denied: missing capability"
+            );
+            Err(ErrorCode::PERMISSION_DENIED)
+        }
+    }
+}
+
+/// Turns a handler's result into the syscall return convention.
+pub(crate) fn to_return(result: Result<u64, ErrorCode>) -> i64 {
+    match result {
+        Ok(value) => value.min(i64::MAX as u64) as i64,
+        Err(code) => code.to_syscall_return(),
+    }
+}
+
+fn guest_range(ptr: i32, len: i32, memory_len: usize) -> Result<std::ops::Range<usize>, ErrorCode> {
+    let start = u32::try_from(ptr).map_err(|_| ErrorCode::INVALID_POINTER)? as usize;
+    let len = u32::try_from(len).map_err(|_| ErrorCode::INVALID_POINTER)? as usize;
+    let end = start.checked_add(len).ok_or(ErrorCode::INVALID_POINTER)?;
+    if end > memory_len {
+        return Err(ErrorCode::INVALID_POINTER);
+    }
+    Ok(start..end)
+}
+
+fn memory_of(caller: &mut Caller<'_, ProcessContext>) -> Result<wasmtime::Memory, ErrorCode> {
+    match caller.get_export("memory") {
+        Some(Extern::Memory(memory)) => Ok(memory),
+        _ => Err(ErrorCode::INVALID_POINTER),
+    }
+}
+
+/// Checks that `len` bytes at `ptr` lie inside the guest's memory.
+pub(crate) fn check_guest(
+    caller: &mut Caller<'_, ProcessContext>,
+    ptr: i32,
+    len: i32,
+) -> Result<(), ErrorCode> {
+    if len == 0 {
+        return Ok(());
+    }
+    let memory = memory_of(caller)?;
+    guest_range(ptr, len, memory.data_size(&*caller)).map(|_| ())
+}
+
+/// Copies `len` bytes at `ptr` out of the guest's memory.
+pub(crate) fn read_guest(
+    caller: &mut Caller<'_, ProcessContext>,
+    ptr: i32,
+    len: i32,
+) -> Result<Vec<u8>, ErrorCode> {
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    let memory = memory_of(caller)?;
+    let data = memory.data(&*caller);
+    let range = guest_range(ptr, len, data.len())?;
+    Ok(data[range].to_vec())
+}
+
+/// Copies `bytes` into the guest's memory at `ptr`.
+pub(crate) fn write_guest(
+    caller: &mut Caller<'_, ProcessContext>,
+    ptr: i32,
+    bytes: &[u8],
+) -> Result<(), ErrorCode> {
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    let memory = memory_of(caller)?;
+    let data = memory.data_mut(&mut *caller);
+    let len = i32::try_from(bytes.len()).map_err(|_| ErrorCode::INVALID_ARGUMENT)?;
+    let range = guest_range(ptr, len, data.len())?;
+    data[range].copy_from_slice(bytes);
+    Ok(())
+}
+
+/// Registers every syscall family with `linker`.
+pub fn add_to_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()> {
+    process::add_to_linker(linker)?;
+    ipc::add_to_linker(linker)?;
+    time::add_to_linker(linker)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_ranges_are_bounds_checked() {
+        assert_eq!(guest_range(0, 4, 4), Ok(0..4));
+        assert_eq!(guest_range(1, 4, 4), Err(ErrorCode::INVALID_POINTER));
+        assert_eq!(guest_range(-1, 1, 4), Err(ErrorCode::INVALID_POINTER));
+        assert_eq!(guest_range(0, -1, 4), Err(ErrorCode::INVALID_POINTER));
+        assert_eq!(guest_range(i32::MAX, i32::MAX, usize::MAX), Ok(i32::MAX as usize..(i32::MAX as usize) * 2));
+    }
+
+    #[test]
+    fn capabilities_map_to_syscalls() {
+        let set = SyscallSet::from_capabilities(["messaging:send", "fs:read"]);
+        assert!(set.contains(Syscall::Send));
+        assert!(set.contains(Syscall::Exit));
+        assert!(!set.contains(Syscall::Receive));
+        assert!(!set.contains(Syscall::Log));
+    }
+
+    #[test]
+    fn limiter_refuses_and_remembers() {
+        let mut limiter = MemoryLimiter::new(1 << 20);
+        assert!(limiter.memory_growing(0, 1 << 20, None).unwrap());
+        assert!(!limiter.refused());
+        assert!(!limiter.memory_growing(1 << 20, 2 << 20, None).unwrap());
+        assert!(limiter.refused());
+    }
+}

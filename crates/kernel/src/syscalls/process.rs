@@ -1,0 +1,109 @@
+//! Process syscalls: `exit`, `yield_now`, `self_pid`, `lookup`, `log`.
+
+use super::{ProcessContext, ProcessExit, read_guest, to_return};
+use estalogic_abi::{ErrorCode, IMPORT_MODULE, Syscall};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use wasmtime::{Caller, Linker};
+
+/// Registers this family's syscalls.
+pub fn add_to_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()> {
+    linker.func_wrap(
+        IMPORT_MODULE,
+        Syscall::Exit.import_name(),
+        |_caller: Caller<'_, ProcessContext>, code: i32| -> wasmtime::Result<()> {
+            Err(wasmtime::Error::new(ProcessExit(code)))
+        },
+    )?;
+    linker.func_wrap_async(
+        IMPORT_MODULE,
+        Syscall::Yield.import_name(),
+        |caller: Caller<'_, ProcessContext>, (): ()| {
+            let task = caller.data().task.clone();
+            Box::new(async move {
+                task.yield_requested.store(true, Ordering::Relaxed);
+                YieldOnce { yielded: false }.await;
+                Ok(0i64)
+            })
+        },
+    )?;
+    linker.func_wrap(
+        IMPORT_MODULE,
+        Syscall::SelfPid.import_name(),
+        |caller: Caller<'_, ProcessContext>| -> i64 { caller.data().process.pid.to_u64() as i64 },
+    )?;
+    linker.func_wrap(
+        IMPORT_MODULE,
+        Syscall::Lookup.import_name(),
+        |mut caller: Caller<'_, ProcessContext>, ptr: i32, len: i32| -> i64 {
+            to_return(lookup(&mut caller, ptr, len))
+        },
+    )?;
+    linker.func_wrap(
+        IMPORT_MODULE,
+        Syscall::Log.import_name(),
+        |mut caller: Caller<'_, ProcessContext>, level: i32, ptr: i32, len: i32| -> i64 {
+            to_return(log(&mut caller, level, ptr, len))
+        },
+    )?;
+    Ok(())
+}
+
+fn lookup(caller: &mut Caller<'_, ProcessContext>, ptr: i32, len: i32) -> Result<u64, ErrorCode> {
+    caller.data().admit(Syscall::Lookup)?;
+    if !(0..=256).contains(&len) {
+        return Err(ErrorCode::INVALID_ARGUMENT);
+    }
+    let bytes = read_guest(caller, ptr, len)?;
+    let name = std::str::from_utf8(&bytes).map_err(|_| ErrorCode::INVALID_UTF8)?;
+    let table = caller.data().kernel.table.read().unwrap_or_else(|p| p.into_inner());
+    table
+        .lookup(name)
+        .map(|pid| pid.to_u64())
+        .ok_or(ErrorCode::NOT_FOUND)
+}
+
+/// The longest guest log line, in bytes.
+const MAX_LOG_LINE: i32 = 64 << 10;
+
+fn log(caller: &mut Caller<'_, ProcessContext>, level: i32, ptr: i32, len: i32) -> Result<u64, ErrorCode> {
+    caller.data().admit(Syscall::Log)?;
+    if !(0..=MAX_LOG_LINE).contains(&len) {
+        return Err(ErrorCode::INVALID_ARGUMENT);
+    }
+    let bytes = read_guest(caller, ptr, len)?;
+    let text = String::from_utf8_lossy(&bytes);
+    let process = &caller.data().process;
+    let (pid, module) = (process.pid, &process.module);
+    match level {
+        0 => tracing::error!(target: "guest", %pid, %module, "{text}"),
+        1 => tracing::warn!(target: "guest", %pid, %module, "{text}"),
+        2 => tracing::info!(target: "guest", %pid, %module, "{text}"),
+        3 => tracing::debug!(target: "guest", %pid, %module, "{text}"),
+        4 => tracing::trace!(target: "guest", %pid, %module, "{text}"),
+        _ => return Err(ErrorCode::INVALID_ARGUMENT),
+    }
+    Ok(0)
+}
+
+/// A future that is pending exactly once, waking itself: it hands control
+/// back to the kernel's scheduler, which sees the yield request.
+struct YieldOnce {
+    yielded: bool,
+}
+
+impl Future for YieldOnce {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.yielded {
+            Poll::Ready(())
+        } else {
+            self.yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+}

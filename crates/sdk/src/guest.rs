@@ -1,0 +1,203 @@
+//! The syscall layer: raw imports from the kernel and their safe wrappers
+//! (wasm32 only).
+
+use crate::{ErrorCode, Flags, Message, MessagePriority, MessageType, Pid, Wait};
+use estalogic_abi::{HEADER_LEN, Header, syscalls::send_options};
+
+mod raw {
+    #[link(wasm_import_module = "estalogic")]
+    unsafe extern "C" {
+        pub safe fn exit(code: i32) -> !;
+        pub safe fn yield_now() -> i64;
+        pub safe fn self_pid() -> i64;
+        pub unsafe fn lookup(name_ptr: *const u8, name_len: usize) -> i64;
+        pub unsafe fn send(
+            target: i64,
+            message_type: u32,
+            options: i32,
+            payload_ptr: *const u8,
+            payload_len: usize,
+        ) -> i64;
+        pub unsafe fn receive(
+            type_filter: u32,
+            timeout_ms: i64,
+            header_ptr: *mut u8,
+            buffer_ptr: *mut u8,
+            buffer_len: usize,
+        ) -> i64;
+        pub unsafe fn log(level: i32, ptr: *const u8, len: usize) -> i64;
+        pub safe fn clock_now() -> i64;
+    }
+}
+
+fn check(raw: i64) -> Result<u64, ErrorCode> {
+    ErrorCode::from_syscall_return(raw)
+}
+
+/// Ends the calling process with `code` (0 means success).
+pub fn exit(code: i32) -> ! {
+    raw::exit(code)
+}
+
+/// Gives up the rest of this time slice.
+pub fn yield_now() {
+    raw::yield_now();
+}
+
+/// The caller's own pid.
+pub fn self_pid() -> Pid {
+    Pid::from_u64(raw::self_pid() as u64)
+}
+
+/// The kernel clock in nanoseconds since boot.
+pub fn now_nanos() -> u64 {
+    raw::clock_now() as u64
+}
+
+/// Finds the running process of the module called `name`.
+pub fn lookup(name: &str) -> Result<Pid, ErrorCode> {
+    // SAFETY: the pointer and length describe `name`, which outlives the call.
+    let raw = unsafe { raw::lookup(name.as_ptr(), name.len()) };
+    check(raw).map(Pid::from_u64)
+}
+
+/// Sends `payload` as a message of type `message_type` at priority 0;
+/// returns the message's sequence number.
+pub fn send(to: Pid, message_type: MessageType, payload: &[u8]) -> Result<u64, ErrorCode> {
+    send_with(to, message_type, MessagePriority::default(), Flags::NONE, payload)
+}
+
+/// Sends with an explicit priority and guest flags (`REPLY`, `ACK_REQUESTED`).
+pub fn send_with(
+    to: Pid,
+    message_type: MessageType,
+    priority: MessagePriority,
+    flags: Flags,
+    payload: &[u8],
+) -> Result<u64, ErrorCode> {
+    let options = send_options::pack(priority, flags);
+    // SAFETY: the pointer and length describe `payload`, which outlives the call.
+    let raw = unsafe {
+        raw::send(
+            to.to_u64() as i64,
+            message_type.0,
+            options,
+            payload.as_ptr(),
+            payload.len(),
+        )
+    };
+    check(raw)
+}
+
+/// Waits forever for the next message of any type.
+pub fn receive(buffer: &mut [u8]) -> Result<Message<'_>, ErrorCode> {
+    receive_with(None, Wait::Forever, buffer)
+}
+
+/// Waits for the next message, optionally only of one type, up to `wait`.
+///
+/// If the payload does not fit in `buffer` this fails with
+/// `BUFFER_TOO_SMALL` and the message stays queued, so the caller can retry
+/// with a larger buffer (payloads are at most 1 MiB).
+pub fn receive_with(
+    only: Option<MessageType>,
+    wait: Wait,
+    buffer: &mut [u8],
+) -> Result<Message<'_>, ErrorCode> {
+    let mut header = [0u8; HEADER_LEN];
+    let filter = only.map_or(0, |t| t.0);
+    // SAFETY: both pointers describe buffers we own for the duration of the
+    // call; the kernel writes at most HEADER_LEN and buffer.len() bytes.
+    let raw = unsafe {
+        raw::receive(
+            filter,
+            wait.to_abi(),
+            header.as_mut_ptr(),
+            buffer.as_mut_ptr(),
+            buffer.len(),
+        )
+    };
+    let len = check(raw)? as usize;
+    let (header, _) = Header::decode(&header).map_err(|_| ErrorCode::INTERNAL)?;
+    Ok(Message {
+        header,
+        payload: &buffer[..len],
+    })
+}
+
+/// Writes a line to the kernel log (level 2 = info).
+pub fn log(message: &str) {
+    log_at(2, message);
+}
+
+/// Writes a line to the kernel log at `level`: 0 error, 1 warn, 2 info,
+/// 3 debug, 4 trace.
+pub fn log_at(level: i32, message: &str) {
+    // SAFETY: the pointer and length describe `message`.
+    unsafe {
+        raw::log(level, message.as_ptr(), message.len());
+    }
+}
+
+/// A fixed-size text buffer for formatting log lines without an allocator.
+pub struct LineBuffer {
+    bytes: [u8; 256],
+    len: usize,
+}
+
+impl LineBuffer {
+    /// An empty buffer.
+    pub const fn new() -> Self {
+        LineBuffer {
+            bytes: [0; 256],
+            len: 0,
+        }
+    }
+
+    /// The text written so far (cut at 256 bytes, on a char boundary).
+    pub fn as_str(&self) -> &str {
+        match core::str::from_utf8(&self.bytes[..self.len]) {
+            Ok(text) => text,
+            Err(error) => {
+                // Only a multi-byte character cut at the end can be invalid.
+                let valid = error.valid_up_to();
+                core::str::from_utf8(&self.bytes[..valid]).unwrap_or("")
+            }
+        }
+    }
+}
+
+impl Default for LineBuffer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl core::fmt::Write for LineBuffer {
+    fn write_str(&mut self, text: &str) -> core::fmt::Result {
+        let room = self.bytes.len() - self.len;
+        let take = text.len().min(room);
+        self.bytes[self.len..self.len + take].copy_from_slice(&text.as_bytes()[..take]);
+        self.len += take;
+        Ok(())
+    }
+}
+
+/// Formats and logs a line at info level: `log!("got {} messages", n)`.
+#[macro_export]
+macro_rules! log {
+    ($($arg:tt)*) => {{
+        let mut line = $crate::LineBuffer::new();
+        let _ = core::fmt::Write::write_fmt(&mut line, format_args!($($arg)*));
+        $crate::log(line.as_str());
+    }};
+}
+
+#[cfg(feature = "panic-handler")]
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    let mut line = LineBuffer::new();
+    let _ = core::fmt::Write::write_fmt(&mut line, format_args!("panic: {}", info));
+    log_at(0, line.as_str());
+    core::arch::wasm32::unreachable()
+}

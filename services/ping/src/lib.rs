@@ -1,0 +1,51 @@
+//! The `ping` service: sends numbered PINGs to `pong` and checks that every
+//! PONG comes back, in order, with the same number.
+//!
+//! Protocol: each PING carries the round number as a little-endian `u64`;
+//! the final PING has an empty payload and tells `pong` to stop.
+//! Exit codes: 0 success, 1 `pong` not found, 2 a send failed, 3 a receive
+//! failed, 4 a PONG arrived out of order.
+#![no_std]
+
+use estalogic_sdk::{self as sdk, MessageType};
+
+/// Round trips the `main` entry point makes.
+pub const ROUNDS: u64 = 10_000;
+
+/// Entry point: [`ROUNDS`] round trips with `pong`.
+#[unsafe(no_mangle)]
+pub extern "C" fn main() -> i32 {
+    run(ROUNDS)
+}
+
+/// Entry point for benchmarks: 100,000 round trips.
+#[unsafe(no_mangle)]
+pub extern "C" fn bench() -> i32 {
+    run(100_000)
+}
+
+fn run(rounds: u64) -> i32 {
+    let Ok(pong) = sdk::lookup("pong") else {
+        sdk::log("ping: no process named pong");
+        return 1;
+    };
+    let mut buffer = [0u8; 8];
+    for round in 0..rounds {
+        if sdk::send(pong, MessageType::PING, &round.to_le_bytes()).is_err() {
+            return 2;
+        }
+        let Ok(reply) = sdk::receive_with(Some(MessageType::PONG), sdk::Wait::Forever, &mut buffer)
+        else {
+            return 3;
+        };
+        if reply.payload != round.to_le_bytes() {
+            sdk::log!("ping: round {} got a PONG for {:?}", round, reply.payload);
+            return 4;
+        }
+    }
+    if sdk::send(pong, MessageType::PING, &[]).is_err() {
+        return 2;
+    }
+    sdk::log!("ping: {} round trips, all in order", rounds);
+    0
+}

@@ -72,7 +72,11 @@ fn main() {
         .filter_map(|entry| {
             let path = entry.ok()?.path();
             (path.extension()? == "wasm").then(|| {
-                let name = path.file_stem().unwrap().to_string_lossy().replace('_', "-");
+                let name = path
+                    .file_stem()
+                    .unwrap()
+                    .to_string_lossy()
+                    .replace('_', "-");
                 (name, path)
             })
         })
@@ -82,7 +86,12 @@ fn main() {
     let mut out = String::from("/// Every bundled service: (name, wasm bytes), sorted by name.\n");
     out.push_str("pub const SERVICES: &[(&str, &[u8])] = &[\n");
     for (name, path) in &modules {
-        writeln!(out, "    ({name:?}, include_bytes!({:?})),", path.display().to_string()).unwrap();
+        writeln!(
+            out,
+            "    ({name:?}, include_bytes!({:?})),",
+            path.display().to_string()
+        )
+        .unwrap();
     }
     out.push_str("];\n");
     let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
@@ -96,7 +105,11 @@ fn ensure_target_installed() {
         .output()
         .expect("run rustc --print sysroot");
     let sysroot = String::from_utf8_lossy(&sysroot.stdout).trim().to_string();
-    if Path::new(&sysroot).join("lib/rustlib").join(TARGET).exists() {
+    if Path::new(&sysroot)
+        .join("lib/rustlib")
+        .join(TARGET)
+        .exists()
+    {
         return;
     }
     let mut command = Command::new("rustup");
@@ -107,7 +120,10 @@ fn ensure_target_installed() {
     let status = command.status().unwrap_or_else(|e| {
         panic!("the {TARGET} target is missing and rustup could not be run to add it: {e}")
     });
-    assert!(status.success(), "`rustup target add {TARGET}` failed ({status})");
+    assert!(
+        status.success(),
+        "`rustup target add {TARGET}` failed ({status})"
+    );
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {

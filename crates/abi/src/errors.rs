@@ -158,11 +158,23 @@ mod tests {
 
     #[test]
     fn categories_follow_the_thousands_digit() {
-        assert_eq!(ErrorCode::INVALID_ARGUMENT.category(), Some(ErrorCategory::User));
-        assert_eq!(ErrorCode::NO_SUCH_PROCESS.category(), Some(ErrorCategory::Logic));
+        assert_eq!(
+            ErrorCode::INVALID_ARGUMENT.category(),
+            Some(ErrorCategory::User)
+        );
+        assert_eq!(
+            ErrorCode::NO_SUCH_PROCESS.category(),
+            Some(ErrorCategory::Logic)
+        );
         assert_eq!(ErrorCode::TIMEOUT.category(), Some(ErrorCategory::Resource));
-        assert_eq!(ErrorCode::OUT_OF_MEMORY.category(), Some(ErrorCategory::Resource));
-        assert_eq!(ErrorCode::TRAP_STACK_OVERFLOW.category(), Some(ErrorCategory::Integrity));
+        assert_eq!(
+            ErrorCode::OUT_OF_MEMORY.category(),
+            Some(ErrorCategory::Resource)
+        );
+        assert_eq!(
+            ErrorCode::TRAP_STACK_OVERFLOW.category(),
+            Some(ErrorCategory::Integrity)
+        );
         assert_eq!(ErrorCode::INTERNAL.category(), Some(ErrorCategory::System));
         assert_eq!(ErrorCode(999).category(), None);
         assert_eq!(ErrorCode(6000).category(), None);
@@ -184,7 +196,10 @@ mod tests {
     fn syscall_return_round_trip() {
         let raw = ErrorCode::MAILBOX_FULL.to_syscall_return();
         assert_eq!(raw, -3003);
-        assert_eq!(ErrorCode::from_syscall_return(raw), Err(ErrorCode::MAILBOX_FULL));
+        assert_eq!(
+            ErrorCode::from_syscall_return(raw),
+            Err(ErrorCode::MAILBOX_FULL)
+        );
         assert_eq!(ErrorCode::from_syscall_return(42), Ok(42));
         assert_eq!(ErrorCode::MAILBOX_FULL.name(), Some("MAILBOX_FULL"));
     }

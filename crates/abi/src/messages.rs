@@ -190,7 +190,10 @@ impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             DecodeError::Truncated { needed, got } => {
-                write!(f, "truncated message: header needs {needed} bytes, got {got}")
+                write!(
+                    f,
+                    "truncated message: header needs {needed} bytes, got {got}"
+                )
             }
             DecodeError::UnknownVersion(v) => {
                 write!(f, "unknown wire version {v} (expected {WIRE_VERSION})")
@@ -199,7 +202,10 @@ impl fmt::Display for DecodeError {
             DecodeError::PriorityOutOfRange(p) => write!(f, "priority {p} is above 7"),
             DecodeError::ReservedNotZero(v) => write!(f, "reserved header word is {v:#x}, not 0"),
             DecodeError::PayloadTooLarge(len) => {
-                write!(f, "payload of {len} bytes is over the {MAX_PAYLOAD_LEN}-byte limit")
+                write!(
+                    f,
+                    "payload of {len} bytes is over the {MAX_PAYLOAD_LEN}-byte limit"
+                )
             }
             DecodeError::LengthMismatch { declared, actual } => write!(
                 f,
@@ -229,7 +235,10 @@ impl fmt::Display for EncodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             EncodeError::PayloadTooLarge(len) => {
-                write!(f, "payload of {len} bytes is over the {MAX_PAYLOAD_LEN}-byte limit")
+                write!(
+                    f,
+                    "payload of {len} bytes is over the {MAX_PAYLOAD_LEN}-byte limit"
+                )
             }
             EncodeError::BufferTooSmall { needed, available } => {
                 write!(f, "buffer of {available} bytes cannot hold {needed}")
@@ -463,7 +472,10 @@ mod tests {
         assert_eq!(decode(&bytes), Err(DecodeError::PriorityOutOfRange(8)));
         let mut bytes = good;
         bytes[55] = 1;
-        assert_eq!(decode(&bytes), Err(DecodeError::ReservedNotZero(0x0100_0000)));
+        assert_eq!(
+            decode(&bytes),
+            Err(DecodeError::ReservedNotZero(0x0100_0000))
+        );
     }
 
     #[test]

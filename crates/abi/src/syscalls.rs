@@ -177,7 +177,10 @@ mod tests {
     fn numbers_round_trip_and_names_are_unique() {
         for syscall in Syscall::ALL {
             assert_eq!(Syscall::try_from(syscall as u32), Ok(syscall));
-            assert_eq!(Syscall::from_import_name(syscall.import_name()), Some(syscall));
+            assert_eq!(
+                Syscall::from_import_name(syscall.import_name()),
+                Some(syscall)
+            );
         }
         assert_eq!(Syscall::try_from(0), Err(0));
         assert_eq!(Syscall::try_from(999), Err(999));
@@ -188,7 +191,10 @@ mod tests {
     fn send_options_pack_and_reject_reserved_bits() {
         let p = MessagePriority::new(6).unwrap();
         let packed = send_options::pack(p, Flags::ACK_REQUESTED);
-        assert_eq!(send_options::unpack(packed), Some((p, Flags::ACK_REQUESTED)));
+        assert_eq!(
+            send_options::unpack(packed),
+            Some((p, Flags::ACK_REQUESTED))
+        );
         assert_eq!(send_options::unpack(0x08), None, "bit 3 is reserved");
         assert_eq!(
             send_options::unpack((Flags::BROADCAST.bits() as i32) << 8),

@@ -64,7 +64,13 @@ pub fn lookup(name: &str) -> Result<Pid, ErrorCode> {
 /// Sends `payload` as a message of type `message_type` at priority 0;
 /// returns the message's sequence number.
 pub fn send(to: Pid, message_type: MessageType, payload: &[u8]) -> Result<u64, ErrorCode> {
-    send_with(to, message_type, MessagePriority::default(), Flags::NONE, payload)
+    send_with(
+        to,
+        message_type,
+        MessagePriority::default(),
+        Flags::NONE,
+        payload,
+    )
 }
 
 /// Sends with an explicit priority and guest flags (`REPLY`, `ACK_REQUESTED`).

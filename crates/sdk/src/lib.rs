@@ -9,7 +9,7 @@
 //! use estalogic_sdk::{self as sdk, MessageType};
 //!
 //! #[unsafe(no_mangle)]
-//! pub extern "C" fn main() {
+//! pub extern "C" fn run() {
 //!     let mut buf = [0u8; 64];
 //!     let msg = sdk::receive(&mut buf).unwrap();
 //!     sdk::send(msg.header.source, MessageType::PONG, msg.payload).unwrap();

@@ -12,19 +12,19 @@ use estalogic_sdk::{self as sdk, MessageType};
 /// Round trips the `main` entry point makes.
 pub const ROUNDS: u64 = 10_000;
 
-/// Entry point: [`ROUNDS`] round trips with `pong`.
+/// Entry point `run`: [`ROUNDS`] round trips with `pong`.
 #[unsafe(no_mangle)]
-pub extern "C" fn main() -> i32 {
-    run(ROUNDS)
+pub extern "C" fn run() -> i32 {
+    round_trips(ROUNDS)
 }
 
 /// Entry point for benchmarks: 100,000 round trips.
 #[unsafe(no_mangle)]
 pub extern "C" fn bench() -> i32 {
-    run(100_000)
+    round_trips(100_000)
 }
 
-fn run(rounds: u64) -> i32 {
+fn round_trips(rounds: u64) -> i32 {
     let Ok(pong) = sdk::lookup("pong") else {
         sdk::log("ping: no process named pong");
         return 1;

@@ -6,7 +6,7 @@ use estalogic_sdk::{self as sdk, MessageType};
 
 /// Entry point: serve PINGs until an empty one arrives.
 #[unsafe(no_mangle)]
-pub extern "C" fn main() -> i32 {
+pub extern "C" fn run() -> i32 {
     let mut buffer = [0u8; 64];
     loop {
         let Ok(ping) = sdk::receive_with(Some(MessageType::PING), sdk::Wait::Forever, &mut buffer)

@@ -133,6 +133,7 @@ impl KernelBuilder {
             shared: Arc::new(KernelShared::new(clock)),
             modules: Vec::new(),
             pending: Vec::new(),
+            exit_listeners: Vec::new(),
         })
     }
 }
@@ -179,9 +180,18 @@ pub struct Kernel {
     shared: Arc<KernelShared>,
     modules: Vec<LoadedModule>,
     pending: Vec<Task>,
+    exit_listeners: Vec<std::sync::mpsc::Sender<ProcessReport>>,
 }
 
 impl Kernel {
+    /// A channel that receives each process's report the moment it ends
+    /// (during [`Kernel::run`]), for supervisors, tests and tools.
+    pub fn subscribe_exits(&mut self) -> std::sync::mpsc::Receiver<ProcessReport> {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        self.exit_listeners.push(sender);
+        receiver
+    }
+
     /// A builder with defaults: real clock, default slices, nothing bundled.
     pub fn builder() -> KernelBuilder {
         KernelBuilder::default()
@@ -205,18 +215,23 @@ impl Kernel {
         bytes: &[u8],
         origin: &Path,
     ) -> Result<&LoadedModule, KernelError> {
-        if self.modules.iter().any(|m| m.manifest.name == manifest.name) {
+        if self
+            .modules
+            .iter()
+            .any(|m| m.manifest.name == manifest.name)
+        {
             return Err(KernelError::App {
                 path: origin.to_path_buf(),
                 problem: format!("a module named {:?} is already loaded", manifest.name),
             });
         }
-        let loaded = wasm_loader::load(&self.engine, &self.linker, manifest, bytes).map_err(
-            |error| KernelError::Module {
-                path: origin.to_path_buf(),
-                error,
-            },
-        )?;
+        let loaded =
+            wasm_loader::load(&self.engine, &self.linker, manifest, bytes).map_err(|error| {
+                KernelError::Module {
+                    path: origin.to_path_buf(),
+                    error,
+                }
+            })?;
         self.modules.push(loaded);
         Ok(self.modules.last().expect("just pushed"))
     }
@@ -240,7 +255,11 @@ impl Kernel {
                             field: "module".into(),
                             problem: format!(
                                 "no bundled service named {name:?} (bundled: {})",
-                                self.bundled.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                                self.bundled
+                                    .iter()
+                                    .map(|(n, _)| *n)
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
                             ),
                         },
                     })?;
@@ -271,7 +290,11 @@ impl Kernel {
 
     /// Spawns one process of every loaded module, in load order.
     pub fn spawn_all(&mut self) -> Vec<Pid> {
-        let names: Vec<String> = self.modules.iter().map(|m| m.manifest.name.clone()).collect();
+        let names: Vec<String> = self
+            .modules
+            .iter()
+            .map(|m| m.manifest.name.clone())
+            .collect();
         names
             .iter()
             .map(|name| self.spawn(name).expect("module is loaded"))
@@ -282,7 +305,11 @@ impl Kernel {
     /// process [`lookup`](estalogic_abi::Syscall::Lookup) finds for that name
     /// if none is registered yet.
     pub fn spawn(&mut self, name: &str) -> Option<Pid> {
-        let loaded = self.modules.iter().find(|m| m.manifest.name == name)?.clone();
+        let loaded = self
+            .modules
+            .iter()
+            .find(|m| m.manifest.name == name)?
+            .clone();
         let level = loaded.manifest.priority.level();
         let process = self
             .shared
@@ -304,7 +331,11 @@ impl Kernel {
             kernel: self.shared.clone(),
             task: state.clone(),
             allowed: SyscallSet::from_capabilities(
-                loaded.manifest.capabilities_required.iter().map(|c| c.name.as_str()),
+                loaded
+                    .manifest
+                    .capabilities_required
+                    .iter()
+                    .map(|c| c.name.as_str()),
             ),
             limiter: MemoryLimiter::new(loaded.manifest.memory_class.max_bytes()),
         };
@@ -315,7 +346,8 @@ impl Kernel {
             self.policy.checkpoint_fuel,
             !self.deterministic,
         );
-        self.pending.push(Task::new(process, state, Box::pin(future)));
+        self.pending
+            .push(Task::new(process, state, Box::pin(future)));
         Some(pid)
     }
 
@@ -326,6 +358,9 @@ impl Kernel {
         let mut kernel_loop = KernelLoop::new(self.shared.clone(), self.policy);
         for task in self.pending.drain(..) {
             kernel_loop.add(task);
+        }
+        for listener in &self.exit_listeners {
+            kernel_loop.notify_exits(listener.clone());
         }
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let ticker = (!self.deterministic).then(|| {
@@ -358,8 +393,8 @@ fn find_manifests(dir: &Path) -> Result<Vec<PathBuf>, KernelError> {
         path: dir.to_path_buf(),
         problem,
     };
-    let entries =
-        std::fs::read_dir(dir).map_err(|e| app_error(format!("cannot read the app directory: {e}")))?;
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| app_error(format!("cannot read the app directory: {e}")))?;
     let mut manifests = Vec::new();
     let top = dir.join("manifest.json");
     if top.is_file() {
@@ -420,7 +455,10 @@ async fn run_process(
     Outcome { status, fuel_used }
 }
 
-async fn call_entry(store: &mut Store<ProcessContext>, loaded: &LoadedModule) -> wasmtime::Result<i32> {
+async fn call_entry(
+    store: &mut Store<ProcessContext>,
+    loaded: &LoadedModule,
+) -> wasmtime::Result<i32> {
     let instance = loaded.pre.instantiate_async(&mut *store).await?;
     let name = loaded.manifest.entry_point.as_str();
     match loaded.entry {

@@ -63,7 +63,10 @@ pub(crate) struct Inbox {
 
 impl Inbox {
     fn push(&self, pid: Pid) {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner()).push(pid);
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(pid);
         self.signal.notify_one();
     }
 
@@ -73,7 +76,10 @@ impl Inbox {
     }
 
     fn is_empty(&self) -> bool {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
     }
 
     /// Sleeps until something is pushed, `stop` is set, or `timeout` passes.
@@ -283,8 +289,12 @@ pub struct ProcessReport {
     /// Fuel it consumed. Exact for processes that finished on their own;
     /// for stopped ones, counted at checkpoints (a lower bound).
     pub fuel_used: u64,
-    /// Times the scheduler took the CPU back from it at a checkpoint.
+    /// Times a higher-level process (or a wakeup to look at) took the CPU
+    /// from it at a checkpoint.
     pub preemptions: u64,
+    /// Times it went to the back of its run queue: slice used up or
+    /// `yield_now`.
+    pub requeues: u64,
 }
 
 pub(crate) type ProcessFuture = Pin<Box<dyn Future<Output = Outcome> + Send>>;
@@ -299,6 +309,7 @@ pub(crate) struct Task {
     checkpoints: u64,
     slice_used: u64,
     preemptions: u64,
+    requeues: u64,
     lifecycle: ProcessState,
 }
 
@@ -313,6 +324,7 @@ impl Task {
             checkpoints: 0,
             slice_used: 0,
             preemptions: 0,
+            requeues: 0,
             lifecycle: ProcessState::Created,
         }
     }
@@ -327,6 +339,7 @@ pub(crate) struct KernelLoop {
     queues: RunQueues,
     scratch: Vec<Pid>,
     reports: Vec<ProcessReport>,
+    exit_listeners: Vec<std::sync::mpsc::Sender<ProcessReport>>,
 }
 
 enum SliceEnd {
@@ -347,7 +360,13 @@ impl KernelLoop {
             queues: RunQueues::new(),
             scratch: Vec::new(),
             reports: Vec::new(),
+            exit_listeners: Vec::new(),
         }
+    }
+
+    /// Sends a copy of every process report, as the process ends, to `to`.
+    pub(crate) fn notify_exits(&mut self, to: std::sync::mpsc::Sender<ProcessReport>) {
+        self.exit_listeners.push(to);
     }
 
     /// Adds a spawned task; it is ready at once.
@@ -384,7 +403,9 @@ impl KernelLoop {
         }
         self.shared.inbox.drain_into(&mut woken);
         for pid in woken.drain(..) {
-            let Some(task) = self.task_mut(pid) else { continue };
+            let Some(task) = self.task_mut(pid) else {
+                continue;
+            };
             if task.lifecycle != ProcessState::Ready {
                 task.lifecycle = ProcessState::Ready;
                 let level = task.level;
@@ -427,7 +448,9 @@ impl KernelLoop {
         let policy = self.policy;
         let shared = &self.shared;
         let queues = &self.queues;
-        let Some(task) = self.tasks[pid.index() as usize].as_mut() else { return };
+        let Some(task) = self.tasks[pid.index() as usize].as_mut() else {
+            return;
+        };
         task.lifecycle = ProcessState::Running;
         task.state.state.store(RUNNING, Ordering::Release);
         let slice = policy.slice_checkpoints(task.level);
@@ -475,11 +498,15 @@ impl KernelLoop {
     }
 
     fn requeue(&mut self, pid: Pid, front: bool) {
-        let Some(task) = self.task_mut(pid) else { return };
+        let Some(task) = self.task_mut(pid) else {
+            return;
+        };
         task.state.state.store(QUEUED, Ordering::Release);
         task.lifecycle = ProcessState::Ready;
-        task.preemptions += 1;
-        if !front {
+        if front {
+            task.preemptions += 1;
+        } else {
+            task.requeues += 1;
             task.slice_used = 0;
         }
         let level = task.level;
@@ -491,7 +518,9 @@ impl KernelLoop {
     }
 
     fn finish(&mut self, pid: Pid, outcome: Outcome) {
-        let Some(task) = self.tasks[pid.index() as usize].take() else { return };
+        let Some(task) = self.tasks[pid.index() as usize].take() else {
+            return;
+        };
         self.live -= 1;
         self.queues.remove(pid);
         let process = self
@@ -507,7 +536,7 @@ impl KernelLoop {
             slot.mailbox.drain().len() as u64 + slot.mailbox.dropped()
         };
         let counters = &process.counters;
-        self.reports.push(ProcessReport {
+        let report = ProcessReport {
             pid,
             module: process.module.to_string(),
             priority: process.priority,
@@ -518,7 +547,11 @@ impl KernelLoop {
             undelivered,
             fuel_used: outcome.fuel_used,
             preemptions: task.preemptions,
-        });
+            requeues: task.requeues,
+        };
+        self.exit_listeners
+            .retain(|listener| listener.send(report.clone()).is_ok());
+        self.reports.push(report);
         // Dropping the future drops the Store; a suspended fiber is unwound.
         drop(task);
     }

@@ -137,7 +137,8 @@ impl Mailbox {
 
     /// The message the next [`Mailbox::take`] with the same filter returns.
     pub fn peek(&self, only: Option<MessageType>) -> Option<&Message> {
-        self.find(only).map(|(priority, at)| &self.queues[priority][at])
+        self.find(only)
+            .map(|(priority, at)| &self.queues[priority][at])
     }
 
     /// Removes and returns the first message, by priority then FIFO, whose
@@ -223,7 +224,10 @@ mod tests {
     fn drop_newest_and_drop_oldest_count_drops() {
         let mut newest = Mailbox::new(1, OverflowMode::DropNewest);
         newest.push(message(1, 0, 1, 0)).unwrap();
-        assert_eq!(newest.push(message(1, 0, 1, 1)), Ok(Delivery::DroppedNewest));
+        assert_eq!(
+            newest.push(message(1, 0, 1, 1)),
+            Ok(Delivery::DroppedNewest)
+        );
         assert_eq!(newest.take(None).unwrap().header.sequence, 0);
         assert_eq!(newest.dropped(), 1);
 
@@ -245,7 +249,10 @@ mod tests {
         mailbox.push(message(1, 7, 2, 1)).unwrap();
         mailbox.push(message(1, 0, 3, 2)).unwrap();
         assert_eq!(mailbox.peek(None).unwrap().header.sequence, 1);
-        assert_eq!(mailbox.take(Some(MessageType(3))).unwrap().header.sequence, 2);
+        assert_eq!(
+            mailbox.take(Some(MessageType(3))).unwrap().header.sequence,
+            2
+        );
         assert_eq!(mailbox.take(None).unwrap().header.sequence, 1);
         assert_eq!(mailbox.take(None).unwrap().header.sequence, 0);
         assert!(mailbox.take(None).is_none());
@@ -254,8 +261,14 @@ mod tests {
 
     #[derive(Clone, Debug)]
     enum Op {
-        Push { source: u32, priority: u8, message_type: u32 },
-        Take { only: Option<u32> },
+        Push {
+            source: u32,
+            priority: u8,
+            message_type: u32,
+        },
+        Take {
+            only: Option<u32>,
+        },
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -276,7 +289,9 @@ mod tests {
 
     proptest! {
         /// The mailbox never exceeds its capacity, and what comes out for a
-        /// given (source, priority) comes out in the order it went in.
+        /// given (source, priority) comes out in the order it went in (per
+        /// message type: a selective receive may take a later message of
+        /// another type first, which is its point).
         #[test]
         fn bounded_and_fifo_per_source_and_priority(
             capacity in 1usize..16,
@@ -285,7 +300,7 @@ mod tests {
         ) {
             let mut mailbox = Mailbox::new(capacity, mode);
             let mut next_sequence = 0u64;
-            let mut last_taken: std::collections::HashMap<(u32, u8), u64> = Default::default();
+            let mut last_taken: std::collections::HashMap<(u32, u8, u32), u64> = Default::default();
             let mut accepted = 0u64;
             let mut refused = 0u64;
             let mut taken = 0u64;
@@ -301,7 +316,7 @@ mod tests {
                     Op::Take { only } => {
                         if let Some(m) = mailbox.take(only.map(MessageType)) {
                             taken += 1;
-                            let key = (m.header.source.index(), m.header.priority.get());
+                            let key = (m.header.source.index(), m.header.priority.get(), m.header.message_type.0);
                             if let Some(previous) = last_taken.insert(key, m.header.sequence) {
                                 prop_assert!(previous < m.header.sequence, "FIFO broken for {:?}", key);
                             }

@@ -96,7 +96,9 @@ impl Process {
     /// while holding it; the mailbox data itself is still consistent (every
     /// mutation is a single push or pop), so we keep going.
     pub fn lock_mailbox(&self) -> std::sync::MutexGuard<'_, MailboxSlot> {
-        self.mailbox.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.mailbox
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -255,7 +257,10 @@ mod tests {
         let second = spawn(&mut table, "a");
         assert_eq!(second.index(), first.index(), "the slot is reused");
         assert_ne!(second.generation(), first.generation());
-        assert!(table.get(first).is_none(), "the old pid must not reach the new process");
+        assert!(
+            table.get(first).is_none(),
+            "the old pid must not reach the new process"
+        );
         assert!(table.get(second).is_some());
         assert_eq!(table.lookup("a"), Some(second));
     }

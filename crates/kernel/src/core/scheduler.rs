@@ -199,7 +199,10 @@ mod tests {
         assert_eq!(policy.slice_fuel(Priority::Normal), Some(25_000_000));
         assert_eq!(policy.slice_checkpoints(Priority::Normal), Some(250));
         assert_eq!(policy.slice_fuel(Priority::System), None);
-        assert_eq!(SlicePolicy::max_consecutive_slices(Priority::Realtime), Some(16));
+        assert_eq!(
+            SlicePolicy::max_consecutive_slices(Priority::Realtime),
+            Some(16)
+        );
         assert!(policy.checkpoint_fuel <= SlicePolicy::MAX_CHECKPOINT_FUEL);
     }
 

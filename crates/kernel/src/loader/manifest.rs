@@ -278,11 +278,17 @@ impl RawManifest {
         if self.runtime != "wasm32" {
             return Err(ManifestError::new(
                 "runtime",
-                format!("{:?} is not supported; the only runtime is \"wasm32\"", self.runtime),
+                format!(
+                    "{:?} is not supported; the only runtime is \"wasm32\"",
+                    self.runtime
+                ),
             ));
         }
         if self.entry_point.is_empty() {
-            return Err(ManifestError::new("entry_point", "must name an exported function"));
+            return Err(ManifestError::new(
+                "entry_point",
+                "must name an exported function",
+            ));
         }
         let module = match self.module {
             None => ModuleSource::File(PathBuf::from(format!("{}.wasm", self.name))),
@@ -307,10 +313,16 @@ impl RawManifest {
                 return Err(ManifestError::new(&field, "is not a module name"));
             }
             if name == self.name {
-                return Err(ManifestError::new(&field, "a module cannot depend on itself"));
+                return Err(ManifestError::new(
+                    &field,
+                    "a module cannot depend on itself",
+                ));
             }
             let requirement = semver::VersionReq::parse(&requirement).map_err(|e| {
-                ManifestError::new(&field, format!("{requirement:?} is not a semver requirement: {e}"))
+                ManifestError::new(
+                    &field,
+                    format!("{requirement:?} is not a semver requirement: {e}"),
+                )
             })?;
             dependencies.insert(name, requirement);
         }
@@ -380,7 +392,10 @@ mod tests {
         assert_eq!(manifest.priority.level(), Priority::High);
         assert_eq!(manifest.memory_class, MemoryClass::Compliance);
         assert!(manifest.requires("fs:read"));
-        assert_eq!(manifest.capabilities_required[1].scope.as_deref(), Some("data/"));
+        assert_eq!(
+            manifest.capabilities_required[1].scope.as_deref(),
+            Some("data/")
+        );
     }
 
     #[test]
@@ -402,14 +417,21 @@ mod tests {
     #[test]
     fn each_bad_field_is_named() {
         let missing = error_of(r#"{"version":"0.1.0","entry_point":"main","runtime":"wasm32"}"#);
-        assert!(missing.problem.contains("missing field `name`"), "{missing}");
+        assert!(
+            missing.problem.contains("missing field `name`"),
+            "{missing}"
+        );
 
         let unknown = error_of(
             r#"{"name":"a","version":"0.1.0","entry_point":"main","runtime":"wasm32","colour":"red"}"#,
         );
-        assert!(unknown.problem.contains("unknown field `colour`"), "{unknown}");
+        assert!(
+            unknown.problem.contains("unknown field `colour`"),
+            "{unknown}"
+        );
 
-        let version = error_of(r#"{"name":"a","version":"1.0","entry_point":"main","runtime":"wasm32"}"#);
+        let version =
+            error_of(r#"{"name":"a","version":"1.0","entry_point":"main","runtime":"wasm32"}"#);
         assert_eq!(version.field, "version");
 
         let priority = error_of(
@@ -422,10 +444,12 @@ mod tests {
         );
         assert_eq!(capability.field, "capabilities_required[1]");
 
-        let runtime = error_of(r#"{"name":"a","version":"0.1.0","entry_point":"main","runtime":"wasi"}"#);
+        let runtime =
+            error_of(r#"{"name":"a","version":"0.1.0","entry_point":"main","runtime":"wasi"}"#);
         assert_eq!(runtime.field, "runtime");
 
-        let name = error_of(r#"{"name":"A B","version":"0.1.0","entry_point":"main","runtime":"wasm32"}"#);
+        let name =
+            error_of(r#"{"name":"A B","version":"0.1.0","entry_point":"main","runtime":"wasm32"}"#);
         assert_eq!(name.field, "name");
 
         let dependency = error_of(

@@ -17,7 +17,9 @@ use crate::core::kernel_loop::KernelShared;
 use crate::core::message_router::{Delivery, Message};
 use crate::core::process::{Process, RouteError, route};
 use estalogic_abi::syscalls::{TIMEOUT_INFINITE, send_options};
-use estalogic_abi::{ErrorCode, HEADER_LEN, Header, IMPORT_MODULE, MAX_PAYLOAD_LEN, MessageType, Pid, Syscall};
+use estalogic_abi::{
+    ErrorCode, HEADER_LEN, Header, IMPORT_MODULE, MAX_PAYLOAD_LEN, MessageType, Pid, Syscall,
+};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -88,7 +90,10 @@ fn send(
     );
     match &result {
         Ok(_) => sender.counters.sent.fetch_add(1, Ordering::Relaxed),
-        Err(_) => sender.counters.send_failures.fetch_add(1, Ordering::Relaxed),
+        Err(_) => sender
+            .counters
+            .send_failures
+            .fetch_add(1, Ordering::Relaxed),
     };
     result
 }
@@ -106,7 +111,10 @@ pub(crate) fn send_message(
 ) -> Result<u64, ErrorCode> {
     let receiver = {
         let table = kernel.table.read().unwrap_or_else(|p| p.into_inner());
-        table.get(target).cloned().ok_or(ErrorCode::NO_SUCH_PROCESS)?
+        table
+            .get(target)
+            .cloned()
+            .ok_or(ErrorCode::NO_SUCH_PROCESS)?
     };
     let sequence = sender.next_sequence();
     let header = Header {
@@ -121,9 +129,9 @@ pub(crate) fn send_message(
     };
     kernel.trace_send(&header, payload.len());
     match route(&receiver, Message { header, payload }) {
-        Ok(Delivery::Queued) | Ok(Delivery::QueuedDroppingOldest(_)) | Ok(Delivery::DroppedNewest) => {
-            Ok(sequence)
-        }
+        Ok(Delivery::Queued)
+        | Ok(Delivery::QueuedDroppingOldest(_))
+        | Ok(Delivery::DroppedNewest) => Ok(sequence),
         Err(RouteError::MailboxFull(_)) => Err(ErrorCode::MAILBOX_FULL),
         Err(RouteError::NoSuchProcess(_)) => Err(ErrorCode::NO_SUCH_PROCESS),
     }
@@ -147,8 +155,12 @@ async fn receive(
     check_guest(caller, buffer_ptr, buffer_len)?;
     let context = caller.data();
     let kernel = context.kernel.clone();
-    let deadline = (timeout_ms != TIMEOUT_INFINITE)
-        .then(|| kernel.clock.now_nanos().saturating_add((timeout_ms as u64).saturating_mul(1_000_000)));
+    let deadline = (timeout_ms != TIMEOUT_INFINITE).then(|| {
+        kernel
+            .clock
+            .now_nanos()
+            .saturating_add((timeout_ms as u64).saturating_mul(1_000_000))
+    });
     let taken = Receive {
         process: context.process.clone(),
         kernel,
@@ -208,7 +220,10 @@ impl Future for Receive {
                 if first.payload.len() > self.capacity {
                     return Poll::Ready(Err(Taken::TooSmall(first.header, first.payload.len())));
                 }
-                let message = slot.mailbox.take(self.only).expect("peeked message is there");
+                let message = slot
+                    .mailbox
+                    .take(self.only)
+                    .expect("peeked message is there");
                 slot.waiter = None;
                 return Poll::Ready(Ok(message));
             }

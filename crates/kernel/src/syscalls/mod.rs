@@ -230,7 +230,10 @@ mod tests {
         assert_eq!(guest_range(1, 4, 4), Err(ErrorCode::INVALID_POINTER));
         assert_eq!(guest_range(-1, 1, 4), Err(ErrorCode::INVALID_POINTER));
         assert_eq!(guest_range(0, -1, 4), Err(ErrorCode::INVALID_POINTER));
-        assert_eq!(guest_range(i32::MAX, i32::MAX, usize::MAX), Ok(i32::MAX as usize..(i32::MAX as usize) * 2));
+        assert_eq!(
+            guest_range(i32::MAX, i32::MAX, usize::MAX),
+            Ok(i32::MAX as usize..(i32::MAX as usize) * 2)
+        );
     }
 
     #[test]

@@ -58,7 +58,12 @@ fn lookup(caller: &mut Caller<'_, ProcessContext>, ptr: i32, len: i32) -> Result
     }
     let bytes = read_guest(caller, ptr, len)?;
     let name = std::str::from_utf8(&bytes).map_err(|_| ErrorCode::INVALID_UTF8)?;
-    let table = caller.data().kernel.table.read().unwrap_or_else(|p| p.into_inner());
+    let table = caller
+        .data()
+        .kernel
+        .table
+        .read()
+        .unwrap_or_else(|p| p.into_inner());
     table
         .lookup(name)
         .map(|pid| pid.to_u64())
@@ -68,7 +73,12 @@ fn lookup(caller: &mut Caller<'_, ProcessContext>, ptr: i32, len: i32) -> Result
 /// The longest guest log line, in bytes.
 const MAX_LOG_LINE: i32 = 64 << 10;
 
-fn log(caller: &mut Caller<'_, ProcessContext>, level: i32, ptr: i32, len: i32) -> Result<u64, ErrorCode> {
+fn log(
+    caller: &mut Caller<'_, ProcessContext>,
+    level: i32,
+    ptr: i32,
+    len: i32,
+) -> Result<u64, ErrorCode> {
     caller.data().admit(Syscall::Log)?;
     if !(0..=MAX_LOG_LINE).contains(&len) {
         return Err(ErrorCode::INVALID_ARGUMENT);

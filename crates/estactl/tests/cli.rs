@@ -1,0 +1,99 @@
+//! `estactl` end to end: the real binary on real app directories.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn estactl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_estactl"))
+        .args(args)
+        .current_dir(repo_root())
+        .output()
+        .expect("run estactl")
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn run_ping_pong_example_succeeds_with_a_summary() {
+    let out = estactl(&["run", "examples/ping-pong"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    for expected in [
+        "ping",
+        "pong",
+        "exited with code 0",
+        "10001",
+        "10000",
+        "fuel",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in\n{stdout}"
+        );
+    }
+    assert!(text(&out.stderr).contains("10000 round trips, all in order"));
+}
+
+#[test]
+fn run_json_summary_is_machine_readable() {
+    let out = estactl(&["run", "--json", "examples/ping-pong"]);
+    assert_eq!(out.status.code(), Some(0));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
+    let processes = summary["processes"].as_array().unwrap();
+    assert_eq!(processes.len(), 2);
+    for process in processes {
+        assert_eq!(process["status"]["kind"], "exited");
+        assert_eq!(process["status"]["code"], 0);
+        assert!(process["fuel_used"].as_u64().unwrap() > 0);
+    }
+}
+
+#[test]
+fn a_bad_manifest_names_the_file_and_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("svc/manifest.json");
+    std::fs::create_dir_all(manifest.parent().unwrap()).unwrap();
+    std::fs::write(
+        &manifest,
+        r#"{"name":"svc","version":"0.1.0","entry_point":"run","runtime":"wasm32","priority":"urgent"}"#,
+    )
+    .unwrap();
+    let out = estactl(&["run", dir.path().to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(&manifest.display().to_string()), "{stderr}");
+    assert!(stderr.contains("priority"), "{stderr}");
+    assert!(out.stdout.is_empty(), "no partial summary");
+}
+
+#[test]
+fn a_trapping_process_makes_the_exit_code_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = dir.path().join("boom");
+    std::fs::create_dir_all(&svc).unwrap();
+    std::fs::write(
+        svc.join("manifest.json"),
+        r#"{"name":"boom","version":"0.1.0","entry_point":"run","runtime":"wasm32","module":"boom.wat"}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        svc.join("boom.wat"),
+        r#"(module (func (export "run") unreachable))"#,
+    )
+    .unwrap();
+    let out = estactl(&["run", dir.path().to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("TRAP_UNREACHABLE (4001)"), "{stdout}");
+}

@@ -1,0 +1,248 @@
+//! Loading: manifests and binaries are validated, with errors that name the
+//! file and the problem.
+
+use estalogic_abi::ErrorCode;
+use estalogic_kernel::{ExitStatus, Kernel, KernelError, ModuleError};
+use estalogic_tests::{load_wat, manifest};
+use std::path::Path;
+
+fn load_error(wat: &str) -> KernelError {
+    let mut kernel = Kernel::builder().build().unwrap();
+    kernel
+        .load_module(
+            manifest("bad", "run", &[], "normal"),
+            wat.as_bytes(),
+            Path::new("bad.wasm"),
+        )
+        .map(|_| ())
+        .unwrap_err()
+}
+
+#[test]
+fn a_module_importing_wasi_is_rejected_with_a_clear_error() {
+    let error = load_error(
+        r#"(module
+            (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))
+            (memory (export "memory") 1)
+            (func (export "run")))"#,
+    );
+    let text = error.to_string();
+    assert!(text.starts_with("bad.wasm: "), "{text}");
+    assert!(text.contains("`wasi_snapshot_preview1.fd_write`"), "{text}");
+    assert!(text.contains("only the kernel ABI"), "{text}");
+    assert!(matches!(
+        error,
+        KernelError::Module {
+            error: ModuleError::ForbiddenImport { .. },
+            ..
+        }
+    ));
+}
+
+#[test]
+fn unknown_syscalls_wrong_signatures_and_non_function_imports_are_rejected() {
+    let unknown =
+        load_error(r#"(module (import "estalogic" "format_disk" (func)) (func (export "run")))"#);
+    assert!(
+        matches!(
+            unknown,
+            KernelError::Module {
+                error: ModuleError::ForbiddenImport { .. },
+                ..
+            }
+        ),
+        "{unknown}"
+    );
+
+    let signature = load_error(
+        r#"(module (import "estalogic" "send" (func (param i32) (result i64))) (func (export "run")))"#,
+    );
+    assert!(
+        signature.to_string().contains("estalogic.send"),
+        "{signature}"
+    );
+    assert!(matches!(
+        signature,
+        KernelError::Module {
+            error: ModuleError::ImportSignature { .. },
+            ..
+        }
+    ));
+
+    let memory =
+        load_error(r#"(module (import "estalogic" "memory" (memory 1)) (func (export "run")))"#);
+    assert!(
+        matches!(
+            memory,
+            KernelError::Module {
+                error: ModuleError::ForbiddenImport { .. },
+                ..
+            }
+        ),
+        "{memory}"
+    );
+}
+
+#[test]
+fn entry_point_must_exist_with_a_supported_type() {
+    let missing = load_error(r#"(module (func (export "start")))"#);
+    assert!(
+        matches!(
+            missing,
+            KernelError::Module {
+                error: ModuleError::MissingEntryPoint(_),
+                ..
+            }
+        ),
+        "{missing}"
+    );
+    let typed = load_error(r#"(module (func (export "run") (param i32)))"#);
+    assert!(
+        matches!(
+            typed,
+            KernelError::Module {
+                error: ModuleError::EntryPointSignature { .. },
+                ..
+            }
+        ),
+        "{typed}"
+    );
+}
+
+#[test]
+fn initial_memory_must_fit_the_memory_class() {
+    // 300 pages = 18.75 MiB > 16 MiB for the user class.
+    let error = load_error(r#"(module (memory (export "memory") 300) (func (export "run")))"#);
+    assert!(
+        matches!(
+            error,
+            KernelError::Module {
+                error: ModuleError::MemoryOutOfClass { .. },
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert!(error.to_string().contains("memory class `user`"), "{error}");
+}
+
+#[test]
+fn garbage_bytes_are_rejected_not_panicked_on() {
+    let mut kernel = Kernel::builder().build().unwrap();
+    let error = kernel
+        .load_module(
+            manifest("junk", "run", &[], "normal"),
+            b"\0asm\x01\0\0\0\xff\xff",
+            Path::new("junk.wasm"),
+        )
+        .map(|_| ())
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            KernelError::Module {
+                error: ModuleError::Invalid(_),
+                ..
+            }
+        ),
+        "{error}"
+    );
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn a_manifest_missing_a_required_field_names_the_file_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("svc/manifest.json");
+    write(
+        &path,
+        r#"{"version":"0.1.0","entry_point":"run","runtime":"wasm32"}"#,
+    );
+    let mut kernel = Kernel::builder().build().unwrap();
+    let error = kernel.load_app_dir(dir.path()).unwrap_err();
+    let text = error.to_string();
+    assert!(text.contains(&path.display().to_string()), "{text}");
+    assert!(text.contains("missing field `name`"), "{text}");
+}
+
+#[test]
+fn an_app_directory_with_a_wasm_file_beside_its_manifest_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        &dir.path().join("noop/manifest.json"),
+        r#"{"name":"noop","version":"0.1.0","entry_point":"run","runtime":"wasm32"}"#,
+    );
+    std::fs::write(
+        dir.path().join("noop/noop.wasm"),
+        estalogic_services::get("noop").unwrap(),
+    )
+    .unwrap();
+    let mut kernel = Kernel::builder().build().unwrap();
+    assert_eq!(
+        kernel.load_app_dir(dir.path()).unwrap(),
+        vec!["noop".to_string()]
+    );
+    kernel.spawn_all();
+    assert_eq!(
+        kernel.run().process("noop").unwrap().status,
+        ExitStatus::Exited(0)
+    );
+}
+
+#[test]
+fn a_missing_module_file_and_an_empty_directory_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut kernel = Kernel::builder().build().unwrap();
+    let empty = kernel.load_app_dir(dir.path()).unwrap_err();
+    assert!(empty.to_string().contains("no manifest.json"), "{empty}");
+
+    write(
+        &dir.path().join("ghost/manifest.json"),
+        r#"{"name":"ghost","version":"0.1.0","entry_point":"run","runtime":"wasm32"}"#,
+    );
+    let missing = kernel.load_app_dir(dir.path()).unwrap_err();
+    assert!(missing.to_string().contains("ghost.wasm"), "{missing}");
+}
+
+#[test]
+fn traps_map_to_their_codes() {
+    let cases = [
+        ("unreachable", ErrorCode::TRAP_UNREACHABLE),
+        (
+            "(drop (i32.div_u (i32.const 1) (i32.const 0)))",
+            ErrorCode::TRAP_DIV_BY_ZERO,
+        ),
+        (
+            "(drop (i32.div_s (i32.const -2147483648) (i32.const -1)))",
+            ErrorCode::TRAP_INTEGER_OVERFLOW,
+        ),
+        (
+            "(drop (i32.load (i32.const 70000)))",
+            ErrorCode::TRAP_OUT_OF_BOUNDS,
+        ),
+        (
+            "(call_indirect (i32.const 0))",
+            ErrorCode::TRAP_INDIRECT_CALL_TYPE,
+        ),
+        ("(call $recurse)", ErrorCode::TRAP_STACK_OVERFLOW),
+    ];
+    for (body, code) in cases {
+        let wat = format!(
+            r#"(module (memory (export "memory") 1) (table 1 funcref)
+                 (func $recurse (call $recurse))
+                 (func (export "run") {body}))"#
+        );
+        let mut kernel = Kernel::builder().build().unwrap();
+        load_wat(&mut kernel, "trapper", &wat, "normal");
+        kernel.spawn("trapper").unwrap();
+        let report = kernel.run();
+        match &report.process("trapper").unwrap().status {
+            ExitStatus::Trapped { code: got, .. } => assert_eq!(*got, code, "{body}"),
+            other => panic!("{body}: expected a trap, got {other}"),
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! Integration tests with real WASM guests, one module per area.
+
+mod loading;
+mod messaging;
+mod scheduling;

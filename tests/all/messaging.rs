@@ -1,0 +1,185 @@
+//! Messaging: ping-pong, timeouts, full mailboxes, bad arguments.
+
+use estalogic_abi::ErrorCode;
+use estalogic_kernel::{ExitStatus, Kernel};
+use estalogic_tests::{load_bundled, load_wat, manifest};
+use std::path::Path;
+
+#[test]
+fn ping_pong_ten_thousand_messages_all_arrive_in_order() {
+    for deterministic in [false, true] {
+        let mut kernel = Kernel::builder()
+            .deterministic(deterministic)
+            .build()
+            .unwrap();
+        load_bundled(&mut kernel, "pong", "run");
+        load_bundled(&mut kernel, "ping", "run");
+        kernel.spawn_all();
+        let report = kernel.run();
+        let ping = report.process("ping").unwrap();
+        let pong = report.process("pong").unwrap();
+        // ping exits 4 if any PONG is missing, duplicated or out of order.
+        assert_eq!(ping.status, ExitStatus::Exited(0), "ping: {}", ping.status);
+        assert_eq!(pong.status, ExitStatus::Exited(0), "pong: {}", pong.status);
+        assert_eq!(ping.sent, 10_001, "10,000 PINGs and the stop message");
+        assert_eq!(pong.received, 10_001);
+        assert_eq!(pong.sent, 10_000);
+        assert_eq!(ping.received, 10_000);
+        assert_eq!(ping.send_failures + pong.send_failures, 0);
+        assert_eq!(ping.undelivered + pong.undelivered, 0);
+    }
+}
+
+const IMPORTS: &str = r#"
+  (import "estalogic" "send" (func $send (param i64 i32 i32 i32 i32) (result i64)))
+  (import "estalogic" "receive" (func $receive (param i32 i64 i32 i32 i32) (result i64)))
+  (import "estalogic" "lookup" (func $lookup (param i32 i32) (result i64)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "sink")
+"#;
+
+fn guest(body: &str) -> String {
+    format!("(module {IMPORTS} (func (export \"run\") (result i32) (local $r i64) {body}))")
+}
+
+fn run_one(name: &str, wat: &str, deterministic: bool) -> ExitStatus {
+    let mut kernel = Kernel::builder()
+        .deterministic(deterministic)
+        .build()
+        .unwrap();
+    load_wat(&mut kernel, name, wat, "normal");
+    kernel.spawn(name).unwrap();
+    kernel.run().process(name).unwrap().status.clone()
+}
+
+#[test]
+fn receive_times_out_with_a_code_not_a_trap() {
+    // Wait 5 ms for a message that never comes; return the result code.
+    let wat = guest(
+        "(i32.wrap_i64 (call $receive (i32.const 0) (i64.const 5) (i32.const 64) (i32.const 128) (i32.const 64)))",
+    );
+    for deterministic in [false, true] {
+        assert_eq!(
+            run_one("waiter", &wat, deterministic),
+            ExitStatus::Exited(-(ErrorCode::TIMEOUT.0 as i32))
+        );
+    }
+}
+
+#[test]
+fn send_to_an_unknown_pid_fails_with_no_such_process() {
+    let wat = guest(
+        "(i32.wrap_i64 (call $send (i64.const 0x0000000500000007) (i32.const 1) (i32.const 0) (i32.const 0) (i32.const 0)))",
+    );
+    assert_eq!(
+        run_one("sender", &wat, true),
+        ExitStatus::Exited(-(ErrorCode::NO_SUCH_PROCESS.0 as i32))
+    );
+}
+
+#[test]
+fn bad_pointers_and_options_are_codes_not_traps() {
+    let cases = [
+        // Payload range past the end of memory.
+        (
+            "(call $send (i64.const 0) (i32.const 1) (i32.const 0) (i32.const 65530) (i32.const 100))",
+            ErrorCode::INVALID_POINTER,
+        ),
+        // Reserved option bit.
+        (
+            "(call $send (i64.const 0) (i32.const 1) (i32.const 8) (i32.const 0) (i32.const 0))",
+            ErrorCode::INVALID_ARGUMENT,
+        ),
+        // Message type 0 is not a type.
+        (
+            "(call $send (i64.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0))",
+            ErrorCode::INVALID_ARGUMENT,
+        ),
+        // Payload over 1 MiB.
+        (
+            "(call $send (i64.const 0) (i32.const 1) (i32.const 0) (i32.const 0) (i32.const 1048577))",
+            ErrorCode::PAYLOAD_TOO_LARGE,
+        ),
+        // Header buffer past the end of memory: checked before waiting.
+        (
+            "(call $receive (i32.const 0) (i64.const -1) (i32.const 65500) (i32.const 0) (i32.const 0))",
+            ErrorCode::INVALID_POINTER,
+        ),
+        // Negative timeout other than -1.
+        (
+            "(call $receive (i32.const 0) (i64.const -2) (i32.const 64) (i32.const 0) (i32.const 0))",
+            ErrorCode::INVALID_ARGUMENT,
+        ),
+        // Unknown name.
+        (
+            "(call $lookup (i32.const 0) (i32.const 3))",
+            ErrorCode::NOT_FOUND,
+        ),
+    ];
+    for (call, code) in cases {
+        let wat = guest(&format!("(i32.wrap_i64 {call})"));
+        assert_eq!(
+            run_one("caller", &wat, true),
+            ExitStatus::Exited(-(code.0 as i32)),
+            "{call}"
+        );
+    }
+}
+
+#[test]
+fn a_full_mailbox_refuses_with_mailbox_full_and_keeps_what_it_accepted() {
+    // The sink waits for a message type nobody sends, so its mailbox fills.
+    let sink = guest(
+        "(drop (call $receive (i32.const 0x7777) (i64.const -1) (i32.const 64) (i32.const 128) (i32.const 64))) (i32.const 0)",
+    );
+    // The flooder sends until a send fails and returns that code; it
+    // stores the number of successful sends at address 32 (unused here).
+    let flooder = guest(
+        r#"(local $pid i64) (local $n i32)
+        (local.set $pid (call $lookup (i32.const 0) (i32.const 4)))
+        (loop
+          (local.set $r (call $send (local.get $pid) (i32.const 1) (i32.const 0) (i32.const 0) (i32.const 4)))
+          (if (i64.ge_s (local.get $r) (i64.const 0))
+            (then (local.set $n (i32.add (local.get $n) (i32.const 1))) (br 1))))
+        (if (i32.ne (local.get $n) (i32.const 1024)) (then (return (i32.const 99))))
+        (i32.wrap_i64 (local.get $r))"#,
+    );
+    let mut kernel = Kernel::builder().deterministic(true).build().unwrap();
+    load_wat(&mut kernel, "sink", &sink, "normal");
+    load_wat(&mut kernel, "flooder", &flooder, "normal");
+    kernel.spawn_all();
+    let report = kernel.run();
+    let flooder = report.process("flooder").unwrap();
+    assert_eq!(
+        flooder.status,
+        ExitStatus::Exited(-(ErrorCode::MAILBOX_FULL.0 as i32)),
+        "exactly 1,024 sends succeed, the next fails with MAILBOX_FULL"
+    );
+    assert_eq!(flooder.sent, 1024);
+    assert_eq!(flooder.send_failures, 1);
+    let sink = report.process("sink").unwrap();
+    assert_eq!(sink.status, ExitStatus::Stopped(ErrorCode::DEADLOCKED));
+    assert_eq!(
+        sink.undelivered, 1024,
+        "every accepted message is accounted for"
+    );
+}
+
+#[test]
+fn a_syscall_without_its_capability_is_denied_with_a_code() {
+    let wat = guest("(i32.wrap_i64 (call $lookup (i32.const 0) (i32.const 4)))");
+    let mut kernel = Kernel::builder().deterministic(true).build().unwrap();
+    kernel
+        .load_module(
+            manifest("nocaps", "run", &[], "normal"),
+            wat.as_bytes(),
+            Path::new("nocaps"),
+        )
+        .unwrap();
+    kernel.spawn("nocaps").unwrap();
+    let report = kernel.run();
+    assert_eq!(
+        report.process("nocaps").unwrap().status,
+        ExitStatus::Exited(-(ErrorCode::PERMISSION_DENIED.0 as i32))
+    );
+}

@@ -1,0 +1,79 @@
+//! Scheduling: preemption of guests that never yield.
+
+use estalogic_abi::ErrorCode;
+use estalogic_kernel::{ExitStatus, Kernel};
+use estalogic_tests::load_wat;
+use std::time::Duration;
+
+/// Spins forever without a single syscall.
+const SPINNER: &str = r#"(module
+  (memory (export "memory") 1)
+  (func (export "run") (loop (br 0))))"#;
+
+/// Counts to 20 million (about four NORMAL slices of fuel), then exits 0.
+const WORKER: &str = r#"(module
+  (memory (export "memory") 1)
+  (func (export "run") (result i32) (local $i i32)
+    (loop
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if 0 (i32.lt_u (local.get $i) (i32.const 20000000))))
+    (i32.const 0)))"#;
+
+fn spinner_does_not_block_a_normal_peer(deterministic: bool) {
+    let mut kernel = Kernel::builder()
+        .deterministic(deterministic)
+        .build()
+        .unwrap();
+    load_wat(&mut kernel, "spinner", SPINNER, "normal");
+    load_wat(&mut kernel, "worker", WORKER, "normal");
+    // The spinner is spawned first, so it holds the CPU first.
+    kernel.spawn("spinner").unwrap();
+    kernel.spawn("worker").unwrap();
+    let exits = kernel.subscribe_exits();
+    let shutdown = kernel.shutdown_handle();
+    let runner = std::thread::spawn(move || kernel.run());
+
+    let first = exits
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the worker finishes while the spinner spins");
+    assert_eq!(first.module, "worker");
+    assert_eq!(first.status, ExitStatus::Exited(0));
+
+    shutdown.request();
+    let report = runner.join().unwrap();
+    let spinner = report.process("spinner").unwrap();
+    assert_eq!(spinner.status, ExitStatus::Stopped(ErrorCode::SHUTDOWN));
+    assert!(
+        spinner.preemptions + spinner.requeues > 0,
+        "the spinner was taken off the CPU"
+    );
+    assert!(spinner.fuel_used > 0);
+}
+
+#[test]
+fn spinning_guest_does_not_stop_a_second_normal_process() {
+    spinner_does_not_block_a_normal_peer(false);
+}
+
+#[test]
+fn spinning_guest_is_preempted_in_deterministic_mode_too() {
+    spinner_does_not_block_a_normal_peer(true);
+}
+
+#[test]
+fn higher_priority_process_runs_before_a_spinning_lower_one() {
+    let mut kernel = Kernel::builder().deterministic(true).build().unwrap();
+    load_wat(&mut kernel, "spinner", SPINNER, "low");
+    load_wat(&mut kernel, "worker", WORKER, "high");
+    kernel.spawn("spinner").unwrap();
+    kernel.spawn("worker").unwrap();
+    let exits = kernel.subscribe_exits();
+    let shutdown = kernel.shutdown_handle();
+    let runner = std::thread::spawn(move || kernel.run());
+    let first = exits.recv_timeout(Duration::from_secs(60)).unwrap();
+    assert_eq!(first.module, "worker");
+    assert_eq!(first.status, ExitStatus::Exited(0));
+    assert_eq!(first.preemptions, 0, "nothing may preempt the HIGH worker");
+    shutdown.request();
+    runner.join().unwrap();
+}

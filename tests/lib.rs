@@ -1,0 +1,48 @@
+//! Helpers for the integration tests: kernels with guests from WAT text or
+//! the bundled services.
+
+use estalogic_kernel::{Kernel, Manifest};
+use std::path::Path;
+
+/// A manifest for `name` with the given entry point and capabilities.
+pub fn manifest(name: &str, entry: &str, capabilities: &[&str], priority: &str) -> Manifest {
+    let capabilities: Vec<String> = capabilities.iter().map(|c| format!("{c:?}")).collect();
+    Manifest::parse(&format!(
+        r#"{{"name":"{name}","version":"0.1.0","entry_point":"{entry}","runtime":"wasm32",
+            "priority":"{priority}","capabilities_required":[{}]}}"#,
+        capabilities.join(",")
+    ))
+    .expect("test manifest is valid")
+}
+
+/// Every capability a test guest might need.
+pub const ALL_CAPS: &[&str] = &[
+    "messaging:send",
+    "messaging:receive",
+    "process:lookup",
+    "log:write",
+    "time:read",
+];
+
+/// Loads a module from WAT text (or wasm bytes) under `name`.
+pub fn load_wat(kernel: &mut Kernel, name: &str, wat: &str, priority: &str) {
+    kernel
+        .load_module(
+            manifest(name, "run", ALL_CAPS, priority),
+            wat.as_bytes(),
+            Path::new(name),
+        )
+        .unwrap_or_else(|e| panic!("{name} does not load: {e}"));
+}
+
+/// Loads a bundled service with entry point `entry`.
+pub fn load_bundled(kernel: &mut Kernel, name: &str, entry: &str) {
+    let bytes = estalogic_services::get(name).expect("bundled service");
+    kernel
+        .load_module(
+            manifest(name, entry, ALL_CAPS, "normal"),
+            bytes,
+            Path::new(name),
+        )
+        .unwrap_or_else(|e| panic!("{name} does not load: {e}"));
+}

@@ -25,7 +25,7 @@ pub mod loader;
 pub mod syscalls;
 
 pub use crate::core::init::{Kernel, KernelBuilder, KernelError, RunReport, ShutdownHandle};
-pub use crate::core::kernel_loop::{ExitStatus, ProcessReport};
+pub use crate::core::kernel_loop::{ExitStatus, LoopStats, ProcessReport};
 pub use crate::core::scheduler::SlicePolicy;
 pub use crate::loader::manifest::{Manifest, ManifestError};
 pub use crate::loader::wasm_loader::ModuleError;

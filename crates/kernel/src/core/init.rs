@@ -13,7 +13,7 @@
 //!    process has ended.
 
 use crate::core::kernel_loop::{
-    ExitStatus, KernelLoop, KernelShared, Outcome, ProcessReport, Task,
+    ExitStatus, KernelLoop, KernelShared, LoopStats, Outcome, ProcessReport, Task,
 };
 use crate::core::message_router::{Mailbox, OverflowMode, default_capacity};
 use crate::core::process::Process;
@@ -81,6 +81,7 @@ pub enum KernelError {
 #[derive(Debug, Clone, Default)]
 pub struct KernelBuilder {
     deterministic: bool,
+    workers: Option<usize>,
     policy: SlicePolicy,
     bundled: &'static [(&'static str, &'static [u8])],
 }
@@ -90,6 +91,13 @@ impl KernelBuilder {
     /// canonicalisation; the same inputs preempt at the same instructions.
     pub fn deterministic(mut self, on: bool) -> Self {
         self.deterministic = on;
+        self
+    }
+
+    /// Worker threads that run processes (default: the number of cores;
+    /// deterministic mode always uses one).
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = Some(workers.max(1));
         self
     }
 
@@ -124,10 +132,17 @@ impl KernelBuilder {
         } else {
             Clock::real()
         };
+        let workers = if self.deterministic {
+            1
+        } else {
+            self.workers
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        };
         Ok(Kernel {
             engine,
             linker,
             policy,
+            workers,
             deterministic: self.deterministic,
             bundled: self.bundled,
             shared: Arc::new(KernelShared::new(clock)),
@@ -156,6 +171,8 @@ pub struct RunReport {
     pub processes: Vec<ProcessReport>,
     /// Wall-clock time the run took.
     pub elapsed: Duration,
+    /// Scheduler figures: fairness, checkpoints, workers.
+    pub stats: LoopStats,
 }
 
 impl RunReport {
@@ -175,6 +192,7 @@ pub struct Kernel {
     engine: Engine,
     linker: Linker<ProcessContext>,
     policy: SlicePolicy,
+    workers: usize,
     deterministic: bool,
     bundled: &'static [(&'static str, &'static [u8])],
     shared: Arc<KernelShared>,
@@ -355,7 +373,7 @@ impl Kernel {
     /// requested) and reports how each ended.
     pub fn run(&mut self) -> RunReport {
         let started = std::time::Instant::now();
-        let mut kernel_loop = KernelLoop::new(self.shared.clone(), self.policy);
+        let kernel_loop = KernelLoop::new(self.shared.clone(), self.policy);
         for task in self.pending.drain(..) {
             kernel_loop.add(task);
         }
@@ -376,7 +394,7 @@ impl Kernel {
                 })
                 .expect("spawn the epoch ticker thread")
         });
-        let processes = kernel_loop.run();
+        let (processes, stats) = kernel_loop.run(self.workers);
         ticker_stop.store(true, Ordering::Relaxed);
         if let Some(ticker) = ticker {
             let _ = ticker.join();
@@ -384,6 +402,7 @@ impl Kernel {
         RunReport {
             processes,
             elapsed: started.elapsed(),
+            stats,
         }
     }
 }

@@ -1,6 +1,7 @@
-//! The kernel loop: the kernel's own executor, which runs every process
-//! under the scheduler's policy (not tokio's), plus the state it shares with
-//! syscalls (process table, clock, timers, the wake inbox).
+//! The kernel loop: the kernel's own executor, which runs every process on
+//! N worker threads under the scheduler's policy (not tokio's), plus the
+//! state it shares with syscalls (process table, clock, timers, the wake
+//! inbox).
 //!
 //! # How a process runs
 //!
@@ -21,22 +22,33 @@
 //! running). A wake moves `IDLE → QUEUED` and pushes the pid to the inbox,
 //! or `RUNNING → NOTIFIED`. After a poll returns `Pending` the loop moves
 //! `RUNNING → IDLE`; if that fails the task was notified and is still
-//! runnable, so the loop applies the slice policy:
+//! runnable: `yield_requested` sends it to the back of its queue, otherwise
+//! the scheduler's [`Scheduler::checkpoint`] decides (continue, preempt,
+//! rotate).
 //!
-//! 1. `yield_requested`: back of its run queue.
-//! 2. a higher level is ready: front of its run queue (preempted).
-//! 3. its slice is used up: back of its run queue (round robin).
-//! 4. otherwise: keep polling it.
+//! # Workers and locking
+//!
+//! 1. One mutex guards the scheduler and the parked tasks (`Core`). A worker
+//!    takes it to pick a task, releases it while the guest runs, and takes
+//!    it again at every `Pending` (a checkpoint or a block).
+//! 2. The `RUNNING → IDLE` transition and `Scheduler::blocked` happen under
+//!    that lock, and the inbox is drained into the scheduler only under it,
+//!    so a wake can never be applied before the block it answers.
+//! 3. Wakers never take the core lock: they push to the inbox (its own
+//!    small lock) and signal idle workers.
+//! 4. Deterministic mode runs one worker with the virtual clock, which moves
+//!    by `checkpoint_ns` at every checkpoint and jumps to the next timer
+//!    when nothing is ready.
 //!
 //! # Ending
 //!
 //! The loop ends when no process is left. If processes remain but none is
-//! ready, no timer is armed and nothing outside can wake them, they are
-//! stopped with `DEADLOCKED`. A shutdown request stops every process with
-//! `SHUTDOWN` at the next checkpoint.
+//! ready or running, no timer is armed and nothing outside can wake them,
+//! they are stopped with `DEADLOCKED`. A shutdown request stops every
+//! process with `SHUTDOWN` (a running one at its next checkpoint).
 
-use crate::core::process::{Process, ProcessState, ProcessTable};
-use crate::core::scheduler::{RunQueues, SlicePolicy};
+use crate::core::process::{Process, ProcessTable};
+use crate::core::scheduler::{Scheduler, SlicePolicy, Verdict};
 use crate::drivers::clock::Clock;
 use estalogic_abi::{ErrorCode, Header, Pid, Priority};
 use std::cmp::Reverse;
@@ -44,7 +56,7 @@ use std::collections::BinaryHeap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
@@ -139,6 +151,48 @@ impl Wake for TaskState {
     }
 }
 
+/// A timer: wake `waker` at `deadline`; `sequence` keeps equal deadlines in
+/// arming order.
+struct TimerEntry {
+    deadline: u64,
+    sequence: u64,
+    waker: Waker,
+}
+
+impl PartialEq for TimerEntry {
+    fn eq(&self, other: &Self) -> bool {
+        (self.deadline, self.sequence) == (other.deadline, other.sequence)
+    }
+}
+
+impl Eq for TimerEntry {}
+
+impl PartialOrd for TimerEntry {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for TimerEntry {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.deadline, self.sequence).cmp(&(other.deadline, other.sequence))
+    }
+}
+
+#[derive(Default)]
+struct Timers {
+    heap: BinaryHeap<Reverse<TimerEntry>>,
+    next_sequence: u64,
+}
+
+impl std::fmt::Debug for Timers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Timers")
+            .field("armed", &self.heap.len())
+            .finish()
+    }
+}
+
 /// State shared by the kernel loop and every syscall.
 #[derive(Debug)]
 pub struct KernelShared {
@@ -146,7 +200,7 @@ pub struct KernelShared {
     pub(crate) table: RwLock<ProcessTable>,
     /// The kernel clock.
     pub(crate) clock: Clock,
-    timers: Mutex<BinaryHeap<Reverse<(u64, Pid)>>>,
+    timers: Mutex<Timers>,
     inbox: Arc<Inbox>,
     shutdown: AtomicBool,
 }
@@ -156,33 +210,45 @@ impl KernelShared {
         KernelShared {
             table: RwLock::new(ProcessTable::new()),
             clock,
-            timers: Mutex::new(BinaryHeap::new()),
+            timers: Mutex::new(Timers::default()),
             inbox: Arc::new(Inbox::default()),
             shutdown: AtomicBool::new(false),
         }
     }
 
-    /// Wakes `pid` at `deadline` on the kernel clock.
-    pub(crate) fn arm_timer(&self, deadline: u64, pid: Pid) {
-        self.timers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Reverse((deadline, pid)));
+    /// Calls `waker` at `deadline` on the kernel clock.
+    pub(crate) fn arm_timer(&self, deadline: u64, waker: Waker) {
+        let mut timers = self.timers.lock().unwrap_or_else(|p| p.into_inner());
+        let sequence = timers.next_sequence;
+        timers.next_sequence += 1;
+        timers.heap.push(Reverse(TimerEntry {
+            deadline,
+            sequence,
+            waker,
+        }));
     }
 
     fn next_timer(&self) -> Option<u64> {
         let timers = self.timers.lock().unwrap_or_else(|p| p.into_inner());
-        timers.peek().map(|Reverse((deadline, _))| *deadline)
+        timers.heap.peek().map(|Reverse(entry)| entry.deadline)
     }
 
-    fn take_expired_timers(&self, now: u64, out: &mut Vec<Pid>) {
-        let mut timers = self.timers.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some(Reverse((deadline, pid))) = timers.peek().copied() {
-            if deadline > now {
-                break;
+    /// Fires every timer due at `now`.
+    fn fire_timers(&self, now: u64) {
+        let mut due = Vec::new();
+        {
+            let mut timers = self.timers.lock().unwrap_or_else(|p| p.into_inner());
+            while timers
+                .heap
+                .peek()
+                .is_some_and(|Reverse(entry)| entry.deadline <= now)
+            {
+                let Reverse(entry) = timers.heap.pop().expect("peeked");
+                due.push(entry.waker);
             }
-            timers.pop();
-            out.push(pid);
+        }
+        for waker in due {
+            waker.wake();
         }
     }
 
@@ -289,12 +355,15 @@ pub struct ProcessReport {
     /// Fuel it consumed. Exact for processes that finished on their own;
     /// for stopped ones, counted at checkpoints (a lower bound).
     pub fuel_used: u64,
-    /// Times a higher-level process (or a wakeup to look at) took the CPU
-    /// from it at a checkpoint.
+    /// Times a higher-level or starving process took the CPU from it.
     pub preemptions: u64,
     /// Times it went to the back of its run queue: slice used up or
     /// `yield_now`.
     pub requeues: u64,
+    /// Nanoseconds on a CPU (kernel clock: virtual in deterministic mode).
+    pub cpu_ns: u64,
+    /// The longest it waited in a run queue, in nanoseconds.
+    pub max_wait_ns: u64,
 }
 
 pub(crate) type ProcessFuture = Pin<Box<dyn Future<Output = Outcome> + Send>>;
@@ -304,225 +373,250 @@ pub(crate) struct Task {
     pub(crate) process: Arc<Process>,
     pub(crate) state: Arc<TaskState>,
     pub(crate) future: ProcessFuture,
-    pub(crate) level: Priority,
     waker: Waker,
     checkpoints: u64,
-    slice_used: u64,
-    preemptions: u64,
-    requeues: u64,
-    lifecycle: ProcessState,
 }
 
 impl Task {
     pub(crate) fn new(process: Arc<Process>, state: Arc<TaskState>, future: ProcessFuture) -> Self {
         Task {
-            level: process.priority,
             waker: Waker::from(state.clone()),
             process,
             state,
             future,
             checkpoints: 0,
-            slice_used: 0,
-            preemptions: 0,
-            requeues: 0,
-            lifecycle: ProcessState::Created,
         }
     }
+}
+
+/// Scheduler-wide figures for a run.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LoopStats {
+    /// `min(actual_cpu / expected_cpu)` over all processes (see
+    /// [`Scheduler::fairness`]); `None` if no CPU time was accounted.
+    pub fairness: Option<f64>,
+    /// Checkpoints reached by all guests.
+    pub checkpoints: u64,
+    /// Worker threads used.
+    pub workers: usize,
+}
+
+/// Everything behind the core lock.
+struct Core {
+    scheduler: Scheduler,
+    /// Parked tasks by pid index; `None` while running or after exit.
+    tasks: Vec<Option<Task>>,
+    live: usize,
+    reports: Vec<ProcessReport>,
+    listeners: Vec<std::sync::mpsc::Sender<ProcessReport>>,
+    woken: Vec<Pid>,
+    checkpoints: u64,
+}
+
+enum TurnEnd {
+    Finished(Outcome),
+    Blocked,
+    Requeued,
+    Stop,
 }
 
 /// The executor: owns every task and runs them to completion.
 pub(crate) struct KernelLoop {
     shared: Arc<KernelShared>,
-    policy: SlicePolicy,
-    tasks: Vec<Option<Task>>,
-    live: usize,
-    queues: RunQueues,
-    scratch: Vec<Pid>,
-    reports: Vec<ProcessReport>,
-    exit_listeners: Vec<std::sync::mpsc::Sender<ProcessReport>>,
-}
-
-enum SliceEnd {
-    Finished(Outcome),
-    Waiting,
-    Yielded,
-    Preempted,
-    SliceUsed,
+    checkpoint_ns: u64,
+    checkpoint_fuel: u64,
+    core: Mutex<Core>,
 }
 
 impl KernelLoop {
     pub(crate) fn new(shared: Arc<KernelShared>, policy: SlicePolicy) -> Self {
         KernelLoop {
             shared,
-            policy,
-            tasks: Vec::new(),
-            live: 0,
-            queues: RunQueues::new(),
-            scratch: Vec::new(),
-            reports: Vec::new(),
-            exit_listeners: Vec::new(),
+            checkpoint_ns: policy.checkpoint_ns(),
+            checkpoint_fuel: policy.checkpoint_fuel,
+            core: Mutex::new(Core {
+                scheduler: Scheduler::new(policy),
+                tasks: Vec::new(),
+                live: 0,
+                reports: Vec::new(),
+                listeners: Vec::new(),
+                woken: Vec::new(),
+                checkpoints: 0,
+            }),
         }
     }
 
-    /// Sends a copy of every process report, as the process ends, to `to`.
-    pub(crate) fn notify_exits(&mut self, to: std::sync::mpsc::Sender<ProcessReport>) {
-        self.exit_listeners.push(to);
+    fn lock(&self) -> MutexGuard<'_, Core> {
+        self.core.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Adds a spawned task; it is ready at once.
-    pub(crate) fn add(&mut self, mut task: Task) {
+    pub(crate) fn add(&self, task: Task) {
+        let mut core = self.lock();
         let pid = task.process.pid;
         let index = pid.index() as usize;
-        if self.tasks.len() <= index {
-            self.tasks.resize_with(index + 1, || None);
+        if core.tasks.len() <= index {
+            core.tasks.resize_with(index + 1, || None);
         }
-        task.lifecycle = ProcessState::Ready;
-        self.queues.push_back(pid, task.level);
-        self.tasks[index] = Some(task);
-        self.live += 1;
-    }
-
-    fn task_mut(&mut self, pid: Pid) -> Option<&mut Task> {
-        self.tasks
-            .get_mut(pid.index() as usize)?
-            .as_mut()
-            .filter(|task| task.process.pid == pid)
-    }
-
-    /// Moves woken tasks and tasks whose timers expired into the run queues.
-    fn collect_wakeups(&mut self) {
-        let mut woken = std::mem::take(&mut self.scratch);
         let now = self.shared.clock.now_nanos();
-        self.shared.take_expired_timers(now, &mut woken);
-        // A timer only matters if its task still waits; going through the
-        // waker keeps the state machine in one place.
-        for pid in woken.drain(..) {
-            if let Some(task) = self.task_mut(pid) {
-                task.waker.wake_by_ref();
-            }
-        }
+        core.scheduler.admit(pid, task.process.priority, now);
+        core.tasks[index] = Some(task);
+        core.live += 1;
+    }
+
+    /// Sends a copy of every process report, as the process ends, to `to`.
+    pub(crate) fn notify_exits(&self, to: std::sync::mpsc::Sender<ProcessReport>) {
+        self.lock().listeners.push(to);
+    }
+
+    /// Fires due timers and moves woken tasks into the scheduler.
+    fn collect(&self, core: &mut Core) {
+        let now = self.shared.clock.now_nanos();
+        self.shared.fire_timers(now);
+        let mut woken = std::mem::take(&mut core.woken);
         self.shared.inbox.drain_into(&mut woken);
         for pid in woken.drain(..) {
-            let Some(task) = self.task_mut(pid) else {
-                continue;
-            };
-            if task.lifecycle != ProcessState::Ready {
-                task.lifecycle = ProcessState::Ready;
-                let level = task.level;
-                self.queues.push_back(pid, level);
-            }
+            core.scheduler.wake(pid, now);
         }
-        self.scratch = woken;
+        core.woken = woken;
     }
 
-    /// Runs until every process has ended; returns their reports in pid
-    /// order of exit.
-    pub(crate) fn run(mut self) -> Vec<ProcessReport> {
-        loop {
-            self.collect_wakeups();
-            if self.shared.shutdown_requested() {
-                self.stop_all(ErrorCode::SHUTDOWN);
+    /// Runs until every process has ended, on `workers` threads (this one
+    /// included); returns the reports in order of exit and the loop's stats.
+    pub(crate) fn run(self, workers: usize) -> (Vec<ProcessReport>, LoopStats) {
+        let workers = workers.max(1);
+        std::thread::scope(|scope| {
+            for n in 1..workers {
+                std::thread::Builder::new()
+                    .name(format!("estalogic-worker-{n}"))
+                    .spawn_scoped(scope, || self.work())
+                    .expect("spawn a kernel worker thread");
             }
-            if self.live == 0 {
-                break;
-            }
-            let Some((pid, _)) = self.queues.pop() else {
-                match self.shared.next_timer() {
-                    Some(deadline) if self.shared.clock.is_virtual() => {
-                        self.shared.clock.advance_to(deadline)
-                    }
-                    Some(deadline) => {
-                        let wait = self.shared.clock.until(deadline);
-                        self.shared.inbox.wait(Some(wait), &self.shared.shutdown);
-                    }
-                    None => self.stop_all(ErrorCode::DEADLOCKED),
-                }
-                continue;
-            };
-            self.run_slice(pid);
-        }
-        self.reports
-    }
-
-    fn run_slice(&mut self, pid: Pid) {
-        let policy = self.policy;
-        let shared = &self.shared;
-        let queues = &self.queues;
-        let Some(task) = self.tasks[pid.index() as usize].as_mut() else {
-            return;
+            self.work();
+        });
+        let core = self.core.into_inner().unwrap_or_else(|p| p.into_inner());
+        let stats = LoopStats {
+            fairness: core.scheduler.fairness(self.shared.clock.now_nanos()),
+            checkpoints: core.checkpoints,
+            workers,
         };
-        task.lifecycle = ProcessState::Running;
-        task.state.state.store(RUNNING, Ordering::Release);
-        let slice = policy.slice_checkpoints(task.level);
-        let end = loop {
-            let mut cx = Context::from_waker(&task.waker);
-            if let Poll::Ready(outcome) = task.future.as_mut().poll(&mut cx) {
-                break SliceEnd::Finished(outcome);
+        (core.reports, stats)
+    }
+
+    fn work(&self) {
+        let mut core = self.lock();
+        loop {
+            self.collect(&mut core);
+            if self.shared.shutdown_requested() {
+                self.stop_parked(&mut core, ErrorCode::SHUTDOWN);
             }
+            if core.live == 0 {
+                self.shared.inbox.notify();
+                return;
+            }
+            let now = self.shared.clock.now_nanos();
+            if let Some(dispatch) = core.scheduler.next(now) {
+                let task = core.tasks[dispatch.pid.index() as usize]
+                    .take()
+                    .expect("a dispatched task is parked");
+                drop(core);
+                core = self.run_turn(task);
+                continue;
+            }
+            let next_timer = self.shared.next_timer();
+            if core.scheduler.running() == 0 && self.shared.inbox.is_empty() {
+                match next_timer {
+                    Some(deadline) if self.shared.clock.is_virtual() => {
+                        self.shared.clock.advance_to(deadline);
+                        continue;
+                    }
+                    None => {
+                        self.stop_parked(&mut core, ErrorCode::DEADLOCKED);
+                        continue;
+                    }
+                    Some(_) => {}
+                }
+            }
+            // Nothing to do here now: sleep until a wake, the next timer, or
+            // a short while (another worker may requeue a task directly).
+            drop(core);
+            let mut wait = Duration::from_millis(5);
+            if let Some(deadline) = next_timer {
+                wait = wait.min(self.shared.clock.until(deadline));
+            }
+            self.shared.inbox.wait(Some(wait), &self.shared.shutdown);
+            core = self.lock();
+        }
+    }
+
+    /// Runs `task` until it blocks, ends, or the scheduler takes it off the
+    /// CPU; parks or reaps it; returns with the core lock held.
+    fn run_turn(&self, mut task: Task) -> MutexGuard<'_, Core> {
+        let pid = task.process.pid;
+        task.state.state.store(RUNNING, Ordering::Release);
+        let (mut core, end) = loop {
+            let mut cx = Context::from_waker(&task.waker);
+            let poll = task.future.as_mut().poll(&mut cx);
+            let mut core = self.lock();
+            if let Poll::Ready(outcome) = poll {
+                break (core, TurnEnd::Finished(outcome));
+            }
+            let now = self.shared.clock.now_nanos();
             if task
                 .state
                 .state
                 .compare_exchange(RUNNING, IDLE, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
             {
-                task.lifecycle = ProcessState::Waiting;
-                break SliceEnd::Waiting;
+                core.scheduler.blocked(pid, now);
+                break (core, TurnEnd::Blocked);
             }
             // Notified while running: still runnable.
             task.state.state.store(RUNNING, Ordering::Release);
             if task.state.yield_requested.swap(false, Ordering::AcqRel) {
-                break SliceEnd::Yielded;
+                core.scheduler.yielded(pid, now);
+                break (core, TurnEnd::Requeued);
             }
             task.checkpoints += 1;
-            task.slice_used += 1;
-            shared
-                .clock
-                .advance_by(policy.checkpoint_fuel * 1_000_000 / policy.fuel_per_ms.max(1));
-            if slice.is_some_and(|slice| task.slice_used >= slice) {
-                break SliceEnd::SliceUsed;
+            core.checkpoints += 1;
+            self.shared.clock.advance_by(self.checkpoint_ns);
+            if self.shared.shutdown_requested() {
+                break (core, TurnEnd::Stop);
             }
-            if task.level != Priority::System
-                && (queues.has_higher_than(task.level)
-                    || !shared.inbox.is_empty()
-                    || shared.shutdown_requested())
-            {
-                break SliceEnd::Preempted;
+            self.collect(&mut core);
+            let now = self.shared.clock.now_nanos();
+            match core.scheduler.checkpoint(pid, now) {
+                Verdict::Continue => drop(core),
+                Verdict::Preempted | Verdict::Rotated => break (core, TurnEnd::Requeued),
             }
         };
         match end {
-            SliceEnd::Finished(outcome) => self.finish(pid, outcome),
-            SliceEnd::Waiting => {}
-            SliceEnd::Yielded | SliceEnd::SliceUsed => self.requeue(pid, false),
-            SliceEnd::Preempted => self.requeue(pid, true),
+            TurnEnd::Finished(outcome) => self.finish(&mut core, task, outcome),
+            TurnEnd::Stop => {
+                let outcome = self.stopped_outcome(&task, ErrorCode::SHUTDOWN);
+                self.finish(&mut core, task, outcome);
+            }
+            TurnEnd::Blocked => core.tasks[pid.index() as usize] = Some(task),
+            TurnEnd::Requeued => {
+                task.state.state.store(QUEUED, Ordering::Release);
+                core.tasks[pid.index() as usize] = Some(task);
+            }
+        }
+        core
+    }
+
+    fn stopped_outcome(&self, task: &Task, reason: ErrorCode) -> Outcome {
+        Outcome {
+            status: ExitStatus::Stopped(reason),
+            fuel_used: task.checkpoints * self.checkpoint_fuel,
         }
     }
 
-    fn requeue(&mut self, pid: Pid, front: bool) {
-        let Some(task) = self.task_mut(pid) else {
-            return;
-        };
-        task.state.state.store(QUEUED, Ordering::Release);
-        task.lifecycle = ProcessState::Ready;
-        if front {
-            task.preemptions += 1;
-        } else {
-            task.requeues += 1;
-            task.slice_used = 0;
-        }
-        let level = task.level;
-        if front {
-            self.queues.push_front(pid, level);
-        } else {
-            self.queues.push_back(pid, level);
-        }
-    }
-
-    fn finish(&mut self, pid: Pid, outcome: Outcome) {
-        let Some(task) = self.tasks[pid.index() as usize].take() else {
-            return;
-        };
-        self.live -= 1;
-        self.queues.remove(pid);
+    fn finish(&self, core: &mut Core, task: Task, outcome: Outcome) {
+        let pid = task.process.pid;
+        let now = self.shared.clock.now_nanos();
+        let account = core.scheduler.exited(pid, now).unwrap_or_default();
+        core.live -= 1;
         let process = self
             .shared
             .table
@@ -546,30 +640,24 @@ impl KernelLoop {
             send_failures: counters.send_failures.load(Ordering::Relaxed),
             undelivered,
             fuel_used: outcome.fuel_used,
-            preemptions: task.preemptions,
-            requeues: task.requeues,
+            preemptions: account.preemptions,
+            requeues: account.rotations,
+            cpu_ns: account.cpu_ns,
+            max_wait_ns: account.max_wait_ns,
         };
-        self.exit_listeners
+        core.listeners
             .retain(|listener| listener.send(report.clone()).is_ok());
-        self.reports.push(report);
+        core.reports.push(report);
         // Dropping the future drops the Store; a suspended fiber is unwound.
         drop(task);
     }
 
-    fn stop_all(&mut self, reason: ErrorCode) {
-        let pids: Vec<Pid> = self.tasks.iter().flatten().map(|t| t.process.pid).collect();
-        for pid in pids {
-            let checkpoint_fuel = self.policy.checkpoint_fuel;
-            let fuel = self
-                .task_mut(pid)
-                .map_or(0, |task| task.checkpoints * checkpoint_fuel);
-            self.finish(
-                pid,
-                Outcome {
-                    status: ExitStatus::Stopped(reason),
-                    fuel_used: fuel,
-                },
-            );
+    /// Stops every parked task (ready or waiting) with `reason`.
+    fn stop_parked(&self, core: &mut Core, reason: ErrorCode) {
+        let parked: Vec<Task> = core.tasks.iter_mut().filter_map(Option::take).collect();
+        for task in parked {
+            let outcome = self.stopped_outcome(&task, reason);
+            self.finish(core, task, outcome);
         }
     }
 }

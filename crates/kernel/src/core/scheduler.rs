@@ -1,34 +1,64 @@
-//! Scheduling policy data: priority run queues and time slices measured in
-//! fuel.
+//! The scheduler: priority levels with aging, time slices measured in fuel,
+//! round robin within a level, a minimum-service guarantee, and CPU
+//! accounting with a fairness metric.
 //!
-//! # Protocol
+//! This module is plain data with no I/O and no threads: the kernel loop
+//! calls it under one lock with the kernel clock's `now` (nanoseconds), and
+//! the property tests drive it with a simulated clock.
 //!
-//! 1. There is one FIFO run queue per [`Priority`] level. [`RunQueues::pop`]
-//!    always takes from the highest non-empty level: a higher level preempts
-//!    a lower one.
-//! 2. A slice is a number of fuel units ([`SlicePolicy::slice_fuel`]), so the
-//!    same run preempts at the same instruction every time. Guests reach a
-//!    checkpoint (an async yield back to the kernel) every
-//!    [`SlicePolicy::checkpoint_fuel`] units, at most 1,000,000.
-//! 3. At each checkpoint the running process is preempted if a higher level
-//!    has a ready process (it goes back to the *front* of its queue: it keeps
-//!    its turn). When its slice is used up it goes to the *back* of its
-//!    queue: round robin within a level.
-//! 4. `SYSTEM` processes run to completion: no slice end, no preemption.
+//! # Policy
 //!
-//! This module is plain data with no I/O, so it is tested without WASM.
+//! 1. **Levels.** `IDLE 0 .. SYSTEM 5`. A ready process is queued FIFO in the
+//!    queue of its *base* level; every queue is ordered by the time the
+//!    process became ready (`waiting_since`), so its front has waited
+//!    longest.
+//! 2. **Aging.** A queued process's *effective* level is
+//!    `base + floor(wait_ms / 1000)`, at most `base + 2` and never above
+//!    `REALTIME` (a `SYSTEM` process stays `SYSTEM`).
+//! 3. **Choosing.** [`Scheduler::next`] first serves a *starving* process:
+//!    one whose wait has reached its minimum-service window (100 ms IDLE,
+//!    50 ms LOW, 25 ms NORMAL and above) less a safety margin; it gets a
+//!    short *service turn*. Otherwise it takes the queue front with the
+//!    highest effective level (the longest wait breaks ties), for one slice:
+//!    its base level's slice, shortened when others of its level or above
+//!    are queued so that all of them get a turn within the window
+//!    (`(window - margin) / (queued + 1)`, at least one checkpoint). So
+//!    round robin within a level meets the minimum-service window by itself
+//!    and the starvation rule only has to step in across levels.
+//!    `SYSTEM` has no slice.
+//! 4. **Checkpoints.** A running guest reaches a checkpoint every
+//!    `checkpoint_fuel` units. At each one [`Scheduler::checkpoint`] decides:
+//!    - `SYSTEM` runs to completion: always continue;
+//!    - a queued process of a higher effective level, or a starving one,
+//!      preempts it (it re-enters its queue at the back);
+//!    - at the end of a slice, it rotates to the back of its queue if another
+//!      process of its effective level or above is ready, or once it has run
+//!      its level's maximum consecutive slices; otherwise it starts its next
+//!      slice without leaving the CPU.
+//! 5. **Accounting.** CPU time (dispatch to stop) and runnable time (ready to
+//!    blocked or exited) are kept per process. The fairness metric is
+//!    `min over processes of actual_cpu / expected_cpu`, where a process's
+//!    expected CPU is its level's total CPU shared in proportion to runnable
+//!    time: within a level, CPU should follow the time spent wanting it.
 
+use crate::core::process::ProcessState as State;
 use estalogic_abi::{Pid, Priority};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
-/// Time-slice configuration for every level.
+/// Time-slice configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SlicePolicy {
-    /// Fuel units between two checkpoints (async yields to the kernel).
+    /// Fuel units between two checkpoints (async yields to the kernel);
+    /// at most [`SlicePolicy::MAX_CHECKPOINT_FUEL`].
     pub checkpoint_fuel: u64,
-    /// Nominal fuel units per millisecond, used to turn the brief's slice
-    /// lengths into fuel.
+    /// Nominal fuel units per millisecond: turns the slice lengths in
+    /// milliseconds into fuel, and fuel into virtual time.
     pub fuel_per_ms: u64,
+    /// Checkpoints in a minimum-service turn.
+    pub service_turn_checkpoints: u64,
+    /// How long before its window expires a waiting process counts as
+    /// starving, in nanoseconds.
+    pub service_margin_ns: u64,
 }
 
 impl Default for SlicePolicy {
@@ -36,9 +66,13 @@ impl Default for SlicePolicy {
         SlicePolicy {
             checkpoint_fuel: 100_000,
             fuel_per_ms: 1_000_000,
+            service_turn_checkpoints: 1,
+            service_margin_ns: 2_000_000,
         }
     }
 }
+
+const MS: u64 = 1_000_000;
 
 impl SlicePolicy {
     /// The most fuel a guest may burn between checkpoints.
@@ -57,9 +91,9 @@ impl SlicePolicy {
         }
     }
 
-    /// How many slices in a row a level may run while others of its level
-    /// wait; `None` for `SYSTEM`.
-    pub const fn max_consecutive_slices(level: Priority) -> Option<u32> {
+    /// How many slices in a row a process of a level may run before it must
+    /// go back through its queue; `None` for `SYSTEM`.
+    pub const fn max_consecutive_slices(level: Priority) -> Option<u64> {
         match level {
             Priority::Idle => Some(1),
             Priority::Low => Some(2),
@@ -67,6 +101,15 @@ impl SlicePolicy {
             Priority::High => Some(8),
             Priority::Realtime => Some(16),
             Priority::System => None,
+        }
+    }
+
+    /// The longest a ready process of a base level may wait for the CPU.
+    pub const fn service_window_ns(level: Priority) -> u64 {
+        match level {
+            Priority::Idle => 100 * MS,
+            Priority::Low => 50 * MS,
+            _ => 25 * MS,
         }
     }
 
@@ -80,82 +123,415 @@ impl SlicePolicy {
         self.slice_fuel(level)
             .map(|fuel| (fuel / self.checkpoint_fuel.max(1)).max(1))
     }
+
+    /// Nanoseconds of virtual time one checkpoint stands for.
+    pub fn checkpoint_ns(&self) -> u64 {
+        self.checkpoint_fuel * MS / self.fuel_per_ms.max(1)
+    }
 }
 
-/// One FIFO queue of ready processes per priority level.
-#[derive(Debug, Default)]
-pub struct RunQueues {
-    levels: [VecDeque<Pid>; 6],
-    len: usize,
+/// The effective level of a process of `base` that has waited `wait_ns`.
+pub fn effective_level(base: Priority, wait_ns: u64) -> Priority {
+    if base == Priority::System {
+        return base;
+    }
+    let boost = (wait_ns / (1000 * MS)).min(2) as u8;
+    let raised = (base as u8 + boost).min(Priority::Realtime as u8);
+    Priority::try_from(raised).expect("a level below SYSTEM")
 }
 
-impl RunQueues {
-    /// Empty queues.
-    pub fn new() -> Self {
-        Self::default()
+/// What [`Scheduler::next`] hands a worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dispatch {
+    /// The process to run.
+    pub pid: Pid,
+    /// The level it runs at (base plus aging).
+    pub level: Priority,
+    /// True for a minimum-service turn.
+    pub service_turn: bool,
+}
+
+/// What to do with a running process at a checkpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Keep running it.
+    Continue,
+    /// Taken off the CPU for a higher-level or starving process; queued.
+    Preempted,
+    /// Its slice ended and it went to the back of its queue.
+    Rotated,
+}
+
+/// CPU accounting of one process.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Account {
+    /// Nanoseconds on a CPU.
+    pub cpu_ns: u64,
+    /// Nanoseconds ready or running.
+    pub runnable_ns: u64,
+    /// The longest single wait in a run queue, in nanoseconds.
+    pub max_wait_ns: u64,
+    /// Turns on a CPU.
+    pub turns: u64,
+    /// Times it was preempted.
+    pub preemptions: u64,
+    /// Times it rotated to the back of its queue.
+    pub rotations: u64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    base: Priority,
+    state: State,
+    /// When it last became ready (meaningful while `Ready`).
+    waiting_since: u64,
+    /// When its current runnable period began.
+    runnable_since: u64,
+    /// While running: when this turn began, its level and budget.
+    turn_started: u64,
+    level: Priority,
+    service_turn: bool,
+    slice: u64,
+    checkpoints_in_slice: u64,
+    consecutive_slices: u64,
+    account: Account,
+}
+
+/// Run queues, policy and accounting. See the module docs.
+#[derive(Debug)]
+pub struct Scheduler {
+    policy: SlicePolicy,
+    queues: [VecDeque<(Pid, u64)>; 6],
+    entries: HashMap<Pid, Entry>,
+    queued: usize,
+    running: usize,
+    finished: Vec<(Priority, Account)>,
+}
+
+impl Scheduler {
+    /// An empty scheduler.
+    pub fn new(policy: SlicePolicy) -> Self {
+        Scheduler {
+            policy,
+            queues: Default::default(),
+            entries: HashMap::new(),
+            queued: 0,
+            running: 0,
+            finished: Vec::new(),
+        }
     }
 
-    /// Queues `pid` at the back of `level` (a new arrival or a used-up slice).
-    pub fn push_back(&mut self, pid: Pid, level: Priority) {
-        self.levels[level as usize].push_back(pid);
-        self.len += 1;
+    /// The slice policy.
+    pub fn policy(&self) -> &SlicePolicy {
+        &self.policy
     }
 
-    /// Queues `pid` at the front of `level` (preempted: it keeps its turn).
-    pub fn push_front(&mut self, pid: Pid, level: Priority) {
-        self.levels[level as usize].push_front(pid);
-        self.len += 1;
+    /// A new process, ready at `now`.
+    pub fn admit(&mut self, pid: Pid, base: Priority, now: u64) {
+        self.entries.insert(
+            pid,
+            Entry {
+                base,
+                state: State::Waiting,
+                waiting_since: now,
+                runnable_since: now,
+                turn_started: now,
+                level: base,
+                service_turn: false,
+                slice: 1,
+                checkpoints_in_slice: 0,
+                consecutive_slices: 0,
+                account: Account::default(),
+            },
+        );
+        self.enqueue(pid, now, true);
     }
 
-    /// Takes the first process of the highest non-empty level.
-    pub fn pop(&mut self) -> Option<(Pid, Priority)> {
-        for level in Priority::ALL.into_iter().rev() {
-            if let Some(pid) = self.levels[level as usize].pop_front() {
-                self.len -= 1;
-                return Some((pid, level));
+    fn enqueue(&mut self, pid: Pid, now: u64, new_runnable_period: bool) {
+        let entry = self.entries.get_mut(&pid).expect("known process");
+        entry.state = State::Ready;
+        entry.waiting_since = now;
+        if new_runnable_period {
+            entry.runnable_since = now;
+        }
+        self.queues[entry.base as usize].push_back((pid, now));
+        self.queued += 1;
+    }
+
+    /// A waiting process became ready (a message or a timer). Returns false
+    /// if it was not waiting (already ready or running, or unknown).
+    pub fn wake(&mut self, pid: Pid, now: u64) -> bool {
+        match self.entries.get(&pid) {
+            Some(entry) if matches!(entry.state, State::Waiting | State::Blocked) => {
+                self.enqueue(pid, now, true);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn starving(&self, now: u64) -> Option<usize> {
+        let mut best: Option<(u64, usize)> = None;
+        for (level, queue) in self.queues.iter().enumerate() {
+            let Some(&(_, since)) = queue.front() else {
+                continue;
+            };
+            let base = Priority::try_from(level as u8).expect("six levels");
+            let window = SlicePolicy::service_window_ns(base);
+            let trigger = window.saturating_sub(self.policy.service_margin_ns);
+            if now.saturating_sub(since) >= trigger && best.is_none_or(|(b, _)| since < b) {
+                best = Some((since, level));
             }
         }
-        None
+        best.map(|(_, level)| level)
     }
 
-    /// The highest level with a ready process.
-    pub fn highest(&self) -> Option<Priority> {
-        Priority::ALL
-            .into_iter()
-            .rev()
-            .find(|level| !self.levels[*level as usize].is_empty())
+    fn best_front(&self, now: u64) -> Option<(Priority, usize)> {
+        let mut best: Option<(Priority, u64, usize)> = None;
+        for (level, queue) in self.queues.iter().enumerate() {
+            let Some(&(_, since)) = queue.front() else {
+                continue;
+            };
+            let base = Priority::try_from(level as u8).expect("six levels");
+            let effective = effective_level(base, now.saturating_sub(since));
+            let better = match best {
+                None => true,
+                Some((top, top_since, _)) => {
+                    effective > top || (effective == top && since < top_since)
+                }
+            };
+            if better {
+                best = Some((effective, since, level));
+            }
+        }
+        best.map(|(effective, _, level)| (effective, level))
     }
 
-    /// True if a process of a level strictly above `level` is ready.
-    pub fn has_higher_than(&self, level: Priority) -> bool {
-        self.highest().is_some_and(|top| top > level)
+    /// Picks the next process to run and marks it running.
+    pub fn next(&mut self, now: u64) -> Option<Dispatch> {
+        let (level, queue_index, service_turn) = match self.starving(now) {
+            Some(index) => {
+                let (_, since) = self.queues[index][0];
+                let base = Priority::try_from(index as u8).expect("six levels");
+                (
+                    effective_level(base, now.saturating_sub(since)),
+                    index,
+                    true,
+                )
+            }
+            None => {
+                let (level, index) = self.best_front(now)?;
+                (level, index, false)
+            }
+        };
+        let (pid, since) = self.queues[queue_index].pop_front().expect("non-empty");
+        self.queued -= 1;
+        self.running += 1;
+        let base = Priority::try_from(queue_index as u8).expect("six levels");
+        let slice = if service_turn {
+            self.policy.service_turn_checkpoints.max(1)
+        } else {
+            let competitors: usize = self.queues[queue_index..].iter().map(VecDeque::len).sum();
+            let window =
+                SlicePolicy::service_window_ns(base).saturating_sub(self.policy.service_margin_ns);
+            let fair = window / (competitors as u64 + 1) / self.policy.checkpoint_ns().max(1);
+            let full = self.policy.slice_checkpoints(level).unwrap_or(u64::MAX);
+            if competitors == 0 {
+                full
+            } else {
+                fair.clamp(1, full)
+            }
+        };
+        let entry = self.entries.get_mut(&pid).expect("queued process is known");
+        entry.slice = slice;
+        entry.state = State::Running;
+        entry.level = level;
+        entry.service_turn = service_turn;
+        entry.turn_started = now;
+        entry.checkpoints_in_slice = 0;
+        entry.consecutive_slices = 1;
+        entry.account.turns += 1;
+        entry.account.max_wait_ns = entry.account.max_wait_ns.max(now.saturating_sub(since));
+        Some(Dispatch {
+            pid,
+            level,
+            service_turn,
+        })
     }
 
-    /// True if another process of exactly `level` is ready.
-    pub fn has_at(&self, level: Priority) -> bool {
-        !self.levels[level as usize].is_empty()
+    fn stop_turn(&mut self, pid: Pid, now: u64) -> &mut Entry {
+        let entry = self
+            .entries
+            .get_mut(&pid)
+            .expect("running process is known");
+        debug_assert_eq!(entry.state, State::Running);
+        entry.account.cpu_ns += now.saturating_sub(entry.turn_started);
+        self.running -= 1;
+        entry
     }
 
-    /// Number of queued processes.
+    /// A running process reached a checkpoint; see policy step 4.
+    pub fn checkpoint(&mut self, pid: Pid, now: u64) -> Verdict {
+        let policy = self.policy;
+        let (level, service_turn, in_slice, consecutive, slice) = {
+            let Some(entry) = self.entries.get_mut(&pid) else {
+                return Verdict::Continue;
+            };
+            entry.checkpoints_in_slice += 1;
+            (
+                entry.level,
+                entry.service_turn,
+                entry.checkpoints_in_slice,
+                entry.consecutive_slices,
+                entry.slice,
+            )
+        };
+        if level == Priority::System {
+            return Verdict::Continue;
+        }
+        if in_slice < slice {
+            let higher = self.best_front(now).is_some_and(|(top, _)| top > level);
+            if higher || (!service_turn && self.starving(now).is_some()) {
+                self.requeue(pid, now, true);
+                return Verdict::Preempted;
+            }
+            return Verdict::Continue;
+        }
+        // End of a slice.
+        let contender = self.best_front(now).is_some_and(|(top, _)| top >= level)
+            || self.starving(now).is_some();
+        let max = SlicePolicy::max_consecutive_slices(level).unwrap_or(u64::MAX);
+        if service_turn || contender || consecutive >= max {
+            self.requeue(pid, now, false);
+            return Verdict::Rotated;
+        }
+        let entry = self.entries.get_mut(&pid).expect("known");
+        entry.checkpoints_in_slice = 0;
+        entry.consecutive_slices += 1;
+        entry.slice = policy.slice_checkpoints(level).unwrap_or(u64::MAX);
+        Verdict::Continue
+    }
+
+    fn requeue(&mut self, pid: Pid, now: u64, preempted: bool) {
+        let entry = self.stop_turn(pid, now);
+        if preempted {
+            entry.account.preemptions += 1;
+        } else {
+            entry.account.rotations += 1;
+        }
+        self.enqueue(pid, now, false);
+    }
+
+    /// The running process gave up the CPU (`yield_now`): back of its queue.
+    pub fn yielded(&mut self, pid: Pid, now: u64) {
+        self.requeue(pid, now, false);
+    }
+
+    /// The running process waits: for a message or timer (`Waiting`) or for
+    /// I/O or room in a full mailbox (`Blocked`).
+    pub fn blocked(&mut self, pid: Pid, now: u64) {
+        self.stop_waiting(pid, now, State::Waiting);
+    }
+
+    /// Like [`Scheduler::blocked`] with an explicit waiting state.
+    pub fn stop_waiting(&mut self, pid: Pid, now: u64, state: State) {
+        debug_assert!(matches!(state, State::Waiting | State::Blocked));
+        let entry = self.stop_turn(pid, now);
+        entry.account.runnable_ns += now.saturating_sub(entry.runnable_since);
+        entry.state = state;
+    }
+
+    /// The lifecycle state of a live process.
+    pub fn state(&self, pid: Pid) -> Option<State> {
+        self.entries.get(&pid).map(|e| e.state)
+    }
+
+    /// A process ended (running, ready or waiting); returns its account.
+    pub fn exited(&mut self, pid: Pid, now: u64) -> Option<Account> {
+        let state = self.entries.get(&pid)?.state;
+        match state {
+            State::Running => {
+                self.stop_turn(pid, now);
+            }
+            State::Ready => {
+                let base = self.entries[&pid].base;
+                let queue = &mut self.queues[base as usize];
+                if let Some(at) = queue.iter().position(|(p, _)| *p == pid) {
+                    queue.remove(at);
+                    self.queued -= 1;
+                }
+            }
+            State::Waiting | State::Blocked | State::Created | State::Completed => {}
+        }
+        let mut entry = self.entries.remove(&pid)?;
+        if matches!(state, State::Ready | State::Running) {
+            entry.account.runnable_ns += now.saturating_sub(entry.runnable_since);
+        }
+        self.finished.push((entry.base, entry.account));
+        Some(entry.account)
+    }
+
+    /// Processes in run queues.
+    pub fn queued(&self) -> usize {
+        self.queued
+    }
+
+    /// Processes on a CPU now.
+    pub fn running(&self) -> usize {
+        self.running
+    }
+
+    /// Live processes the scheduler knows.
     pub fn len(&self) -> usize {
-        self.len
+        self.entries.len()
     }
 
-    /// True if nothing is queued.
+    /// True if no process is known.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.entries.is_empty()
     }
 
-    /// Removes `pid` wherever it is queued; returns whether it was.
-    pub fn remove(&mut self, pid: Pid) -> bool {
-        for queue in &mut self.levels {
-            if let Some(at) = queue.iter().position(|p| *p == pid) {
-                queue.remove(at);
-                self.len -= 1;
-                return true;
-            }
+    /// The account of a live process.
+    pub fn account(&self, pid: Pid) -> Option<Account> {
+        self.entries.get(&pid).map(|e| e.account)
+    }
+
+    /// `min(actual_cpu / expected_cpu)` over every process with expected CPU
+    /// time (live and ended) up to `now`; `None` until some CPU time was
+    /// used. See policy step 5.
+    pub fn fairness(&self, now: u64) -> Option<f64> {
+        let mut level_cpu = [0u128; 6];
+        let mut level_runnable = [0u128; 6];
+        let all = self
+            .finished
+            .iter()
+            .copied()
+            .chain(self.entries.values().map(|e| {
+                let mut account = e.account;
+                if matches!(e.state, State::Ready | State::Running) {
+                    account.runnable_ns += now.saturating_sub(e.runnable_since);
+                }
+                if e.state == State::Running {
+                    account.cpu_ns += now.saturating_sub(e.turn_started);
+                }
+                (e.base, account)
+            }));
+        let all: Vec<(Priority, Account)> = all.collect();
+        for (base, account) in &all {
+            level_cpu[*base as usize] += account.cpu_ns as u128;
+            level_runnable[*base as usize] += account.runnable_ns as u128;
         }
-        false
+        let mut worst: Option<f64> = None;
+        for (base, account) in &all {
+            let (cpu, runnable) = (level_cpu[*base as usize], level_runnable[*base as usize]);
+            if cpu == 0 || runnable == 0 || account.runnable_ns == 0 {
+                continue;
+            }
+            let expected = cpu as f64 * account.runnable_ns as f64 / runnable as f64;
+            let ratio = account.cpu_ns as f64 / expected;
+            worst = Some(worst.map_or(ratio, |w: f64| w.min(ratio)));
+        }
+        worst
     }
 }
 
@@ -166,31 +542,6 @@ mod tests {
 
     fn pid(i: u32) -> Pid {
         Pid::new(i, 1)
-    }
-
-    #[test]
-    fn higher_levels_come_first_fifo_within_a_level() {
-        let mut queues = RunQueues::new();
-        queues.push_back(pid(1), Priority::Normal);
-        queues.push_back(pid(2), Priority::Low);
-        queues.push_back(pid(3), Priority::High);
-        queues.push_back(pid(4), Priority::Normal);
-        assert_eq!(queues.pop(), Some((pid(3), Priority::High)));
-        assert_eq!(queues.pop(), Some((pid(1), Priority::Normal)));
-        assert_eq!(queues.pop(), Some((pid(4), Priority::Normal)));
-        assert_eq!(queues.pop(), Some((pid(2), Priority::Low)));
-        assert_eq!(queues.pop(), None);
-    }
-
-    #[test]
-    fn preempted_process_keeps_its_turn() {
-        let mut queues = RunQueues::new();
-        queues.push_back(pid(1), Priority::Normal);
-        queues.push_front(pid(2), Priority::Normal);
-        assert_eq!(queues.pop(), Some((pid(2), Priority::Normal)));
-        assert!(queues.has_at(Priority::Normal));
-        assert!(!queues.has_higher_than(Priority::Normal));
-        assert!(queues.has_higher_than(Priority::Low));
     }
 
     #[test]
@@ -206,28 +557,227 @@ mod tests {
         assert!(policy.checkpoint_fuel <= SlicePolicy::MAX_CHECKPOINT_FUEL);
     }
 
-    proptest! {
-        /// Whatever is pushed comes out exactly once, highest level first and
-        /// FIFO among back-pushes of one level.
-        #[test]
-        fn pop_order_is_priority_then_fifo(levels in proptest::collection::vec(0u8..6, 0..64)) {
-            let mut queues = RunQueues::new();
-            for (i, level) in levels.iter().enumerate() {
-                queues.push_back(pid(i as u32), Priority::try_from(*level).unwrap());
+    #[test]
+    fn aging_adds_a_level_a_second_up_to_two_never_above_realtime() {
+        assert_eq!(effective_level(Priority::Idle, 999 * MS), Priority::Idle);
+        assert_eq!(effective_level(Priority::Idle, 1000 * MS), Priority::Low);
+        assert_eq!(effective_level(Priority::Idle, 5000 * MS), Priority::Normal);
+        assert_eq!(
+            effective_level(Priority::High, 5000 * MS),
+            Priority::Realtime
+        );
+        assert_eq!(
+            effective_level(Priority::Realtime, 5000 * MS),
+            Priority::Realtime
+        );
+        assert_eq!(effective_level(Priority::System, 0), Priority::System);
+    }
+
+    #[test]
+    fn higher_level_first_then_fifo() {
+        let mut s = Scheduler::new(SlicePolicy::default());
+        s.admit(pid(1), Priority::Normal, 0);
+        s.admit(pid(2), Priority::Low, 0);
+        s.admit(pid(3), Priority::High, 0);
+        s.admit(pid(4), Priority::Normal, 0);
+        let order: Vec<u32> = (0..4)
+            .map(|_| {
+                let d = s.next(0).unwrap();
+                s.blocked(d.pid, 0);
+                d.pid.index()
+            })
+            .collect();
+        assert_eq!(order, vec![3, 1, 4, 2]);
+        assert!(s.next(0).is_none());
+    }
+
+    #[test]
+    fn a_higher_level_preempts_at_the_next_checkpoint() {
+        let mut s = Scheduler::new(SlicePolicy::default());
+        s.admit(pid(1), Priority::Normal, 0);
+        assert_eq!(s.next(0).unwrap().pid, pid(1));
+        assert_eq!(s.checkpoint(pid(1), 100), Verdict::Continue);
+        s.admit(pid(2), Priority::High, 100);
+        assert_eq!(s.checkpoint(pid(1), 200), Verdict::Preempted);
+        assert_eq!(s.next(200).unwrap().pid, pid(2));
+    }
+
+    #[test]
+    fn system_runs_to_completion() {
+        let mut s = Scheduler::new(SlicePolicy::default());
+        s.admit(pid(1), Priority::System, 0);
+        s.next(0).unwrap();
+        s.admit(pid(2), Priority::Realtime, 0);
+        for i in 0..10_000 {
+            assert_eq!(s.checkpoint(pid(1), i * 100_000), Verdict::Continue);
+        }
+    }
+
+    #[test]
+    fn alone_a_process_runs_its_consecutive_slices_then_rotates() {
+        let policy = SlicePolicy::default();
+        let slice = policy.slice_checkpoints(Priority::Normal).unwrap();
+        let mut s = Scheduler::new(policy);
+        s.admit(pid(1), Priority::Normal, 0);
+        s.next(0).unwrap();
+        let mut verdicts = Vec::new();
+        for i in 1..=slice * 4 {
+            verdicts.push(s.checkpoint(pid(1), i));
+        }
+        assert_eq!(
+            verdicts.iter().filter(|v| **v == Verdict::Rotated).count(),
+            1
+        );
+        assert_eq!(
+            *verdicts.last().unwrap(),
+            Verdict::Rotated,
+            "after 4 slices"
+        );
+    }
+
+    #[test]
+    fn round_robin_within_a_level_at_slice_end() {
+        let policy = SlicePolicy::default();
+        let slice = policy.slice_checkpoints(Priority::Normal).unwrap();
+        let mut s = Scheduler::new(policy);
+        s.admit(pid(1), Priority::Normal, 0);
+        s.admit(pid(2), Priority::Normal, 0);
+        let first = s.next(0).unwrap().pid;
+        let mut verdict = Verdict::Continue;
+        for i in 1..=slice {
+            verdict = s.checkpoint(first, i);
+            if verdict != Verdict::Continue {
+                break;
             }
-            prop_assert_eq!(queues.len(), levels.len());
-            let mut last: Option<(Priority, u32)> = None;
-            let mut seen = 0;
-            while let Some((p, level)) = queues.pop() {
-                prop_assert_eq!(levels[p.index() as usize], level as u8);
-                if let Some((last_level, last_index)) = last {
-                    prop_assert!(level < last_level || (level == last_level && p.index() > last_index));
+        }
+        assert_ne!(verdict, Verdict::Continue);
+        assert_ne!(s.next(slice).unwrap().pid, first);
+    }
+
+    #[test]
+    fn a_starving_low_process_gets_a_service_turn() {
+        let policy = SlicePolicy::default();
+        let mut s = Scheduler::new(policy);
+        s.admit(pid(1), Priority::High, 0);
+        s.admit(pid(2), Priority::Low, 0);
+        assert_eq!(s.next(0).unwrap().pid, pid(1));
+        let step = policy.checkpoint_ns();
+        let mut now = 0;
+        loop {
+            now += step;
+            if s.checkpoint(pid(1), now) != Verdict::Continue {
+                break;
+            }
+            assert!(now < 50 * MS, "LOW must be served within 50 ms");
+        }
+        let served = s.next(now).unwrap();
+        assert_eq!(served.pid, pid(2));
+        assert!(served.service_turn);
+    }
+
+    #[test]
+    fn exit_removes_from_queues_and_returns_the_account() {
+        let mut s = Scheduler::new(SlicePolicy::default());
+        s.admit(pid(1), Priority::Normal, 0);
+        s.admit(pid(2), Priority::Normal, 0);
+        let account = s.exited(pid(2), 10).unwrap();
+        assert_eq!(account.runnable_ns, 10);
+        assert_eq!(s.queued(), 1);
+        s.next(10).unwrap();
+        assert_eq!(s.exited(pid(1), 30).unwrap().cpu_ns, 20);
+        assert!(s.is_empty());
+        assert_eq!(s.running(), 0);
+    }
+
+    #[derive(Clone, Debug)]
+    struct Sim {
+        levels: Vec<u8>,
+        /// For each process: checkpoints of work before blocking (0 = never
+        /// blocks) and checkpoints it stays blocked.
+        work: Vec<(u64, u64)>,
+    }
+
+    fn sim() -> impl Strategy<Value = Sim> {
+        (1usize..7).prop_flat_map(|n| {
+            (
+                proptest::collection::vec(0u8..5, n),
+                proptest::collection::vec((0u64..400, 1u64..200), n),
+            )
+                .prop_map(|(levels, work)| Sim { levels, work })
+        })
+    }
+
+    /// Runs a one-CPU simulation for `horizon` checkpoints; returns the
+    /// scheduler at the end.
+    fn simulate(sim: &Sim, horizon: u64) -> (Scheduler, u64) {
+        let policy = SlicePolicy::default();
+        let step = policy.checkpoint_ns();
+        let mut s = Scheduler::new(policy);
+        let n = sim.levels.len();
+        for i in 0..n {
+            s.admit(
+                pid(i as u32 + 1),
+                Priority::try_from(sim.levels[i]).unwrap(),
+                0,
+            );
+        }
+        let mut done_work = vec![0u64; n];
+        let mut wake_at: Vec<Option<u64>> = vec![None; n];
+        let mut now = 0;
+        let mut current: Option<Pid> = None;
+        for _ in 0..horizon {
+            for (i, wake) in wake_at.iter_mut().enumerate() {
+                if wake.is_some_and(|t| t <= now) {
+                    *wake = None;
+                    s.wake(pid(i as u32 + 1), now);
                 }
-                last = Some((level, p.index()));
-                seen += 1;
             }
-            prop_assert_eq!(seen, levels.len());
-            prop_assert!(queues.is_empty());
+            if current.is_none() {
+                current = s.next(now).map(|d| d.pid);
+            }
+            now += step;
+            let Some(running) = current else { continue };
+            let i = running.index() as usize - 1;
+            done_work[i] += 1;
+            let (burst, pause) = sim.work[i];
+            if burst > 0 && done_work[i].is_multiple_of(burst) {
+                s.blocked(running, now);
+                wake_at[i] = Some(now + pause * step);
+                current = None;
+                continue;
+            }
+            if s.checkpoint(running, now) != Verdict::Continue {
+                current = None;
+            }
+        }
+        (s, now)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// With up to six processes on one CPU, no ready process waits longer
+        /// than its minimum-service window.
+        #[test]
+        fn no_ready_process_waits_past_its_window(sim in sim()) {
+            let (s, _) = simulate(&sim, 20_000);
+            for (i, level) in sim.levels.iter().enumerate() {
+                let base = Priority::try_from(*level).unwrap();
+                let account = s.account(pid(i as u32 + 1)).unwrap();
+                prop_assert!(
+                    account.max_wait_ns <= SlicePolicy::service_window_ns(base),
+                    "process {} at {:?} waited {} ns", i + 1, base, account.max_wait_ns
+                );
+            }
+        }
+
+        /// Equal CPU-bound processes of one level share the CPU fairly.
+        #[test]
+        fn equal_spinners_are_treated_fairly(n in 2usize..6, level in 0u8..5) {
+            let sim = Sim { levels: vec![level; n], work: vec![(0, 1); n] };
+            let (s, now) = simulate(&sim, 100_000);
+            let fairness = s.fairness(now).unwrap();
+            prop_assert!(fairness >= 0.8, "fairness {}", fairness);
         }
     }
 }

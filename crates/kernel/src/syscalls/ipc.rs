@@ -241,7 +241,7 @@ impl Future for Receive {
         if let Some(deadline) = self.deadline
             && !self.timer_armed
         {
-            self.kernel.arm_timer(deadline, self.process.pid);
+            self.kernel.arm_timer(deadline, cx.waker().clone());
             self.timer_armed = true;
         }
         Poll::Pending

@@ -52,6 +52,9 @@ impl MessageType {
     pub const AUDIT_RECORD: MessageType = MessageType(0x0021);
     /// Closes an audit stream.
     pub const AUDIT_END: MessageType = MessageType(0x0022);
+    /// A supervised process ended. Sent by the kernel to the supervisor;
+    /// payload: [`ExitNotice`](crate::messages::ExitNotice).
+    pub const EXIT_NOTIFICATION: MessageType = MessageType(0xFF01);
     /// The kernel is shutting down; finish up and exit.
     pub const SYSTEM_SHUTDOWN: MessageType = MessageType(0xFFFF);
     /// The first type number services may register for themselves.
@@ -67,6 +70,7 @@ impl MessageType {
             0x0020 => "AUDIT_START",
             0x0021 => "AUDIT_RECORD",
             0x0022 => "AUDIT_END",
+            0xFF01 => "EXIT_NOTIFICATION",
             0xFFFF => "SYSTEM_SHUTDOWN",
             _ => return None,
         })
@@ -132,6 +136,85 @@ impl core::ops::BitOr for Flags {
 impl fmt::Debug for Flags {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Flags({:#06x})", self.0)
+    }
+}
+
+/// Payload of a kernel `DELIVERY_FAILURE` notice (16 bytes, little-endian):
+/// the error code (`u32`), the intended target's pid (`u64`), and the
+/// original message type (`u32`). The notice's correlation id is the failed
+/// message's sequence number and its type is the original type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeliveryFailure {
+    /// Why the message was not delivered.
+    pub code: crate::ErrorCode,
+    /// Where it was going.
+    pub target: Pid,
+    /// Its type.
+    pub message_type: MessageType,
+}
+
+impl DeliveryFailure {
+    /// Encoded size.
+    pub const LEN: usize = 16;
+
+    /// Encodes the notice payload.
+    pub fn encode(&self) -> [u8; Self::LEN] {
+        let mut out = [0u8; Self::LEN];
+        out[0..4].copy_from_slice(&self.code.0.to_le_bytes());
+        out[4..12].copy_from_slice(&self.target.to_u64().to_le_bytes());
+        out[12..16].copy_from_slice(&self.message_type.0.to_le_bytes());
+        out
+    }
+
+    /// Decodes a notice payload.
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() != Self::LEN {
+            return None;
+        }
+        Some(DeliveryFailure {
+            code: crate::ErrorCode(u32_at(bytes, 0)),
+            target: Pid::from_u64(u64_at(bytes, 4)),
+            message_type: MessageType(u32_at(bytes, 12)),
+        })
+    }
+}
+
+/// Payload of an `EXIT_NOTIFICATION` (16 bytes, little-endian): the pid
+/// that ended (`u64`), how (`u32`: 0 exited, 1 trapped, 2 stopped), and the
+/// exit code or error code (`i32`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExitNotice {
+    /// The process that ended.
+    pub pid: Pid,
+    /// 0 exited, 1 trapped, 2 stopped by the kernel.
+    pub kind: u32,
+    /// The exit code (kind 0) or error code (kinds 1 and 2).
+    pub code: i32,
+}
+
+impl ExitNotice {
+    /// Encoded size.
+    pub const LEN: usize = 16;
+
+    /// Encodes the notice payload.
+    pub fn encode(&self) -> [u8; Self::LEN] {
+        let mut out = [0u8; Self::LEN];
+        out[0..8].copy_from_slice(&self.pid.to_u64().to_le_bytes());
+        out[8..12].copy_from_slice(&self.kind.to_le_bytes());
+        out[12..16].copy_from_slice(&self.code.to_le_bytes());
+        out
+    }
+
+    /// Decodes a notice payload.
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() != Self::LEN {
+            return None;
+        }
+        Some(ExitNotice {
+            pid: Pid::from_u64(u64_at(bytes, 0)),
+            kind: u32_at(bytes, 8),
+            code: u32_at(bytes, 12) as i32,
+        })
     }
 }
 

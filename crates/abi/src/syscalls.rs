@@ -67,11 +67,33 @@ pub enum Syscall {
     /// `clock_now() -> i64`: the kernel clock in nanoseconds since boot
     /// (virtual in deterministic mode).
     ClockNow = 8,
+    /// `peek(type_filter: i32, header_ptr: i32) -> i64`: writes the header of
+    /// the message the same `receive` would take, without taking it, and
+    /// returns its payload length; `NOT_FOUND` if there is none. Never waits.
+    Peek = 9,
+    /// `reply(target: i64, correlation: i64, message_type: i32, options: i32,
+    /// payload_ptr: i32, payload_len: i32) -> i64`: answers a request. The
+    /// reply carries the `REPLY` flag and `correlation`, which must be the
+    /// request's sequence number (non-zero requests only: sequence 0 is
+    /// answered with correlation 0 and is still matched). Returns the reply's
+    /// sequence number.
+    Reply = 10,
+    /// `receive_reply(correlation: i64, timeout_ms: i64, header_ptr: i32,
+    /// buffer_ptr: i32, buffer_len: i32) -> i64`: waits for the answer to the
+    /// message whose sequence number is `correlation`: a `REPLY`, an `ACK`, or
+    /// a kernel `DELIVERY_FAILURE` notice. For a reply or an ack, returns the
+    /// payload length; for a delivery failure, returns the failure's error
+    /// code (negated) after writing the notice.
+    ReceiveReply = 11,
+    /// `broadcast(message_type: i32, options: i32, payload_ptr: i32,
+    /// payload_len: i32) -> i64`: sends a copy to every other live process
+    /// that may receive messages; returns how many mailboxes accepted it.
+    Broadcast = 12,
 }
 
 impl Syscall {
     /// Every syscall, in number order.
-    pub const ALL: [Syscall; 8] = [
+    pub const ALL: [Syscall; 12] = [
         Syscall::Exit,
         Syscall::Yield,
         Syscall::SelfPid,
@@ -80,6 +102,10 @@ impl Syscall {
         Syscall::Receive,
         Syscall::Log,
         Syscall::ClockNow,
+        Syscall::Peek,
+        Syscall::Reply,
+        Syscall::ReceiveReply,
+        Syscall::Broadcast,
     ];
 
     /// The function name the guest imports from [`IMPORT_MODULE`].
@@ -93,6 +119,10 @@ impl Syscall {
             Syscall::Receive => "receive",
             Syscall::Log => "log",
             Syscall::ClockNow => "clock_now",
+            Syscall::Peek => "peek",
+            Syscall::Reply => "reply",
+            Syscall::ReceiveReply => "receive_reply",
+            Syscall::Broadcast => "broadcast",
         }
     }
 
@@ -106,6 +136,10 @@ impl Syscall {
             Syscall::Send => (&[I64, I32, I32, I32, I32], &[I64]),
             Syscall::Receive => (&[I32, I64, I32, I32, I32], &[I64]),
             Syscall::Log => (&[I32, I32, I32], &[I64]),
+            Syscall::Peek => (&[I32, I32], &[I64]),
+            Syscall::Reply => (&[I64, I64, I32, I32, I32, I32], &[I64]),
+            Syscall::ReceiveReply => (&[I64, I64, I32, I32, I32], &[I64]),
+            Syscall::Broadcast => (&[I32, I32, I32, I32], &[I64]),
         }
     }
 
@@ -128,6 +162,10 @@ impl TryFrom<u32> for Syscall {
             6 => Syscall::Receive,
             7 => Syscall::Log,
             8 => Syscall::ClockNow,
+            9 => Syscall::Peek,
+            10 => Syscall::Reply,
+            11 => Syscall::ReceiveReply,
+            12 => Syscall::Broadcast,
             other => return Err(other),
         })
     }

@@ -15,7 +15,7 @@
 use crate::core::kernel_loop::{
     ExitStatus, KernelLoop, KernelShared, LoopStats, Outcome, ProcessReport, Task,
 };
-use crate::core::message_router::{Mailbox, OverflowMode, default_capacity};
+use crate::core::message_router::Mailbox;
 use crate::core::process::Process;
 use crate::core::scheduler::SlicePolicy;
 use crate::drivers::clock::Clock;
@@ -329,6 +329,14 @@ impl Kernel {
             .find(|m| m.manifest.name == name)?
             .clone();
         let level = loaded.manifest.priority.level();
+        let allowed = SyscallSet::from_capabilities(
+            loaded
+                .manifest
+                .capabilities_required
+                .iter()
+                .map(|c| c.name.as_str()),
+        );
+        let mailbox = loaded.manifest.mailbox;
         let process = self
             .shared
             .table
@@ -339,7 +347,8 @@ impl Kernel {
                     pid,
                     loaded.manifest.name.as_str().into(),
                     level,
-                    Mailbox::new(default_capacity(level), OverflowMode::default()),
+                    Mailbox::new(mailbox.capacity, mailbox.overflow),
+                    allowed.contains(estalogic_abi::Syscall::Receive),
                 ))
             });
         let pid = process.pid;

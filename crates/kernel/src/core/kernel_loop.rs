@@ -47,7 +47,8 @@
 //! they are stopped with `DEADLOCKED`. A shutdown request stops every
 //! process with `SHUTDOWN` (a running one at its next checkpoint).
 
-use crate::core::process::{Process, ProcessTable};
+use crate::core::process::{Process, ProcessState, ProcessTable};
+use crate::core::routing::close_mailbox;
 use crate::core::scheduler::{Scheduler, SlicePolicy, Verdict};
 use crate::drivers::clock::Clock;
 use estalogic_abi::{ErrorCode, Header, Pid, Priority};
@@ -119,7 +120,17 @@ pub(crate) struct TaskState {
     state: AtomicU8,
     /// Set by `yield_now`: the next `Pending` ends the slice.
     pub(crate) yield_requested: AtomicBool,
+    /// Set while the process waits for room in a full mailbox, so the
+    /// scheduler records it as `Blocked` rather than `Waiting`.
+    blocked: AtomicBool,
     inbox: Arc<Inbox>,
+}
+
+impl TaskState {
+    /// Marks the process as blocked on a full mailbox (or not).
+    pub(crate) fn set_blocked(&self, blocked: bool) {
+        self.blocked.store(blocked, Ordering::Release);
+    }
 }
 
 impl Wake for TaskState {
@@ -267,6 +278,7 @@ impl KernelShared {
             pid,
             state: AtomicU8::new(QUEUED),
             yield_requested: AtomicBool::new(false),
+            blocked: AtomicBool::new(false),
             inbox: self.inbox.clone(),
         })
     }
@@ -348,8 +360,11 @@ pub struct ProcessReport {
     pub sent: u64,
     /// Messages it received.
     pub received: u64,
-    /// Sends that failed.
+    /// Sends that failed at once.
     pub send_failures: u64,
+    /// Messages it sent that were dropped or undeliverable later (each
+    /// reported to it with a `DELIVERY_FAILURE` notice).
+    pub delivery_failures: u64,
     /// Messages left in its mailbox or dropped by its overflow policy.
     pub undelivered: u64,
     /// Fuel it consumed. Exact for processes that finished on their own;
@@ -568,7 +583,12 @@ impl KernelLoop {
                 .compare_exchange(RUNNING, IDLE, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
             {
-                core.scheduler.blocked(pid, now);
+                let state = if task.state.blocked.load(Ordering::Acquire) {
+                    ProcessState::Blocked
+                } else {
+                    ProcessState::Waiting
+                };
+                core.scheduler.stop_waiting(pid, now, state);
                 break (core, TurnEnd::Blocked);
             }
             // Notified while running: still runnable.
@@ -624,11 +644,8 @@ impl KernelLoop {
             .unwrap_or_else(|p| p.into_inner())
             .remove(pid)
             .unwrap_or_else(|| task.process.clone());
-        let undelivered = {
-            let mut slot = process.lock_mailbox();
-            slot.waiter = None;
-            slot.mailbox.drain().len() as u64 + slot.mailbox.dropped()
-        };
+        let dropped = process.lock_mailbox().mailbox.dropped();
+        let undelivered = close_mailbox(&self.shared, &process) + dropped;
         let counters = &process.counters;
         let report = ProcessReport {
             pid,
@@ -638,6 +655,7 @@ impl KernelLoop {
             sent: counters.sent.load(Ordering::Relaxed),
             received: counters.received.load(Ordering::Relaxed),
             send_failures: counters.send_failures.load(Ordering::Relaxed),
+            delivery_failures: counters.delivery_failures.load(Ordering::Relaxed),
             undelivered,
             fuel_used: outcome.fuel_used,
             preemptions: account.preemptions,

@@ -18,11 +18,12 @@
 //! receiver) lives in `crate::core::process`; this module is plain data with
 //! no I/O, so it is tested without WASM.
 
-use estalogic_abi::{Header, MessagePriority, MessageType, Priority};
+use estalogic_abi::{Flags, Header, MessagePriority, MessageType, Priority};
 use std::collections::VecDeque;
 
 /// What a full mailbox does with one more message.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum OverflowMode {
     /// The new message is dropped and counted; the send succeeds.
     DropNewest,
@@ -45,6 +46,34 @@ pub const fn default_capacity(level: Priority) -> usize {
     }
 }
 
+/// Which messages a receive accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Filter {
+    /// Any message.
+    Any,
+    /// Messages of one type (selective receive).
+    Type(MessageType),
+    /// The answer to the message with this sequence number: a `REPLY`, an
+    /// `ACK` or a `DELIVERY_FAILURE` notice carrying it as correlation id.
+    Answer(u64),
+}
+
+impl Filter {
+    /// True if `header` passes the filter.
+    pub fn accepts(&self, header: &Header) -> bool {
+        match *self {
+            Filter::Any => true,
+            Filter::Type(wanted) => header.message_type == wanted,
+            Filter::Answer(correlation) => {
+                header.correlation == correlation
+                    && (header.flags.contains(Flags::REPLY)
+                        || header.flags.contains(Flags::ACK)
+                        || header.flags.contains(Flags::DELIVERY_FAILURE))
+            }
+        }
+    }
+}
+
 /// A message in flight: its header and payload.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Message {
@@ -62,7 +91,7 @@ pub enum Delivery {
     /// The message is queued; this older one was dropped to make room.
     QueuedDroppingOldest(Message),
     /// The mailbox was full and dropped the new message (`DropNewest`).
-    DroppedNewest,
+    DroppedNewest(Message),
 }
 
 /// A mailbox refused a message; the message is handed back.
@@ -102,7 +131,7 @@ impl Mailbox {
                 }
                 OverflowMode::DropNewest => {
                     self.dropped += 1;
-                    return Ok(Delivery::DroppedNewest);
+                    return Ok(Delivery::DroppedNewest(message));
                 }
                 OverflowMode::DropOldest => {
                     let oldest = self
@@ -121,12 +150,12 @@ impl Mailbox {
         Ok(delivery)
     }
 
-    fn find(&self, only: Option<MessageType>) -> Option<(usize, usize)> {
+    fn find(&self, filter: Filter) -> Option<(usize, usize)> {
         for priority in (0..MessagePriority::LEVELS).rev() {
             let queue = &self.queues[priority];
-            let found = match only {
-                None => (!queue.is_empty()).then_some(0),
-                Some(wanted) => queue.iter().position(|m| m.header.message_type == wanted),
+            let found = match filter {
+                Filter::Any => (!queue.is_empty()).then_some(0),
+                _ => queue.iter().position(|m| filter.accepts(&m.header)),
             };
             if let Some(at) = found {
                 return Some((priority, at));
@@ -136,15 +165,15 @@ impl Mailbox {
     }
 
     /// The message the next [`Mailbox::take`] with the same filter returns.
-    pub fn peek(&self, only: Option<MessageType>) -> Option<&Message> {
-        self.find(only)
+    pub fn peek(&self, filter: Filter) -> Option<&Message> {
+        self.find(filter)
             .map(|(priority, at)| &self.queues[priority][at])
     }
 
-    /// Removes and returns the first message, by priority then FIFO, whose
-    /// type matches `only` (any type if `None`).
-    pub fn take(&mut self, only: Option<MessageType>) -> Option<Message> {
-        let (priority, at) = self.find(only)?;
+    /// Removes and returns the first message, by priority then FIFO, that
+    /// passes `filter`.
+    pub fn take(&mut self, filter: Filter) -> Option<Message> {
+        let (priority, at) = self.find(filter)?;
         let message = self.queues[priority].remove(at)?;
         self.len -= 1;
         Some(message)
@@ -158,6 +187,11 @@ impl Mailbox {
     /// True if nothing is queued.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// True if one more message would overflow.
+    pub fn is_full(&self) -> bool {
+        self.len >= self.capacity
     }
 
     /// The fixed capacity.
@@ -190,7 +224,7 @@ impl Mailbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use estalogic_abi::{Flags, Pid};
+    use estalogic_abi::Pid;
     use proptest::prelude::*;
 
     fn message(source: u32, priority: u8, message_type: u32, sequence: u64) -> Message {
@@ -226,9 +260,9 @@ mod tests {
         newest.push(message(1, 0, 1, 0)).unwrap();
         assert_eq!(
             newest.push(message(1, 0, 1, 1)),
-            Ok(Delivery::DroppedNewest)
+            Ok(Delivery::DroppedNewest(message(1, 0, 1, 1)))
         );
-        assert_eq!(newest.take(None).unwrap().header.sequence, 0);
+        assert_eq!(newest.take(Filter::Any).unwrap().header.sequence, 0);
         assert_eq!(newest.dropped(), 1);
 
         let mut oldest = Mailbox::new(2, OverflowMode::DropOldest);
@@ -248,15 +282,38 @@ mod tests {
         mailbox.push(message(1, 0, 1, 0)).unwrap();
         mailbox.push(message(1, 7, 2, 1)).unwrap();
         mailbox.push(message(1, 0, 3, 2)).unwrap();
-        assert_eq!(mailbox.peek(None).unwrap().header.sequence, 1);
+        assert_eq!(mailbox.peek(Filter::Any).unwrap().header.sequence, 1);
         assert_eq!(
-            mailbox.take(Some(MessageType(3))).unwrap().header.sequence,
+            mailbox
+                .take(Filter::Type(MessageType(3)))
+                .unwrap()
+                .header
+                .sequence,
             2
         );
-        assert_eq!(mailbox.take(None).unwrap().header.sequence, 1);
-        assert_eq!(mailbox.take(None).unwrap().header.sequence, 0);
-        assert!(mailbox.take(None).is_none());
+        assert_eq!(mailbox.take(Filter::Any).unwrap().header.sequence, 1);
+        assert_eq!(mailbox.take(Filter::Any).unwrap().header.sequence, 0);
+        assert!(mailbox.take(Filter::Any).is_none());
         assert!(mailbox.is_empty());
+    }
+
+    #[test]
+    fn answer_filter_matches_replies_acks_and_failures_by_correlation() {
+        let mut mailbox = Mailbox::new(8, OverflowMode::NotifySender);
+        let mut plain = message(1, 0, 1, 0);
+        plain.header.correlation = 7;
+        mailbox.push(plain).unwrap();
+        let mut reply = message(1, 0, 1, 1);
+        reply.header.correlation = 7;
+        reply.header.flags = Flags::REPLY;
+        mailbox.push(reply).unwrap();
+        assert_eq!(mailbox.take(Filter::Answer(8)), None);
+        assert_eq!(mailbox.take(Filter::Answer(7)).unwrap().header.sequence, 1);
+        assert_eq!(
+            mailbox.take(Filter::Answer(7)),
+            None,
+            "a plain message is no answer"
+        );
     }
 
     #[derive(Clone, Debug)]
@@ -314,7 +371,7 @@ mod tests {
                         next_sequence += 1;
                     }
                     Op::Take { only } => {
-                        if let Some(m) = mailbox.take(only.map(MessageType)) {
+                        if let Some(m) = mailbox.take(only.map_or(Filter::Any, |t| Filter::Type(MessageType(t)))) {
                             taken += 1;
                             let key = (m.header.source.index(), m.header.priority.get(), m.header.message_type.0);
                             if let Some(previous) = last_taken.insert(key, m.header.sequence) {

@@ -8,13 +8,13 @@
 //!    checks the generation, and a send to it fails with `NO_SUCH_PROCESS`.
 //!    A restarted process never receives a stale peer's mail.
 //! 2. Slot 0 is the kernel ([`Pid::KERNEL`]) and never holds a process.
-//! 3. [`route`] is the only way a message enters a mailbox. It wakes the
-//!    target if it is waiting, after releasing the mailbox lock.
+//! 3. Messages enter mailboxes only through `crate::core::routing`, which
+//!    applies the overflow policy and wakes the target.
 
-use crate::core::message_router::{Delivery, Mailbox, MailboxFull, Message};
+use crate::core::message_router::Mailbox;
 use estalogic_abi::{Pid, Priority};
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Waker;
 
@@ -35,13 +35,16 @@ pub enum ProcessState {
     Completed,
 }
 
-/// A mailbox together with the waker of a receiver waiting on it.
+/// A mailbox together with the waker of a receiver waiting on it and the
+/// senders blocked on it (`BlockSender` mode).
 #[derive(Debug)]
 pub struct MailboxSlot {
     /// The queued messages.
     pub mailbox: Mailbox,
     /// Set while the owner waits in `receive`.
     pub waiter: Option<Waker>,
+    /// Senders waiting for room, oldest first.
+    pub blocked_senders: VecDeque<Waker>,
 }
 
 /// Per-process message counters.
@@ -51,8 +54,12 @@ pub struct Counters {
     pub sent: AtomicU64,
     /// Messages this process received.
     pub received: AtomicU64,
-    /// Sends by this process that failed (full mailbox, no such process).
+    /// Sends by this process that failed at once (full mailbox, no such
+    /// process).
     pub send_failures: AtomicU64,
+    /// Messages this process sent that were later dropped or undeliverable
+    /// (each reported back to it with a `DELIVERY_FAILURE` notice).
+    pub delivery_failures: AtomicU64,
 }
 
 /// The shared, kernel-side record of a live process.
@@ -68,12 +75,22 @@ pub struct Process {
     pub mailbox: Mutex<MailboxSlot>,
     /// Message counters.
     pub counters: Counters,
+    /// False once the process has ended: blocked senders stop waiting.
+    pub alive: AtomicBool,
+    /// True if it may receive messages (broadcasts skip it otherwise).
+    pub receives: bool,
     next_sequence: AtomicU64,
 }
 
 impl Process {
     /// A new process record with an empty mailbox.
-    pub fn new(pid: Pid, module: Arc<str>, priority: Priority, mailbox: Mailbox) -> Self {
+    pub fn new(
+        pid: Pid,
+        module: Arc<str>,
+        priority: Priority,
+        mailbox: Mailbox,
+        receives: bool,
+    ) -> Self {
         Process {
             pid,
             module,
@@ -81,8 +98,11 @@ impl Process {
             mailbox: Mutex::new(MailboxSlot {
                 mailbox,
                 waiter: None,
+                blocked_senders: VecDeque::new(),
             }),
             counters: Counters::default(),
+            alive: AtomicBool::new(true),
+            receives,
             next_sequence: AtomicU64::new(0),
         }
     }
@@ -194,6 +214,11 @@ impl ProcessTable {
         self.names.get(name).copied()
     }
 
+    /// Every live process.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Process>> {
+        self.slots.iter().filter_map(|slot| slot.process.as_ref())
+    }
+
     /// Number of live processes.
     pub fn len(&self) -> usize {
         self.slots.iter().filter(|s| s.process.is_some()).count()
@@ -203,30 +228,6 @@ impl ProcessTable {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-}
-
-/// Why [`route`] could not deliver; the message is handed back.
-#[derive(Debug)]
-pub enum RouteError {
-    /// No live process has the target pid.
-    NoSuchProcess(Message),
-    /// The target's mailbox is full and refuses more.
-    MailboxFull(Message),
-}
-
-/// Puts `message` in `target`'s mailbox and wakes the target if it waits.
-pub fn route(target: &Process, message: Message) -> Result<Delivery, RouteError> {
-    let (delivery, waiter) = {
-        let mut slot = target.lock_mailbox();
-        match slot.mailbox.push(message) {
-            Ok(delivery) => (delivery, slot.waiter.take()),
-            Err(MailboxFull(message)) => return Err(RouteError::MailboxFull(message)),
-        }
-    };
-    if let Some(waker) = waiter {
-        waker.wake();
-    }
-    Ok(delivery)
 }
 
 #[cfg(test)]
@@ -242,6 +243,7 @@ mod tests {
                     name.into(),
                     Priority::Normal,
                     Mailbox::new(4, OverflowMode::NotifySender),
+                    true,
                 ))
             })
             .pid

@@ -10,6 +10,7 @@
 //! (`critical|high|normal|low|lazy`; `normal`), `preload` (`false`) and
 //! `memory_class` (`user|system|compliance`; `user`).
 
+use crate::core::message_router::{OverflowMode, default_capacity};
 use estalogic_abi::Priority;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -183,6 +184,29 @@ pub struct Manifest {
     pub preload: bool,
     /// Memory limits.
     pub memory_class: MemoryClass,
+    /// Mailbox capacity and overflow mode.
+    pub mailbox: MailboxConfig,
+}
+
+/// A process's mailbox settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MailboxConfig {
+    /// Messages it holds at most.
+    pub capacity: usize,
+    /// What a full mailbox does.
+    pub overflow: OverflowMode,
+}
+
+/// The largest mailbox capacity a manifest may ask for.
+pub const MAX_MAILBOX_CAPACITY: usize = 65_536;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMailbox {
+    #[serde(default)]
+    capacity: Option<usize>,
+    #[serde(default)]
+    overflow: Option<OverflowMode>,
 }
 
 #[derive(Deserialize)]
@@ -206,6 +230,8 @@ struct RawManifest {
     preload: bool,
     #[serde(default = "default_memory_class")]
     memory_class: MemoryClass,
+    #[serde(default)]
+    mailbox: RawMailbox,
 }
 
 fn default_priority() -> ModulePriority {
@@ -343,6 +369,20 @@ impl RawManifest {
             }
             capabilities_required.push(CapabilityRequest { name, scope });
         }
+        let capacity = self
+            .mailbox
+            .capacity
+            .unwrap_or_else(|| default_capacity(self.priority.level()));
+        if !(1..=MAX_MAILBOX_CAPACITY).contains(&capacity) {
+            return Err(ManifestError::new(
+                "mailbox.capacity",
+                format!("{capacity} is outside 1..={MAX_MAILBOX_CAPACITY}"),
+            ));
+        }
+        let mailbox = MailboxConfig {
+            capacity,
+            overflow: self.mailbox.overflow.unwrap_or_default(),
+        };
         Ok(Manifest {
             name: self.name,
             version,
@@ -354,6 +394,7 @@ impl RawManifest {
             priority: self.priority,
             preload: self.preload,
             memory_class: self.memory_class,
+            mailbox,
         })
     }
 }
@@ -461,6 +502,31 @@ mod tests {
             r#"{"name":"a","version":"0.1.0","entry_point":"main","runtime":"wasm32","memory_class":"huge"}"#,
         );
         assert_eq!(class.field, "memory_class");
+    }
+
+    #[test]
+    fn mailbox_settings_default_by_level_and_are_checked() {
+        let high = Manifest::parse(
+            r#"{"name":"a","version":"0.1.0","entry_point":"run","runtime":"wasm32","priority":"high"}"#,
+        )
+        .unwrap();
+        assert_eq!(high.mailbox.capacity, 4096);
+        assert_eq!(high.mailbox.overflow, OverflowMode::NotifySender);
+        let custom = Manifest::parse(
+            r#"{"name":"a","version":"0.1.0","entry_point":"run","runtime":"wasm32",
+                "mailbox":{"capacity":8,"overflow":"block_sender"}}"#,
+        )
+        .unwrap();
+        assert_eq!(custom.mailbox.capacity, 8);
+        assert_eq!(custom.mailbox.overflow, OverflowMode::BlockSender);
+        let zero = error_of(
+            r#"{"name":"a","version":"0.1.0","entry_point":"run","runtime":"wasm32","mailbox":{"capacity":0}}"#,
+        );
+        assert_eq!(zero.field, "mailbox.capacity");
+        let mode = error_of(
+            r#"{"name":"a","version":"0.1.0","entry_point":"run","runtime":"wasm32","mailbox":{"overflow":"explode"}}"#,
+        );
+        assert_eq!(mode.field, "mailbox.overflow", "{mode}");
     }
 
     #[test]

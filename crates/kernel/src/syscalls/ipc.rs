@@ -1,4 +1,5 @@
-//! Messaging syscalls: `send` and `receive`.
+//! Messaging syscalls: `send`, `reply`, `broadcast`, `receive`,
+//! `receive_reply` and `peek`.
 //!
 //! # Receive protocol
 //!
@@ -11,14 +12,25 @@
 //! 3. Otherwise the process waits: its waker is parked in its mailbox slot
 //!    (a sender wakes it) and, with a timeout, a timer is armed (the kernel
 //!    loop wakes it at the deadline, when the receive returns `TIMEOUT`).
+//!
+//! # Send protocol
+//!
+//! 1. The kernel assigns the sequence number and timestamp; a guest can set
+//!    only the priority and the `REPLY`/`ACK_REQUESTED` flags.
+//! 2. A full `BlockSender` mailbox parks the sender (state `Blocked`) until
+//!    the receiver takes a message or ends; the message is then offered
+//!    again. Every other refusal is returned at once as a code.
 
 use super::{ProcessContext, check_guest, read_guest, to_return, write_guest};
-use crate::core::kernel_loop::KernelShared;
-use crate::core::message_router::{Delivery, Message};
-use crate::core::process::{Process, RouteError, route};
+use crate::core::kernel_loop::{KernelShared, TaskState};
+use crate::core::message_router::{Filter, Message, OverflowMode};
+use crate::core::process::Process;
+use crate::core::routing::{PostError, Taken, take};
+use estalogic_abi::messages::DeliveryFailure;
 use estalogic_abi::syscalls::{TIMEOUT_INFINITE, send_options};
 use estalogic_abi::{
-    ErrorCode, HEADER_LEN, Header, IMPORT_MODULE, MAX_PAYLOAD_LEN, MessageType, Pid, Syscall,
+    ErrorCode, Flags, HEADER_LEN, Header, IMPORT_MODULE, MAX_PAYLOAD_LEN, MessagePriority,
+    MessageType, Pid, Syscall,
 };
 use std::future::Future;
 use std::pin::Pin;
@@ -29,16 +41,53 @@ use wasmtime::{Caller, Linker};
 
 /// Registers this family's syscalls.
 pub fn add_to_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()> {
-    linker.func_wrap(
+    linker.func_wrap_async(
         IMPORT_MODULE,
         Syscall::Send.import_name(),
         |mut caller: Caller<'_, ProcessContext>,
-         target: i64,
+         (target, message_type, options, ptr, len): (i64, i32, i32, i32, i32)| {
+            Box::new(async move {
+                let request = Outgoing {
+                    syscall: Syscall::Send,
+                    target,
+                    correlation: 0,
+                    message_type,
+                    options,
+                    ptr,
+                    len,
+                };
+                Ok(to_return(send(&mut caller, request).await))
+            })
+        },
+    )?;
+    linker.func_wrap_async(
+        IMPORT_MODULE,
+        Syscall::Reply.import_name(),
+        |mut caller: Caller<'_, ProcessContext>,
+         (target, correlation, message_type, options, ptr, len): (i64, i64, i32, i32, i32, i32)| {
+            Box::new(async move {
+                let request = Outgoing {
+                    syscall: Syscall::Reply,
+                    target,
+                    correlation,
+                    message_type,
+                    options,
+                    ptr,
+                    len,
+                };
+                Ok(to_return(send(&mut caller, request).await))
+            })
+        },
+    )?;
+    linker.func_wrap(
+        IMPORT_MODULE,
+        Syscall::Broadcast.import_name(),
+        |mut caller: Caller<'_, ProcessContext>,
          message_type: i32,
          options: i32,
          ptr: i32,
          len: i32|
-         -> i64 { to_return(send(&mut caller, target, message_type, options, ptr, len)) },
+         -> i64 { to_return(broadcast(&mut caller, message_type, options, ptr, len)) },
     )?;
     linker.func_wrap_async(
         IMPORT_MODULE,
@@ -46,113 +95,271 @@ pub fn add_to_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()
         |mut caller: Caller<'_, ProcessContext>,
          (filter, timeout_ms, header_ptr, buffer_ptr, buffer_len): (i32, i64, i32, i32, i32)| {
             Box::new(async move {
+                let filter = if filter == 0 {
+                    Filter::Any
+                } else {
+                    Filter::Type(MessageType(filter as u32))
+                };
+                let buffers = Buffers {
+                    header_ptr,
+                    buffer_ptr,
+                    buffer_len,
+                };
                 let result =
-                    receive(&mut caller, filter, timeout_ms, header_ptr, buffer_ptr, buffer_len)
-                        .await;
+                    receive(&mut caller, Syscall::Receive, filter, timeout_ms, buffers).await;
                 Ok(to_return(result))
             })
+        },
+    )?;
+    linker.func_wrap_async(
+        IMPORT_MODULE,
+        Syscall::ReceiveReply.import_name(),
+        |mut caller: Caller<'_, ProcessContext>,
+         (correlation, timeout_ms, header_ptr, buffer_ptr, buffer_len): (
+            i64,
+            i64,
+            i32,
+            i32,
+            i32,
+        )| {
+            Box::new(async move {
+                let buffers = Buffers {
+                    header_ptr,
+                    buffer_ptr,
+                    buffer_len,
+                };
+                let filter = Filter::Answer(correlation as u64);
+                let result = receive(
+                    &mut caller,
+                    Syscall::ReceiveReply,
+                    filter,
+                    timeout_ms,
+                    buffers,
+                )
+                .await;
+                Ok(to_return(result))
+            })
+        },
+    )?;
+    linker.func_wrap(
+        IMPORT_MODULE,
+        Syscall::Peek.import_name(),
+        |mut caller: Caller<'_, ProcessContext>, filter: i32, header_ptr: i32| -> i64 {
+            to_return(peek(&mut caller, filter, header_ptr))
         },
     )?;
     Ok(())
 }
 
-fn send(
-    caller: &mut Caller<'_, ProcessContext>,
+/// The arguments of `send` and `reply`.
+struct Outgoing {
+    syscall: Syscall,
     target: i64,
+    correlation: i64,
     message_type: i32,
     options: i32,
     ptr: i32,
     len: i32,
-) -> Result<u64, ErrorCode> {
-    caller.data().admit(Syscall::Send)?;
+}
+
+/// Checks what every send checks and copies the payload out of the guest.
+fn outgoing_parts(
+    caller: &mut Caller<'_, ProcessContext>,
+    message_type: i32,
+    options: i32,
+    ptr: i32,
+    len: i32,
+) -> Result<(MessagePriority, Flags, MessageType, Box<[u8]>), ErrorCode> {
     let (priority, flags) = send_options::unpack(options).ok_or(ErrorCode::INVALID_ARGUMENT)?;
-    if message_type == 0 {
-        return Err(ErrorCode::INVALID_ARGUMENT);
-    }
-    if len < 0 {
+    if message_type == 0 || len < 0 {
         return Err(ErrorCode::INVALID_ARGUMENT);
     }
     if len as usize > MAX_PAYLOAD_LEN {
         return Err(ErrorCode::PAYLOAD_TOO_LARGE);
     }
     let payload = read_guest(caller, ptr, len)?;
-    let context = caller.data();
-    let sender = &context.process;
-    let target_pid = Pid::from_u64(target as u64);
-    let result = send_message(
-        &context.kernel,
-        sender,
-        target_pid,
-        MessageType(message_type as u32),
+    Ok((
         priority,
         flags,
+        MessageType(message_type as u32),
         payload.into_boxed_slice(),
-    );
-    match &result {
-        Ok(_) => sender.counters.sent.fetch_add(1, Ordering::Relaxed),
-        Err(_) => sender
-            .counters
-            .send_failures
-            .fetch_add(1, Ordering::Relaxed),
-    };
-    result
+    ))
 }
 
-/// Builds the header and routes a message from `sender` to `target`;
-/// returns its sequence number.
-pub(crate) fn send_message(
-    kernel: &KernelShared,
-    sender: &Process,
-    target: Pid,
-    message_type: MessageType,
-    priority: estalogic_abi::MessagePriority,
-    flags: estalogic_abi::Flags,
-    payload: Box<[u8]>,
+async fn send(
+    caller: &mut Caller<'_, ProcessContext>,
+    request: Outgoing,
 ) -> Result<u64, ErrorCode> {
-    let receiver = {
+    caller.data().admit(request.syscall)?;
+    let (priority, mut flags, message_type, payload) = outgoing_parts(
+        caller,
+        request.message_type,
+        request.options,
+        request.ptr,
+        request.len,
+    )?;
+    if request.syscall == Syscall::Reply {
+        flags = flags | Flags::REPLY;
+    }
+    let context = caller.data();
+    let sender = context.process.clone();
+    let kernel = context.kernel.clone();
+    let task = context.task.clone();
+    let sequence = sender.next_sequence();
+    let mut message = Message {
+        header: Header {
+            priority,
+            flags,
+            message_type,
+            source: sender.pid,
+            target: Pid::from_u64(request.target as u64),
+            sequence,
+            timestamp: kernel.clock.now_nanos(),
+            correlation: request.correlation as u64,
+        },
+        payload,
+    };
+    loop {
+        match kernel.post(message) {
+            Ok(()) => {
+                sender.counters.sent.fetch_add(1, Ordering::Relaxed);
+                return Ok(sequence);
+            }
+            Err(PostError::Full(refused, OverflowMode::BlockSender, receiver))
+                if receiver.pid != sender.pid =>
+            {
+                RoomIn {
+                    receiver,
+                    task: task.clone(),
+                }
+                .await;
+                message = refused;
+            }
+            Err(error) => {
+                sender
+                    .counters
+                    .send_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                return Err(error.code());
+            }
+        }
+    }
+}
+
+/// Waits until `receiver`'s mailbox has room or it has ended; the sender is
+/// `Blocked` meanwhile.
+struct RoomIn {
+    receiver: Arc<Process>,
+    task: Arc<TaskState>,
+}
+
+impl Future for RoomIn {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut slot = self.receiver.lock_mailbox();
+        if !slot.mailbox.is_full() || !self.receiver.alive.load(Ordering::Acquire) {
+            self.task.set_blocked(false);
+            return Poll::Ready(());
+        }
+        slot.blocked_senders.push_back(cx.waker().clone());
+        self.task.set_blocked(true);
+        Poll::Pending
+    }
+}
+
+fn broadcast(
+    caller: &mut Caller<'_, ProcessContext>,
+    message_type: i32,
+    options: i32,
+    ptr: i32,
+    len: i32,
+) -> Result<u64, ErrorCode> {
+    caller.data().admit(Syscall::Broadcast)?;
+    let (priority, flags, message_type, payload) =
+        outgoing_parts(caller, message_type, options, ptr, len)?;
+    let context = caller.data();
+    let sender = &context.process;
+    let kernel = &context.kernel;
+    let targets: Vec<Arc<Process>> = {
         let table = kernel.table.read().unwrap_or_else(|p| p.into_inner());
         table
-            .get(target)
+            .iter()
+            .filter(|p| p.pid != sender.pid && p.receives)
             .cloned()
-            .ok_or(ErrorCode::NO_SUCH_PROCESS)?
+            .collect()
     };
-    let sequence = sender.next_sequence();
-    let header = Header {
-        priority,
-        flags,
-        message_type,
-        source: sender.pid,
-        target,
-        sequence,
-        timestamp: kernel.clock.now_nanos(),
-        correlation: 0,
-    };
-    kernel.trace_send(&header, payload.len());
-    match route(&receiver, Message { header, payload }) {
-        Ok(Delivery::Queued)
-        | Ok(Delivery::QueuedDroppingOldest(_))
-        | Ok(Delivery::DroppedNewest) => Ok(sequence),
-        Err(RouteError::MailboxFull(_)) => Err(ErrorCode::MAILBOX_FULL),
-        Err(RouteError::NoSuchProcess(_)) => Err(ErrorCode::NO_SUCH_PROCESS),
+    let mut accepted = 0;
+    for target in targets {
+        let message = Message {
+            header: Header {
+                priority,
+                flags: flags | Flags::BROADCAST,
+                message_type,
+                source: sender.pid,
+                target: target.pid,
+                sequence: sender.next_sequence(),
+                timestamp: kernel.clock.now_nanos(),
+                correlation: 0,
+            },
+            payload: payload.clone(),
+        };
+        // A broadcast never blocks: a full mailbox just does not get a copy.
+        if kernel.post_to(&target, message).is_ok() {
+            accepted += 1;
+        }
     }
+    sender.counters.sent.fetch_add(accepted, Ordering::Relaxed);
+    Ok(accepted)
+}
+
+fn peek(
+    caller: &mut Caller<'_, ProcessContext>,
+    filter: i32,
+    header_ptr: i32,
+) -> Result<u64, ErrorCode> {
+    caller.data().admit(Syscall::Peek)?;
+    check_guest(caller, header_ptr, HEADER_LEN as i32)?;
+    let filter = if filter == 0 {
+        Filter::Any
+    } else {
+        Filter::Type(MessageType(filter as u32))
+    };
+    let found = {
+        let slot = caller.data().process.lock_mailbox();
+        slot.mailbox
+            .peek(filter)
+            .map(|m| (m.header, m.payload.len()))
+    };
+    let (header, len) = found.ok_or(ErrorCode::NOT_FOUND)?;
+    let encoded = header.encode(len).map_err(|_| ErrorCode::INTERNAL)?;
+    write_guest(caller, header_ptr, &encoded)?;
+    Ok(len as u64)
+}
+
+/// Where a receive writes.
+#[derive(Clone, Copy)]
+struct Buffers {
+    header_ptr: i32,
+    buffer_ptr: i32,
+    buffer_len: i32,
 }
 
 async fn receive(
     caller: &mut Caller<'_, ProcessContext>,
-    filter: i32,
+    syscall: Syscall,
+    filter: Filter,
     timeout_ms: i64,
-    header_ptr: i32,
-    buffer_ptr: i32,
-    buffer_len: i32,
+    buffers: Buffers,
 ) -> Result<u64, ErrorCode> {
-    caller.data().admit(Syscall::Receive)?;
-    if timeout_ms < TIMEOUT_INFINITE || buffer_len < 0 {
+    caller.data().admit(syscall)?;
+    if timeout_ms < TIMEOUT_INFINITE || buffers.buffer_len < 0 {
         return Err(ErrorCode::INVALID_ARGUMENT);
     }
     // Both buffers must lie in guest memory before anything is taken from
     // the mailbox (memory only grows, so they still will afterwards).
-    check_guest(caller, header_ptr, HEADER_LEN as i32)?;
-    check_guest(caller, buffer_ptr, buffer_len)?;
+    check_guest(caller, buffers.header_ptr, HEADER_LEN as i32)?;
+    check_guest(caller, buffers.buffer_ptr, buffers.buffer_len)?;
     let context = caller.data();
     let kernel = context.kernel.clone();
     let deadline = (timeout_ms != TIMEOUT_INFINITE).then(|| {
@@ -164,9 +371,9 @@ async fn receive(
     let taken = Receive {
         process: context.process.clone(),
         kernel,
-        only: (filter != 0).then_some(MessageType(filter as u32)),
+        filter,
         deadline,
-        capacity: buffer_len as usize,
+        capacity: buffers.buffer_len as usize,
         timer_armed: false,
     }
     .await;
@@ -176,27 +383,25 @@ async fn receive(
                 .header
                 .encode(message.payload.len())
                 .map_err(|_| ErrorCode::INTERNAL)?;
-            write_guest(caller, header_ptr, &header)?;
-            write_guest(caller, buffer_ptr, &message.payload)?;
-            caller
-                .data()
-                .process
-                .counters
-                .received
-                .fetch_add(1, Ordering::Relaxed);
+            write_guest(caller, buffers.header_ptr, &header)?;
+            write_guest(caller, buffers.buffer_ptr, &message.payload)?;
+            if message.header.flags.contains(Flags::DELIVERY_FAILURE) {
+                let notice = DeliveryFailure::decode(&message.payload);
+                return Err(notice.map_or(ErrorCode::INTERNAL, |n| n.code));
+            }
             Ok(message.payload.len() as u64)
         }
-        Err(Taken::TooSmall(header, len)) => {
+        Err(Missed::TooLarge(header, len)) => {
             let header = header.encode(len).map_err(|_| ErrorCode::INTERNAL)?;
-            write_guest(caller, header_ptr, &header)?;
+            write_guest(caller, buffers.header_ptr, &header)?;
             Err(ErrorCode::BUFFER_TOO_SMALL)
         }
-        Err(Taken::Timeout) => Err(ErrorCode::TIMEOUT),
+        Err(Missed::Timeout) => Err(ErrorCode::TIMEOUT),
     }
 }
 
-enum Taken {
-    TooSmall(Header, usize),
+enum Missed {
+    TooLarge(Header, usize),
     Timeout,
 }
 
@@ -204,34 +409,37 @@ enum Taken {
 struct Receive {
     process: Arc<Process>,
     kernel: Arc<KernelShared>,
-    only: Option<MessageType>,
+    filter: Filter,
     deadline: Option<u64>,
     capacity: usize,
     timer_armed: bool,
 }
 
 impl Future for Receive {
-    type Output = Result<Message, Taken>;
+    type Output = Result<Message, Missed>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let capacity = self.capacity;
+        match take(&self.kernel, &self.process, self.filter, |m| {
+            m.payload.len() <= capacity
+        }) {
+            Taken::Message(message) => return Poll::Ready(Ok(message)),
+            Taken::TooLarge(header, len) => return Poll::Ready(Err(Missed::TooLarge(header, len))),
+            Taken::Nothing => {}
+        }
         {
             let mut slot = self.process.lock_mailbox();
-            if let Some(first) = slot.mailbox.peek(self.only) {
-                if first.payload.len() > self.capacity {
-                    return Poll::Ready(Err(Taken::TooSmall(first.header, first.payload.len())));
-                }
-                let message = slot
-                    .mailbox
-                    .take(self.only)
-                    .expect("peeked message is there");
-                slot.waiter = None;
-                return Poll::Ready(Ok(message));
+            // A message may have arrived since `take` looked.
+            if slot.mailbox.peek(self.filter).is_some() {
+                drop(slot);
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
             }
             if let Some(deadline) = self.deadline
                 && self.kernel.clock.now_nanos() >= deadline
             {
                 slot.waiter = None;
-                return Poll::Ready(Err(Taken::Timeout));
+                return Poll::Ready(Err(Missed::Timeout));
             }
             match &slot.waiter {
                 Some(waker) if waker.will_wake(cx.waker()) => {}

@@ -56,15 +56,18 @@ impl SyscallSet {
     pub fn from_capabilities<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
         let mut set = Self::baseline();
         for name in names {
-            let syscall = match name {
-                "messaging:send" => Syscall::Send,
-                "messaging:receive" => Syscall::Receive,
-                "process:lookup" => Syscall::Lookup,
-                "log:write" => Syscall::Log,
-                "time:read" => Syscall::ClockNow,
-                _ => continue,
+            let syscalls: &[Syscall] = match name {
+                "messaging:send" => &[Syscall::Send, Syscall::Reply],
+                "messaging:receive" => &[Syscall::Receive, Syscall::ReceiveReply, Syscall::Peek],
+                "messaging:broadcast" => &[Syscall::Broadcast],
+                "process:lookup" => &[Syscall::Lookup],
+                "log:write" => &[Syscall::Log],
+                "time:read" => &[Syscall::ClockNow],
+                _ => &[],
             };
-            set.insert(syscall);
+            for syscall in syscalls {
+                set.insert(*syscall);
+            }
         }
         set
     }

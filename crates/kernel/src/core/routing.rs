@@ -1,0 +1,212 @@
+//! Routing: how a message gets from a sender into a mailbox, and how the
+//! kernel reports what could not be delivered.
+//!
+//! # Protocol
+//!
+//! 1. [`KernelShared::post`] is the only way a message enters a mailbox. It
+//!    finds the live target by pid (generation included), applies the
+//!    target mailbox's overflow mode, and wakes the target if it waits —
+//!    always after releasing the mailbox lock.
+//! 2. `NotifySender` and `BlockSender` hand a refused message back to the
+//!    caller ([`PostError::Full`]); the caller fails the send or blocks.
+//! 3. A message dropped later — by `DropNewest`, by `DropOldest`, or left in
+//!    the mailbox of a process that ends — is reported to its sender with a
+//!    kernel `DELIVERY_FAILURE` notice (correlation = the message's
+//!    sequence), and counted. Kernel notices are never themselves reported,
+//!    so there are no notice loops.
+//! 4. [`take`] is the only way a message leaves a mailbox to a process: it
+//!    frees a blocked sender and answers an `ACK_REQUESTED` message with an
+//!    `ACK` (correlation = the message's sequence).
+
+use crate::core::kernel_loop::KernelShared;
+use crate::core::message_router::{Delivery, Filter, MailboxFull, Message, OverflowMode};
+use crate::core::process::Process;
+use estalogic_abi::messages::DeliveryFailure;
+use estalogic_abi::{ErrorCode, Flags, Header, MessagePriority, Pid};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// Why [`KernelShared::post`] did not queue a message; it is handed back.
+#[derive(Debug)]
+pub(crate) enum PostError {
+    /// No live process has the target pid.
+    NoSuchProcess(Message),
+    /// The mailbox is full; its mode (`NotifySender` or `BlockSender`) says
+    /// what the sender does next.
+    Full(Message, OverflowMode, Arc<Process>),
+}
+
+impl PostError {
+    pub(crate) fn code(&self) -> ErrorCode {
+        match self {
+            PostError::NoSuchProcess(_) => ErrorCode::NO_SUCH_PROCESS,
+            PostError::Full(..) => ErrorCode::MAILBOX_FULL,
+        }
+    }
+}
+
+impl KernelShared {
+    /// The live process with exactly this pid.
+    pub(crate) fn process(&self, pid: Pid) -> Option<Arc<Process>> {
+        let table = self.table.read().unwrap_or_else(|p| p.into_inner());
+        table.get(pid).cloned()
+    }
+
+    /// Queues `message` for its target; see the module docs.
+    pub(crate) fn post(&self, message: Message) -> Result<(), PostError> {
+        let Some(target) = self.process(message.header.target) else {
+            return Err(PostError::NoSuchProcess(message));
+        };
+        self.post_to(&target, message)
+    }
+
+    /// Like [`KernelShared::post`] with the target already looked up.
+    pub(crate) fn post_to(&self, target: &Arc<Process>, message: Message) -> Result<(), PostError> {
+        self.trace_send(&message.header, message.payload.len());
+        let (delivery, waiter) = {
+            let mut slot = target.lock_mailbox();
+            // Checked under the mailbox lock: `close_mailbox` clears `alive`
+            // under the same lock, so nothing lands in a closed mailbox.
+            if !target.alive.load(Ordering::Acquire) {
+                return Err(PostError::NoSuchProcess(message));
+            }
+            let mode = slot.mailbox.mode();
+            match slot.mailbox.push(message) {
+                Ok(delivery) => (delivery, slot.waiter.take()),
+                Err(MailboxFull(message)) => {
+                    return Err(PostError::Full(message, mode, target.clone()));
+                }
+            }
+        };
+        if let Some(waker) = waiter {
+            waker.wake();
+        }
+        match delivery {
+            Delivery::Queued => {}
+            Delivery::DroppedNewest(dropped) | Delivery::QueuedDroppingOldest(dropped) => {
+                self.report_failure(&dropped.header, ErrorCode::MESSAGE_DROPPED);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the sender of `failed` a `DELIVERY_FAILURE` notice and counts
+    /// it. Kernel messages and notices are never reported.
+    pub(crate) fn report_failure(&self, failed: &Header, code: ErrorCode) {
+        if failed.source == Pid::KERNEL || failed.flags.contains(Flags::DELIVERY_FAILURE) {
+            return;
+        }
+        let Some(sender) = self.process(failed.source) else {
+            return;
+        };
+        sender
+            .counters
+            .delivery_failures
+            .fetch_add(1, Ordering::Relaxed);
+        let notice = DeliveryFailure {
+            code,
+            target: failed.target,
+            message_type: failed.message_type,
+        };
+        let header = Header {
+            priority: MessagePriority::MAX,
+            flags: Flags::DELIVERY_FAILURE,
+            message_type: failed.message_type,
+            source: Pid::KERNEL,
+            target: failed.source,
+            sequence: 0,
+            timestamp: self.clock.now_nanos(),
+            correlation: failed.sequence,
+        };
+        // The kernel never blocks: if even this does not fit, it is dropped
+        // and counted by the mailbox.
+        let _ = self.post_to(
+            &sender,
+            Message {
+                header,
+                payload: Box::new(notice.encode()),
+            },
+        );
+    }
+}
+
+/// Takes the first message passing `filter` from `process`'s mailbox,
+/// frees one blocked sender and sends a requested acknowledgement.
+/// `fits` decides, with the mailbox locked, whether the message may be
+/// taken (a too-small receive buffer leaves it queued).
+pub(crate) fn take(
+    kernel: &KernelShared,
+    process: &Process,
+    filter: Filter,
+    fits: impl FnOnce(&Message) -> bool,
+) -> Taken {
+    let (message, sender) = {
+        let mut slot = process.lock_mailbox();
+        let Some(first) = slot.mailbox.peek(filter) else {
+            return Taken::Nothing;
+        };
+        if !fits(first) {
+            return Taken::TooLarge(first.header, first.payload.len());
+        }
+        let message = slot.mailbox.take(filter).expect("peeked message is there");
+        (message, slot.blocked_senders.pop_front())
+    };
+    if let Some(sender) = sender {
+        sender.wake();
+    }
+    process.counters.received.fetch_add(1, Ordering::Relaxed);
+    if message.header.flags.contains(Flags::ACK_REQUESTED) {
+        let ack = Header {
+            priority: message.header.priority,
+            flags: Flags::ACK,
+            message_type: message.header.message_type,
+            source: process.pid,
+            target: message.header.source,
+            sequence: process.next_sequence(),
+            timestamp: kernel.clock.now_nanos(),
+            correlation: message.header.sequence,
+        };
+        // An ack that cannot be queued is reported like any other message.
+        if let Err(error) = kernel.post(Message {
+            header: ack,
+            payload: Box::new([]),
+        }) {
+            let code = error.code();
+            let (PostError::Full(refused, ..) | PostError::NoSuchProcess(refused)) = error;
+            kernel.report_failure(&refused.header, code);
+        }
+    }
+    Taken::Message(message)
+}
+
+/// What [`take`] found.
+#[derive(Debug)]
+pub(crate) enum Taken {
+    /// Nothing passes the filter.
+    Nothing,
+    /// The first match does not fit; it stays queued.
+    TooLarge(Header, usize),
+    /// The message, now out of the mailbox.
+    Message(Message),
+}
+
+/// Empties the mailbox of a process that has ended: every message left is
+/// reported to its sender and every blocked sender is woken (its retry
+/// fails with `NO_SUCH_PROCESS`). Returns how many messages were left.
+pub(crate) fn close_mailbox(kernel: &KernelShared, process: &Process) -> u64 {
+    let (left, blocked) = {
+        let mut slot = process.lock_mailbox();
+        process.alive.store(false, Ordering::Release);
+        slot.waiter = None;
+        let left = slot.mailbox.drain();
+        let blocked: Vec<_> = slot.blocked_senders.drain(..).collect();
+        (left, blocked)
+    };
+    for waker in blocked {
+        waker.wake();
+    }
+    for message in &left {
+        kernel.report_failure(&message.header, ErrorCode::NO_SUCH_PROCESS);
+    }
+    left.len() as u64
+}

@@ -162,6 +162,14 @@ struct Outgoing {
     len: i32,
 }
 
+/// The checked parts of an outgoing message.
+struct Parts {
+    priority: MessagePriority,
+    flags: Flags,
+    message_type: MessageType,
+    payload: Box<[u8]>,
+}
+
 /// Checks what every send checks and copies the payload out of the guest.
 fn outgoing_parts(
     caller: &mut Caller<'_, ProcessContext>,
@@ -169,7 +177,7 @@ fn outgoing_parts(
     options: i32,
     ptr: i32,
     len: i32,
-) -> Result<(MessagePriority, Flags, MessageType, Box<[u8]>), ErrorCode> {
+) -> Result<Parts, ErrorCode> {
     let (priority, flags) = send_options::unpack(options).ok_or(ErrorCode::INVALID_ARGUMENT)?;
     if message_type == 0 || len < 0 {
         return Err(ErrorCode::INVALID_ARGUMENT);
@@ -178,12 +186,12 @@ fn outgoing_parts(
         return Err(ErrorCode::PAYLOAD_TOO_LARGE);
     }
     let payload = read_guest(caller, ptr, len)?;
-    Ok((
+    Ok(Parts {
         priority,
         flags,
-        MessageType(message_type as u32),
-        payload.into_boxed_slice(),
-    ))
+        message_type: MessageType(message_type as u32),
+        payload: payload.into_boxed_slice(),
+    })
 }
 
 async fn send(
@@ -191,7 +199,12 @@ async fn send(
     request: Outgoing,
 ) -> Result<u64, ErrorCode> {
     caller.data().admit(request.syscall)?;
-    let (priority, mut flags, message_type, payload) = outgoing_parts(
+    let Parts {
+        priority,
+        mut flags,
+        message_type,
+        payload,
+    } = outgoing_parts(
         caller,
         request.message_type,
         request.options,
@@ -276,8 +289,12 @@ fn broadcast(
     len: i32,
 ) -> Result<u64, ErrorCode> {
     caller.data().admit(Syscall::Broadcast)?;
-    let (priority, flags, message_type, payload) =
-        outgoing_parts(caller, message_type, options, ptr, len)?;
+    let Parts {
+        priority,
+        flags,
+        message_type,
+        payload,
+    } = outgoing_parts(caller, message_type, options, ptr, len)?;
     let context = caller.data();
     let sender = &context.process;
     let kernel = &context.kernel;

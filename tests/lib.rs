@@ -35,6 +35,27 @@ pub fn load_wat(kernel: &mut Kernel, name: &str, wat: &str, priority: &str) {
         .unwrap_or_else(|e| panic!("{name} does not load: {e}"));
 }
 
+/// Loads the bundled `testkit` module under `name`, running `entry`, with
+/// extra manifest fields (JSON members, e.g. `"mailbox":{...}`).
+pub fn load_testkit(kernel: &mut Kernel, name: &str, entry: &str, extra: &str) {
+    let capabilities: Vec<String> = ALL_CAPS
+        .iter()
+        .chain(["messaging:broadcast"].iter())
+        .map(|c| format!("{c:?}"))
+        .collect();
+    let separator = if extra.is_empty() { "" } else { "," };
+    let manifest = Manifest::parse(&format!(
+        r#"{{"name":"{name}","version":"0.1.0","entry_point":"{entry}","runtime":"wasm32",
+            "capabilities_required":[{}]{separator}{extra}}}"#,
+        capabilities.join(",")
+    ))
+    .expect("test manifest is valid");
+    let bytes = estalogic_services::get("testkit").expect("testkit is bundled");
+    kernel
+        .load_module(manifest, bytes, Path::new(name))
+        .unwrap_or_else(|e| panic!("{name} does not load: {e}"));
+}
+
 /// Loads a bundled service with entry point `entry`.
 pub fn load_bundled(kernel: &mut Kernel, name: &str, entry: &str) {
     let bytes = estalogic_services::get(name).expect("bundled service");

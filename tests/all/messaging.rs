@@ -2,7 +2,7 @@
 
 use estalogic_abi::ErrorCode;
 use estalogic_kernel::{ExitStatus, Kernel};
-use estalogic_tests::{load_bundled, load_wat, manifest};
+use estalogic_tests::{load_bundled, load_testkit, load_wat, manifest};
 use std::path::Path;
 
 #[test]
@@ -182,4 +182,109 @@ fn a_syscall_without_its_capability_is_denied_with_a_code() {
         report.process("nocaps").unwrap().status,
         ExitStatus::Exited(-(ErrorCode::PERMISSION_DENIED.0 as i32))
     );
+}
+
+/// Runs the testkit programs `(name, entry, extra manifest fields)` in both
+/// modes and returns the reports of the last run.
+fn run_testkit(programs: &[(&str, &str, &str)]) -> estalogic_kernel::RunReport {
+    let mut last = None;
+    for deterministic in [true, false] {
+        let mut kernel = Kernel::builder()
+            .deterministic(deterministic)
+            .build()
+            .unwrap();
+        for (name, entry, extra) in programs {
+            load_testkit(&mut kernel, name, entry, extra);
+        }
+        kernel.spawn_all();
+        last = Some(kernel.run());
+    }
+    last.unwrap()
+}
+
+fn assert_exited_zero(report: &estalogic_kernel::RunReport, names: &[&str]) {
+    for name in names {
+        let process = report.process(name).unwrap();
+        assert_eq!(process.status, ExitStatus::Exited(0), "{name}: {process:?}");
+    }
+}
+
+#[test]
+fn block_sender_back_pressure_blocks_and_resumes_with_nothing_lost() {
+    let report = run_testkit(&[
+        (
+            "sink",
+            "slow_sink",
+            r#""mailbox":{"capacity":16,"overflow":"block_sender"}"#,
+        ),
+        ("flooder", "flood", ""),
+    ]);
+    assert_exited_zero(&report, &["sink", "flooder"]);
+    let flooder = report.process("flooder").unwrap();
+    assert_eq!(flooder.sent, 5_000);
+    assert_eq!(flooder.send_failures, 0);
+    assert!(
+        flooder.blocked_sends > 0,
+        "the flooder was blocked: {flooder:?}"
+    );
+    assert_eq!(report.process("sink").unwrap().received, 5_000);
+}
+
+#[test]
+fn request_reply_pairs_by_correlation() {
+    let report = run_testkit(&[
+        ("responder", "responder", ""),
+        ("requester", "requester", ""),
+    ]);
+    assert_exited_zero(&report, &["responder", "requester"]);
+    assert_eq!(report.process("responder").unwrap().sent, 100);
+}
+
+#[test]
+fn acknowledgement_reaches_the_sender() {
+    let report = run_testkit(&[
+        ("ack-receiver", "ack_receiver", ""),
+        ("ack-sender", "ack_sender", ""),
+    ]);
+    assert_exited_zero(&report, &["ack-receiver", "ack-sender"]);
+}
+
+#[test]
+fn a_dropped_message_is_reported_to_its_sender() {
+    let report = run_testkit(&[
+        (
+            "full-sink",
+            "full_sink",
+            r#""mailbox":{"capacity":1,"overflow":"drop_newest"}"#,
+        ),
+        ("reporter", "drop_reporter", ""),
+    ]);
+    assert_exited_zero(&report, &["reporter"]);
+    let reporter = report.process("reporter").unwrap();
+    assert_eq!(reporter.delivery_failures, 1);
+    let sink = report.process("full-sink").unwrap();
+    assert_eq!(sink.status, ExitStatus::Stopped(ErrorCode::DEADLOCKED));
+    assert_eq!(sink.undelivered, 2, "one left in the mailbox, one dropped");
+}
+
+#[test]
+fn broadcast_reaches_every_receiver() {
+    let report = run_testkit(&[
+        ("listener-a", "listener", ""),
+        ("listener-b", "listener", ""),
+        ("listener-c", "listener", ""),
+        ("broadcaster", "broadcaster", ""),
+    ]);
+    assert_exited_zero(
+        &report,
+        &["listener-a", "listener-b", "listener-c", "broadcaster"],
+    );
+}
+
+#[test]
+fn mail_left_at_exit_is_reported_to_its_sender() {
+    let report = run_testkit(&[("leaver", "leaver", ""), ("sender", "abandoned_sender", "")]);
+    assert_exited_zero(&report, &["leaver", "sender"]);
+    assert_eq!(report.process("sender").unwrap().delivery_failures, 3);
+    assert_eq!(report.process("leaver").unwrap().undelivered, 3);
 }

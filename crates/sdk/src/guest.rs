@@ -27,6 +27,28 @@ mod raw {
         ) -> i64;
         pub unsafe fn log(level: i32, ptr: *const u8, len: usize) -> i64;
         pub safe fn clock_now() -> i64;
+        pub unsafe fn peek(type_filter: u32, header_ptr: *mut u8) -> i64;
+        pub unsafe fn reply(
+            target: i64,
+            correlation: i64,
+            message_type: u32,
+            options: i32,
+            payload_ptr: *const u8,
+            payload_len: usize,
+        ) -> i64;
+        pub unsafe fn receive_reply(
+            correlation: i64,
+            timeout_ms: i64,
+            header_ptr: *mut u8,
+            buffer_ptr: *mut u8,
+            buffer_len: usize,
+        ) -> i64;
+        pub unsafe fn broadcast(
+            message_type: u32,
+            options: i32,
+            payload_ptr: *const u8,
+            payload_len: usize,
+        ) -> i64;
     }
 }
 
@@ -129,6 +151,94 @@ pub fn receive_with(
         header,
         payload: &buffer[..len],
     })
+}
+
+/// Answers `request` (a message this process received) with a `REPLY`
+/// carrying the request's sequence number as correlation id.
+pub fn reply(
+    request: &Header,
+    message_type: MessageType,
+    payload: &[u8],
+) -> Result<u64, ErrorCode> {
+    // SAFETY: the pointer and length describe `payload`.
+    let raw = unsafe {
+        raw::reply(
+            request.source.to_u64() as i64,
+            request.sequence as i64,
+            message_type.0,
+            send_options::pack(request.priority, Flags::NONE),
+            payload.as_ptr(),
+            payload.len(),
+        )
+    };
+    check(raw)
+}
+
+/// Waits for the answer to the message this process sent with sequence
+/// number `sequence`: a reply, an acknowledgement, or — as `Err` with its
+/// code — the kernel's notice that the message was not delivered.
+pub fn receive_reply(
+    sequence: u64,
+    wait: Wait,
+    buffer: &mut [u8],
+) -> Result<Message<'_>, ErrorCode> {
+    let mut header = [0u8; HEADER_LEN];
+    // SAFETY: both pointers describe buffers we own for the duration of the
+    // call; the kernel writes at most HEADER_LEN and buffer.len() bytes.
+    let raw = unsafe {
+        raw::receive_reply(
+            sequence as i64,
+            wait.to_abi(),
+            header.as_mut_ptr(),
+            buffer.as_mut_ptr(),
+            buffer.len(),
+        )
+    };
+    let len = check(raw)? as usize;
+    let (header, _) = Header::decode(&header).map_err(|_| ErrorCode::INTERNAL)?;
+    Ok(Message {
+        header,
+        payload: &buffer[..len],
+    })
+}
+
+/// Request/reply in one call: sends `payload` to `to` and waits for its
+/// reply.
+pub fn call<'a>(
+    to: Pid,
+    message_type: MessageType,
+    payload: &[u8],
+    wait: Wait,
+    buffer: &'a mut [u8],
+) -> Result<Message<'a>, ErrorCode> {
+    let sequence = send(to, message_type, payload)?;
+    receive_reply(sequence, wait, buffer)
+}
+
+/// Sends a copy of `payload` to every other process that may receive;
+/// returns how many accepted it.
+pub fn broadcast(message_type: MessageType, payload: &[u8]) -> Result<u64, ErrorCode> {
+    // SAFETY: the pointer and length describe `payload`.
+    let raw = unsafe {
+        raw::broadcast(
+            message_type.0,
+            send_options::pack(MessagePriority::default(), Flags::NONE),
+            payload.as_ptr(),
+            payload.len(),
+        )
+    };
+    check(raw)
+}
+
+/// The header and payload length of the message `receive_with(only, ..)`
+/// would take next, without taking it; `NOT_FOUND` if there is none.
+pub fn peek(only: Option<MessageType>) -> Result<(Header, usize), ErrorCode> {
+    let mut header = [0u8; HEADER_LEN];
+    // SAFETY: the pointer describes a HEADER_LEN buffer we own.
+    let raw = unsafe { raw::peek(only.map_or(0, |t| t.0), header.as_mut_ptr()) };
+    let len = check(raw)? as usize;
+    let (header, _) = Header::decode(&header).map_err(|_| ErrorCode::INTERNAL)?;
+    Ok((header, len))
 }
 
 /// Writes a line to the kernel log (level 2 = info).

@@ -362,6 +362,8 @@ pub struct ProcessReport {
     pub received: u64,
     /// Sends that failed at once.
     pub send_failures: u64,
+    /// Times it blocked sending to a full `BlockSender` mailbox.
+    pub blocked_sends: u64,
     /// Messages it sent that were dropped or undeliverable later (each
     /// reported to it with a `DELIVERY_FAILURE` notice).
     pub delivery_failures: u64,
@@ -656,6 +658,7 @@ impl KernelLoop {
             received: counters.received.load(Ordering::Relaxed),
             send_failures: counters.send_failures.load(Ordering::Relaxed),
             delivery_failures: counters.delivery_failures.load(Ordering::Relaxed),
+            blocked_sends: counters.blocked_sends.load(Ordering::Relaxed),
             undelivered,
             fuel_used: outcome.fuel_used,
             preemptions: account.preemptions,

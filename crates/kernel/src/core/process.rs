@@ -57,6 +57,8 @@ pub struct Counters {
     /// Sends by this process that failed at once (full mailbox, no such
     /// process).
     pub send_failures: AtomicU64,
+    /// Times a send of this process blocked on a full `BlockSender` mailbox.
+    pub blocked_sends: AtomicU64,
     /// Messages this process sent that were later dropped or undeliverable
     /// (each reported back to it with a `DELIVERY_FAILURE` notice).
     pub delivery_failures: AtomicU64,

@@ -241,6 +241,10 @@ async fn send(
             Err(PostError::Full(refused, OverflowMode::BlockSender, receiver))
                 if receiver.pid != sender.pid =>
             {
+                sender
+                    .counters
+                    .blocked_sends
+                    .fetch_add(1, Ordering::Relaxed);
                 RoomIn {
                     receiver,
                     task: task.clone(),

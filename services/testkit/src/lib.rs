@@ -1,0 +1,229 @@
+//! Guest test programs. Each exported function is the entry point of one
+//! process in a host test (`tests/all`); manifests load this module under
+//! several names with different entry points. Exit code 0 means the
+//! behaviour held; any other code names what went wrong.
+#![no_std]
+
+use estalogic_sdk::{self as sdk, ErrorCode, Flags, MessagePriority, MessageType, Wait};
+
+/// Messages the back-pressure pair exchanges.
+const FLOOD: u32 = 5_000;
+/// Requests the request/reply pair exchanges.
+const REQUESTS: u64 = 100;
+const DATA: MessageType = MessageType(0x1001);
+const STOP: MessageType = MessageType(0x1002);
+
+fn find(name: &str) -> sdk::Pid {
+    match sdk::lookup(name) {
+        Ok(pid) => pid,
+        Err(_) => sdk::exit(90),
+    }
+}
+
+/// Sends [`FLOOD`] numbered messages to `sink` as fast as it can. With a
+/// `block_sender` mailbox every send must succeed (the sender blocks
+/// instead of failing).
+#[unsafe(no_mangle)]
+pub extern "C" fn flood() -> i32 {
+    let sink = find("sink");
+    for n in 0..FLOOD {
+        if let Err(code) = sdk::send(sink, DATA, &n.to_le_bytes()) {
+            sdk::log!("flood: send {} failed: {}", n, code);
+            return 1;
+        }
+    }
+    0
+}
+
+/// Receives [`FLOOD`] messages slowly and checks none is lost or out of
+/// order.
+#[unsafe(no_mangle)]
+pub extern "C" fn slow_sink() -> i32 {
+    let mut buffer = [0u8; 4];
+    for expected in 0..FLOOD {
+        // Give the sender time to fill the mailbox.
+        if expected % 64 == 0 {
+            for _ in 0..4 {
+                sdk::yield_now();
+            }
+        }
+        let Ok(message) = sdk::receive_with(Some(DATA), Wait::Millis(10_000), &mut buffer) else {
+            return 1;
+        };
+        let got = u32::from_le_bytes(message.payload.try_into().unwrap_or([0xFF; 4]));
+        if got != expected {
+            sdk::log!("slow_sink: expected {} got {}", expected, got);
+            return 2;
+        }
+    }
+    0
+}
+
+/// Calls `responder` [`REQUESTS`] times and checks every answer.
+#[unsafe(no_mangle)]
+pub extern "C" fn requester() -> i32 {
+    let responder = find("responder");
+    let mut buffer = [0u8; 8];
+    for n in 0..REQUESTS {
+        let Ok(answer) = sdk::call(
+            responder,
+            MessageType::ACCRUAL_REQUEST,
+            &n.to_le_bytes(),
+            Wait::Millis(10_000),
+            &mut buffer,
+        ) else {
+            return 1;
+        };
+        if !answer.header.flags.contains(Flags::REPLY)
+            || answer.header.message_type != MessageType::ACCRUAL_RESPONSE
+            || answer.payload != (n * 2).to_le_bytes()
+        {
+            return 2;
+        }
+    }
+    let _ = sdk::send(responder, STOP, &[]);
+    0
+}
+
+/// Answers ACCRUAL_REQUESTs with twice their number until STOP.
+#[unsafe(no_mangle)]
+pub extern "C" fn responder() -> i32 {
+    let mut buffer = [0u8; 8];
+    loop {
+        let Ok(request) = sdk::receive(&mut buffer) else {
+            return 1;
+        };
+        if request.header.message_type == STOP {
+            return 0;
+        }
+        let n = u64::from_le_bytes(request.payload.try_into().unwrap_or([0; 8]));
+        if sdk::reply(&request.header, MessageType::ACCRUAL_RESPONSE, &(n * 2).to_le_bytes())
+            .is_err()
+        {
+            return 2;
+        }
+    }
+}
+
+/// Sends one message asking for an acknowledgement and waits for it.
+#[unsafe(no_mangle)]
+pub extern "C" fn ack_sender() -> i32 {
+    let receiver = find("ack-receiver");
+    let Ok(sequence) = sdk::send_with(
+        receiver,
+        DATA,
+        MessagePriority::default(),
+        Flags::ACK_REQUESTED,
+        b"hello",
+    ) else {
+        return 1;
+    };
+    let mut buffer = [0u8; 8];
+    match sdk::receive_reply(sequence, Wait::Millis(10_000), &mut buffer) {
+        Ok(ack) if ack.header.flags.contains(Flags::ACK) && ack.header.source == receiver => 0,
+        Ok(_) => 2,
+        Err(_) => 3,
+    }
+}
+
+/// Receives one message (the kernel acknowledges it) and exits.
+#[unsafe(no_mangle)]
+pub extern "C" fn ack_receiver() -> i32 {
+    let mut buffer = [0u8; 8];
+    match sdk::receive(&mut buffer) {
+        Ok(message) if message.payload == b"hello" => 0,
+        _ => 1,
+    }
+}
+
+/// Fills a `drop_newest` mailbox of capacity 1 and checks the kernel
+/// reports the dropped message back with MESSAGE_DROPPED.
+#[unsafe(no_mangle)]
+pub extern "C" fn drop_reporter() -> i32 {
+    let sink = find("full-sink");
+    if sdk::send(sink, DATA, b"kept").is_err() {
+        return 1;
+    }
+    let Ok(dropped) = sdk::send(sink, DATA, b"dropped") else {
+        return 2;
+    };
+    let mut buffer = [0u8; 32];
+    match sdk::receive_reply(dropped, Wait::Millis(10_000), &mut buffer) {
+        Err(code) if code == ErrorCode::MESSAGE_DROPPED => 0,
+        Err(_) => 3,
+        Ok(_) => 4,
+    }
+}
+
+/// Waits for a message type nobody sends, so everything else piles up.
+#[unsafe(no_mangle)]
+pub extern "C" fn full_sink() -> i32 {
+    let mut buffer = [0u8; 8];
+    match sdk::receive_with(Some(STOP), Wait::Forever, &mut buffer) {
+        Ok(_) => 0,
+        Err(_) => 1,
+    }
+}
+
+/// Broadcasts one PING and expects three listeners to accept it.
+#[unsafe(no_mangle)]
+pub extern "C" fn broadcaster() -> i32 {
+    // Let the listeners start first.
+    for _ in 0..8 {
+        sdk::yield_now();
+    }
+    match sdk::broadcast(MessageType::PING, b"all") {
+        Ok(3) => 0,
+        Ok(n) => 10 + n as i32,
+        Err(_) => 1,
+    }
+}
+
+/// Receives one broadcast PING.
+#[unsafe(no_mangle)]
+pub extern "C" fn listener() -> i32 {
+    let mut buffer = [0u8; 8];
+    match sdk::receive_with(Some(MessageType::PING), Wait::Millis(10_000), &mut buffer) {
+        Ok(message)
+            if message.payload == b"all" && message.header.flags.contains(Flags::BROADCAST) =>
+        {
+            0
+        }
+        _ => 1,
+    }
+}
+
+/// Waits for STOP, then exits, leaving everything else unread.
+#[unsafe(no_mangle)]
+pub extern "C" fn leaver() -> i32 {
+    let mut buffer = [0u8; 8];
+    match sdk::receive_with(Some(STOP), Wait::Forever, &mut buffer) {
+        Ok(_) => 0,
+        Err(_) => 1,
+    }
+}
+
+/// Queues three messages at `leaver`, tells it to stop, and checks the
+/// kernel reports each unread message back with NO_SUCH_PROCESS.
+#[unsafe(no_mangle)]
+pub extern "C" fn abandoned_sender() -> i32 {
+    let leaver = find("leaver");
+    let mut sequences = [0u64; 3];
+    for (n, sequence) in sequences.iter_mut().enumerate() {
+        match sdk::send(leaver, DATA, &[n as u8]) {
+            Ok(s) => *sequence = s,
+            Err(_) => return 1,
+        }
+    }
+    if sdk::send(leaver, STOP, &[]).is_err() {
+        return 2;
+    }
+    let mut buffer = [0u8; 32];
+    for sequence in sequences {
+        match sdk::receive_reply(sequence, Wait::Millis(10_000), &mut buffer) {
+            Err(code) if code == ErrorCode::NO_SUCH_PROCESS => {}
+            _ => return 3,
+        }
+    }
+    0
+}

@@ -246,3 +246,29 @@ fn traps_map_to_their_codes() {
         }
     }
 }
+
+#[test]
+fn a_second_boot_takes_compiled_modules_from_the_cache() {
+    let cache = tempfile::tempdir().unwrap();
+    for (boot, expect_hits, expect_misses) in [(1, 0, 2), (2, 2, 0)] {
+        let mut kernel = Kernel::builder()
+            .module_cache(cache.path())
+            .build()
+            .unwrap();
+        estalogic_tests::load_bundled(&mut kernel, "pong", "run");
+        estalogic_tests::load_bundled(&mut kernel, "ping", "run");
+        let stats = kernel.cache_stats().unwrap();
+        assert_eq!(
+            (stats.hits, stats.misses),
+            (expect_hits, expect_misses),
+            "boot {boot}: {stats:?}"
+        );
+        kernel.spawn_all();
+        let report = kernel.run();
+        assert_eq!(
+            report.process("ping").unwrap().status,
+            ExitStatus::Exited(0),
+            "boot {boot}"
+        );
+    }
+}

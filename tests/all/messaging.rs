@@ -34,6 +34,7 @@ const IMPORTS: &str = r#"
   (import "estalogic" "send" (func $send (param i64 i32 i32 i32 i32) (result i64)))
   (import "estalogic" "receive" (func $receive (param i32 i64 i32 i32 i32) (result i64)))
   (import "estalogic" "lookup" (func $lookup (param i32 i32) (result i64)))
+  (import "estalogic" "self_pid" (func $self (result i64)))
   (memory (export "memory") 1)
   (data (i32.const 0) "sink")
 "#;
@@ -82,22 +83,22 @@ fn bad_pointers_and_options_are_codes_not_traps() {
     let cases = [
         // Payload range past the end of memory.
         (
-            "(call $send (i64.const 0) (i32.const 1) (i32.const 0) (i32.const 65530) (i32.const 100))",
+            "(call $send (call $self) (i32.const 1) (i32.const 0) (i32.const 65530) (i32.const 100))",
             ErrorCode::INVALID_POINTER,
         ),
         // Reserved option bit.
         (
-            "(call $send (i64.const 0) (i32.const 1) (i32.const 8) (i32.const 0) (i32.const 0))",
+            "(call $send (call $self) (i32.const 1) (i32.const 8) (i32.const 0) (i32.const 0))",
             ErrorCode::INVALID_ARGUMENT,
         ),
         // Message type 0 is not a type.
         (
-            "(call $send (i64.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0))",
+            "(call $send (call $self) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0))",
             ErrorCode::INVALID_ARGUMENT,
         ),
         // Payload over 1 MiB.
         (
-            "(call $send (i64.const 0) (i32.const 1) (i32.const 0) (i32.const 0) (i32.const 1048577))",
+            "(call $send (call $self) (i32.const 1) (i32.const 0) (i32.const 0) (i32.const 1048577))",
             ErrorCode::PAYLOAD_TOO_LARGE,
         ),
         // Header buffer past the end of memory: checked before waiting.

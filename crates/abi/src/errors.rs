@@ -83,6 +83,8 @@ codes! {
     MAILBOX_FULL = 3003;
     /// The message was dropped by the target mailbox's overflow policy.
     MESSAGE_DROPPED = 3004;
+    /// A kernel table is full (capability handles, delegation depth).
+    LIMIT_REACHED = 3005;
     /// Trap: `unreachable` executed (also Rust panics in guests).
     TRAP_UNREACHABLE = 4001;
     /// Trap: integer division or remainder by zero.

@@ -18,6 +18,7 @@
 #[cfg(feature = "alloc")]
 extern crate alloc;
 
+pub mod capabilities;
 pub mod errors;
 pub mod messages;
 pub mod syscalls;

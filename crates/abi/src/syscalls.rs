@@ -74,9 +74,7 @@ pub enum Syscall {
     /// `reply(target: i64, correlation: i64, message_type: i32, options: i32,
     /// payload_ptr: i32, payload_len: i32) -> i64`: answers a request. The
     /// reply carries the `REPLY` flag and `correlation`, which must be the
-    /// request's sequence number (non-zero requests only: sequence 0 is
-    /// answered with correlation 0 and is still matched). Returns the reply's
-    /// sequence number.
+    /// request's sequence number. Returns the reply's sequence number.
     Reply = 10,
     /// `receive_reply(correlation: i64, timeout_ms: i64, header_ptr: i32,
     /// buffer_ptr: i32, buffer_len: i32) -> i64`: waits for the answer to the
@@ -89,11 +87,35 @@ pub enum Syscall {
     /// payload_len: i32) -> i64`: sends a copy to every other live process
     /// that may receive messages; returns how many mailboxes accepted it.
     Broadcast = 12,
+    /// `cap_handles(buffer_ptr: i32, max: i32) -> i64`: writes up to `max`
+    /// of the caller's capability handles (`u32` little-endian each) and
+    /// returns how many it holds in all.
+    CapHandles = 13,
+    /// `cap_inspect(handle: i32, out_ptr: i32, out_len: i32) -> i64`: writes
+    /// the capability's [`CapabilityRecord`](crate::capabilities::CapabilityRecord)
+    /// and returns its length (`BUFFER_TOO_SMALL` if it does not fit).
+    /// `INVALID_HANDLE` for a handle the caller was never given;
+    /// `PERMISSION_DENIED` for a revoked one.
+    CapInspect = 14,
+    /// `cap_delegate(handle: i32, target: i64, rights: i32, expires_at: i64,
+    /// max_uses: i64, scope_ptr: i32, scope_len: i32) -> i64`: gives the
+    /// process `target` an attenuated copy and returns the copy's handle in
+    /// the target's table. `rights` must be a subset of the source's; `-1`
+    /// for `expires_at` (kernel clock, ns) or `max_uses` keeps the source's;
+    /// an empty scope keeps the source's, otherwise it is a comma-separated
+    /// list (directory prefixes for files, names otherwise) inside the
+    /// source's. Needs the `delegate` right.
+    CapDelegate = 15,
+    /// `cap_revoke(handle: i32, mode: i32) -> i64`: mode 0 revokes the
+    /// capability and everything derived from it; mode 1 only what was
+    /// derived from it. Returns how many capabilities were revoked. Needs
+    /// the `revoke` right.
+    CapRevoke = 16,
 }
 
 impl Syscall {
     /// Every syscall, in number order.
-    pub const ALL: [Syscall; 12] = [
+    pub const ALL: [Syscall; 16] = [
         Syscall::Exit,
         Syscall::Yield,
         Syscall::SelfPid,
@@ -106,6 +128,10 @@ impl Syscall {
         Syscall::Reply,
         Syscall::ReceiveReply,
         Syscall::Broadcast,
+        Syscall::CapHandles,
+        Syscall::CapInspect,
+        Syscall::CapDelegate,
+        Syscall::CapRevoke,
     ];
 
     /// The function name the guest imports from [`IMPORT_MODULE`].
@@ -123,6 +149,10 @@ impl Syscall {
             Syscall::Reply => "reply",
             Syscall::ReceiveReply => "receive_reply",
             Syscall::Broadcast => "broadcast",
+            Syscall::CapHandles => "cap_handles",
+            Syscall::CapInspect => "cap_inspect",
+            Syscall::CapDelegate => "cap_delegate",
+            Syscall::CapRevoke => "cap_revoke",
         }
     }
 
@@ -140,6 +170,10 @@ impl Syscall {
             Syscall::Reply => (&[I64, I64, I32, I32, I32, I32], &[I64]),
             Syscall::ReceiveReply => (&[I64, I64, I32, I32, I32], &[I64]),
             Syscall::Broadcast => (&[I32, I32, I32, I32], &[I64]),
+            Syscall::CapHandles => (&[I32, I32], &[I64]),
+            Syscall::CapInspect => (&[I32, I32, I32], &[I64]),
+            Syscall::CapDelegate => (&[I32, I64, I32, I64, I64, I32, I32], &[I64]),
+            Syscall::CapRevoke => (&[I32, I32], &[I64]),
         }
     }
 
@@ -166,6 +200,10 @@ impl TryFrom<u32> for Syscall {
             10 => Syscall::Reply,
             11 => Syscall::ReceiveReply,
             12 => Syscall::Broadcast,
+            13 => Syscall::CapHandles,
+            14 => Syscall::CapInspect,
+            15 => Syscall::CapDelegate,
+            16 => Syscall::CapRevoke,
             other => return Err(other),
         })
     }

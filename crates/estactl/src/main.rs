@@ -10,7 +10,7 @@ mod bench;
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
-use estalogic_kernel::{Kernel, RunReport};
+use estalogic_kernel::{Kernel, ModuleCache, RunReport};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -40,6 +40,10 @@ enum Command {
         /// Deterministic mode: virtual clock, fuel-only preemption.
         #[arg(long)]
         deterministic: bool,
+        /// Compile every module afresh instead of using the compiled-module
+        /// cache ($ESTALOGIC_CACHE_DIR or ~/.cache/estalogic/modules).
+        #[arg(long)]
+        no_cache: bool,
     },
     /// Measure ping-pong round trip and spawn + run + exit.
     Bench {
@@ -88,18 +92,22 @@ fn execute(command: Command) -> Result<ExitCode> {
             json,
             trace: _,
             deterministic,
-        } => run(app_dir, json, deterministic),
+            no_cache,
+        } => run(app_dir, json, deterministic, !no_cache),
         Command::Bench { repeat, json } => {
             bench::run(repeat.max(1), json).map(|()| ExitCode::SUCCESS)
         }
     }
 }
 
-fn run(app_dir: PathBuf, json: bool, deterministic: bool) -> Result<ExitCode> {
-    let mut kernel = Kernel::builder()
+fn run(app_dir: PathBuf, json: bool, deterministic: bool, cache: bool) -> Result<ExitCode> {
+    let mut builder = Kernel::builder()
         .deterministic(deterministic)
-        .bundled_modules(estalogic_services::SERVICES)
-        .build()?;
+        .bundled_modules(estalogic_services::SERVICES);
+    if cache {
+        builder = builder.module_cache(ModuleCache::default_dir());
+    }
+    let mut kernel = builder.build()?;
     kernel
         .load_app_dir(&app_dir)
         .with_context(|| format!("cannot boot {}", app_dir.display()))?;

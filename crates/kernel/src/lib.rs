@@ -28,5 +28,6 @@ pub use crate::core::init::{Kernel, KernelBuilder, KernelError, RunReport, Shutd
 pub use crate::core::kernel_loop::{ExitStatus, LoopStats, ProcessReport};
 pub use crate::core::scheduler::SlicePolicy;
 pub use crate::loader::manifest::{Manifest, ManifestError};
+pub use crate::loader::preload_manager::{CacheStats, ModuleCache};
 pub use crate::loader::wasm_loader::ModuleError;
 pub use estalogic_abi as abi;

@@ -384,10 +384,12 @@ pub enum CapError {
 
 impl CapError {
     /// The code a guest sees: `INVALID_HANDLE` for a handle that names
-    /// nothing or the wrong resource, `PERMISSION_DENIED` for the rest.
+    /// nothing or the wrong resource, `LIMIT_REACHED` for a full table or
+    /// too deep a delegation, `PERMISSION_DENIED` for the rest.
     pub const fn code(&self) -> ErrorCode {
         match self {
             CapError::InvalidHandle | CapError::WrongResource => ErrorCode::INVALID_HANDLE,
+            CapError::LimitReached(_) => ErrorCode::LIMIT_REACHED,
             _ => ErrorCode::PERMISSION_DENIED,
         }
     }
@@ -1533,11 +1535,11 @@ mod tests {
             Revoked,
             NotAnAttenuation("rights".into()),
             BadToken,
-            LimitReached("x"),
         ];
         for error in denied {
             assert_eq!(error.code(), ErrorCode::PERMISSION_DENIED, "{error}");
         }
+        assert_eq!(LimitReached("x").code(), ErrorCode::LIMIT_REACHED);
     }
 
     #[test]

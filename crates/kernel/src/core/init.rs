@@ -12,6 +12,7 @@
 //! 4. Spawn one process per module, then run the kernel loop until every
 //!    process has ended.
 
+use crate::core::capabilities_engine::{AuditEvent, CapabilityEngine};
 use crate::core::kernel_loop::{
     ExitStatus, KernelLoop, KernelShared, LoopStats, Outcome, ProcessReport, Task,
 };
@@ -20,8 +21,10 @@ use crate::core::process::Process;
 use crate::core::scheduler::SlicePolicy;
 use crate::drivers::clock::Clock;
 use crate::loader::manifest::{Manifest, ManifestError, ModuleSource};
+use crate::loader::preload_manager::{CacheStats, ModuleCache};
 use crate::loader::wasm_loader::{self, EntryKind, LoadedModule, ModuleError};
-use crate::syscalls::{self, MemoryLimiter, ProcessContext, ProcessExit, SyscallSet};
+use crate::syscalls::capabilities::capability_for;
+use crate::syscalls::{self, MemoryLimiter, ProcessContext, ProcessExit};
 use estalogic_abi::{ErrorCode, Pid};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -82,6 +85,7 @@ pub enum KernelError {
 pub struct KernelBuilder {
     deterministic: bool,
     workers: Option<usize>,
+    cache_dir: Option<PathBuf>,
     policy: SlicePolicy,
     bundled: &'static [(&'static str, &'static [u8])],
 }
@@ -98,6 +102,14 @@ impl KernelBuilder {
     /// deterministic mode always uses one).
     pub fn workers(mut self, workers: usize) -> Self {
         self.workers = Some(workers.max(1));
+        self
+    }
+
+    /// Keeps compiled modules in `dir`, keyed by content hash and engine
+    /// configuration, so a later boot does not recompile
+    /// ([`ModuleCache::default_dir`] is the usual place). Off by default.
+    pub fn module_cache(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cache_dir = Some(dir.into());
         self
     }
 
@@ -127,6 +139,23 @@ impl KernelBuilder {
         let engine = Engine::new(&config).map_err(|e| KernelError::Engine(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
         syscalls::add_to_linker(&mut linker).map_err(|e| KernelError::Engine(format!("{e:#}")))?;
+        let cache = match &self.cache_dir {
+            Some(dir) => {
+                Some(ModuleCache::new(dir).map_err(|e| KernelError::Engine(e.to_string()))?)
+            }
+            None => None,
+        };
+        // Deterministic runs use no host randomness: the MAC key is fixed.
+        let capabilities = if self.deterministic {
+            CapabilityEngine::new(blake3::derive_key(
+                "estalogic 2026-11 deterministic capability key",
+                b"",
+            ))
+        } else {
+            CapabilityEngine::with_random_key().map_err(|e| {
+                KernelError::Engine(format!("no randomness for capability keys: {e}"))
+            })?
+        };
         let clock = if self.deterministic {
             Clock::virtual_clock()
         } else {
@@ -141,11 +170,12 @@ impl KernelBuilder {
         Ok(Kernel {
             engine,
             linker,
+            cache,
             policy,
             workers,
             deterministic: self.deterministic,
             bundled: self.bundled,
-            shared: Arc::new(KernelShared::new(clock)),
+            shared: Arc::new(KernelShared::new(clock, capabilities)),
             modules: Vec::new(),
             pending: Vec::new(),
             exit_listeners: Vec::new(),
@@ -191,6 +221,7 @@ impl RunReport {
 pub struct Kernel {
     engine: Engine,
     linker: Linker<ProcessContext>,
+    cache: Option<ModuleCache>,
     policy: SlicePolicy,
     workers: usize,
     deterministic: bool,
@@ -243,13 +274,28 @@ impl Kernel {
                 problem: format!("a module named {:?} is already loaded", manifest.name),
             });
         }
-        let loaded =
-            wasm_loader::load(&self.engine, &self.linker, manifest, bytes).map_err(|error| {
-                KernelError::Module {
+        for (index, request) in manifest.capabilities_required.iter().enumerate() {
+            if let Err(problem) = capability_for(request) {
+                return Err(KernelError::Manifest {
                     path: origin.to_path_buf(),
-                    error,
-                }
-            })?;
+                    error: ManifestError {
+                        field: format!("capabilities_required[{index}].scope"),
+                        problem,
+                    },
+                });
+            }
+        }
+        let loaded = wasm_loader::load(
+            &self.engine,
+            &self.linker,
+            manifest,
+            bytes,
+            self.cache.as_ref(),
+        )
+        .map_err(|error| KernelError::Module {
+            path: origin.to_path_buf(),
+            error,
+        })?;
         self.modules.push(loaded);
         Ok(self.modules.last().expect("just pushed"))
     }
@@ -329,14 +375,8 @@ impl Kernel {
             .find(|m| m.manifest.name == name)?
             .clone();
         let level = loaded.manifest.priority.level();
-        let allowed = SyscallSet::from_capabilities(
-            loaded
-                .manifest
-                .capabilities_required
-                .iter()
-                .map(|c| c.name.as_str()),
-        );
         let mailbox = loaded.manifest.mailbox;
+        let receives = loaded.manifest.requires("messaging:receive");
         let process = self
             .shared
             .table
@@ -348,22 +388,26 @@ impl Kernel {
                     loaded.manifest.name.as_str().into(),
                     level,
                     Mailbox::new(mailbox.capacity, mailbox.overflow),
-                    allowed.contains(estalogic_abi::Syscall::Receive),
+                    receives,
                 ))
             });
         let pid = process.pid;
+        {
+            // Validated at load, so every request maps to a capability.
+            let now = self.shared.clock.now_nanos();
+            let mut engine = self.shared.capabilities();
+            for request in &loaded.manifest.capabilities_required {
+                if let Ok(capability) = capability_for(request) {
+                    let _ = engine.grant(pid, capability, now);
+                }
+            }
+            self.shared.flush_audit(&mut engine);
+        }
         let state = self.shared.new_task_state(pid);
         let context = ProcessContext {
             process: process.clone(),
             kernel: self.shared.clone(),
             task: state.clone(),
-            allowed: SyscallSet::from_capabilities(
-                loaded
-                    .manifest
-                    .capabilities_required
-                    .iter()
-                    .map(|c| c.name.as_str()),
-            ),
             limiter: MemoryLimiter::new(loaded.manifest.memory_class.max_bytes()),
         };
         let future = run_process(
@@ -376,6 +420,17 @@ impl Kernel {
         self.pending
             .push(Task::new(process, state, Box::pin(future)));
         Some(pid)
+    }
+
+    /// Hits and misses of the compiled-module cache, if one is configured.
+    pub fn cache_stats(&self) -> Option<CacheStats> {
+        self.cache.as_ref().map(ModuleCache::stats)
+    }
+
+    /// Takes the capability audit events recorded so far: every grant,
+    /// delegation, export, revocation and denial.
+    pub fn take_audit(&self) -> Vec<AuditEvent> {
+        self.shared.take_audit()
     }
 
     /// Runs every spawned process until all have ended (or a shutdown is

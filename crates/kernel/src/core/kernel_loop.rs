@@ -47,6 +47,7 @@
 //! they are stopped with `DEADLOCKED`. A shutdown request stops every
 //! process with `SHUTDOWN` (a running one at its next checkpoint).
 
+use crate::core::capabilities_engine::{AuditEvent, CapabilityEngine};
 use crate::core::process::{Process, ProcessState, ProcessTable};
 use crate::core::routing::close_mailbox;
 use crate::core::scheduler::{Scheduler, SlicePolicy, Verdict};
@@ -204,6 +205,10 @@ impl std::fmt::Debug for Timers {
     }
 }
 
+/// The most capability audit events kept in memory; older ones are
+/// counted and dropped.
+const AUDIT_BUFFER: usize = 100_000;
+
 /// State shared by the kernel loop and every syscall.
 #[derive(Debug)]
 pub struct KernelShared {
@@ -211,20 +216,71 @@ pub struct KernelShared {
     pub(crate) table: RwLock<ProcessTable>,
     /// The kernel clock.
     pub(crate) clock: Clock,
+    capabilities: Mutex<CapabilityEngine>,
+    audit: Mutex<AuditBuffer>,
     timers: Mutex<Timers>,
     inbox: Arc<Inbox>,
     shutdown: AtomicBool,
 }
 
+/// Capability audit events not yet taken by the embedder.
+#[derive(Debug, Default)]
+struct AuditBuffer {
+    events: std::collections::VecDeque<AuditEvent>,
+    overflowed: u64,
+}
+
 impl KernelShared {
-    pub(crate) fn new(clock: Clock) -> Self {
+    pub(crate) fn new(clock: Clock, capabilities: CapabilityEngine) -> Self {
         KernelShared {
             table: RwLock::new(ProcessTable::new()),
             clock,
+            capabilities: Mutex::new(capabilities),
+            audit: Mutex::new(AuditBuffer::default()),
             timers: Mutex::new(Timers::default()),
             inbox: Arc::new(Inbox::default()),
             shutdown: AtomicBool::new(false),
         }
+    }
+
+    /// Locks the capability engine.
+    pub(crate) fn capabilities(&self) -> MutexGuard<'_, CapabilityEngine> {
+        self.capabilities.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Moves the engine's new audit events into the kernel's buffer (and the
+    /// `estalogic::audit` trace).
+    pub(crate) fn flush_audit(&self, engine: &mut CapabilityEngine) {
+        let events = engine.drain_audit();
+        if events.is_empty() {
+            return;
+        }
+        let mut audit = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+        for event in events {
+            tracing::debug!(
+                target: "estalogic::audit",
+                at_ns = event.at,
+                kind = ?event.kind,
+                holder = %event.holder,
+                capability = ?event.capability,
+                "{}",
+                event.detail
+            );
+            if audit.events.len() >= AUDIT_BUFFER {
+                audit.events.pop_front();
+                audit.overflowed += 1;
+            }
+            audit.events.push_back(event);
+        }
+    }
+
+    /// Takes the capability audit events recorded so far.
+    pub(crate) fn take_audit(&self) -> Vec<AuditEvent> {
+        let mut engine = self.capabilities();
+        self.flush_audit(&mut engine);
+        drop(engine);
+        let mut audit = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+        audit.events.drain(..).collect()
     }
 
     /// Calls `waker` at `deadline` on the kernel clock.
@@ -646,6 +702,11 @@ impl KernelLoop {
             .unwrap_or_else(|p| p.into_inner())
             .remove(pid)
             .unwrap_or_else(|| task.process.clone());
+        {
+            let mut engine = self.shared.capabilities();
+            engine.revoke_all_of(pid, now);
+            self.shared.flush_audit(&mut engine);
+        }
         let dropped = process.lock_mailbox().mailbox.dropped();
         let undelivered = close_mailbox(&self.shared, &process) + dropped;
         let counters = &process.counters;

@@ -4,8 +4,10 @@
 pub mod capabilities_engine;
 pub mod init;
 pub mod kernel_loop;
+pub mod lifecycle;
 pub mod message_router;
 pub mod module_registry;
 pub mod process;
 pub mod routing;
 pub mod scheduler;
+pub mod supervision;

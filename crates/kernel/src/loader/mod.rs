@@ -1,4 +1,5 @@
 //! Module loading: manifests, binary validation and compilation.
 
 pub mod manifest;
+pub mod preload_manager;
 pub mod wasm_loader;

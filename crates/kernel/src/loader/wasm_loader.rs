@@ -14,6 +14,7 @@
 //!    process's resource limiter.
 
 use crate::loader::manifest::{Manifest, MemoryClass};
+use crate::loader::preload_manager::{CacheError, ModuleCache};
 use crate::syscalls::ProcessContext;
 use estalogic_abi::syscalls::WasmType;
 use estalogic_abi::{IMPORT_MODULE, Syscall};
@@ -140,14 +141,23 @@ fn same_types(a: &[ValType], b: &[ValType]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| ValType::eq(x, y))
 }
 
-/// Compiles `bytes` and runs every check of the module docs.
+/// Compiles `bytes` (or takes the compiled artifact from `cache`) and runs
+/// every check of the module docs.
 pub fn load(
     engine: &Engine,
     linker: &Linker<ProcessContext>,
     manifest: Manifest,
     bytes: &[u8],
+    cache: Option<&ModuleCache>,
 ) -> Result<LoadedModule, ModuleError> {
-    let module = Module::new(engine, bytes).map_err(|e| ModuleError::Invalid(format!("{e:#}")))?;
+    let module = match cache {
+        Some(cache) => match cache.load_or_compile(engine, bytes) {
+            Ok((module, _)) => module,
+            Err(CacheError::Compile(message)) => return Err(ModuleError::Invalid(message)),
+            Err(other) => return Err(ModuleError::Invalid(other.to_string())),
+        },
+        None => Module::new(engine, bytes).map_err(|e| ModuleError::Invalid(format!("{e:#}")))?,
+    };
     check_imports(&module)?;
     let entry = check_entry_point(&module, &manifest.entry_point)?;
     check_memory(&module, manifest.memory_class)?;

@@ -198,7 +198,17 @@ async fn send(
     caller: &mut Caller<'_, ProcessContext>,
     request: Outgoing,
 ) -> Result<u64, ErrorCode> {
-    caller.data().admit(request.syscall)?;
+    let target = Pid::from_u64(request.target as u64);
+    let context = caller.data();
+    let Some(receiver) = context.kernel.process(target) else {
+        context
+            .process
+            .counters
+            .send_failures
+            .fetch_add(1, Ordering::Relaxed);
+        return Err(ErrorCode::NO_SUCH_PROCESS);
+    };
+    context.admit(request.syscall, Some(&receiver.module))?;
     let Parts {
         priority,
         mut flags,
@@ -225,7 +235,7 @@ async fn send(
             flags,
             message_type,
             source: sender.pid,
-            target: Pid::from_u64(request.target as u64),
+            target,
             sequence,
             timestamp: kernel.clock.now_nanos(),
             correlation: request.correlation as u64,
@@ -233,7 +243,7 @@ async fn send(
         payload,
     };
     loop {
-        match kernel.post(message) {
+        match kernel.post_to(&receiver, message) {
             Ok(()) => {
                 sender.counters.sent.fetch_add(1, Ordering::Relaxed);
                 return Ok(sequence);
@@ -292,7 +302,7 @@ fn broadcast(
     ptr: i32,
     len: i32,
 ) -> Result<u64, ErrorCode> {
-    caller.data().admit(Syscall::Broadcast)?;
+    caller.data().admit(Syscall::Broadcast, None)?;
     let Parts {
         priority,
         flags,
@@ -339,7 +349,7 @@ fn peek(
     filter: i32,
     header_ptr: i32,
 ) -> Result<u64, ErrorCode> {
-    caller.data().admit(Syscall::Peek)?;
+    caller.data().admit(Syscall::Peek, None)?;
     check_guest(caller, header_ptr, HEADER_LEN as i32)?;
     let filter = if filter == 0 {
         Filter::Any
@@ -373,7 +383,7 @@ async fn receive(
     timeout_ms: i64,
     buffers: Buffers,
 ) -> Result<u64, ErrorCode> {
-    caller.data().admit(syscall)?;
+    caller.data().admit(syscall, None)?;
     if timeout_ms < TIMEOUT_INFINITE || buffers.buffer_len < 0 {
         return Err(ErrorCode::INVALID_ARGUMENT);
     }

@@ -13,6 +13,7 @@
 //!    unwinds the guest (with [`ProcessExit`]), and only a broken machine
 //!    invariant traps.
 
+pub mod capabilities;
 pub mod ipc;
 pub mod process;
 pub mod time;
@@ -27,51 +28,6 @@ use wasmtime::{Caller, Extern, Linker, ResourceLimiter};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("process exited with code {0}")]
 pub struct ProcessExit(pub i32);
-
-/// The set of syscalls a process may make, derived from its capabilities.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SyscallSet(u64);
-
-impl SyscallSet {
-    /// Syscalls every process may make: they touch nothing outside itself.
-    pub fn baseline() -> Self {
-        let mut set = SyscallSet(0);
-        for syscall in [Syscall::Exit, Syscall::Yield, Syscall::SelfPid] {
-            set.insert(syscall);
-        }
-        set
-    }
-
-    /// Adds a syscall.
-    pub fn insert(&mut self, syscall: Syscall) {
-        self.0 |= 1 << (syscall as u32);
-    }
-
-    /// True if the syscall is allowed.
-    pub fn contains(self, syscall: Syscall) -> bool {
-        self.0 & (1 << (syscall as u32)) != 0
-    }
-
-    /// The syscalls a list of manifest capabilities allows.
-    pub fn from_capabilities<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
-        let mut set = Self::baseline();
-        for name in names {
-            let syscalls: &[Syscall] = match name {
-                "messaging:send" => &[Syscall::Send, Syscall::Reply],
-                "messaging:receive" => &[Syscall::Receive, Syscall::ReceiveReply, Syscall::Peek],
-                "messaging:broadcast" => &[Syscall::Broadcast],
-                "process:lookup" => &[Syscall::Lookup],
-                "log:write" => &[Syscall::Log],
-                "time:read" => &[Syscall::ClockNow],
-                _ => &[],
-            };
-            for syscall in syscalls {
-                set.insert(*syscall);
-            }
-        }
-        set
-    }
-}
 
 /// Limits a process's memory to its class and remembers a refusal, so that a
 /// trap that follows is reported as out-of-memory.
@@ -123,25 +79,24 @@ pub struct ProcessContext {
     pub(crate) process: Arc<Process>,
     pub(crate) kernel: Arc<KernelShared>,
     pub(crate) task: Arc<TaskState>,
-    pub(crate) allowed: SyscallSet,
     pub(crate) limiter: MemoryLimiter,
 }
 
 impl ProcessContext {
-    /// The capability choke point: may this process make this syscall?
-    pub fn admit(&self, syscall: Syscall) -> Result<(), ErrorCode> {
-        if self.allowed.contains(syscall) {
-            Ok(())
-        } else {
-            tracing::debug!(
-                target: "estalogic::capabilities",
-                pid = %self.process.pid,
-                module = %self.process.module,
-                syscall = syscall.import_name(),
-                "denied: missing capability"
-            );
-            Err(ErrorCode::PERMISSION_DENIED)
+    /// The capability choke point: may this process make this syscall on
+    /// `item` (a target module, a looked-up name; `None` for the syscall's
+    /// whole resource)? Every denial is audited by the engine.
+    pub fn admit(&self, syscall: Syscall, item: Option<&str>) -> Result<(), ErrorCode> {
+        let Some((resource, rights)) = capabilities::requirement(syscall) else {
+            return Ok(());
+        };
+        let now = self.kernel.clock.now_nanos();
+        let mut engine = self.kernel.capabilities();
+        let result = engine.find(self.process.pid, &resource, rights, item, now);
+        if result.is_err() {
+            self.kernel.flush_audit(&mut engine);
         }
+        result.map(|_| ()).map_err(|error| error.code())
     }
 }
 
@@ -220,6 +175,7 @@ pub fn add_to_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()
     process::add_to_linker(linker)?;
     ipc::add_to_linker(linker)?;
     time::add_to_linker(linker)?;
+    capabilities::add_to_linker(linker)?;
     Ok(())
 }
 
@@ -237,15 +193,6 @@ mod tests {
             guest_range(i32::MAX, i32::MAX, usize::MAX),
             Ok(i32::MAX as usize..(i32::MAX as usize) * 2)
         );
-    }
-
-    #[test]
-    fn capabilities_map_to_syscalls() {
-        let set = SyscallSet::from_capabilities(["messaging:send", "fs:read"]);
-        assert!(set.contains(Syscall::Send));
-        assert!(set.contains(Syscall::Exit));
-        assert!(!set.contains(Syscall::Receive));
-        assert!(!set.contains(Syscall::Log));
     }
 
     #[test]

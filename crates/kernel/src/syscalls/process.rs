@@ -52,12 +52,12 @@ pub fn add_to_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()
 }
 
 fn lookup(caller: &mut Caller<'_, ProcessContext>, ptr: i32, len: i32) -> Result<u64, ErrorCode> {
-    caller.data().admit(Syscall::Lookup)?;
     if !(0..=256).contains(&len) {
         return Err(ErrorCode::INVALID_ARGUMENT);
     }
     let bytes = read_guest(caller, ptr, len)?;
     let name = std::str::from_utf8(&bytes).map_err(|_| ErrorCode::INVALID_UTF8)?;
+    caller.data().admit(Syscall::Lookup, Some(name))?;
     let table = caller
         .data()
         .kernel
@@ -79,7 +79,7 @@ fn log(
     ptr: i32,
     len: i32,
 ) -> Result<u64, ErrorCode> {
-    caller.data().admit(Syscall::Log)?;
+    caller.data().admit(Syscall::Log, None)?;
     if !(0..=MAX_LOG_LINE).contains(&len) {
         return Err(ErrorCode::INVALID_ARGUMENT);
     }

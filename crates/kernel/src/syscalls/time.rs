@@ -14,7 +14,7 @@ pub fn add_to_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()
             let context = caller.data();
             to_return(
                 context
-                    .admit(Syscall::ClockNow)
+                    .admit(Syscall::ClockNow, None)
                     .map(|()| context.kernel.clock.now_nanos()),
             )
         },

@@ -1,0 +1,335 @@
+//! Capability syscalls (`cap_handles`, `cap_inspect`, `cap_delegate`,
+//! `cap_revoke`), the capability each syscall needs, and the translation of
+//! manifest capability requests into root grants.
+//!
+//! # Where authority comes from
+//!
+//! 1. At spawn, every entry of the manifest's `capabilities_required` becomes
+//!    one root capability in the process's handle table
+//!    ([`capability_for`]): a resource, rights (always including `delegate`
+//!    and `revoke`, so a holder can share attenuated copies and take them
+//!    back) and a scope (the manifest's `scope`: comma-separated names, or
+//!    directory prefixes for files; none means everything).
+//! 2. A syscall that touches anything outside the caller needs a capability
+//!    ([`requirement`]); the choke point
+//!    ([`ProcessContext::admit`](super::ProcessContext::admit)) asks the
+//!    engine to find one in the caller's table, with the item the syscall
+//!    names (a target module, a looked-up name).
+//! 3. More authority only ever arrives by delegation from a holder, and only
+//!    attenuated; revocation cascades; process exit revokes everything the
+//!    process held.
+
+use super::{ProcessContext, read_guest, to_return, write_guest};
+use crate::core::capabilities_engine::{
+    Capability, CapabilityInfo, Handle, Resource, Scope, Validity,
+};
+use crate::loader::manifest::CapabilityRequest;
+use estalogic_abi::capabilities::CapabilityRecord;
+use estalogic_abi::{ErrorCode, IMPORT_MODULE, Pid, Rights, Syscall};
+use wasmtime::{Caller, Linker};
+
+/// The resource and rights a syscall needs; `None` for syscalls that touch
+/// nothing outside the caller (or name their capability by handle).
+pub fn requirement(syscall: Syscall) -> Option<(Resource, Rights)> {
+    Some(match syscall {
+        Syscall::Exit | Syscall::Yield | Syscall::SelfPid => return None,
+        Syscall::CapHandles | Syscall::CapInspect | Syscall::CapDelegate | Syscall::CapRevoke => {
+            return None;
+        }
+        Syscall::Send | Syscall::Reply => (Resource::Channel, Rights::WRITE),
+        Syscall::Receive | Syscall::ReceiveReply | Syscall::Peek => {
+            (Resource::Channel, Rights::READ)
+        }
+        Syscall::Broadcast => (Resource::Channel, Rights::WRITE | Rights::LIST),
+        Syscall::Lookup => (Resource::Process, Rights::READ),
+        Syscall::Log => (Resource::Custom("log".into()), Rights::WRITE),
+        Syscall::ClockNow => (Resource::Timer, Rights::READ),
+    })
+}
+
+fn scope_list(text: &str) -> Vec<&str> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// Parses a scope for `resource`: `*` is everything, otherwise a
+/// comma-separated list of directory prefixes (files) or names.
+pub fn parse_scope(resource: &Resource, text: &str) -> Result<Scope, String> {
+    let text = text.trim();
+    if text == "*" {
+        return Ok(Scope::All);
+    }
+    let items = scope_list(text);
+    if items.is_empty() {
+        return Err("the scope is empty".to_string());
+    }
+    match resource {
+        Resource::File => Scope::prefixes(items).map_err(|e| e.to_string()),
+        _ => Ok(Scope::names(items)),
+    }
+}
+
+/// The root capability a manifest request grants.
+pub fn capability_for(request: &CapabilityRequest) -> Result<Capability, String> {
+    let (resource, rights) = match request.name.as_str() {
+        "messaging:send" => (Resource::Channel, Rights::WRITE),
+        "messaging:receive" => (Resource::Channel, Rights::READ),
+        "messaging:broadcast" => (Resource::Channel, Rights::WRITE | Rights::LIST),
+        "process:lookup" => (Resource::Process, Rights::READ),
+        "process:spawn" => (Resource::Process, Rights::CREATE | Rights::EXECUTE),
+        "time:read" => (Resource::Timer, Rights::READ),
+        "timer:create" => (Resource::Timer, Rights::CREATE),
+        "log:write" => (Resource::Custom("log".into()), Rights::WRITE),
+        "fs:read" => (Resource::File, Rights::READ),
+        "fs:write" => (Resource::File, Rights::WRITE | Rights::CREATE),
+        "fs:delete" => (Resource::File, Rights::DELETE),
+        "fs:list" => (Resource::File, Rights::LIST),
+        "db:read" => (Resource::Database, Rights::READ | Rights::LIST),
+        "db:write" => (Resource::Database, Rights::WRITE | Rights::CREATE),
+        "db:delete" => (Resource::Database, Rights::DELETE),
+        "net:request" => (Resource::Network, Rights::WRITE | Rights::READ),
+        "audit:read" => (Resource::AuditLog, Rights::READ),
+        "audit:write" => (Resource::AuditLog, Rights::WRITE),
+        "config:read" => (Resource::Config, Rights::READ),
+        "host_events:subscribe" => (Resource::Custom("host_events".into()), Rights::READ),
+        "notifications:send" => (Resource::Custom("notifications".into()), Rights::WRITE),
+        other => return Err(format!("unknown capability {other:?}")),
+    };
+    let scope = match &request.scope {
+        None => Scope::All,
+        Some(text) => parse_scope(&resource, text)?,
+    };
+    Ok(Capability::new(
+        resource,
+        rights | Rights::DELEGATE | Rights::REVOKE,
+        scope,
+    ))
+}
+
+fn scope_text(scope: &Scope) -> String {
+    match scope {
+        Scope::All => "*".to_string(),
+        Scope::Names(names) => {
+            format!(
+                "names:{}",
+                names.iter().cloned().collect::<Vec<_>>().join(",")
+            )
+        }
+        Scope::Prefixes(prefixes) => {
+            format!("prefixes:{}", prefixes.iter().collect::<Vec<_>>().join(","))
+        }
+    }
+}
+
+/// Encodes what `cap_inspect` writes.
+pub fn encode_record(info: &CapabilityInfo) -> Vec<u8> {
+    let scope = scope_text(&info.capability.scope);
+    let validity = info.capability.validity;
+    let record = CapabilityRecord {
+        resource_kind: info.capability.resource.kind() as u8,
+        revoked: info.revoked,
+        rights: info.capability.rights,
+        depth: info.depth,
+        uses: info.uses,
+        not_before: validity.not_before,
+        expires_at: validity.expires_at,
+        max_uses: validity.max_uses,
+        scope_len: scope.len() as u32,
+    };
+    let mut out = record.encode_head().to_vec();
+    out.extend_from_slice(scope.as_bytes());
+    out
+}
+
+/// Registers this family's syscalls.
+pub fn add_to_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()> {
+    linker.func_wrap(
+        IMPORT_MODULE,
+        Syscall::CapHandles.import_name(),
+        |mut caller: Caller<'_, ProcessContext>, ptr: i32, max: i32| -> i64 {
+            to_return(cap_handles(&mut caller, ptr, max))
+        },
+    )?;
+    linker.func_wrap(
+        IMPORT_MODULE,
+        Syscall::CapInspect.import_name(),
+        |mut caller: Caller<'_, ProcessContext>, handle: i32, ptr: i32, len: i32| -> i64 {
+            to_return(cap_inspect(&mut caller, handle, ptr, len))
+        },
+    )?;
+    linker.func_wrap(
+        IMPORT_MODULE,
+        Syscall::CapDelegate.import_name(),
+        |mut caller: Caller<'_, ProcessContext>,
+         handle: i32,
+         target: i64,
+         rights: i32,
+         expires_at: i64,
+         max_uses: i64,
+         scope_ptr: i32,
+         scope_len: i32|
+         -> i64 {
+            let request = Delegation {
+                handle,
+                target,
+                rights,
+                expires_at,
+                max_uses,
+                scope_ptr,
+                scope_len,
+            };
+            to_return(cap_delegate(&mut caller, request))
+        },
+    )?;
+    linker.func_wrap(
+        IMPORT_MODULE,
+        Syscall::CapRevoke.import_name(),
+        |caller: Caller<'_, ProcessContext>, handle: i32, mode: i32| -> i64 {
+            to_return(cap_revoke(&caller, handle, mode))
+        },
+    )?;
+    Ok(())
+}
+
+fn handle_of(raw: i32) -> Result<Handle, ErrorCode> {
+    u32::try_from(raw)
+        .map(Handle)
+        .map_err(|_| ErrorCode::INVALID_HANDLE)
+}
+
+fn cap_handles(
+    caller: &mut Caller<'_, ProcessContext>,
+    ptr: i32,
+    max: i32,
+) -> Result<u64, ErrorCode> {
+    if max < 0 {
+        return Err(ErrorCode::INVALID_ARGUMENT);
+    }
+    let handles: Vec<Handle> = {
+        let context = caller.data();
+        let engine = context.kernel.capabilities();
+        engine
+            .handles(context.process.pid)
+            .into_iter()
+            .map(|(handle, _)| handle)
+            .collect()
+    };
+    let bytes: Vec<u8> = handles
+        .iter()
+        .take(max as usize)
+        .flat_map(|h| h.0.to_le_bytes())
+        .collect();
+    write_guest(caller, ptr, &bytes)?;
+    Ok(handles.len() as u64)
+}
+
+fn cap_inspect(
+    caller: &mut Caller<'_, ProcessContext>,
+    handle: i32,
+    ptr: i32,
+    len: i32,
+) -> Result<u64, ErrorCode> {
+    let handle = handle_of(handle)?;
+    let record = {
+        let context = caller.data();
+        let engine = context.kernel.capabilities();
+        let info = engine
+            .inspect(context.process.pid, handle)
+            .map_err(|e| e.code())?;
+        encode_record(&info)
+    };
+    if len < 0 || (len as usize) < record.len() {
+        return Err(ErrorCode::BUFFER_TOO_SMALL);
+    }
+    write_guest(caller, ptr, &record)?;
+    Ok(record.len() as u64)
+}
+
+struct Delegation {
+    handle: i32,
+    target: i64,
+    rights: i32,
+    expires_at: i64,
+    max_uses: i64,
+    scope_ptr: i32,
+    scope_len: i32,
+}
+
+fn inherit_or(raw: i64, inherited: Option<u64>) -> Result<Option<u64>, ErrorCode> {
+    match raw {
+        -1 => Ok(inherited),
+        value if value >= 0 => Ok(Some(value as u64)),
+        _ => Err(ErrorCode::INVALID_ARGUMENT),
+    }
+}
+
+fn cap_delegate(
+    caller: &mut Caller<'_, ProcessContext>,
+    request: Delegation,
+) -> Result<u64, ErrorCode> {
+    let handle = handle_of(request.handle)?;
+    let rights = u16::try_from(request.rights)
+        .ok()
+        .and_then(Rights::from_bits)
+        .ok_or(ErrorCode::INVALID_ARGUMENT)?;
+    if !(0..=4096).contains(&request.scope_len) {
+        return Err(ErrorCode::INVALID_ARGUMENT);
+    }
+    let scope_bytes = read_guest(caller, request.scope_ptr, request.scope_len)?;
+    let scope_text = std::str::from_utf8(&scope_bytes).map_err(|_| ErrorCode::INVALID_UTF8)?;
+    let context = caller.data();
+    let kernel = &context.kernel;
+    let from = context.process.pid;
+    let target = Pid::from_u64(request.target as u64);
+    if kernel.process(target).is_none() {
+        return Err(ErrorCode::NO_SUCH_PROCESS);
+    }
+    let now = kernel.clock.now_nanos();
+    let mut engine = kernel.capabilities();
+    let result = (|| {
+        let source = engine
+            .inspect(from, handle)
+            .map_err(|e| e.code())?
+            .capability;
+        let scope = if scope_text.is_empty() {
+            source.scope.clone()
+        } else {
+            parse_scope(&source.resource, scope_text).map_err(|_| ErrorCode::INVALID_ARGUMENT)?
+        };
+        let validity = Validity {
+            not_before: source.validity.not_before,
+            expires_at: inherit_or(request.expires_at, source.validity.expires_at)?,
+            max_uses: inherit_or(request.max_uses, source.validity.max_uses)?,
+        };
+        let narrowed =
+            Capability::new(source.resource.clone(), rights, scope).with_validity(validity);
+        engine
+            .delegate(from, handle, target, narrowed, now)
+            .map(|h| u64::from(h.0))
+            .map_err(|e| e.code())
+    })();
+    kernel.flush_audit(&mut engine);
+    result
+}
+
+fn cap_revoke(
+    caller: &Caller<'_, ProcessContext>,
+    handle: i32,
+    mode: i32,
+) -> Result<u64, ErrorCode> {
+    let handle = handle_of(handle)?;
+    let context = caller.data();
+    let kernel = &context.kernel;
+    let now = kernel.clock.now_nanos();
+    let mut engine = kernel.capabilities();
+    let pid = context.process.pid;
+    let result = match mode {
+        0 => engine.revoke(pid, handle, now),
+        1 => engine.revoke_derived(pid, handle, now),
+        _ => return Err(ErrorCode::INVALID_ARGUMENT),
+    };
+    kernel.flush_audit(&mut engine);
+    result.map(|n| n as u64).map_err(|e| e.code())
+}

@@ -56,6 +56,22 @@ pub fn load_testkit(kernel: &mut Kernel, name: &str, entry: &str, extra: &str) {
         .unwrap_or_else(|e| panic!("{name} does not load: {e}"));
 }
 
+/// Loads the bundled `testkit` module under `name`, running `entry`, with
+/// exactly the given capabilities (each a JSON value: a name string or a
+/// `{"name":..,"scope":..}` object).
+pub fn load_testkit_with(kernel: &mut Kernel, name: &str, entry: &str, capabilities: &[&str]) {
+    let manifest = Manifest::parse(&format!(
+        r#"{{"name":"{name}","version":"0.1.0","entry_point":"{entry}","runtime":"wasm32",
+            "capabilities_required":[{}]}}"#,
+        capabilities.join(",")
+    ))
+    .expect("test manifest is valid");
+    let bytes = estalogic_services::get("testkit").expect("testkit is bundled");
+    kernel
+        .load_module(manifest, bytes, Path::new(name))
+        .unwrap_or_else(|e| panic!("{name} does not load: {e}"));
+}
+
 /// Loads a bundled service with entry point `entry`.
 pub fn load_bundled(kernel: &mut Kernel, name: &str, entry: &str) {
     let bytes = estalogic_services::get(name).expect("bundled service");

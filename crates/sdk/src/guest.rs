@@ -49,6 +49,18 @@ mod raw {
             payload_ptr: *const u8,
             payload_len: usize,
         ) -> i64;
+        pub unsafe fn cap_handles(buffer_ptr: *mut u32, max: usize) -> i64;
+        pub unsafe fn cap_inspect(handle: u32, out_ptr: *mut u8, out_len: usize) -> i64;
+        pub unsafe fn cap_delegate(
+            handle: u32,
+            target: i64,
+            rights: i32,
+            expires_at: i64,
+            max_uses: i64,
+            scope_ptr: *const u8,
+            scope_len: usize,
+        ) -> i64;
+        pub safe fn cap_revoke(handle: u32, mode: i32) -> i64;
     }
 }
 
@@ -239,6 +251,74 @@ pub fn peek(only: Option<MessageType>) -> Result<(Header, usize), ErrorCode> {
     let len = check(raw)? as usize;
     let (header, _) = Header::decode(&header).map_err(|_| ErrorCode::INTERNAL)?;
     Ok((header, len))
+}
+
+/// A capability handle: an index into this process's own handle table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Handle(pub u32);
+
+/// Fills `out` with this process's capability handles; returns how many it
+/// holds in all (which may be more than fit).
+pub fn cap_handles(out: &mut [Handle]) -> Result<usize, ErrorCode> {
+    let mut raw_handles = [0u32; 64];
+    let max = out.len().min(raw_handles.len());
+    // SAFETY: the kernel writes at most `max` u32 values into our array.
+    let total = check(unsafe { raw::cap_handles(raw_handles.as_mut_ptr(), max) })? as usize;
+    for (slot, raw) in out.iter_mut().zip(raw_handles.iter()).take(total.min(max)) {
+        *slot = Handle(*raw);
+    }
+    Ok(total)
+}
+
+/// Describes a capability: its record and its scope text (in `buffer`).
+pub fn cap_inspect(
+    handle: Handle,
+    buffer: &mut [u8],
+) -> Result<(estalogic_abi::capabilities::CapabilityRecord, &str), ErrorCode> {
+    use estalogic_abi::capabilities::{CapabilityRecord, RECORD_HEAD_LEN};
+    // SAFETY: the kernel writes at most buffer.len() bytes into `buffer`.
+    let len =
+        check(unsafe { raw::cap_inspect(handle.0, buffer.as_mut_ptr(), buffer.len()) })? as usize;
+    let record = CapabilityRecord::decode_head(&buffer[..len]).ok_or(ErrorCode::INTERNAL)?;
+    let scope =
+        core::str::from_utf8(&buffer[RECORD_HEAD_LEN..len]).map_err(|_| ErrorCode::INTERNAL)?;
+    Ok((record, scope))
+}
+
+/// Gives `to` an attenuated copy of a capability; returns the copy's handle
+/// in `to`'s table (tell `to` about it in a message). `None` keeps the
+/// source's expiry or use limit; an empty scope keeps the source's.
+pub fn cap_delegate(
+    handle: Handle,
+    to: Pid,
+    rights: estalogic_abi::Rights,
+    expires_at: Option<u64>,
+    max_uses: Option<u64>,
+    scope: &str,
+) -> Result<Handle, ErrorCode> {
+    let keep = |value: Option<u64>| value.map_or(-1, |v| v.min(i64::MAX as u64) as i64);
+    // SAFETY: the pointer and length describe `scope`.
+    let raw = unsafe {
+        raw::cap_delegate(
+            handle.0,
+            to.to_u64() as i64,
+            rights.bits() as i32,
+            keep(expires_at),
+            keep(max_uses),
+            scope.as_ptr(),
+            scope.len(),
+        )
+    };
+    check(raw).map(|h| Handle(h as u32))
+}
+
+/// Revokes everything derived from a capability, and with
+/// `including_itself` the capability too; returns how many were revoked.
+pub fn cap_revoke(handle: Handle, including_itself: bool) -> Result<u64, ErrorCode> {
+    check(raw::cap_revoke(
+        handle.0,
+        if including_itself { 0 } else { 1 },
+    ))
 }
 
 /// Writes a line to the kernel log (level 2 = info).

@@ -4,7 +4,8 @@
 //! behaviour held; any other code names what went wrong.
 #![no_std]
 
-use estalogic_sdk::{self as sdk, ErrorCode, Flags, MessagePriority, MessageType, Wait};
+use estalogic_sdk::abi::{ResourceKind, Rights};
+use estalogic_sdk::{self as sdk, ErrorCode, Flags, Handle, MessagePriority, MessageType, Wait};
 
 /// Messages the back-pressure pair exchanges.
 const FLOOD: u32 = 5_000;
@@ -226,4 +227,145 @@ pub extern "C" fn abandoned_sender() -> i32 {
         }
     }
     0
+}
+
+const HANDLE: MessageType = MessageType(0x1003);
+const USED: MessageType = MessageType(0x1004);
+const REVOKED: MessageType = MessageType(0x1005);
+const DONE: MessageType = MessageType(0x1006);
+
+/// Names handles it was never given: every capability syscall refuses.
+#[unsafe(no_mangle)]
+pub extern "C" fn forger() -> i32 {
+    let mut buffer = [0u8; 128];
+    if sdk::cap_inspect(Handle(9_999), &mut buffer).err() != Some(ErrorCode::INVALID_HANDLE) {
+        return 1;
+    }
+    let me = sdk::self_pid();
+    if sdk::cap_delegate(Handle(9_999), me, Rights::READ, None, None, "").err()
+        != Some(ErrorCode::INVALID_HANDLE)
+    {
+        return 2;
+    }
+    if sdk::cap_revoke(Handle(0), true).err() != Some(ErrorCode::INVALID_HANDLE) {
+        return 3;
+    }
+    0
+}
+
+fn channel_write_handle() -> Option<Handle> {
+    let mut handles = [Handle(0); 16];
+    let count = sdk::cap_handles(&mut handles).ok()?;
+    let mut buffer = [0u8; 256];
+    handles[..count.min(16)].iter().copied().find(|handle| {
+        matches!(sdk::cap_inspect(*handle, &mut buffer), Ok((record, _))
+            if record.resource() == Some(ResourceKind::Channel) && record.rights.contains(Rights::WRITE))
+    })
+}
+
+/// Delegates a send-to-`victim` capability to `delegatee`, lets it use it,
+/// revokes it, and collects the delegatee's verdict.
+#[unsafe(no_mangle)]
+pub extern "C" fn delegator() -> i32 {
+    let delegatee = find("delegatee");
+    let victim = find("victim");
+    let Some(mine) = channel_write_handle() else {
+        return 1;
+    };
+    let Ok(given) = sdk::cap_delegate(mine, delegatee, Rights::WRITE, None, None, "victim") else {
+        return 2;
+    };
+    // Widening is refused: the copy may not carry rights the source lacks.
+    if sdk::cap_delegate(mine, delegatee, Rights::WRITE | Rights::CREATE, None, None, "victim")
+        .err()
+        != Some(ErrorCode::PERMISSION_DENIED)
+    {
+        return 3;
+    }
+    if sdk::send(delegatee, HANDLE, &given.0.to_le_bytes()).is_err() {
+        return 4;
+    }
+    let mut buffer = [0u8; 8];
+    if sdk::receive_with(Some(USED), Wait::Millis(10_000), &mut buffer).is_err() {
+        return 5;
+    }
+    match sdk::cap_revoke(mine, false) {
+        Ok(1) => {}
+        _ => return 6,
+    }
+    if sdk::send(delegatee, REVOKED, &[]).is_err() {
+        return 7;
+    }
+    let Ok(done) = sdk::receive_with(Some(DONE), Wait::Millis(10_000), &mut buffer) else {
+        return 8;
+    };
+    let verdict = done.payload.first().copied().unwrap_or(255);
+    let _ = sdk::send(victim, STOP, &[]);
+    verdict as i32
+}
+
+/// Uses a delegated capability, then checks it is dead after revocation.
+/// Reports 0 to the delegator when every rule held, else the failed step.
+#[unsafe(no_mangle)]
+pub extern "C" fn delegatee() -> i32 {
+    let delegator = find("delegator");
+    let victim = find("victim");
+    let mut buffer = [0u8; 256];
+    let Ok(message) = sdk::receive_with(Some(HANDLE), Wait::Millis(10_000), &mut buffer) else {
+        return 1;
+    };
+    let handle = Handle(u32::from_le_bytes(message.payload.try_into().unwrap_or([0; 4])));
+    let verdict = (|| {
+        // The copy is usable: it lets us reach `victim` ...
+        if sdk::send(victim, DATA, b"via delegated capability").is_err() {
+            return 10;
+        }
+        // ... and nobody else: its scope is `victim` only.
+        if sdk::send(sdk::self_pid(), DATA, &[]).err() != Some(ErrorCode::PERMISSION_DENIED) {
+            return 11;
+        }
+        match sdk::cap_inspect(handle, &mut buffer) {
+            Ok((record, scope)) if record.depth == 1 && scope == "names:victim" => {}
+            _ => return 12,
+        }
+        if sdk::send(delegator, USED, &[]).is_err() {
+            return 13;
+        }
+        let mut small = [0u8; 8];
+        if sdk::receive_with(Some(REVOKED), Wait::Millis(10_000), &mut small).is_err() {
+            return 14;
+        }
+        // Revoked: unusable, and inspection says so.
+        if sdk::send(victim, DATA, b"after revoke").err() != Some(ErrorCode::PERMISSION_DENIED) {
+            return 15;
+        }
+        match sdk::cap_inspect(handle, &mut buffer) {
+            Ok((record, _)) if record.revoked => {}
+            _ => return 16,
+        }
+        if sdk::cap_delegate(handle, victim, Rights::WRITE, None, None, "").err()
+            != Some(ErrorCode::PERMISSION_DENIED)
+        {
+            return 17;
+        }
+        0
+    })();
+    if sdk::send(delegator, DONE, &[verdict]).is_err() {
+        return 2;
+    }
+    0
+}
+
+/// Receives until STOP; counts the DATA it got as its exit code.
+#[unsafe(no_mangle)]
+pub extern "C" fn victim() -> i32 {
+    let mut buffer = [0u8; 64];
+    let mut received = 0;
+    loop {
+        match sdk::receive(&mut buffer) {
+            Ok(message) if message.header.message_type == STOP => return received,
+            Ok(_) => received += 1,
+            Err(_) => return -1,
+        }
+    }
 }

@@ -9,7 +9,7 @@ use estalogic_tests::{load_testkit, load_testkit_with};
 fn a_guest_cannot_use_a_handle_it_was_not_given() {
     let mut kernel = Kernel::builder().deterministic(true).build().unwrap();
     load_testkit(&mut kernel, "forger", "forger", "");
-    kernel.spawn_all();
+    kernel.spawn_all().unwrap();
     let report = kernel.run();
     assert_eq!(
         report.process("forger").unwrap().status,
@@ -48,7 +48,7 @@ fn a_delegated_capability_works_until_revoked_and_never_after() {
                 r#"{"name":"messaging:send","scope":"delegator"}"#,
             ],
         );
-        kernel.spawn_all();
+        kernel.spawn_all().unwrap();
         let report = kernel.run();
         for name in ["delegator", "delegatee"] {
             let process = report.process(name).unwrap();

@@ -186,7 +186,7 @@ fn an_app_directory_with_a_wasm_file_beside_its_manifest_runs() {
         kernel.load_app_dir(dir.path()).unwrap(),
         vec!["noop".to_string()]
     );
-    kernel.spawn_all();
+    kernel.spawn_all().unwrap();
     assert_eq!(
         kernel.run().process("noop").unwrap().status,
         ExitStatus::Exited(0)
@@ -263,7 +263,7 @@ fn a_second_boot_takes_compiled_modules_from_the_cache() {
             (expect_hits, expect_misses),
             "boot {boot}: {stats:?}"
         );
-        kernel.spawn_all();
+        kernel.spawn_all().unwrap();
         let report = kernel.run();
         assert_eq!(
             report.process("ping").unwrap().status,

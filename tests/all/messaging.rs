@@ -14,7 +14,7 @@ fn ping_pong_ten_thousand_messages_all_arrive_in_order() {
             .unwrap();
         load_bundled(&mut kernel, "pong", "run");
         load_bundled(&mut kernel, "ping", "run");
-        kernel.spawn_all();
+        kernel.spawn_all().unwrap();
         let report = kernel.run();
         let ping = report.process("ping").unwrap();
         let pong = report.process("pong").unwrap();
@@ -148,7 +148,7 @@ fn a_full_mailbox_refuses_with_mailbox_full_and_keeps_what_it_accepted() {
     let mut kernel = Kernel::builder().deterministic(true).build().unwrap();
     load_wat(&mut kernel, "sink", &sink, "normal");
     load_wat(&mut kernel, "flooder", &flooder, "normal");
-    kernel.spawn_all();
+    kernel.spawn_all().unwrap();
     let report = kernel.run();
     let flooder = report.process("flooder").unwrap();
     assert_eq!(
@@ -197,7 +197,7 @@ fn run_testkit(programs: &[(&str, &str, &str)]) -> estalogic_kernel::RunReport {
         for (name, entry, extra) in programs {
             load_testkit(&mut kernel, name, entry, extra);
         }
-        kernel.spawn_all();
+        kernel.spawn_all().unwrap();
         last = Some(kernel.run());
     }
     last.unwrap()

@@ -105,6 +105,9 @@ codes! {
     SHUTDOWN = 5002;
     /// The process waited forever on a receive that nothing could satisfy.
     DEADLOCKED = 5003;
+    /// The process was stopped so its supervisor could restart it (with its
+    /// supervisor or the whole system).
+    RESTARTED = 5004;
 }
 
 impl ErrorCode {

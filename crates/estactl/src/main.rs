@@ -117,7 +117,9 @@ fn run(app_dir: PathBuf, json: bool, deterministic: bool, cache: bool) -> Result
         shutdown.request();
     })
     .context("cannot install the Ctrl-C handler")?;
-    kernel.spawn_all();
+    kernel
+        .spawn_all()
+        .with_context(|| format!("cannot boot {}", app_dir.display()))?;
     let report = kernel.run();
     if json {
         println!("{}", serde_json::to_string_pretty(&summary_json(&report))?);

@@ -9,7 +9,7 @@
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let mut kernel = Kernel::builder().build()?;
 //! kernel.load_app_dir(std::path::Path::new("examples/ping-pong"))?;
-//! kernel.spawn_all();
+//! kernel.spawn_all()?;
 //! let report = kernel.run();
 //! for process in &report.processes {
 //!     println!("{} {}", process.module, process.status);

@@ -13,32 +13,26 @@
 //!    process has ended.
 
 use crate::core::capabilities_engine::{AuditEvent, CapabilityEngine};
-use crate::core::kernel_loop::{
-    ExitStatus, KernelLoop, KernelShared, LoopStats, Outcome, ProcessReport, Task,
-};
-use crate::core::message_router::Mailbox;
-use crate::core::process::Process;
+use crate::core::kernel_loop::{KernelLoop, KernelShared, LoopStats, ProcessReport, RestartRecord, Task};
+use crate::core::module_registry::{ModuleKey, ModuleRegistry, ModuleState};
+use crate::core::supervision::{Ladder, RestartPolicy};
+use crate::loader::lifecycle_manager::ProcessFactory;
 use crate::core::scheduler::SlicePolicy;
 use crate::drivers::clock::Clock;
 use crate::loader::manifest::{Manifest, ManifestError, ModuleSource};
 use crate::loader::preload_manager::{CacheStats, ModuleCache};
-use crate::loader::wasm_loader::{self, EntryKind, LoadedModule, ModuleError};
+use crate::loader::wasm_loader::{self, LoadedModule, ModuleError};
 use crate::syscalls::capabilities::capability_for;
-use crate::syscalls::{self, MemoryLimiter, ProcessContext, ProcessExit};
-use estalogic_abi::{ErrorCode, Pid};
+use crate::syscalls;
+use estalogic_abi::Pid;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use wasmtime::{Config, Engine, Linker, Store, Trap, UpdateDeadline};
+use wasmtime::{Config, Engine, Linker};
 
-/// Fuel given to each process: effectively unlimited; slices, not the
-/// budget, bound how long a process runs at a time.
-const FUEL_BUDGET: u64 = u64::MAX / 4;
 /// Period of the wall-clock epoch ticker.
 const EPOCH_TICK: Duration = Duration::from_millis(1);
-/// Epoch ticks a guest may run between yields, whatever its fuel says.
-const BACKSTOP_TICKS: u64 = 10;
 
 /// Why the kernel could not boot or load a module.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +72,9 @@ pub enum KernelError {
     /// The engine could not be configured.
     #[error("engine: {0}")]
     Engine(String),
+    /// Module dependencies are missing, mismatched or cyclic.
+    #[error("dependencies: {0}")]
+    Dependencies(String),
 }
 
 /// Builds a [`Kernel`].
@@ -167,18 +164,26 @@ impl KernelBuilder {
             self.workers
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         };
-        Ok(Kernel {
+        let shared = Arc::new(KernelShared::new(clock, capabilities));
+        let factory = Arc::new(ProcessFactory::new(
             engine,
             linker,
+            shared.clone(),
+            policy.checkpoint_fuel,
+            !self.deterministic,
+        ));
+        Ok(Kernel {
+            factory,
             cache,
             policy,
             workers,
             deterministic: self.deterministic,
             bundled: self.bundled,
-            shared: Arc::new(KernelShared::new(clock, capabilities)),
-            modules: Vec::new(),
+            shared,
+            registry: ModuleRegistry::new(),
             pending: Vec::new(),
             exit_listeners: Vec::new(),
+            restart_policy: None,
         })
     }
 }
@@ -203,6 +208,8 @@ pub struct RunReport {
     pub elapsed: Duration,
     /// Scheduler figures: fairness, checkpoints, workers.
     pub stats: LoopStats,
+    /// Every restart decision the supervisor made, in order.
+    pub restarts: Vec<RestartRecord>,
 }
 
 impl RunReport {
@@ -219,17 +226,17 @@ impl RunReport {
 
 /// The microkernel: loaded modules and the processes spawned from them.
 pub struct Kernel {
-    engine: Engine,
-    linker: Linker<ProcessContext>,
+    factory: Arc<ProcessFactory>,
     cache: Option<ModuleCache>,
     policy: SlicePolicy,
     workers: usize,
     deterministic: bool,
     bundled: &'static [(&'static str, &'static [u8])],
     shared: Arc<KernelShared>,
-    modules: Vec<LoadedModule>,
+    registry: ModuleRegistry,
     pending: Vec<Task>,
     exit_listeners: Vec<std::sync::mpsc::Sender<ProcessReport>>,
+    restart_policy: Option<Box<dyn RestartPolicy>>,
 }
 
 impl Kernel {
@@ -251,24 +258,33 @@ impl Kernel {
         ShutdownHandle(self.shared.clone())
     }
 
-    /// The modules loaded so far.
-    pub fn modules(&self) -> &[LoadedModule] {
-        &self.modules
+    /// The modules loaded so far, in load order.
+    pub fn modules(&self) -> Vec<LoadedModule> {
+        self.factory.modules()
+    }
+
+    /// The module registry: every registered module and its state.
+    pub fn registry(&self) -> &ModuleRegistry {
+        &self.registry
+    }
+
+    /// Replaces the restart policy (default: [`Ladder`], 3 failures in 60 s
+    /// climb a rung).
+    pub fn set_restart_policy(&mut self, policy: Box<dyn RestartPolicy>) {
+        self.restart_policy = Some(policy);
     }
 
     /// Loads one module from its manifest and binary bytes. `origin` names
-    /// the binary in error messages.
+    /// the binary in error messages. The module is registered, then
+    /// validated and compiled: its registry state ends `Ready` or
+    /// `Failed`.
     pub fn load_module(
         &mut self,
         manifest: Manifest,
         bytes: &[u8],
         origin: &Path,
-    ) -> Result<&LoadedModule, KernelError> {
-        if self
-            .modules
-            .iter()
-            .any(|m| m.manifest.name == manifest.name)
-        {
+    ) -> Result<ModuleKey, KernelError> {
+        if self.registry.latest(&manifest.name).is_some() {
             return Err(KernelError::App {
                 path: origin.to_path_buf(),
                 problem: format!("a module named {:?} is already loaded", manifest.name),
@@ -285,23 +301,41 @@ impl Kernel {
                 });
             }
         }
+        let key = self
+            .registry
+            .register(manifest.clone())
+            .map_err(|e| KernelError::App {
+                path: origin.to_path_buf(),
+                problem: e.to_string(),
+            })?;
+        let _ = self.registry.transition(&key, ModuleState::Loading);
         let loaded = wasm_loader::load(
-            &self.engine,
-            &self.linker,
+            self.factory.engine(),
+            self.factory.linker(),
             manifest,
             bytes,
             self.cache.as_ref(),
-        )
-        .map_err(|error| KernelError::Module {
-            path: origin.to_path_buf(),
-            error,
-        })?;
-        self.modules.push(loaded);
-        Ok(self.modules.last().expect("just pushed"))
+        );
+        match loaded {
+            Ok(loaded) => {
+                let _ = self.registry.transition(&key, ModuleState::Ready);
+                self.factory.add(loaded);
+                Ok(key)
+            }
+            Err(error) => {
+                let _ = self
+                    .registry
+                    .transition(&key, ModuleState::Failed(error.to_string()));
+                Err(KernelError::Module {
+                    path: origin.to_path_buf(),
+                    error,
+                })
+            }
+        }
     }
 
     /// Loads the module described by the manifest file at `path`.
-    pub fn load_manifest_file(&mut self, path: &Path) -> Result<&LoadedModule, KernelError> {
+    pub fn load_manifest_file(&mut self, path: &Path) -> Result<ModuleKey, KernelError> {
         let manifest = Manifest::load(path).map_err(|error| KernelError::Manifest {
             path: path.to_path_buf(),
             error,
@@ -347,78 +381,37 @@ impl Kernel {
         let manifests = find_manifests(dir)?;
         let mut names = Vec::new();
         for manifest in manifests {
-            names.push(self.load_manifest_file(&manifest)?.manifest.name.clone());
+            names.push(self.load_manifest_file(&manifest)?.name);
         }
         Ok(names)
     }
 
-    /// Spawns one process of every loaded module, in load order.
-    pub fn spawn_all(&mut self) -> Vec<Pid> {
-        let names: Vec<String> = self
-            .modules
+    /// Checks every dependency and spawns one process of every loaded
+    /// module, dependencies first (a topological order, ties by name).
+    /// Missing dependencies, version mismatches and cycles are errors that
+    /// name the modules; nothing is spawned then.
+    pub fn spawn_all(&mut self) -> Result<Vec<Pid>, KernelError> {
+        if let Err(errors) = self.registry.check_dependencies() {
+            let problems: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            return Err(KernelError::Dependencies(problems.join("; ")));
+        }
+        let order = self
+            .registry
+            .load_order()
+            .map_err(|e| KernelError::Dependencies(e.to_string()))?;
+        Ok(order
             .iter()
-            .map(|m| m.manifest.name.clone())
-            .collect();
-        names
-            .iter()
-            .map(|name| self.spawn(name).expect("module is loaded"))
-            .collect()
+            .filter_map(|key| self.spawn(&key.name))
+            .collect())
     }
 
     /// Spawns a process running the loaded module `name`; it becomes the
     /// process [`lookup`](estalogic_abi::Syscall::Lookup) finds for that name
     /// if none is registered yet.
     pub fn spawn(&mut self, name: &str) -> Option<Pid> {
-        let loaded = self
-            .modules
-            .iter()
-            .find(|m| m.manifest.name == name)?
-            .clone();
-        let level = loaded.manifest.priority.level();
-        let mailbox = loaded.manifest.mailbox;
-        let receives = loaded.manifest.requires("messaging:receive");
-        let process = self
-            .shared
-            .table
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(true, |pid| {
-                Arc::new(Process::new(
-                    pid,
-                    loaded.manifest.name.as_str().into(),
-                    level,
-                    Mailbox::new(mailbox.capacity, mailbox.overflow),
-                    receives,
-                ))
-            });
-        let pid = process.pid;
-        {
-            // Validated at load, so every request maps to a capability.
-            let now = self.shared.clock.now_nanos();
-            let mut engine = self.shared.capabilities();
-            for request in &loaded.manifest.capabilities_required {
-                if let Ok(capability) = capability_for(request) {
-                    let _ = engine.grant(pid, capability, now);
-                }
-            }
-            self.shared.flush_audit(&mut engine);
-        }
-        let state = self.shared.new_task_state(pid);
-        let context = ProcessContext {
-            process: process.clone(),
-            kernel: self.shared.clone(),
-            task: state.clone(),
-            limiter: MemoryLimiter::new(loaded.manifest.memory_class.max_bytes()),
-        };
-        let future = run_process(
-            self.engine.clone(),
-            loaded,
-            context,
-            self.policy.checkpoint_fuel,
-            !self.deterministic,
-        );
-        self.pending
-            .push(Task::new(process, state, Box::pin(future)));
+        let task = self.factory.spawn(name)?;
+        let pid = task.process.pid;
+        self.pending.push(task);
         Some(pid)
     }
 
@@ -437,7 +430,16 @@ impl Kernel {
     /// requested) and reports how each ended.
     pub fn run(&mut self) -> RunReport {
         let started = std::time::Instant::now();
-        let kernel_loop = KernelLoop::new(self.shared.clone(), self.policy);
+        let restart_policy = self
+            .restart_policy
+            .take()
+            .unwrap_or_else(|| Box::new(Ladder::default()));
+        let kernel_loop = KernelLoop::new(
+            self.shared.clone(),
+            self.policy,
+            self.factory.clone(),
+            restart_policy,
+        );
         for task in self.pending.drain(..) {
             kernel_loop.add(task);
         }
@@ -446,7 +448,7 @@ impl Kernel {
         }
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let ticker = (!self.deterministic).then(|| {
-            let engine = self.engine.clone();
+            let engine = self.factory.engine().clone();
             let stop = ticker_stop.clone();
             std::thread::Builder::new()
                 .name("estalogic-epoch".into())
@@ -458,7 +460,8 @@ impl Kernel {
                 })
                 .expect("spawn the epoch ticker thread")
         });
-        let (processes, stats) = kernel_loop.run(self.workers);
+        let (processes, stats, restarts, restart_policy) = kernel_loop.run(self.workers);
+        self.restart_policy = Some(restart_policy);
         ticker_stop.store(true, Ordering::Relaxed);
         if let Some(ticker) = ticker {
             let _ = ticker.join();
@@ -467,6 +470,7 @@ impl Kernel {
             processes,
             elapsed: started.elapsed(),
             stats,
+            restarts,
         }
     }
 }
@@ -502,98 +506,3 @@ fn find_manifests(dir: &Path) -> Result<Vec<PathBuf>, KernelError> {
     Ok(manifests)
 }
 
-/// The future that is one process: instantiate, run the entry point, and
-/// classify how it ended.
-async fn run_process(
-    engine: Engine,
-    loaded: LoadedModule,
-    context: ProcessContext,
-    checkpoint_fuel: u64,
-    backstop: bool,
-) -> Outcome {
-    let mut store = Store::new(&engine, context);
-    store.limiter(|context| &mut context.limiter);
-    let configured = store
-        .set_fuel(FUEL_BUDGET)
-        .and_then(|()| store.fuel_async_yield_interval(Some(checkpoint_fuel)));
-    if let Err(error) = configured {
-        return Outcome {
-            status: ExitStatus::Trapped {
-                code: ErrorCode::INTERNAL,
-                detail: format!("could not configure fuel: {error:#}"),
-            },
-            fuel_used: 0,
-        };
-    }
-    if backstop {
-        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(BACKSTOP_TICKS)));
-        store.set_epoch_deadline(BACKSTOP_TICKS);
-    }
-    let result = call_entry(&mut store, &loaded).await;
-    let fuel_used = FUEL_BUDGET - store.get_fuel().unwrap_or(FUEL_BUDGET);
-    let status = match result {
-        Ok(code) => ExitStatus::Exited(code),
-        Err(error) => classify(&error, store.data().limiter.refused()),
-    };
-    Outcome { status, fuel_used }
-}
-
-async fn call_entry(
-    store: &mut Store<ProcessContext>,
-    loaded: &LoadedModule,
-) -> wasmtime::Result<i32> {
-    let instance = loaded.pre.instantiate_async(&mut *store).await?;
-    let name = loaded.manifest.entry_point.as_str();
-    match loaded.entry {
-        EntryKind::Unit => {
-            let entry = instance.get_typed_func::<(), ()>(&mut *store, name)?;
-            entry.call_async(&mut *store, ()).await?;
-            Ok(0)
-        }
-        EntryKind::ExitCode => {
-            let entry = instance.get_typed_func::<(), i32>(&mut *store, name)?;
-            entry.call_async(&mut *store, ()).await
-        }
-    }
-}
-
-/// Maps a Wasmtime error to how the process ended.
-fn classify(error: &wasmtime::Error, memory_refused: bool) -> ExitStatus {
-    if let Some(ProcessExit(code)) = error.downcast_ref::<ProcessExit>() {
-        return ExitStatus::Exited(*code);
-    }
-    let detail = first_line(error);
-    if memory_refused {
-        return ExitStatus::Trapped {
-            code: ErrorCode::OUT_OF_MEMORY,
-            detail,
-        };
-    }
-    let code = match error.downcast_ref::<Trap>() {
-        Some(trap) => trap_code(*trap),
-        None => ErrorCode::TRAP_OTHER,
-    };
-    ExitStatus::Trapped { code, detail }
-}
-
-/// The error code of each Wasmtime trap kind.
-pub fn trap_code(trap: Trap) -> ErrorCode {
-    match trap {
-        Trap::UnreachableCodeReached => ErrorCode::TRAP_UNREACHABLE,
-        Trap::IntegerDivisionByZero => ErrorCode::TRAP_DIV_BY_ZERO,
-        Trap::IntegerOverflow | Trap::BadConversionToInteger => ErrorCode::TRAP_INTEGER_OVERFLOW,
-        Trap::MemoryOutOfBounds | Trap::HeapMisaligned | Trap::TableOutOfBounds => {
-            ErrorCode::TRAP_OUT_OF_BOUNDS
-        }
-        Trap::IndirectCallToNull | Trap::BadSignature => ErrorCode::TRAP_INDIRECT_CALL_TYPE,
-        Trap::StackOverflow => ErrorCode::TRAP_STACK_OVERFLOW,
-        Trap::OutOfFuel | Trap::Interrupt => ErrorCode::TIMEOUT,
-        Trap::AllocationTooLarge => ErrorCode::OUT_OF_MEMORY,
-        _ => ErrorCode::TRAP_OTHER,
-    }
-}
-
-fn first_line(error: &wasmtime::Error) -> String {
-    let text = format!("{error:#}");
-    text.lines().next().unwrap_or("").trim().to_string()
-}

@@ -49,7 +49,13 @@
 
 use crate::core::capabilities_engine::{AuditEvent, CapabilityEngine};
 use crate::core::process::{Process, ProcessState, ProcessTable};
-use crate::core::routing::close_mailbox;
+use crate::core::message_router::Message;
+use crate::core::routing::{close_mailbox, take_all};
+use crate::core::supervision::{Failure, RestartAction, RestartPolicy};
+use crate::loader::lifecycle_manager::ProcessFactory;
+use crate::loader::manifest::{Manifest, RestartMode};
+use estalogic_abi::MessageType;
+use estalogic_abi::messages::ExitNotice;
 use crate::core::scheduler::{Scheduler, SlicePolicy, Verdict};
 use crate::drivers::clock::Clock;
 use estalogic_abi::{ErrorCode, Header, Pid, Priority};
@@ -124,6 +130,9 @@ pub(crate) struct TaskState {
     /// Set while the process waits for room in a full mailbox, so the
     /// scheduler records it as `Blocked` rather than `Waiting`.
     blocked: AtomicBool,
+    /// Set to stop the process at its next checkpoint or block (a system
+    /// restart while it runs on another worker).
+    kill: AtomicBool,
     inbox: Arc<Inbox>,
 }
 
@@ -335,6 +344,7 @@ impl KernelShared {
             state: AtomicU8::new(QUEUED),
             yield_requested: AtomicBool::new(false),
             blocked: AtomicBool::new(false),
+            kill: AtomicBool::new(false),
             inbox: self.inbox.clone(),
         })
     }
@@ -474,6 +484,23 @@ pub struct LoopStats {
     pub workers: usize,
 }
 
+/// One decision of the supervisor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestartRecord {
+    /// The module whose process failed.
+    pub module: String,
+    /// The process that failed.
+    pub pid: Pid,
+    /// Its trap code.
+    pub code: ErrorCode,
+    /// What the restart policy decided.
+    pub action: RestartAction,
+    /// The new process of the module, if one was started.
+    pub new_pid: Option<Pid>,
+    /// Kernel clock at the decision.
+    pub at: u64,
+}
+
 /// Everything behind the core lock.
 struct Core {
     scheduler: Scheduler,
@@ -484,27 +511,39 @@ struct Core {
     listeners: Vec<std::sync::mpsc::Sender<ProcessReport>>,
     woken: Vec<Pid>,
     checkpoints: u64,
+    restart_policy: Box<dyn RestartPolicy>,
+    restarts: Vec<RestartRecord>,
+    /// Every live task's scheduling state by pid index, parked or running,
+    /// so a running task can be told to stop.
+    states: Vec<Option<(Pid, Arc<str>, Arc<TaskState>)>>,
 }
 
 enum TurnEnd {
     Finished(Outcome),
     Blocked,
     Requeued,
-    Stop,
+    Stop(ErrorCode),
 }
 
 /// The executor: owns every task and runs them to completion.
 pub(crate) struct KernelLoop {
     shared: Arc<KernelShared>,
+    factory: Arc<ProcessFactory>,
     checkpoint_ns: u64,
     checkpoint_fuel: u64,
     core: Mutex<Core>,
 }
 
 impl KernelLoop {
-    pub(crate) fn new(shared: Arc<KernelShared>, policy: SlicePolicy) -> Self {
+    pub(crate) fn new(
+        shared: Arc<KernelShared>,
+        policy: SlicePolicy,
+        factory: Arc<ProcessFactory>,
+        restart_policy: Box<dyn RestartPolicy>,
+    ) -> Self {
         KernelLoop {
             shared,
+            factory,
             checkpoint_ns: policy.checkpoint_ns(),
             checkpoint_fuel: policy.checkpoint_fuel,
             core: Mutex::new(Core {
@@ -515,6 +554,9 @@ impl KernelLoop {
                 listeners: Vec::new(),
                 woken: Vec::new(),
                 checkpoints: 0,
+                restart_policy,
+                restarts: Vec::new(),
+                states: Vec::new(),
             }),
         }
     }
@@ -526,11 +568,17 @@ impl KernelLoop {
     /// Adds a spawned task; it is ready at once.
     pub(crate) fn add(&self, task: Task) {
         let mut core = self.lock();
+        self.admit(&mut core, task);
+    }
+
+    fn admit(&self, core: &mut Core, task: Task) {
         let pid = task.process.pid;
         let index = pid.index() as usize;
         if core.tasks.len() <= index {
             core.tasks.resize_with(index + 1, || None);
+            core.states.resize_with(index + 1, || None);
         }
+        core.states[index] = Some((pid, task.process.module.clone(), task.state.clone()));
         let now = self.shared.clock.now_nanos();
         core.scheduler.admit(pid, task.process.priority, now);
         core.tasks[index] = Some(task);
@@ -556,7 +604,15 @@ impl KernelLoop {
 
     /// Runs until every process has ended, on `workers` threads (this one
     /// included); returns the reports in order of exit and the loop's stats.
-    pub(crate) fn run(self, workers: usize) -> (Vec<ProcessReport>, LoopStats) {
+    pub(crate) fn run(
+        self,
+        workers: usize,
+    ) -> (
+        Vec<ProcessReport>,
+        LoopStats,
+        Vec<RestartRecord>,
+        Box<dyn RestartPolicy>,
+    ) {
         let workers = workers.max(1);
         std::thread::scope(|scope| {
             for n in 1..workers {
@@ -573,7 +629,7 @@ impl KernelLoop {
             checkpoints: core.checkpoints,
             workers,
         };
-        (core.reports, stats)
+        (core.reports, stats, core.restarts, core.restart_policy)
     }
 
     fn work(&self) {
@@ -641,6 +697,9 @@ impl KernelLoop {
                 .compare_exchange(RUNNING, IDLE, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
             {
+                if task.state.kill.load(Ordering::Acquire) {
+                    break (core, TurnEnd::Stop(ErrorCode::RESTARTED));
+                }
                 let state = if task.state.blocked.load(Ordering::Acquire) {
                     ProcessState::Blocked
                 } else {
@@ -659,7 +718,10 @@ impl KernelLoop {
             core.checkpoints += 1;
             self.shared.clock.advance_by(self.checkpoint_ns);
             if self.shared.shutdown_requested() {
-                break (core, TurnEnd::Stop);
+                break (core, TurnEnd::Stop(ErrorCode::SHUTDOWN));
+            }
+            if task.state.kill.load(Ordering::Acquire) {
+                break (core, TurnEnd::Stop(ErrorCode::RESTARTED));
             }
             self.collect(&mut core);
             let now = self.shared.clock.now_nanos();
@@ -670,8 +732,8 @@ impl KernelLoop {
         };
         match end {
             TurnEnd::Finished(outcome) => self.finish(&mut core, task, outcome),
-            TurnEnd::Stop => {
-                let outcome = self.stopped_outcome(&task, ErrorCode::SHUTDOWN);
+            TurnEnd::Stop(reason) => {
+                let outcome = self.stopped_outcome(&task, reason);
                 self.finish(&mut core, task, outcome);
             }
             TurnEnd::Blocked => core.tasks[pid.index() as usize] = Some(task),
@@ -695,6 +757,11 @@ impl KernelLoop {
         let now = self.shared.clock.now_nanos();
         let account = core.scheduler.exited(pid, now).unwrap_or_default();
         core.live -= 1;
+        if let Some(slot) = core.states.get_mut(pid.index() as usize)
+            && slot.as_ref().is_some_and(|(p, ..)| *p == pid)
+        {
+            *slot = None;
+        }
         let process = self
             .shared
             .table
@@ -707,6 +774,26 @@ impl KernelLoop {
             engine.revoke_all_of(pid, now);
             self.shared.flush_audit(&mut engine);
         }
+        let manifest = self.factory.module(&process.module).map(|m| m.manifest);
+        // Decide on a restart before the mailbox is closed: a same-state
+        // restart inherits the mail instead of failing it back.
+        let decision = match (&outcome.status, &manifest) {
+            (ExitStatus::Trapped { code, .. }, Some(manifest))
+                if manifest.restart == RestartMode::OnFailure =>
+            {
+                let failure = Failure {
+                    key: process.module.to_string(),
+                    code: code.0,
+                    at: now,
+                };
+                Some((*code, core.restart_policy.on_failure(&failure, now)))
+            }
+            _ => None,
+        };
+        let inherited = match decision {
+            Some((_, RestartAction::RestartSameState)) => take_all(&process),
+            _ => Vec::new(),
+        };
         let dropped = process.lock_mailbox().mailbox.dropped();
         let undelivered = close_mailbox(&self.shared, &process) + dropped;
         let counters = &process.counters;
@@ -727,11 +814,118 @@ impl KernelLoop {
             cpu_ns: account.cpu_ns,
             max_wait_ns: account.max_wait_ns,
         };
+        if let Some(supervisor) = manifest.as_ref().and_then(|m| m.supervisor.as_deref()) {
+            let (kind, code) = match &report.status {
+                ExitStatus::Exited(code) => (0, *code),
+                ExitStatus::Trapped { code, .. } => (1, code.0 as i32),
+                ExitStatus::Stopped(code) => (2, code.0 as i32),
+            };
+            let notice = ExitNotice { pid, kind, code };
+            self.shared
+                .notify_module(supervisor, MessageType::EXIT_NOTIFICATION, &notice.encode());
+        }
         core.listeners
             .retain(|listener| listener.send(report.clone()).is_ok());
+        let module = report.module.clone();
         core.reports.push(report);
         // Dropping the future drops the Store; a suspended fiber is unwound.
         drop(task);
+        if let Some((code, action)) = decision {
+            let new_pid = self.restart(core, &module, manifest.as_ref(), action, inherited);
+            tracing::info!(
+                target: "estalogic::supervision",
+                %pid, %module, %code, ?action, ?new_pid, "restart decision"
+            );
+            core.restarts.push(RestartRecord {
+                module,
+                pid,
+                code,
+                action,
+                new_pid,
+                at: now,
+            });
+        }
+    }
+
+    /// Carries out a restart decision for `module`; returns the new pid.
+    fn restart(
+        &self,
+        core: &mut Core,
+        module: &str,
+        manifest: Option<&Manifest>,
+        action: RestartAction,
+        inherited: Vec<Message>,
+    ) -> Option<Pid> {
+        match action {
+            RestartAction::GiveUp => return None,
+            RestartAction::RestartSameState | RestartAction::RestartCleanState => {}
+            RestartAction::ReloadModule => {
+                if let Err(error) = self.factory.reload(module) {
+                    tracing::error!(target: "estalogic::supervision", %module, %error, "reload failed");
+                    return None;
+                }
+            }
+            RestartAction::RestartSupervisor => {
+                if let Some(supervisor) = manifest.and_then(|m| m.supervisor.as_deref()) {
+                    self.stop_module(core, supervisor);
+                    if let Some(task) = self.factory.spawn(supervisor) {
+                        self.admit(core, task);
+                    }
+                }
+            }
+            RestartAction::RestartSystem => {
+                let others: Vec<String> = self
+                    .factory
+                    .modules()
+                    .into_iter()
+                    .map(|m| m.manifest.name)
+                    .filter(|name| name != module)
+                    .collect();
+                for other in &others {
+                    self.stop_module(core, other);
+                }
+                for other in &others {
+                    if let Some(task) = self.factory.spawn(other) {
+                        self.admit(core, task);
+                    }
+                }
+            }
+        }
+        let task = self.factory.spawn(module)?;
+        let new_pid = task.process.pid;
+        if !inherited.is_empty() {
+            let mut slot = task.process.lock_mailbox();
+            for mut message in inherited {
+                message.header.target = new_pid;
+                // The new mailbox has the same capacity; nothing overflows.
+                let _ = slot.mailbox.push(message);
+            }
+        }
+        self.admit(core, task);
+        Some(new_pid)
+    }
+
+    /// Stops every process of `module`: parked ones now, running ones at
+    /// their next checkpoint.
+    fn stop_module(&self, core: &mut Core, module: &str) {
+        let parked: Vec<Pid> = core
+            .tasks
+            .iter()
+            .flatten()
+            .filter(|t| &*t.process.module == module)
+            .map(|t| t.process.pid)
+            .collect();
+        for pid in parked {
+            if let Some(task) = core.tasks[pid.index() as usize].take() {
+                let outcome = self.stopped_outcome(&task, ErrorCode::RESTARTED);
+                self.finish(core, task, outcome);
+            }
+        }
+        for (_, running_module, state) in core.states.iter().flatten() {
+            if &**running_module == module {
+                state.kill.store(true, Ordering::Release);
+            }
+        }
     }
 
     /// Stops every parked task (ready or waiting) with `reason`.

@@ -22,7 +22,7 @@ use crate::core::kernel_loop::KernelShared;
 use crate::core::message_router::{Delivery, Filter, MailboxFull, Message, OverflowMode};
 use crate::core::process::Process;
 use estalogic_abi::messages::DeliveryFailure;
-use estalogic_abi::{ErrorCode, Flags, Header, MessagePriority, Pid};
+use estalogic_abi::{ErrorCode, Flags, Header, MessagePriority, MessageType, Pid};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -88,6 +88,34 @@ impl KernelShared {
             }
         }
         Ok(())
+    }
+
+    /// Sends a kernel message (source `Pid::KERNEL`, highest priority) to
+    /// the live process registered under module name `to`. A full mailbox
+    /// drops it (counted there): the kernel never blocks.
+    pub(crate) fn notify_module(&self, to: &str, message_type: MessageType, payload: &[u8]) {
+        let target = {
+            let table = self.table.read().unwrap_or_else(|p| p.into_inner());
+            table.lookup(to).and_then(|pid| table.get(pid).cloned())
+        };
+        let Some(target) = target else { return };
+        let header = Header {
+            priority: MessagePriority::MAX,
+            flags: Flags::NONE,
+            message_type,
+            source: Pid::KERNEL,
+            target: target.pid,
+            sequence: 0,
+            timestamp: self.clock.now_nanos(),
+            correlation: 0,
+        };
+        let _ = self.post_to(
+            &target,
+            Message {
+                header,
+                payload: payload.into(),
+            },
+        );
     }
 
     /// Sends the sender of `failed` a `DELIVERY_FAILURE` notice and counts
@@ -188,6 +216,12 @@ pub(crate) enum Taken {
     TooLarge(Header, usize),
     /// The message, now out of the mailbox.
     Message(Message),
+}
+
+/// Takes every message out of the mailbox of a process that has ended,
+/// without reporting them: they move to its same-state restart.
+pub(crate) fn take_all(process: &Process) -> Vec<Message> {
+    process.lock_mailbox().mailbox.drain()
 }
 
 /// Empties the mailbox of a process that has ended: every message left is

@@ -186,6 +186,21 @@ pub struct Manifest {
     pub memory_class: MemoryClass,
     /// Mailbox capacity and overflow mode.
     pub mailbox: MailboxConfig,
+    /// Whether a trap restarts the process.
+    pub restart: RestartMode,
+    /// The module told about every exit of this module's processes.
+    pub supervisor: Option<String>,
+}
+
+/// Whether a failed process is restarted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RestartMode {
+    /// A trap ends the process for good.
+    #[default]
+    Never,
+    /// A trap restarts it along the supervision ladder.
+    OnFailure,
 }
 
 /// A process's mailbox settings.
@@ -232,6 +247,10 @@ struct RawManifest {
     memory_class: MemoryClass,
     #[serde(default)]
     mailbox: RawMailbox,
+    #[serde(default)]
+    restart: RestartMode,
+    #[serde(default)]
+    supervisor: Option<String>,
 }
 
 fn default_priority() -> ModulePriority {
@@ -379,6 +398,11 @@ impl RawManifest {
                 format!("{capacity} is outside 1..={MAX_MAILBOX_CAPACITY}"),
             ));
         }
+        if let Some(supervisor) = &self.supervisor
+            && !valid_name(supervisor)
+        {
+            return Err(ManifestError::new("supervisor", format!("{supervisor:?} is not a module name")));
+        }
         let mailbox = MailboxConfig {
             capacity,
             overflow: self.mailbox.overflow.unwrap_or_default(),
@@ -395,6 +419,8 @@ impl RawManifest {
             preload: self.preload,
             memory_class: self.memory_class,
             mailbox,
+            restart: self.restart,
+            supervisor: self.supervisor,
         })
     }
 }

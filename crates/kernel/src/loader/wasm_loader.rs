@@ -102,6 +102,8 @@ pub struct LoadedModule {
     pub pre: InstancePre<ProcessContext>,
     /// How the entry point returns.
     pub entry: EntryKind,
+    /// The binary, kept for a reload.
+    pub bytes: std::sync::Arc<[u8]>,
 }
 
 impl std::fmt::Debug for LoadedModule {
@@ -169,6 +171,7 @@ pub fn load(
         module,
         pre,
         entry,
+        bytes: bytes.into(),
     })
 }
 

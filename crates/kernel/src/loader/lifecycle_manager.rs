@@ -1,0 +1,251 @@
+//! The lifecycle manager: turns loaded modules into running processes —
+//! spawning, restarting and reloading — and classifies how a process ended.
+//!
+//! # Spawning a process
+//!
+//! 1. Allocate a pid in the process table (the module name is registered
+//!    for `lookup` if free) with a mailbox sized by the manifest.
+//! 2. Grant one root capability per manifest request.
+//! 3. Build the process future: a fresh `wasmtime::Store` with the memory
+//!    limiter of the module's class, fuel with a checkpoint every
+//!    `checkpoint_fuel` units, the epoch backstop in real mode; instantiate;
+//!    call the entry point; classify the result ([`classify`]).
+//!
+//! The kernel loop calls [`ProcessFactory::spawn`] again to restart a
+//! process and [`ProcessFactory::reload`] to recompile a module first.
+
+use crate::core::kernel_loop::{ExitStatus, KernelShared, Outcome, Task};
+use crate::core::message_router::Mailbox;
+use crate::core::process::Process;
+use crate::loader::wasm_loader::{self, EntryKind, LoadedModule, ModuleError};
+use crate::syscalls::capabilities::capability_for;
+use crate::syscalls::{MemoryLimiter, ProcessContext, ProcessExit};
+use estalogic_abi::ErrorCode;
+use std::sync::{Arc, RwLock};
+use wasmtime::{Engine, Linker, Store, Trap, UpdateDeadline};
+
+/// Fuel given to each process: effectively unlimited; slices, not the
+/// budget, bound how long a process runs at a time.
+const FUEL_BUDGET: u64 = u64::MAX / 4;
+/// Epoch ticks a guest may run between yields, whatever its fuel says.
+const BACKSTOP_TICKS: u64 = 10;
+
+/// Everything needed to start processes of the loaded modules.
+pub struct ProcessFactory {
+    engine: Engine,
+    linker: Linker<ProcessContext>,
+    shared: Arc<KernelShared>,
+    modules: RwLock<Vec<LoadedModule>>,
+    checkpoint_fuel: u64,
+    backstop: bool,
+}
+
+impl ProcessFactory {
+    pub(crate) fn new(
+        engine: Engine,
+        linker: Linker<ProcessContext>,
+        shared: Arc<KernelShared>,
+        checkpoint_fuel: u64,
+        backstop: bool,
+    ) -> Self {
+        ProcessFactory {
+            engine,
+            linker,
+            shared,
+            modules: RwLock::new(Vec::new()),
+            checkpoint_fuel,
+            backstop,
+        }
+    }
+
+    /// The engine processes run on.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The linker holding every syscall.
+    pub fn linker(&self) -> &Linker<ProcessContext> {
+        &self.linker
+    }
+
+    /// Adds a loaded module.
+    pub(crate) fn add(&self, module: LoadedModule) {
+        self.modules.write().unwrap_or_else(|p| p.into_inner()).push(module);
+    }
+
+    /// A snapshot of the loaded modules, in load order.
+    pub fn modules(&self) -> Vec<LoadedModule> {
+        self.modules.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The loaded module `name`.
+    pub fn module(&self, name: &str) -> Option<LoadedModule> {
+        self.modules
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|m| m.manifest.name == name)
+            .cloned()
+    }
+
+    /// Recompiles module `name` from its bytes (never from the cache) and
+    /// replaces it, so later spawns use the fresh compilation.
+    pub fn reload(&self, name: &str) -> Result<(), ModuleError> {
+        let Some(old) = self.module(name) else {
+            return Err(ModuleError::Invalid(format!("no module named {name:?} is loaded")));
+        };
+        let fresh = wasm_loader::load(&self.engine, &self.linker, old.manifest, &old.bytes, None)?;
+        let mut modules = self.modules.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(slot) = modules.iter_mut().find(|m| m.manifest.name == name) {
+            *slot = fresh;
+        }
+        Ok(())
+    }
+
+    /// Creates a process of module `name`, ready to hand to the kernel loop.
+    pub(crate) fn spawn(&self, name: &str) -> Option<Task> {
+        let loaded = self.module(name)?;
+        let level = loaded.manifest.priority.level();
+        let mailbox = loaded.manifest.mailbox;
+        let receives = loaded.manifest.requires("messaging:receive");
+        let process = self
+            .shared
+            .table
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(true, |pid| {
+                Arc::new(Process::new(
+                    pid,
+                    loaded.manifest.name.as_str().into(),
+                    level,
+                    Mailbox::new(mailbox.capacity, mailbox.overflow),
+                    receives,
+                ))
+            });
+        let pid = process.pid;
+        {
+            // Validated at load, so every request maps to a capability.
+            let now = self.shared.clock.now_nanos();
+            let mut engine = self.shared.capabilities();
+            for request in &loaded.manifest.capabilities_required {
+                if let Ok(capability) = capability_for(request) {
+                    let _ = engine.grant(pid, capability, now);
+                }
+            }
+            self.shared.flush_audit(&mut engine);
+        }
+        let state = self.shared.new_task_state(pid);
+        let context = ProcessContext {
+            process: process.clone(),
+            kernel: self.shared.clone(),
+            task: state.clone(),
+            limiter: MemoryLimiter::new(loaded.manifest.memory_class.max_bytes()),
+        };
+        let future = run_process(
+            self.engine.clone(),
+            loaded,
+            context,
+            self.checkpoint_fuel,
+            self.backstop,
+        );
+        Some(Task::new(process, state, Box::pin(future)))
+    }
+}
+
+/// The future that is one process: instantiate, run the entry point, and
+/// classify how it ended.
+async fn run_process(
+    engine: Engine,
+    loaded: LoadedModule,
+    context: ProcessContext,
+    checkpoint_fuel: u64,
+    backstop: bool,
+) -> Outcome {
+    let mut store = Store::new(&engine, context);
+    store.limiter(|context| &mut context.limiter);
+    let configured = store
+        .set_fuel(FUEL_BUDGET)
+        .and_then(|()| store.fuel_async_yield_interval(Some(checkpoint_fuel)));
+    if let Err(error) = configured {
+        return Outcome {
+            status: ExitStatus::Trapped {
+                code: ErrorCode::INTERNAL,
+                detail: format!("could not configure fuel: {error:#}"),
+            },
+            fuel_used: 0,
+        };
+    }
+    if backstop {
+        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(BACKSTOP_TICKS)));
+        store.set_epoch_deadline(BACKSTOP_TICKS);
+    }
+    let result = call_entry(&mut store, &loaded).await;
+    let fuel_used = FUEL_BUDGET - store.get_fuel().unwrap_or(FUEL_BUDGET);
+    let status = match result {
+        Ok(code) => ExitStatus::Exited(code),
+        Err(error) => classify(&error, store.data().limiter.refused()),
+    };
+    Outcome { status, fuel_used }
+}
+
+async fn call_entry(
+    store: &mut Store<ProcessContext>,
+    loaded: &LoadedModule,
+) -> wasmtime::Result<i32> {
+    let instance = loaded.pre.instantiate_async(&mut *store).await?;
+    let name = loaded.manifest.entry_point.as_str();
+    match loaded.entry {
+        EntryKind::Unit => {
+            let entry = instance.get_typed_func::<(), ()>(&mut *store, name)?;
+            entry.call_async(&mut *store, ()).await?;
+            Ok(0)
+        }
+        EntryKind::ExitCode => {
+            let entry = instance.get_typed_func::<(), i32>(&mut *store, name)?;
+            entry.call_async(&mut *store, ()).await
+        }
+    }
+}
+
+/// Maps a Wasmtime error to how the process ended: `exit` is an exit, a
+/// refused memory growth makes any trap `OUT_OF_MEMORY`, and each trap kind
+/// has its code ([`trap_code`]).
+pub fn classify(error: &wasmtime::Error, memory_refused: bool) -> ExitStatus {
+    if let Some(ProcessExit(code)) = error.downcast_ref::<ProcessExit>() {
+        return ExitStatus::Exited(*code);
+    }
+    let detail = first_line(error);
+    if memory_refused {
+        return ExitStatus::Trapped {
+            code: ErrorCode::OUT_OF_MEMORY,
+            detail,
+        };
+    }
+    let code = match error.downcast_ref::<Trap>() {
+        Some(trap) => trap_code(*trap),
+        None => ErrorCode::TRAP_OTHER,
+    };
+    ExitStatus::Trapped { code, detail }
+}
+
+/// The error code of each Wasmtime trap kind.
+pub fn trap_code(trap: Trap) -> ErrorCode {
+    match trap {
+        Trap::UnreachableCodeReached => ErrorCode::TRAP_UNREACHABLE,
+        Trap::IntegerDivisionByZero => ErrorCode::TRAP_DIV_BY_ZERO,
+        Trap::IntegerOverflow | Trap::BadConversionToInteger => ErrorCode::TRAP_INTEGER_OVERFLOW,
+        Trap::MemoryOutOfBounds | Trap::HeapMisaligned | Trap::TableOutOfBounds => {
+            ErrorCode::TRAP_OUT_OF_BOUNDS
+        }
+        Trap::IndirectCallToNull | Trap::BadSignature => ErrorCode::TRAP_INDIRECT_CALL_TYPE,
+        Trap::StackOverflow => ErrorCode::TRAP_STACK_OVERFLOW,
+        Trap::OutOfFuel | Trap::Interrupt => ErrorCode::TIMEOUT,
+        Trap::AllocationTooLarge => ErrorCode::OUT_OF_MEMORY,
+        _ => ErrorCode::TRAP_OTHER,
+    }
+}
+
+fn first_line(error: &wasmtime::Error) -> String {
+    let text = format!("{error:#}");
+    text.lines().next().unwrap_or("").trim().to_string()
+}

@@ -72,6 +72,22 @@ pub fn load_testkit_with(kernel: &mut Kernel, name: &str, entry: &str, capabilit
         .unwrap_or_else(|e| panic!("{name} does not load: {e}"));
 }
 
+/// Loads WAT text under `name` (entry `run`, every test capability) with
+/// extra manifest fields (JSON members, e.g. `"restart":"on_failure"`).
+pub fn load_wat_with(kernel: &mut Kernel, name: &str, wat: &str, extra: &str) {
+    let capabilities: Vec<String> = ALL_CAPS.iter().map(|c| format!("{c:?}")).collect();
+    let separator = if extra.is_empty() { "" } else { "," };
+    let manifest = Manifest::parse(&format!(
+        r#"{{"name":"{name}","version":"0.1.0","entry_point":"run","runtime":"wasm32",
+            "capabilities_required":[{}]{separator}{extra}}}"#,
+        capabilities.join(",")
+    ))
+    .expect("test manifest is valid");
+    kernel
+        .load_module(manifest, wat.as_bytes(), Path::new(name))
+        .unwrap_or_else(|e| panic!("{name} does not load: {e}"));
+}
+
 /// Loads a bundled service with entry point `entry`.
 pub fn load_bundled(kernel: &mut Kernel, name: &str, entry: &str) {
     let bytes = estalogic_services::get(name).expect("bundled service");

@@ -4,3 +4,4 @@ mod capabilities;
 mod loading;
 mod messaging;
 mod scheduling;
+mod supervision;

@@ -113,3 +113,40 @@ fn spinners_on_every_worker_do_not_stop_a_peer() {
         .count();
     assert_eq!(stopped, workers, "every spinner is stopped at shutdown");
 }
+
+#[test]
+fn a_high_process_keeps_making_progress_while_normal_ones_spin() {
+    for deterministic in [true, false] {
+        let mut kernel = Kernel::builder()
+            .deterministic(deterministic)
+            .workers(1)
+            .build()
+            .unwrap();
+        load_wat(&mut kernel, "spinner", SPINNER, "normal");
+        load_wat(&mut kernel, "worker", WORKER, "high");
+        for _ in 0..3 {
+            kernel.spawn("spinner").unwrap();
+        }
+        kernel.spawn("worker").unwrap();
+        let exits = kernel.subscribe_exits();
+        let shutdown = kernel.shutdown_handle();
+        let runner = std::thread::spawn(move || kernel.run());
+        let first = exits.recv_timeout(Duration::from_secs(60)).unwrap();
+        assert_eq!(first.module, "worker");
+        assert_eq!(first.status, ExitStatus::Exited(0));
+        // Spinners get only minimum-service turns: the worker never waits
+        // long, and gets most of the CPU while it runs.
+        assert!(
+            first.max_wait_ns <= 2_000_000,
+            "worker waited {} ns",
+            first.max_wait_ns
+        );
+        shutdown.request();
+        let report = runner.join().unwrap();
+        let spinners = report.processes.iter().filter(|p| p.module == "spinner");
+        assert_eq!(spinners.count(), 3);
+        if deterministic {
+            assert!(report.stats.fairness.is_some());
+        }
+    }
+}

@@ -369,3 +369,26 @@ pub extern "C" fn victim() -> i32 {
         }
     }
 }
+
+/// A supervisor: counts EXIT_NOTIFICATIONs for traps until 300 ms pass
+/// without one; exits with the count (-1 for a malformed notice).
+#[unsafe(no_mangle)]
+pub extern "C" fn watcher() -> i32 {
+    let mut buffer = [0u8; 32];
+    let mut traps = 0;
+    loop {
+        match sdk::receive_with(Some(MessageType::EXIT_NOTIFICATION), Wait::Millis(300), &mut buffer) {
+            Ok(message) => {
+                if message.header.source != sdk::Pid::KERNEL {
+                    return -2;
+                }
+                match sdk::abi::messages::ExitNotice::decode(message.payload) {
+                    Some(notice) if notice.kind == 1 => traps += 1,
+                    Some(_) => {}
+                    None => return -1,
+                }
+            }
+            Err(_) => return traps,
+        }
+    }
+}

@@ -13,17 +13,19 @@
 //!    process has ended.
 
 use crate::core::capabilities_engine::{AuditEvent, CapabilityEngine};
-use crate::core::kernel_loop::{KernelLoop, KernelShared, LoopStats, ProcessReport, RestartRecord, Task};
+use crate::core::kernel_loop::{
+    KernelLoop, KernelShared, LoopStats, ProcessReport, RestartRecord, Task,
+};
 use crate::core::module_registry::{ModuleKey, ModuleRegistry, ModuleState};
-use crate::core::supervision::{Ladder, RestartPolicy};
-use crate::loader::lifecycle_manager::ProcessFactory;
 use crate::core::scheduler::SlicePolicy;
+use crate::core::supervision::{Ladder, RestartPolicy};
 use crate::drivers::clock::Clock;
+use crate::loader::lifecycle_manager::ProcessFactory;
 use crate::loader::manifest::{Manifest, ManifestError, ModuleSource};
 use crate::loader::preload_manager::{CacheStats, ModuleCache};
 use crate::loader::wasm_loader::{self, LoadedModule, ModuleError};
-use crate::syscalls::capabilities::capability_for;
 use crate::syscalls;
+use crate::syscalls::capabilities::capability_for;
 use estalogic_abi::Pid;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -505,4 +507,3 @@ fn find_manifests(dir: &Path) -> Result<Vec<PathBuf>, KernelError> {
     }
     Ok(manifests)
 }
-

@@ -48,16 +48,16 @@
 //! process with `SHUTDOWN` (a running one at its next checkpoint).
 
 use crate::core::capabilities_engine::{AuditEvent, CapabilityEngine};
-use crate::core::process::{Process, ProcessState, ProcessTable};
 use crate::core::message_router::Message;
+use crate::core::process::{Process, ProcessState, ProcessTable};
 use crate::core::routing::{close_mailbox, take_all};
+use crate::core::scheduler::{Scheduler, SlicePolicy, Verdict};
 use crate::core::supervision::{Failure, RestartAction, RestartPolicy};
+use crate::drivers::clock::Clock;
 use crate::loader::lifecycle_manager::ProcessFactory;
 use crate::loader::manifest::{Manifest, RestartMode};
 use estalogic_abi::MessageType;
 use estalogic_abi::messages::ExitNotice;
-use crate::core::scheduler::{Scheduler, SlicePolicy, Verdict};
-use crate::drivers::clock::Clock;
 use estalogic_abi::{ErrorCode, Header, Pid, Priority};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;

@@ -70,12 +70,18 @@ impl ProcessFactory {
 
     /// Adds a loaded module.
     pub(crate) fn add(&self, module: LoadedModule) {
-        self.modules.write().unwrap_or_else(|p| p.into_inner()).push(module);
+        self.modules
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(module);
     }
 
     /// A snapshot of the loaded modules, in load order.
     pub fn modules(&self) -> Vec<LoadedModule> {
-        self.modules.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.modules
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The loaded module `name`.
@@ -92,7 +98,9 @@ impl ProcessFactory {
     /// replaces it, so later spawns use the fresh compilation.
     pub fn reload(&self, name: &str) -> Result<(), ModuleError> {
         let Some(old) = self.module(name) else {
-            return Err(ModuleError::Invalid(format!("no module named {name:?} is loaded")));
+            return Err(ModuleError::Invalid(format!(
+                "no module named {name:?} is loaded"
+            )));
         };
         let fresh = wasm_loader::load(&self.engine, &self.linker, old.manifest, &old.bytes, None)?;
         let mut modules = self.modules.write().unwrap_or_else(|p| p.into_inner());

@@ -401,7 +401,10 @@ impl RawManifest {
         if let Some(supervisor) = &self.supervisor
             && !valid_name(supervisor)
         {
-            return Err(ManifestError::new("supervisor", format!("{supervisor:?} is not a module name")));
+            return Err(ManifestError::new(
+                "supervisor",
+                format!("{supervisor:?} is not a module name"),
+            ));
         }
         let mailbox = MailboxConfig {
             capacity,

@@ -1,0 +1,254 @@
+//! Faults and supervision: traps map to their codes, supervisors are told,
+//! the restart ladder climbs, and a faulting process never hurts another.
+
+use estalogic_abi::ErrorCode;
+use estalogic_kernel::core::supervision::RestartAction;
+use estalogic_kernel::{ExitStatus, Kernel};
+use estalogic_tests::{load_bundled, load_testkit, load_wat, load_wat_with};
+
+const SUPERVISED: &str = r#""restart":"on_failure","supervisor":"watcher""#;
+
+fn trapper(body: &str) -> String {
+    format!(
+        r#"(module (memory (export "memory") 1) (table 1 funcref)
+             (func $recurse (call $recurse))
+             (func (export "run") {body}))"#
+    )
+}
+
+#[test]
+fn each_trap_kind_maps_to_its_code_notifies_the_supervisor_and_restarts() {
+    let cases = [
+        ("unreachable", ErrorCode::TRAP_UNREACHABLE),
+        (
+            "(drop (i32.div_u (i32.const 1) (i32.const 0)))",
+            ErrorCode::TRAP_DIV_BY_ZERO,
+        ),
+        (
+            "(drop (i32.trunc_f32_s (f32.const 1e30)))",
+            ErrorCode::TRAP_INTEGER_OVERFLOW,
+        ),
+        (
+            "(drop (i32.load (i32.const 70000)))",
+            ErrorCode::TRAP_OUT_OF_BOUNDS,
+        ),
+        (
+            "(call_indirect (i32.const 0))",
+            ErrorCode::TRAP_INDIRECT_CALL_TYPE,
+        ),
+        ("(call $recurse)", ErrorCode::TRAP_STACK_OVERFLOW),
+        (
+            "(loop (br_if 0 (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))) unreachable",
+            ErrorCode::OUT_OF_MEMORY,
+        ),
+    ];
+    for (body, code) in cases {
+        let mut kernel = Kernel::builder().deterministic(true).build().unwrap();
+        load_testkit(&mut kernel, "watcher", "watcher", "");
+        load_wat_with(&mut kernel, "crasher", &trapper(body), SUPERVISED);
+        kernel.spawn_all().unwrap();
+        let report = kernel.run();
+        let crashes: Vec<_> = report
+            .processes
+            .iter()
+            .filter(|p| p.module == "crasher")
+            .collect();
+        assert!(crashes.len() >= 3, "{body}: restarted: {}", crashes.len());
+        for crash in &crashes[..3] {
+            match &crash.status {
+                ExitStatus::Trapped { code: got, .. } => assert_eq!(*got, code, "{body}"),
+                other => panic!("{body}: expected a trap, got {other}"),
+            }
+        }
+        // The first two failures restart with the same state, the third
+        // climbs to a clean state.
+        let actions: Vec<RestartAction> = report.restarts.iter().map(|r| r.action).collect();
+        assert_eq!(
+            &actions[..3],
+            &[
+                RestartAction::RestartSameState,
+                RestartAction::RestartSameState,
+                RestartAction::RestartCleanState
+            ],
+            "{body}"
+        );
+        assert!(report.restarts.iter().all(|r| r.code == code), "{body}");
+        // The supervisor heard about the first failures (it is itself
+        // restarted higher up the ladder).
+        let watcher = report.process("watcher").unwrap();
+        assert!(watcher.received >= 3, "{body}: {watcher:?}");
+    }
+}
+
+#[test]
+fn the_ladder_climbs_on_repeated_failure_until_it_gives_up() {
+    let mut kernel = Kernel::builder().deterministic(true).build().unwrap();
+    load_testkit(&mut kernel, "watcher", "watcher", "");
+    load_wat_with(&mut kernel, "crasher", &trapper("unreachable"), SUPERVISED);
+    kernel.spawn_all().unwrap();
+    let report = kernel.run();
+    use RestartAction::*;
+    let expected = [
+        RestartSameState,
+        RestartSameState,
+        RestartCleanState,
+        RestartCleanState,
+        RestartCleanState,
+        ReloadModule,
+        ReloadModule,
+        ReloadModule,
+        RestartSupervisor,
+        RestartSupervisor,
+        RestartSupervisor,
+        RestartSystem,
+        RestartSystem,
+        RestartSystem,
+        GiveUp,
+    ];
+    let actions: Vec<RestartAction> = report.restarts.iter().map(|r| r.action).collect();
+    assert_eq!(actions, expected);
+    assert!(report.restarts[..14].iter().all(|r| r.new_pid.is_some()));
+    assert_eq!(report.restarts[14].new_pid, None, "given up: not restarted");
+    let crashes = report
+        .processes
+        .iter()
+        .filter(|p| p.module == "crasher")
+        .count();
+    assert_eq!(crashes, 15);
+    // Restarting the supervisor stopped the first watcher.
+    let first_watcher = report.process("watcher").unwrap();
+    assert_eq!(
+        first_watcher.status,
+        ExitStatus::Stopped(ErrorCode::RESTARTED)
+    );
+}
+
+#[test]
+fn a_same_state_restart_keeps_the_mail() {
+    // Takes one message, then traps.
+    let crasher = r#"(module
+      (import "estalogic" "receive" (func $receive (param i32 i64 i32 i32 i32) (result i64)))
+      (memory (export "memory") 1)
+      (func (export "run")
+        (drop (call $receive (i32.const 0) (i64.const -1) (i32.const 0) (i32.const 64) (i32.const 64)))
+        unreachable))"#;
+    // Sends three messages to the crasher.
+    let sender = r#"(module
+      (import "estalogic" "send" (func $send (param i64 i32 i32 i32 i32) (result i64)))
+      (import "estalogic" "lookup" (func $lookup (param i32 i32) (result i64)))
+      (memory (export "memory") 1)
+      (data (i32.const 0) "crasher")
+      (func (export "run") (local $pid i64)
+        (local.set $pid (call $lookup (i32.const 0) (i32.const 7)))
+        (drop (call $send (local.get $pid) (i32.const 1) (i32.const 0) (i32.const 0) (i32.const 1)))
+        (drop (call $send (local.get $pid) (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 1)))
+        (drop (call $send (local.get $pid) (i32.const 1) (i32.const 0) (i32.const 2) (i32.const 1)))))"#;
+    let mut kernel = Kernel::builder().deterministic(true).build().unwrap();
+    load_wat_with(&mut kernel, "crasher", crasher, r#""restart":"on_failure""#);
+    load_wat(&mut kernel, "sender", sender, "normal");
+    kernel.spawn_all().unwrap();
+    let report = kernel.run();
+    let crashers: Vec<_> = report
+        .processes
+        .iter()
+        .filter(|p| p.module == "crasher")
+        .collect();
+    // Three incarnations each took one message; the fourth (clean state)
+    // waits for mail that never comes.
+    assert_eq!(crashers.len(), 4, "{crashers:#?}");
+    for crasher in &crashers[..3] {
+        assert_eq!(crasher.received, 1);
+        assert!(crasher.status.is_trap());
+    }
+    assert_eq!(
+        crashers[3].status,
+        ExitStatus::Stopped(ErrorCode::DEADLOCKED)
+    );
+    let sender = report.process("sender").unwrap();
+    assert_eq!(sender.sent, 3);
+    assert_eq!(sender.delivery_failures, 0, "no message was failed back");
+}
+
+#[test]
+fn a_memory_bomb_hits_its_class_limit_without_hurting_others() {
+    for deterministic in [true, false] {
+        let mut kernel = Kernel::builder()
+            .deterministic(deterministic)
+            .build()
+            .unwrap();
+        load_bundled(&mut kernel, "pong", "run");
+        load_bundled(&mut kernel, "ping", "run");
+        load_wat(
+            &mut kernel,
+            "bomb",
+            &trapper(
+                "(loop (br_if 0 (i32.ne (memory.grow (i32.const 1)) (i32.const -1)))) unreachable",
+            ),
+            "normal",
+        );
+        kernel.spawn_all().unwrap();
+        let report = kernel.run();
+        match &report.process("bomb").unwrap().status {
+            ExitStatus::Trapped { code, .. } => assert_eq!(*code, ErrorCode::OUT_OF_MEMORY),
+            other => panic!("expected OOM, got {other}"),
+        }
+        assert_eq!(
+            report.process("ping").unwrap().status,
+            ExitStatus::Exited(0)
+        );
+        assert_eq!(
+            report.process("pong").unwrap().status,
+            ExitStatus::Exited(0)
+        );
+    }
+}
+
+#[test]
+fn a_trapping_process_never_affects_its_peers() {
+    let mut kernel = Kernel::builder().build().unwrap();
+    load_bundled(&mut kernel, "pong", "run");
+    load_bundled(&mut kernel, "ping", "run");
+    for (i, body) in [
+        "unreachable",
+        "(drop (i32.load (i32.const 70000)))",
+        "(call $recurse)",
+    ]
+    .iter()
+    .enumerate()
+    {
+        load_wat(&mut kernel, &format!("trap{i}"), &trapper(body), "normal");
+    }
+    kernel.spawn_all().unwrap();
+    let report = kernel.run();
+    assert_eq!(
+        report.process("ping").unwrap().status,
+        ExitStatus::Exited(0)
+    );
+    assert_eq!(
+        report.process("pong").unwrap().status,
+        ExitStatus::Exited(0)
+    );
+    assert_eq!(
+        report
+            .processes
+            .iter()
+            .filter(|p| p.status.is_trap())
+            .count(),
+        3
+    );
+}
+
+#[test]
+fn missing_dependencies_and_cycles_stop_the_boot_with_names() {
+    let noop = r#"(module (func (export "run")))"#;
+    let mut kernel = Kernel::builder().build().unwrap();
+    load_wat_with(&mut kernel, "app", noop, r#""dependencies":{"db":"^1"}"#);
+    let error = kernel.spawn_all().unwrap_err().to_string();
+    assert!(error.contains("app") && error.contains("db"), "{error}");
+
+    let mut kernel = Kernel::builder().build().unwrap();
+    load_wat_with(&mut kernel, "a", noop, r#""dependencies":{"b":"^0.1"}"#);
+    load_wat_with(&mut kernel, "b", noop, r#""dependencies":{"a":"^0.1"}"#);
+    let error = kernel.spawn_all().unwrap_err().to_string();
+    assert!(error.contains("a -> b -> a"), "{error}");
+}

@@ -272,3 +272,41 @@ fn a_second_boot_takes_compiled_modules_from_the_cache() {
         );
     }
 }
+
+#[test]
+fn the_boot_report_walks_the_init_phases() {
+    use estalogic_kernel::core::lifecycle::{InitPhase, SubsystemState};
+    let mut kernel = Kernel::builder().build().unwrap();
+    estalogic_tests::load_bundled(&mut kernel, "pong", "run");
+    assert_eq!(kernel.boot_report().phase, InitPhase::ServiceInit);
+    kernel.spawn_all().unwrap();
+    let report = kernel.boot_report();
+    assert_eq!(report.phase, InitPhase::Complete);
+    for name in [
+        "config",
+        "engine",
+        "capabilities",
+        "scheduler",
+        "clock",
+        "module pong",
+        "dependencies",
+    ] {
+        let status = report
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} in {report}"));
+        assert_eq!(status.state, SubsystemState::Ok, "{name}");
+    }
+
+    let mut failing = Kernel::builder().build().unwrap();
+    load_wat(
+        &mut failing,
+        "a",
+        r#"(module (func (export "run")))"#,
+        "normal",
+    );
+    let bad = manifest("b", "run", &[], "normal");
+    let _ = failing.load_module(bad, b"not wasm", Path::new("b.wasm"));
+    assert!(failing.spawn_all().is_err() || failing.boot_report().failure().is_some());
+    let text = failing.boot_report().to_string();
+    assert!(text.contains("module b"), "{text}");
+}

@@ -1,17 +1,21 @@
 //! `estactl`: the ESTA Logic command-line tool.
 //!
-//! - `estactl run <app-dir>` boots the kernel with every module of an app
-//!   directory, runs until all processes end (Ctrl-C stops cleanly) and
-//!   prints a summary per process.
-//! - `estactl bench` measures the kernel's basic costs (ping-pong round
-//!   trip, spawn + run + exit) on the bundled services.
+//! - `run <app-dir>` boots the kernel with every module of an app directory,
+//!   runs until all processes end (Ctrl-C stops cleanly) and prints a
+//!   summary per process; `--trace` adds the IPC trace.
+//! - `trace-ipc <app-dir>` runs an app and prints every message, readably.
+//! - `list-modules <app-dir>` and `show-capabilities <app-dir> <module>`
+//!   inspect an app without running it.
+//! - `bench` measures the kernel's basic costs on the bundled services.
 
 mod bench;
+mod inspect;
+mod output;
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
-use estalogic_kernel::{Kernel, ModuleCache, RunReport};
-use std::path::PathBuf;
+use estalogic_kernel::{Kernel, KernelBuilder, ModuleCache};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -25,6 +29,18 @@ struct Cli {
     command: Command,
 }
 
+/// Options shared by commands that boot a kernel.
+#[derive(clap::Args, Clone, Copy)]
+struct BootOptions {
+    /// Deterministic mode: virtual clock, fuel-only preemption, one worker.
+    #[arg(long)]
+    deterministic: bool,
+    /// Compile every module afresh instead of using the compiled-module
+    /// cache ($ESTALOGIC_CACHE_DIR or ~/.cache/estalogic/modules).
+    #[arg(long)]
+    no_cache: bool,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Boot an app directory (manifests + modules) and run it to completion.
@@ -34,16 +50,42 @@ enum Command {
         /// Print the summary as JSON on stdout.
         #[arg(long)]
         json: bool,
-        /// Print every message send (an IPC trace) on stderr.
+        /// Also print every message sent (the IPC trace) after the summary.
         #[arg(long)]
         trace: bool,
-        /// Deterministic mode: virtual clock, fuel-only preemption.
+        #[command(flatten)]
+        boot: BootOptions,
+    },
+    /// Run an app and print a readable trace of every message.
+    TraceIpc {
+        /// The app directory.
+        app_dir: PathBuf,
+        /// Print at most this many messages (0 = all).
+        #[arg(long, default_value_t = 200)]
+        limit: usize,
+        /// Print the trace as JSON lines.
         #[arg(long)]
-        deterministic: bool,
-        /// Compile every module afresh instead of using the compiled-module
-        /// cache ($ESTALOGIC_CACHE_DIR or ~/.cache/estalogic/modules).
+        json: bool,
+        #[command(flatten)]
+        boot: BootOptions,
+    },
+    /// List an app's modules: version, priority, memory class, state, needs.
+    ListModules {
+        /// The app directory.
+        app_dir: PathBuf,
+        /// Print as JSON.
         #[arg(long)]
-        no_cache: bool,
+        json: bool,
+    },
+    /// Show the capabilities a module's processes are granted.
+    ShowCapabilities {
+        /// The app directory.
+        app_dir: PathBuf,
+        /// The module's name.
+        module: String,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Measure ping-pong round trip and spawn + run + exit.
     Bench {
@@ -58,8 +100,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let trace = matches!(cli.command, Command::Run { trace: true, .. });
-    init_logging(trace);
+    init_logging();
     match execute(cli.command) {
         Ok(code) => code,
         Err(error) => {
@@ -69,14 +110,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(trace: bool) {
-    let default = if trace {
-        "info,estalogic::ipc=trace"
-    } else {
-        "info"
-    };
+fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ESTALOGIC_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -90,115 +126,107 @@ fn execute(command: Command) -> Result<ExitCode> {
         Command::Run {
             app_dir,
             json,
-            trace: _,
-            deterministic,
-            no_cache,
-        } => run(app_dir, json, deterministic, !no_cache),
+            trace,
+            boot,
+        } => run(&app_dir, json, trace, boot),
+        Command::TraceIpc {
+            app_dir,
+            limit,
+            json,
+            boot,
+        } => {
+            let mut kernel = boot_app(&app_dir, boot, true)?;
+            let report = kernel.run();
+            output::print_trace(&report, limit, json)?;
+            Ok(exit_code(&report))
+        }
+        Command::ListModules { app_dir, json } => {
+            let kernel = load_app(&app_dir, BootOptions::default_inspect(), false)?;
+            inspect::list_modules(&kernel, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ShowCapabilities {
+            app_dir,
+            module,
+            json,
+        } => {
+            let kernel = load_app(&app_dir, BootOptions::default_inspect(), false)?;
+            inspect::show_capabilities(&kernel, &module, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bench { repeat, json } => {
             bench::run(repeat.max(1), json).map(|()| ExitCode::SUCCESS)
         }
     }
 }
 
-fn run(app_dir: PathBuf, json: bool, deterministic: bool, cache: bool) -> Result<ExitCode> {
+impl BootOptions {
+    fn default_inspect() -> Self {
+        BootOptions {
+            deterministic: false,
+            no_cache: false,
+        }
+    }
+}
+
+fn builder(options: BootOptions, trace: bool) -> KernelBuilder {
     let mut builder = Kernel::builder()
-        .deterministic(deterministic)
+        .deterministic(options.deterministic)
+        .trace_ipc(trace)
         .bundled_modules(estalogic_services::SERVICES);
-    if cache {
+    if !options.no_cache {
         builder = builder.module_cache(ModuleCache::default_dir());
     }
-    let mut kernel = builder.build()?;
+    builder
+}
+
+/// Loads (validates, compiles) every module of an app without spawning.
+fn load_app(app_dir: &Path, options: BootOptions, trace: bool) -> Result<Kernel> {
+    let mut kernel = builder(options, trace).build()?;
     kernel
-        .load_app_dir(&app_dir)
+        .load_app_dir(app_dir)
         .with_context(|| format!("cannot boot {}", app_dir.display()))?;
+    Ok(kernel)
+}
+
+/// Loads an app, spawns its processes and wires Ctrl-C to a clean stop.
+fn boot_app(app_dir: &Path, options: BootOptions, trace: bool) -> Result<Kernel> {
+    let mut kernel = load_app(app_dir, options, trace)?;
+    if let Err(error) = kernel.spawn_all() {
+        eprintln!("{}", kernel.boot_report());
+        return Err(error).with_context(|| format!("cannot boot {}", app_dir.display()));
+    }
     let shutdown = kernel.shutdown_handle();
     ctrlc::set_handler(move || {
         eprintln!("stopping: Ctrl-C");
         shutdown.request();
     })
     .context("cannot install the Ctrl-C handler")?;
-    kernel
-        .spawn_all()
-        .with_context(|| format!("cannot boot {}", app_dir.display()))?;
-    let report = kernel.run();
-    if json {
-        println!("{}", serde_json::to_string_pretty(&summary_json(&report))?);
-    } else {
-        print_summary(&report);
-    }
-    Ok(if report.any_trapped() {
+    Ok(kernel)
+}
+
+fn exit_code(report: &estalogic_kernel::RunReport) -> ExitCode {
+    if report.any_trapped() {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
-    })
-}
-
-fn print_summary(report: &RunReport) {
-    println!(
-        "{:<6} {:<16} {:<8} {:>9} {:>9} {:>14}  status",
-        "pid", "module", "priority", "sent", "received", "fuel"
-    );
-    let mut processes: Vec<_> = report.processes.iter().collect();
-    processes.sort_by_key(|p| p.pid.index());
-    for p in processes {
-        let mut notes = String::new();
-        if p.send_failures > 0 {
-            notes.push_str(&format!(" ({} failed sends)", p.send_failures));
-        }
-        if p.undelivered > 0 {
-            notes.push_str(&format!(" ({} messages undelivered)", p.undelivered));
-        }
-        println!(
-            "{:<6} {:<16} {:<8} {:>9} {:>9} {:>14}  {}{}",
-            p.pid.to_string(),
-            p.module,
-            p.priority.name(),
-            p.sent,
-            p.received,
-            p.fuel_used,
-            p.status,
-            notes
-        );
     }
-    println!(
-        "{} processes in {:.1} ms",
-        report.processes.len(),
-        report.elapsed.as_secs_f64() * 1e3
-    );
 }
 
-fn summary_json(report: &RunReport) -> serde_json::Value {
-    use estalogic_kernel::ExitStatus;
-    let processes: Vec<serde_json::Value> = report
-        .processes
-        .iter()
-        .map(|p| {
-            let status = match &p.status {
-                ExitStatus::Exited(code) => serde_json::json!({"kind": "exited", "code": code}),
-                ExitStatus::Trapped { code, detail } => serde_json::json!({
-                    "kind": "trapped", "code": code.0, "name": code.name(), "detail": detail
-                }),
-                ExitStatus::Stopped(code) => {
-                    serde_json::json!({"kind": "stopped", "code": code.0, "name": code.name()})
-                }
-            };
-            serde_json::json!({
-                "pid": p.pid.to_u64(),
-                "module": p.module,
-                "priority": p.priority.name(),
-                "status": status,
-                "sent": p.sent,
-                "received": p.received,
-                "send_failures": p.send_failures,
-                "undelivered": p.undelivered,
-                "fuel_used": p.fuel_used,
-                "preemptions": p.preemptions,
-                "requeues": p.requeues,
-            })
-        })
-        .collect();
-    serde_json::json!({
-        "elapsed_ms": report.elapsed.as_secs_f64() * 1e3,
-        "processes": processes,
-    })
+fn run(app_dir: &Path, json: bool, trace: bool, options: BootOptions) -> Result<ExitCode> {
+    let mut kernel = boot_app(app_dir, options, trace)?;
+    let report = kernel.run();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&output::summary_json(&report))?
+        );
+    } else {
+        output::print_summary(&report);
+        if trace {
+            println!();
+            output::print_trace(&report, 0, false)?;
+        }
+    }
+    Ok(exit_code(&report))
 }

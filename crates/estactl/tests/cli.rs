@@ -97,3 +97,51 @@ fn a_trapping_process_makes_the_exit_code_non_zero() {
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("TRAP_UNREACHABLE (4001)"), "{stdout}");
 }
+
+#[test]
+fn list_modules_shows_versions_states_and_dependencies() {
+    let out = estactl(&["list-modules", "examples/ping-pong"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains("ping") && stdout.contains("pong ^0.1"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Ready"), "{stdout}");
+    let json = estactl(&["list-modules", "--json", "examples/ping-pong"]);
+    let modules: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(modules.as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn show_capabilities_lists_what_a_module_is_granted() {
+    let out = estactl(&["show-capabilities", "examples/ping-pong", "pong"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(stdout.contains("messaging:send"), "{stdout}");
+    assert!(stdout.contains("Channel: write"), "{stdout}");
+    assert!(
+        !stdout.contains("process:lookup"),
+        "pong may not look up names: {stdout}"
+    );
+    let missing = estactl(&["show-capabilities", "examples/ping-pong", "nope"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(text(&missing.stderr).contains("no module named \"nope\""));
+}
+
+#[test]
+fn trace_ipc_prints_each_message_readably() {
+    let out = estactl(&["trace-ipc", "--limit", "4", "examples/ping-pong"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines[0].contains("ping") && lines[0].contains("-> pong") && lines[0].contains("PING"),
+        "{stdout}"
+    );
+    assert!(
+        lines[1].contains("pong") && lines[1].contains("-> ping") && lines[1].contains("PONG"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("19997 more messages"), "{stdout}");
+}

@@ -25,7 +25,9 @@ pub mod loader;
 pub mod syscalls;
 
 pub use crate::core::init::{Kernel, KernelBuilder, KernelError, RunReport, ShutdownHandle};
-pub use crate::core::kernel_loop::{ExitStatus, LoopStats, ProcessReport};
+pub use crate::core::kernel_loop::{
+    ExitStatus, LoopStats, ProcessReport, RestartRecord, TraceRecord,
+};
 pub use crate::core::scheduler::SlicePolicy;
 pub use crate::loader::manifest::{Manifest, ManifestError};
 pub use crate::loader::preload_manager::{CacheStats, ModuleCache};

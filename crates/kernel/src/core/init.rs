@@ -14,8 +14,9 @@
 
 use crate::core::capabilities_engine::{AuditEvent, CapabilityEngine};
 use crate::core::kernel_loop::{
-    KernelLoop, KernelShared, LoopStats, ProcessReport, RestartRecord, Task,
+    KernelLoop, KernelShared, LoopStats, ProcessReport, RestartRecord, Task, TraceRecord,
 };
+use crate::core::lifecycle::{Boot, InitPhase, InitReport, SubsystemState};
 use crate::core::module_registry::{ModuleKey, ModuleRegistry, ModuleState};
 use crate::core::scheduler::SlicePolicy;
 use crate::core::supervision::{Ladder, RestartPolicy};
@@ -83,6 +84,7 @@ pub enum KernelError {
 #[derive(Debug, Clone, Default)]
 pub struct KernelBuilder {
     deterministic: bool,
+    trace_ipc: bool,
     workers: Option<usize>,
     cache_dir: Option<PathBuf>,
     policy: SlicePolicy,
@@ -94,6 +96,13 @@ impl KernelBuilder {
     /// canonicalisation; the same inputs preempt at the same instructions.
     pub fn deterministic(mut self, on: bool) -> Self {
         self.deterministic = on;
+        self
+    }
+
+    /// Records every message offered to a mailbox in
+    /// [`RunReport::trace`] (for `estactl trace-ipc`).
+    pub fn trace_ipc(mut self, on: bool) -> Self {
+        self.trace_ipc = on;
         self
     }
 
@@ -166,7 +175,68 @@ impl KernelBuilder {
             self.workers
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         };
-        let shared = Arc::new(KernelShared::new(clock, capabilities));
+        let mut boot = Boot::new();
+        let config = format!(
+            "{} mode, {} worker(s), checkpoint every {} fuel",
+            if self.deterministic {
+                "deterministic"
+            } else {
+                "real-time"
+            },
+            workers,
+            policy.checkpoint_fuel
+        );
+        let clock_detail = if self.deterministic {
+            "virtual"
+        } else {
+            "monotonic"
+        };
+        let cache_state = match &cache {
+            Some(cache) => (SubsystemState::Ok, cache.dir().display().to_string()),
+            None => (
+                SubsystemState::Skipped("not configured".into()),
+                String::new(),
+            ),
+        };
+        let steps: [(&str, InitPhase, SubsystemState, String); 6] = [
+            ("config", InitPhase::PreInit, SubsystemState::Ok, config),
+            (
+                "engine",
+                InitPhase::CoreInit,
+                SubsystemState::Ok,
+                "fuel metering, no WASI".into(),
+            ),
+            (
+                "capabilities",
+                InitPhase::CoreInit,
+                SubsystemState::Ok,
+                "engine with MAC key".into(),
+            ),
+            (
+                "scheduler",
+                InitPhase::CoreInit,
+                SubsystemState::Ok,
+                "six levels, aging".into(),
+            ),
+            (
+                "clock",
+                InitPhase::DriverInit,
+                SubsystemState::Ok,
+                clock_detail.into(),
+            ),
+            (
+                "module_cache",
+                InitPhase::DriverInit,
+                cache_state.0,
+                cache_state.1,
+            ),
+        ];
+        for (name, phase, state, detail) in steps {
+            let _ = boot.begin(phase.clone());
+            let _ = boot.record_with_detail(name, phase, state, &detail);
+        }
+        let _ = boot.begin(InitPhase::ServiceInit);
+        let shared = Arc::new(KernelShared::new(clock, capabilities, self.trace_ipc));
         let factory = Arc::new(ProcessFactory::new(
             engine,
             linker,
@@ -183,6 +253,7 @@ impl KernelBuilder {
             bundled: self.bundled,
             shared,
             registry: ModuleRegistry::new(),
+            boot,
             pending: Vec::new(),
             exit_listeners: Vec::new(),
             restart_policy: None,
@@ -212,6 +283,9 @@ pub struct RunReport {
     pub stats: LoopStats,
     /// Every restart decision the supervisor made, in order.
     pub restarts: Vec<RestartRecord>,
+    /// Every message offered to a mailbox, in order (only with
+    /// [`KernelBuilder::trace_ipc`]).
+    pub trace: Vec<TraceRecord>,
 }
 
 impl RunReport {
@@ -236,6 +310,7 @@ pub struct Kernel {
     bundled: &'static [(&'static str, &'static [u8])],
     shared: Arc<KernelShared>,
     registry: ModuleRegistry,
+    boot: Boot,
     pending: Vec<Task>,
     exit_listeners: Vec<std::sync::mpsc::Sender<ProcessReport>>,
     restart_policy: Option<Box<dyn RestartPolicy>>,
@@ -268,6 +343,22 @@ impl Kernel {
     /// The module registry: every registered module and its state.
     pub fn registry(&self) -> &ModuleRegistry {
         &self.registry
+    }
+
+    /// The init phases so far with the state of every subsystem (one per
+    /// module in `ServiceInit`); a failed boot names the subsystem and
+    /// phase.
+    pub fn boot_report(&self) -> &InitReport {
+        self.boot.report()
+    }
+
+    fn record_module(&mut self, name: &str, state: SubsystemState, detail: &str) {
+        let _ = self.boot.record_with_detail(
+            &format!("module {name}"),
+            InitPhase::ServiceInit,
+            state,
+            detail,
+        );
     }
 
     /// Replaces the restart policy (default: [`Ladder`], 3 failures in 60 s
@@ -321,6 +412,7 @@ impl Kernel {
         match loaded {
             Ok(loaded) => {
                 let _ = self.registry.transition(&key, ModuleState::Ready);
+                self.record_module(&key.name, SubsystemState::Ok, &key.to_string());
                 self.factory.add(loaded);
                 Ok(key)
             }
@@ -328,6 +420,7 @@ impl Kernel {
                 let _ = self
                     .registry
                     .transition(&key, ModuleState::Failed(error.to_string()));
+                self.record_module(&key.name, SubsystemState::Failed(error.to_string()), "");
                 Err(KernelError::Module {
                     path: origin.to_path_buf(),
                     error,
@@ -393,14 +486,37 @@ impl Kernel {
     /// Missing dependencies, version mismatches and cycles are errors that
     /// name the modules; nothing is spawned then.
     pub fn spawn_all(&mut self) -> Result<Vec<Pid>, KernelError> {
-        if let Err(errors) = self.registry.check_dependencies() {
-            let problems: Vec<String> = errors.iter().map(ToString::to_string).collect();
-            return Err(KernelError::Dependencies(problems.join("; ")));
-        }
-        let order = self
-            .registry
-            .load_order()
-            .map_err(|e| KernelError::Dependencies(e.to_string()))?;
+        let _ = self.boot.begin(InitPhase::PostInit);
+        let checked = match self.registry.check_dependencies() {
+            Err(errors) => Err(errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")),
+            Ok(()) => self.registry.load_order().map_err(|e| e.to_string()),
+        };
+        let order = match checked {
+            Ok(order) => {
+                let names: Vec<String> = order.iter().map(ToString::to_string).collect();
+                let _ = self.boot.record_with_detail(
+                    "dependencies",
+                    InitPhase::PostInit,
+                    SubsystemState::Ok,
+                    &format!("load order: {}", names.join(", ")),
+                );
+                let _ = self.boot.advance();
+                order
+            }
+            Err(problem) => {
+                let _ = self.boot.record(
+                    "dependencies",
+                    InitPhase::PostInit,
+                    SubsystemState::Failed(problem.clone()),
+                );
+                let _ = self.boot.advance();
+                return Err(KernelError::Dependencies(problem));
+            }
+        };
         Ok(order
             .iter()
             .filter_map(|key| self.spawn(&key.name))
@@ -473,6 +589,7 @@ impl Kernel {
             elapsed: started.elapsed(),
             stats,
             restarts,
+            trace: self.shared.take_trace(),
         }
     }
 }

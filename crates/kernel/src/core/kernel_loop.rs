@@ -48,6 +48,7 @@
 //! process with `SHUTDOWN` (a running one at its next checkpoint).
 
 use crate::core::capabilities_engine::{AuditEvent, CapabilityEngine};
+use crate::core::lifecycle::{KernelEvent, LoopState, LoopStats as EventCounts};
 use crate::core::message_router::Message;
 use crate::core::process::{Process, ProcessState, ProcessTable};
 use crate::core::routing::{close_mailbox, take_all};
@@ -63,7 +64,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
@@ -82,11 +83,19 @@ pub(crate) struct Inbox {
 }
 
 impl Inbox {
+    /// Queues a woken pid. Idle workers are not signalled here: the worker
+    /// that caused the wake collects it at its next block or checkpoint,
+    /// and signals an idle worker then if there is more ready work than it
+    /// can run (see `KernelLoop::work`).
     fn push(&self, pid: Pid) {
         self.queue
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(pid);
+    }
+
+    fn notify_one(&self) {
+        let _guard = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         self.signal.notify_one();
     }
 
@@ -214,6 +223,18 @@ impl std::fmt::Debug for Timers {
     }
 }
 
+/// The most IPC trace records kept for one run.
+const MAX_TRACE: usize = 1_000_000;
+
+/// One message offered to a mailbox, as the IPC trace records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceRecord {
+    /// The message header (source, target, type, sequence, time, flags).
+    pub header: Header,
+    /// Payload bytes.
+    pub payload_len: usize,
+}
+
 /// The most capability audit events kept in memory; older ones are
 /// counted and dropped.
 const AUDIT_BUFFER: usize = 100_000;
@@ -230,6 +251,9 @@ pub struct KernelShared {
     timers: Mutex<Timers>,
     inbox: Arc<Inbox>,
     shutdown: AtomicBool,
+    /// Capability-checked syscalls made so far.
+    pub(crate) syscalls: AtomicU64,
+    trace: Option<Mutex<Vec<TraceRecord>>>,
 }
 
 /// Capability audit events not yet taken by the embedder.
@@ -240,7 +264,7 @@ struct AuditBuffer {
 }
 
 impl KernelShared {
-    pub(crate) fn new(clock: Clock, capabilities: CapabilityEngine) -> Self {
+    pub(crate) fn new(clock: Clock, capabilities: CapabilityEngine, trace: bool) -> Self {
         KernelShared {
             table: RwLock::new(ProcessTable::new()),
             clock,
@@ -249,6 +273,8 @@ impl KernelShared {
             timers: Mutex::new(Timers::default()),
             inbox: Arc::new(Inbox::default()),
             shutdown: AtomicBool::new(false),
+            syscalls: AtomicU64::new(0),
+            trace: trace.then(|| Mutex::new(Vec::new())),
         }
     }
 
@@ -351,17 +377,21 @@ impl KernelShared {
 
     /// Records a message send for IPC tracing (`estactl run --trace`).
     pub(crate) fn trace_send(&self, header: &Header, payload_len: usize) {
-        tracing::trace!(
-            target: "estalogic::ipc",
-            at_ns = header.timestamp,
-            from = %header.source,
-            to = %header.target,
-            kind = ?header.message_type,
-            seq = header.sequence,
-            priority = header.priority.get(),
-            bytes = payload_len,
-            "send"
-        );
+        let Some(trace) = &self.trace else { return };
+        let mut trace = trace.lock().unwrap_or_else(|p| p.into_inner());
+        if trace.len() < MAX_TRACE {
+            trace.push(TraceRecord {
+                header: *header,
+                payload_len,
+            });
+        }
+    }
+
+    /// Takes the IPC trace recorded so far (empty unless tracing is on).
+    pub(crate) fn take_trace(&self) -> Vec<TraceRecord> {
+        self.trace.as_ref().map_or_else(Vec::new, |trace| {
+            std::mem::take(&mut *trace.lock().unwrap_or_else(|p| p.into_inner()))
+        })
     }
 }
 
@@ -473,8 +503,13 @@ impl Task {
 }
 
 /// Scheduler-wide figures for a run.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct LoopStats {
+    /// Counts of kernel events (spawns, exits, messages, checked syscalls,
+    /// scheduler ticks, shutdown requests).
+    pub events: EventCounts,
+    /// The loop's final state (`Stopped` after a normal run).
+    pub state: LoopState,
     /// `min(actual_cpu / expected_cpu)` over all processes (see
     /// [`Scheduler::fairness`]); `None` if no CPU time was accounted.
     pub fairness: Option<f64>,
@@ -501,6 +536,9 @@ pub struct RestartRecord {
     pub at: u64,
 }
 
+/// A live task's pid, module and scheduling state.
+type LiveTask = (Pid, Arc<str>, Arc<TaskState>);
+
 /// Everything behind the core lock.
 struct Core {
     scheduler: Scheduler,
@@ -513,9 +551,12 @@ struct Core {
     checkpoints: u64,
     restart_policy: Box<dyn RestartPolicy>,
     restarts: Vec<RestartRecord>,
+    state: LoopState,
+    events: EventCounts,
+    idle_workers: usize,
     /// Every live task's scheduling state by pid index, parked or running,
     /// so a running task can be told to stop.
-    states: Vec<Option<(Pid, Arc<str>, Arc<TaskState>)>>,
+    states: Vec<Option<LiveTask>>,
 }
 
 enum TurnEnd {
@@ -556,6 +597,9 @@ impl KernelLoop {
                 checkpoints: 0,
                 restart_policy,
                 restarts: Vec::new(),
+                state: LoopState::Initializing,
+                events: EventCounts::default(),
+                idle_workers: 0,
                 states: Vec::new(),
             }),
         }
@@ -579,6 +623,10 @@ impl KernelLoop {
             core.states.resize_with(index + 1, || None);
         }
         core.states[index] = Some((pid, task.process.module.clone(), task.state.clone()));
+        core.events.record(&KernelEvent::Spawned {
+            pid: pid.to_u64(),
+            module: task.process.module.to_string(),
+        });
         let now = self.shared.clock.now_nanos();
         core.scheduler.admit(pid, task.process.priority, now);
         core.tasks[index] = Some(task);
@@ -614,6 +662,10 @@ impl KernelLoop {
         Box<dyn RestartPolicy>,
     ) {
         let workers = workers.max(1);
+        {
+            let mut core = self.lock();
+            let _ = core.state.transition(LoopState::Running);
+        }
         std::thread::scope(|scope| {
             for n in 1..workers {
                 std::thread::Builder::new()
@@ -623,8 +675,15 @@ impl KernelLoop {
             }
             self.work();
         });
-        let core = self.core.into_inner().unwrap_or_else(|p| p.into_inner());
+        let mut core = self.core.into_inner().unwrap_or_else(|p| p.into_inner());
+        if core.state != LoopState::ShuttingDown {
+            let _ = core.state.transition(LoopState::ShuttingDown);
+        }
+        let _ = core.state.transition(LoopState::Stopped);
+        core.events.syscalls = self.shared.syscalls.load(Ordering::Relaxed);
         let stats = LoopStats {
+            events: core.events,
+            state: core.state,
             fairness: core.scheduler.fairness(self.shared.clock.now_nanos()),
             checkpoints: core.checkpoints,
             workers,
@@ -637,6 +696,10 @@ impl KernelLoop {
         loop {
             self.collect(&mut core);
             if self.shared.shutdown_requested() {
+                if core.state == LoopState::Running {
+                    let _ = core.state.transition(LoopState::ShuttingDown);
+                    core.events.record(&KernelEvent::ShutdownRequested);
+                }
                 self.stop_parked(&mut core, ErrorCode::SHUTDOWN);
             }
             if core.live == 0 {
@@ -645,6 +708,10 @@ impl KernelLoop {
             }
             let now = self.shared.clock.now_nanos();
             if let Some(dispatch) = core.scheduler.next(now) {
+                core.events.record(&KernelEvent::Tick);
+                if core.idle_workers > 0 && core.scheduler.queued() > 0 {
+                    self.shared.inbox.notify_one();
+                }
                 let task = core.tasks[dispatch.pid.index() as usize]
                     .take()
                     .expect("a dispatched task is parked");
@@ -668,6 +735,7 @@ impl KernelLoop {
             }
             // Nothing to do here now: sleep until a wake, the next timer, or
             // a short while (another worker may requeue a task directly).
+            core.idle_workers += 1;
             drop(core);
             let mut wait = Duration::from_millis(5);
             if let Some(deadline) = next_timer {
@@ -675,6 +743,7 @@ impl KernelLoop {
             }
             self.shared.inbox.wait(Some(wait), &self.shared.shutdown);
             core = self.lock();
+            core.idle_workers -= 1;
         }
     }
 
@@ -824,6 +893,15 @@ impl KernelLoop {
             self.shared
                 .notify_module(supervisor, MessageType::EXIT_NOTIFICATION, &notice.encode());
         }
+        core.events.record(&KernelEvent::Exited {
+            pid: pid.to_u64(),
+            module: report.module.clone(),
+            code: match &report.status {
+                ExitStatus::Exited(code) => i64::from(*code),
+                ExitStatus::Trapped { code, .. } | ExitStatus::Stopped(code) => -i64::from(code.0),
+            },
+        });
+        core.events.messages += report.sent;
         core.listeners
             .retain(|listener| listener.send(report.clone()).is_ok());
         let module = report.module.clone();

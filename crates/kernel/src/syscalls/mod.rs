@@ -90,6 +90,9 @@ impl ProcessContext {
         let Some((resource, rights)) = capabilities::requirement(syscall) else {
             return Ok(());
         };
+        self.kernel
+            .syscalls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let now = self.kernel.clock.now_nanos();
         let mut engine = self.kernel.capabilities();
         let result = engine.find(self.process.pid, &resource, rights, item, now);

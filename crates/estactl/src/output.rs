@@ -1,0 +1,199 @@
+//! How `estactl` prints run summaries and IPC traces, for people and as
+//! JSON.
+
+use anyhow::Result;
+use estalogic_kernel::abi::{Flags, Pid};
+use estalogic_kernel::{ExitStatus, RunReport};
+use std::collections::HashMap;
+
+/// The per-process summary table.
+pub fn print_summary(report: &RunReport) {
+    println!(
+        "{:<8} {:<16} {:<8} {:>9} {:>9} {:>14}  status",
+        "pid", "module", "priority", "sent", "received", "fuel"
+    );
+    let mut processes: Vec<_> = report.processes.iter().collect();
+    processes.sort_by_key(|p| (p.pid.index(), p.pid.generation()));
+    for p in processes {
+        let mut notes = String::new();
+        if p.send_failures > 0 {
+            notes.push_str(&format!(" ({} failed sends)", p.send_failures));
+        }
+        if p.delivery_failures > 0 {
+            notes.push_str(&format!(
+                " ({} sent messages not delivered)",
+                p.delivery_failures
+            ));
+        }
+        if p.undelivered > 0 {
+            notes.push_str(&format!(" ({} messages left unread)", p.undelivered));
+        }
+        println!(
+            "{:<8} {:<16} {:<8} {:>9} {:>9} {:>14}  {}{}",
+            p.pid.to_string(),
+            p.module,
+            p.priority.name(),
+            p.sent,
+            p.received,
+            p.fuel_used,
+            p.status,
+            notes
+        );
+    }
+    for restart in &report.restarts {
+        println!(
+            "restart: {} {} trapped ({}) -> {:?}{}",
+            restart.module,
+            restart.pid,
+            restart.code,
+            restart.action,
+            restart
+                .new_pid
+                .map(|pid| format!(", now {pid}"))
+                .unwrap_or_default()
+        );
+    }
+    let fairness = report
+        .stats
+        .fairness
+        .map_or("n/a".to_string(), |f| format!("{f:.2}"));
+    println!(
+        "{} processes in {:.1} ms on {} worker(s); fairness {}; {} checkpoints",
+        report.processes.len(),
+        report.elapsed.as_secs_f64() * 1e3,
+        report.stats.workers,
+        fairness,
+        report.stats.checkpoints
+    );
+}
+
+/// The run summary as JSON.
+pub fn summary_json(report: &RunReport) -> serde_json::Value {
+    let processes: Vec<serde_json::Value> = report
+        .processes
+        .iter()
+        .map(|p| {
+            let status = match &p.status {
+                ExitStatus::Exited(code) => serde_json::json!({"kind": "exited", "code": code}),
+                ExitStatus::Trapped { code, detail } => serde_json::json!({
+                    "kind": "trapped", "code": code.0, "name": code.name(), "detail": detail
+                }),
+                ExitStatus::Stopped(code) => {
+                    serde_json::json!({"kind": "stopped", "code": code.0, "name": code.name()})
+                }
+            };
+            serde_json::json!({
+                "pid": p.pid.to_u64(),
+                "module": p.module,
+                "priority": p.priority.name(),
+                "status": status,
+                "sent": p.sent,
+                "received": p.received,
+                "send_failures": p.send_failures,
+                "delivery_failures": p.delivery_failures,
+                "undelivered": p.undelivered,
+                "fuel_used": p.fuel_used,
+                "cpu_ns": p.cpu_ns,
+                "preemptions": p.preemptions,
+                "requeues": p.requeues,
+            })
+        })
+        .collect();
+    let restarts: Vec<serde_json::Value> = report
+        .restarts
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "module": r.module, "pid": r.pid.to_u64(), "code": r.code.0,
+                "action": format!("{:?}", r.action), "new_pid": r.new_pid.map(Pid::to_u64),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "elapsed_ms": report.elapsed.as_secs_f64() * 1e3,
+        "workers": report.stats.workers,
+        "fairness": report.stats.fairness,
+        "checkpoints": report.stats.checkpoints,
+        "processes": processes,
+        "restarts": restarts,
+    })
+}
+
+fn flag_names(flags: Flags) -> String {
+    let names: Vec<&str> = [
+        (Flags::REPLY, "reply"),
+        (Flags::ACK_REQUESTED, "ack?"),
+        (Flags::ACK, "ack"),
+        (Flags::BROADCAST, "broadcast"),
+        (Flags::DELIVERY_FAILURE, "delivery-failure"),
+    ]
+    .into_iter()
+    .filter(|(flag, _)| flags.contains(*flag))
+    .map(|(_, name)| name)
+    .collect();
+    names.join(",")
+}
+
+/// The IPC trace: one line per message (at most `limit`, 0 = all).
+pub fn print_trace(report: &RunReport, limit: usize, json: bool) -> Result<()> {
+    let names: HashMap<Pid, &str> = report
+        .processes
+        .iter()
+        .map(|p| (p.pid, p.module.as_str()))
+        .collect();
+    let name = |pid: Pid| {
+        if pid == Pid::KERNEL {
+            "kernel".to_string()
+        } else {
+            format!("{}{}", names.get(&pid).copied().unwrap_or("?"), pid)
+        }
+    };
+    let shown = if limit == 0 {
+        report.trace.len()
+    } else {
+        limit.min(report.trace.len())
+    };
+    for record in &report.trace[..shown] {
+        let h = &record.header;
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "at_ns": h.timestamp, "from": h.source.to_u64(), "to": h.target.to_u64(),
+                    "from_module": names.get(&h.source), "to_module": names.get(&h.target),
+                    "type": h.message_type.0, "sequence": h.sequence, "priority": h.priority.get(),
+                    "correlation": h.correlation, "flags": h.flags.bits(), "bytes": record.payload_len,
+                })
+            );
+        } else {
+            let flags = flag_names(h.flags);
+            println!(
+                "{:>12.3} µs  {:<18} -> {:<18} {:<16?} seq {:<6} prio {} {:>6} B{}{}",
+                h.timestamp as f64 / 1e3,
+                name(h.source),
+                name(h.target),
+                h.message_type,
+                h.sequence,
+                h.priority.get(),
+                record.payload_len,
+                if h.correlation != 0 {
+                    format!("  corr {}", h.correlation)
+                } else {
+                    String::new()
+                },
+                if flags.is_empty() {
+                    String::new()
+                } else {
+                    format!("  [{flags}]")
+                },
+            );
+        }
+    }
+    if !json && shown < report.trace.len() {
+        println!(
+            "... {} more messages (use --limit 0 for all)",
+            report.trace.len() - shown
+        );
+    }
+    Ok(())
+}

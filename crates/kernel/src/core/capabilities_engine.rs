@@ -54,7 +54,8 @@
 //! processes exist.
 
 use estalogic_abi::{ErrorCode, Pid, ResourceKind, Rights};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use rustc_hash::FxHashMap as HashMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
 
@@ -541,6 +542,9 @@ pub struct CapabilityEngine {
     next_id: u64,
     fallback_ids: u64,
     audit: Vec<AuditEvent>,
+    /// Bumped by every revocation: a positive decision taken at an older
+    /// generation may no longer hold.
+    generation: u64,
 }
 
 /// Counts only: the MAC key never appears in logs.
@@ -560,12 +564,13 @@ impl CapabilityEngine {
     pub fn new(mac_key: [u8; 32]) -> Self {
         CapabilityEngine {
             key: mac_key,
-            nodes: HashMap::new(),
-            tables: HashMap::new(),
-            tokens: HashMap::new(),
+            nodes: HashMap::default(),
+            tables: HashMap::default(),
+            tokens: HashMap::default(),
             next_id: 1,
             fallback_ids: 0,
             audit: Vec::new(),
+            generation: 0,
         }
     }
 
@@ -759,6 +764,28 @@ impl CapabilityEngine {
             None => (None, CapError::MissingRight),
         };
         Err(self.denied(now, pid, id, format!("find {want}"), error))
+    }
+
+    /// Changes with every revocation (including process exit and closing a
+    /// handle). A positive decision about an [unlimited] capability stays
+    /// true while the generation is unchanged, so the kernel may cache it.
+    ///
+    /// [unlimited]: CapabilityEngine::is_unlimited
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// True if the capability at `handle` and every ancestor have no time
+    /// window and no use limit, and none is revoked: only a revocation can
+    /// change a decision about it.
+    pub fn is_unlimited(&self, pid: Pid, handle: Handle) -> bool {
+        let Ok(id) = self.lookup(pid, handle) else {
+            return false;
+        };
+        !self.is_revoked(id)
+            && self.lineage(id).all(|node| {
+                node.is_some_and(|node| node.capability.validity == Validity::UNLIMITED)
+            })
     }
 
     /// A snapshot of `pid`'s capability at `handle`, revoked or not.
@@ -1085,6 +1112,12 @@ impl CapabilityEngine {
         Ok(self.revoke_subtree(id, include_self, &reason, now))
     }
 
+    /// Bumps the generation: positive decisions cached by the kernel at an
+    /// older generation are stale.
+    fn invalidate(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
+    }
+
     /// Marks `root` (if `include_root`) and its descendants revoked,
     /// auditing each; returns how many were newly revoked. A node already
     /// revoked has its whole subtree revoked (invariant 2), so it is skipped.
@@ -1095,6 +1128,7 @@ impl CapabilityEngine {
         reason: &str,
         now: u64,
     ) -> usize {
+        self.invalidate();
         let mut pending = if include_root {
             vec![root]
         } else {

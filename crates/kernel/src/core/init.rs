@@ -32,8 +32,21 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use wasmtime::{Config, Engine, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, Linker, PoolingAllocationConfig};
 
+/// Default size of the process pool.
+pub const DEFAULT_MAX_PROCESSES: u32 = 10_000;
+/// Address space per linear memory: the largest memory class (system,
+/// 64 MiB).
+const MEMORY_SLOT: u64 = 64 << 20;
+/// Guard region after each memory slot.
+const MEMORY_GUARD: u64 = 64 << 10;
+/// Wasm call stack per process.
+const WASM_STACK: usize = 256 << 10;
+/// Room for host frames (syscalls) on a process's fiber stack.
+const HOST_STACK: usize = 256 << 10;
+/// Table slots per process.
+const TABLE_ELEMENTS: usize = 10_000;
 /// Period of the wall-clock epoch ticker.
 const EPOCH_TICK: Duration = Duration::from_millis(1);
 
@@ -84,6 +97,7 @@ pub enum KernelError {
 #[derive(Debug, Clone, Default)]
 pub struct KernelBuilder {
     deterministic: bool,
+    max_processes: Option<u32>,
     trace_ipc: bool,
     workers: Option<usize>,
     cache_dir: Option<PathBuf>,
@@ -103,6 +117,16 @@ impl KernelBuilder {
     /// [`RunReport::trace`] (for `estactl trace-ipc`).
     pub fn trace_ipc(mut self, on: bool) -> Self {
         self.trace_ipc = on;
+        self
+    }
+
+    /// How many processes may be alive at once (default 10,000). Every
+    /// process takes a slot of the instance pool, whose address space is
+    /// reserved up front (about 64 MiB of virtual memory per slot, committed
+    /// only as a process touches it); a spawn past the limit fails with
+    /// `LIMIT_REACHED`.
+    pub fn max_processes(mut self, count: u32) -> Self {
+        self.max_processes = Some(count);
         self
     }
 
@@ -140,10 +164,28 @@ impl KernelBuilder {
         policy.checkpoint_fuel = policy
             .checkpoint_fuel
             .clamp(1, SlicePolicy::MAX_CHECKPOINT_FUEL);
+        let max_processes = self.max_processes.unwrap_or(DEFAULT_MAX_PROCESSES).max(1);
         let mut config = Config::new();
         config.consume_fuel(true);
         config.epoch_interruption(!self.deterministic);
         config.cranelift_nan_canonicalization(self.deterministic);
+        // Linear memories live in fixed slots of a pool: spawning a process
+        // maps nothing and exiting unmaps nothing, and a slot is as large as
+        // the largest memory class, so bounds checks stay explicit but cheap.
+        config.memory_reservation(MEMORY_SLOT);
+        config.memory_guard_size(MEMORY_GUARD);
+        config.memory_reservation_for_growth(0);
+        config.max_wasm_stack(WASM_STACK);
+        config.async_stack_size(WASM_STACK + HOST_STACK);
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_core_instances(max_processes)
+            .total_memories(max_processes)
+            .total_tables(max_processes)
+            .total_stacks(max_processes)
+            .max_memory_size(MEMORY_SLOT as usize)
+            .table_elements(TABLE_ELEMENTS)
+            .max_unused_warm_slots(256);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(|e| KernelError::Engine(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
         syscalls::add_to_linker(&mut linker).map_err(|e| KernelError::Engine(format!("{e:#}")))?;

@@ -253,6 +253,8 @@ pub struct KernelShared {
     shutdown: AtomicBool,
     /// Capability-checked syscalls made so far.
     pub(crate) syscalls: AtomicU64,
+    /// The capability engine's generation as of its last change.
+    pub(crate) capability_generation: AtomicU64,
     trace: Option<Mutex<Vec<TraceRecord>>>,
 }
 
@@ -274,6 +276,7 @@ impl KernelShared {
             inbox: Arc::new(Inbox::default()),
             shutdown: AtomicBool::new(false),
             syscalls: AtomicU64::new(0),
+            capability_generation: AtomicU64::new(0),
             trace: trace.then(|| Mutex::new(Vec::new())),
         }
     }
@@ -286,6 +289,10 @@ impl KernelShared {
     /// Moves the engine's new audit events into the kernel's buffer (and the
     /// `estalogic::audit` trace).
     pub(crate) fn flush_audit(&self, engine: &mut CapabilityEngine) {
+        // Published while the engine is still locked, so no decision cached
+        // against the old generation is trusted after the change it missed.
+        self.capability_generation
+            .store(engine.generation(), Ordering::Release);
         let events = engine.drain_audit();
         if events.is_empty() {
             return;

@@ -43,7 +43,8 @@
 
 use crate::core::process::ProcessState as State;
 use estalogic_abi::{Pid, Priority};
-use std::collections::{HashMap, VecDeque};
+use rustc_hash::FxHashMap as HashMap;
+use std::collections::VecDeque;
 
 /// Time-slice configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -214,7 +215,7 @@ impl Scheduler {
         Scheduler {
             policy,
             queues: Default::default(),
-            entries: HashMap::new(),
+            entries: HashMap::default(),
             queued: 0,
             running: 0,
             finished: Vec::new(),

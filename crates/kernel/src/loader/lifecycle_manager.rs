@@ -148,6 +148,8 @@ impl ProcessFactory {
             kernel: self.shared.clone(),
             task: state.clone(),
             limiter: MemoryLimiter::new(loaded.manifest.memory_class.max_bytes()),
+            admitted: Default::default(),
+            memory: None,
         };
         let future = run_process(
             self.engine.clone(),
@@ -201,6 +203,7 @@ async fn call_entry(
     loaded: &LoadedModule,
 ) -> wasmtime::Result<i32> {
     let instance = loaded.pre.instantiate_async(&mut *store).await?;
+    store.data_mut().memory = instance.get_memory(&mut *store, "memory");
     let name = loaded.manifest.entry_point.as_str();
     match loaded.entry {
         EntryKind::Unit => {

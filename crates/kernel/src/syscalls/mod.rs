@@ -80,12 +80,22 @@ pub struct ProcessContext {
     pub(crate) kernel: Arc<KernelShared>,
     pub(crate) task: Arc<TaskState>,
     pub(crate) limiter: MemoryLimiter,
+    /// Admission decisions this process may reuse.
+    pub(crate) admitted: std::cell::RefCell<AdmitCache>,
+    /// The guest's exported memory, found once after instantiation.
+    pub(crate) memory: Option<wasmtime::Memory>,
 }
 
 impl ProcessContext {
     /// The capability choke point: may this process make this syscall on
     /// `item` (a target module, a looked-up name; `None` for the syscall's
     /// whole resource)? Every denial is audited by the engine.
+    ///
+    /// A positive answer about an unlimited capability (no time window, no
+    /// use limit) is remembered until the engine's generation moves (any
+    /// revocation anywhere), so repeated sends to the same peer do not take
+    /// the engine lock. Limited capabilities always go to the engine, which
+    /// counts their uses and checks their clock.
     pub fn admit(&self, syscall: Syscall, item: Option<&str>) -> Result<(), ErrorCode> {
         let Some((resource, rights)) = capabilities::requirement(syscall) else {
             return Ok(());
@@ -93,13 +103,62 @@ impl ProcessContext {
         self.kernel
             .syscalls
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let generation = self
+            .kernel
+            .capability_generation
+            .load(std::sync::atomic::Ordering::Acquire);
+        if self.admitted.borrow().allows(generation, syscall, item) {
+            return Ok(());
+        }
         let now = self.kernel.clock.now_nanos();
         let mut engine = self.kernel.capabilities();
-        let result = engine.find(self.process.pid, &resource, rights, item, now);
-        if result.is_err() {
-            self.kernel.flush_audit(&mut engine);
+        let pid = self.process.pid;
+        match engine.find(pid, &resource, rights, item, now) {
+            Ok(handle) => {
+                if engine.is_unlimited(pid, handle) {
+                    self.admitted
+                        .borrow_mut()
+                        .remember(engine.generation(), syscall, item);
+                }
+                Ok(())
+            }
+            Err(error) => {
+                self.kernel.flush_audit(&mut engine);
+                Err(error.code())
+            }
         }
-        result.map(|_| ()).map_err(|error| error.code())
+    }
+}
+
+/// Positive admission decisions about unlimited capabilities, valid for one
+/// engine generation.
+#[derive(Debug, Default)]
+pub(crate) struct AdmitCache {
+    generation: u64,
+    entries: Vec<(Syscall, Option<Box<str>>)>,
+}
+
+impl AdmitCache {
+    /// The most decisions remembered per process.
+    const CAPACITY: usize = 16;
+
+    fn allows(&self, generation: u64, syscall: Syscall, item: Option<&str>) -> bool {
+        self.generation == generation
+            && self
+                .entries
+                .iter()
+                .any(|(s, i)| *s == syscall && i.as_deref() == item)
+    }
+
+    fn remember(&mut self, generation: u64, syscall: Syscall, item: Option<&str>) {
+        if self.generation != generation {
+            self.entries.clear();
+            self.generation = generation;
+        }
+        if self.entries.len() >= Self::CAPACITY {
+            self.entries.remove(0);
+        }
+        self.entries.push((syscall, item.map(Into::into)));
     }
 }
 
@@ -122,6 +181,9 @@ fn guest_range(ptr: i32, len: i32, memory_len: usize) -> Result<std::ops::Range<
 }
 
 fn memory_of(caller: &mut Caller<'_, ProcessContext>) -> Result<wasmtime::Memory, ErrorCode> {
+    if let Some(memory) = caller.data().memory {
+        return Ok(memory);
+    }
     match caller.get_export("memory") {
         Some(Extern::Memory(memory)) => Ok(memory),
         _ => Err(ErrorCode::INVALID_POINTER),

@@ -135,12 +135,15 @@ fn a_high_process_keeps_making_progress_while_normal_ones_spin() {
         assert_eq!(first.module, "worker");
         assert_eq!(first.status, ExitStatus::Exited(0));
         // Spinners get only minimum-service turns: the worker never waits
-        // long, and gets most of the CPU while it runs.
-        assert!(
-            first.max_wait_ns <= 2_000_000,
-            "worker waited {} ns",
-            first.max_wait_ns
-        );
+        // long. (On the virtual clock only: real time also counts the host
+        // descheduling the worker thread.)
+        if deterministic {
+            assert!(
+                first.max_wait_ns <= 2_000_000,
+                "worker waited {} ns",
+                first.max_wait_ns
+            );
+        }
         shutdown.request();
         let report = runner.join().unwrap();
         let spinners = report.processes.iter().filter(|p| p.module == "spinner");

@@ -64,7 +64,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
@@ -79,6 +79,8 @@ const NOTIFIED: u8 = 3;
 #[derive(Debug, Default)]
 pub(crate) struct Inbox {
     queue: Mutex<Vec<Pid>>,
+    /// Mirrors `queue.len()`, so the loop can skip the lock when empty.
+    len: AtomicUsize,
     signal: Condvar,
 }
 
@@ -88,10 +90,9 @@ impl Inbox {
     /// and signals an idle worker then if there is more ready work than it
     /// can run (see `KernelLoop::work`).
     fn push(&self, pid: Pid) {
-        self.queue
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(pid);
+        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        queue.push(pid);
+        self.len.store(queue.len(), Ordering::Release);
     }
 
     fn notify_one(&self) {
@@ -100,15 +101,16 @@ impl Inbox {
     }
 
     fn drain_into(&self, out: &mut Vec<Pid>) {
+        if self.is_empty() {
+            return;
+        }
         let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         out.append(&mut queue);
+        self.len.store(0, Ordering::Release);
     }
 
     fn is_empty(&self) -> bool {
-        self.queue
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_empty()
+        self.len.load(Ordering::Acquire) == 0
     }
 
     /// Sleeps until something is pushed, `stop` is set, or `timeout` passes.
@@ -249,6 +251,9 @@ pub struct KernelShared {
     capabilities: Mutex<CapabilityEngine>,
     audit: Mutex<AuditBuffer>,
     timers: Mutex<Timers>,
+    /// The earliest armed deadline (`u64::MAX` if none), readable without
+    /// the timers lock.
+    next_deadline: AtomicU64,
     inbox: Arc<Inbox>,
     shutdown: AtomicBool,
     /// Capability-checked syscalls made so far.
@@ -273,6 +278,7 @@ impl KernelShared {
             capabilities: Mutex::new(capabilities),
             audit: Mutex::new(AuditBuffer::default()),
             timers: Mutex::new(Timers::default()),
+            next_deadline: AtomicU64::new(u64::MAX),
             inbox: Arc::new(Inbox::default()),
             shutdown: AtomicBool::new(false),
             syscalls: AtomicU64::new(0),
@@ -335,15 +341,19 @@ impl KernelShared {
             sequence,
             waker,
         }));
+        self.next_deadline.fetch_min(deadline, Ordering::AcqRel);
     }
 
     fn next_timer(&self) -> Option<u64> {
-        let timers = self.timers.lock().unwrap_or_else(|p| p.into_inner());
-        timers.heap.peek().map(|Reverse(entry)| entry.deadline)
+        let next = self.next_deadline.load(Ordering::Acquire);
+        (next != u64::MAX).then_some(next)
     }
 
     /// Fires every timer due at `now`.
     fn fire_timers(&self, now: u64) {
+        if self.next_deadline.load(Ordering::Acquire) > now {
+            return;
+        }
         let mut due = Vec::new();
         {
             let mut timers = self.timers.lock().unwrap_or_else(|p| p.into_inner());
@@ -355,6 +365,11 @@ impl KernelShared {
                 let Reverse(entry) = timers.heap.pop().expect("peeked");
                 due.push(entry.waker);
             }
+            let next = timers
+                .heap
+                .peek()
+                .map_or(u64::MAX, |Reverse(entry)| entry.deadline);
+            self.next_deadline.store(next, Ordering::Release);
         }
         for waker in due {
             waker.wake();
@@ -646,8 +661,7 @@ impl KernelLoop {
     }
 
     /// Fires due timers and moves woken tasks into the scheduler.
-    fn collect(&self, core: &mut Core) {
-        let now = self.shared.clock.now_nanos();
+    fn collect(&self, core: &mut Core, now: u64) {
         self.shared.fire_timers(now);
         let mut woken = std::mem::take(&mut core.woken);
         self.shared.inbox.drain_into(&mut woken);
@@ -701,7 +715,8 @@ impl KernelLoop {
     fn work(&self) {
         let mut core = self.lock();
         loop {
-            self.collect(&mut core);
+            let now = self.shared.clock.now_nanos();
+            self.collect(&mut core, now);
             if self.shared.shutdown_requested() {
                 if core.state == LoopState::Running {
                     let _ = core.state.transition(LoopState::ShuttingDown);
@@ -713,7 +728,6 @@ impl KernelLoop {
                 self.shared.inbox.notify();
                 return;
             }
-            let now = self.shared.clock.now_nanos();
             if let Some(dispatch) = core.scheduler.next(now) {
                 core.events.record(&KernelEvent::Tick);
                 if core.idle_workers > 0 && core.scheduler.queued() > 0 {
@@ -799,8 +813,8 @@ impl KernelLoop {
             if task.state.kill.load(Ordering::Acquire) {
                 break (core, TurnEnd::Stop(ErrorCode::RESTARTED));
             }
-            self.collect(&mut core);
             let now = self.shared.clock.now_nanos();
+            self.collect(&mut core, now);
             match core.scheduler.checkpoint(pid, now) {
                 Verdict::Continue => drop(core),
                 Verdict::Preempted | Verdict::Rotated => break (core, TurnEnd::Requeued),

@@ -150,6 +150,7 @@ impl ProcessFactory {
             limiter: MemoryLimiter::new(loaded.manifest.memory_class.max_bytes()),
             admitted: Default::default(),
             memory: None,
+            last_peer: Default::default(),
         };
         let future = run_process(
             self.engine.clone(),

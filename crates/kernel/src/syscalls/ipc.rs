@@ -200,7 +200,7 @@ async fn send(
 ) -> Result<u64, ErrorCode> {
     let target = Pid::from_u64(request.target as u64);
     let context = caller.data();
-    let Some(receiver) = context.kernel.process(target) else {
+    let Some(receiver) = context.peer(target) else {
         context
             .process
             .counters

@@ -20,7 +20,7 @@ pub mod time;
 
 use crate::core::kernel_loop::{KernelShared, TaskState};
 use crate::core::process::Process;
-use estalogic_abi::{ErrorCode, Syscall};
+use estalogic_abi::{ErrorCode, Pid, Syscall};
 use std::sync::Arc;
 use wasmtime::{Caller, Extern, Linker, ResourceLimiter};
 
@@ -84,9 +84,25 @@ pub struct ProcessContext {
     pub(crate) admitted: std::cell::RefCell<AdmitCache>,
     /// The guest's exported memory, found once after instantiation.
     pub(crate) memory: Option<wasmtime::Memory>,
+    /// The process this one last sent to: repeated sends to the same peer
+    /// skip the process-table lookup.
+    pub(crate) last_peer: std::cell::RefCell<Option<Arc<Process>>>,
 }
 
 impl ProcessContext {
+    /// The live process `pid`, from the one-entry peer cache or the table.
+    pub(crate) fn peer(&self, pid: Pid) -> Option<Arc<Process>> {
+        if let Some(peer) = self.last_peer.borrow().as_ref()
+            && peer.pid == pid
+            && peer.alive.load(std::sync::atomic::Ordering::Acquire)
+        {
+            return Some(peer.clone());
+        }
+        let peer = self.kernel.process(pid)?;
+        *self.last_peer.borrow_mut() = Some(peer.clone());
+        Some(peer)
+    }
+
     /// The capability choke point: may this process make this syscall on
     /// `item` (a target module, a looked-up name; `None` for the syscall's
     /// whole resource)? Every denial is audited by the engine.

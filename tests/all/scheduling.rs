@@ -153,3 +153,35 @@ fn a_high_process_keeps_making_progress_while_normal_ones_spin() {
         }
     }
 }
+
+/// Fills its whole memory over and over: few instructions, much work.
+const BULK_SPINNER: &str = r#"(module
+  (memory (export "memory") 16)
+  (func (export "run") (loop (memory.fill (i32.const 0) (i32.const 7) (i32.const 1048576)) (br 0))))"#;
+
+#[test]
+fn bulk_memory_work_is_charged_so_a_fill_loop_is_preempted_too() {
+    for backstop in [false, true] {
+        let mut kernel = Kernel::builder()
+            .workers(1)
+            .wall_clock_backstop(backstop)
+            .build()
+            .unwrap();
+        load_wat(&mut kernel, "filler", BULK_SPINNER, "normal");
+        load_wat(&mut kernel, "worker", WORKER, "normal");
+        kernel.spawn("filler").unwrap();
+        kernel.spawn("worker").unwrap();
+        let exits = kernel.subscribe_exits();
+        let shutdown = kernel.shutdown_handle();
+        let runner = std::thread::spawn(move || kernel.run());
+        let first = exits.recv_timeout(Duration::from_secs(60)).unwrap();
+        assert_eq!(first.module, "worker", "backstop {backstop}");
+        assert_eq!(first.status, ExitStatus::Exited(0));
+        shutdown.request();
+        let report = runner.join().unwrap();
+        let filler = report.process("filler").unwrap();
+        assert_eq!(filler.status, ExitStatus::Stopped(ErrorCode::SHUTDOWN));
+        // Fuel counts the bytes filled, not the three instructions.
+        assert!(filler.fuel_used > 10_000_000, "{filler:?}");
+    }
+}

@@ -1,119 +1,137 @@
-//! `estactl bench`: the kernel's basic costs, measured on the bundled
-//! services in this process.
+//! `estactl bench`: runs the benchmark suite of `estalogic-bench` (see its
+//! docs for what each benchmark measures) and prints a table, or one JSON
+//! object for machines: `{"<name>": figure, ..., "repeat": N}` — the shape
+//! `benches/peers/compare.sh` reads.
 //!
-//! - ping-pong: the `ping` service's `bench` entry makes 100,000 round trips
-//!   with `pong`; the figure is wall time / round trips.
-//! - spawn: 1,000 `noop` processes are spawned, run and reaped; the figure
-//!   is wall time / processes (instantiation included).
-//!
-//! Each measurement is repeated and the best run is reported, which is the
-//! least noisy figure on a shared machine.
+//! Progress goes to stderr. A benchmark that fails is reported with its
+//! error — an `error` row and the text under the table; `null` and an
+//! `"errors"` member in JSON — and the others still run. The exit status
+//! stays 0 (a failed measurement is a result, and `compare.sh` must still
+//! get the other figures); a warning on stderr counts the failures.
 
-use anyhow::{Context as _, Result, ensure};
-use estalogic_kernel::{ExitStatus, Kernel, Manifest};
-use std::path::Path;
-use std::time::{Duration, Instant};
+use anyhow::{Result, bail};
+use estalogic_bench::{ALL, Outcome, Settings, measure};
 
-const PING_PONG_ROUNDS: u64 = 100_000;
-const SPAWN_COUNT: usize = 1_000;
-
-fn manifest(name: &str, entry: &str) -> Result<Manifest> {
-    Ok(Manifest::parse(&format!(
-        r#"{{"name":"{name}","version":"0.1.0","entry_point":"{entry}","runtime":"wasm32",
-            "module":"bundled:{name}",
-            "capabilities_required":["messaging:send","messaging:receive","process:lookup"]}}"#
-    ))?)
-}
-
-fn bundled(name: &str) -> Result<&'static [u8]> {
-    estalogic_services::get(name).with_context(|| format!("service {name} is not bundled"))
-}
-
-fn ping_pong_once() -> Result<Duration> {
-    let mut kernel = Kernel::builder().build()?;
-    kernel.load_module(
-        manifest("pong", "run")?,
-        bundled("pong")?,
-        Path::new("bundled:pong"),
-    )?;
-    kernel.load_module(
-        manifest("ping", "bench")?,
-        bundled("ping")?,
-        Path::new("bundled:ping"),
-    )?;
-    kernel.spawn("pong");
-    kernel.spawn("ping");
-    let started = Instant::now();
-    let report = kernel.run();
-    let elapsed = started.elapsed();
-    for process in &report.processes {
-        ensure!(
-            process.status == ExitStatus::Exited(0),
-            "{} ended badly: {}",
-            process.module,
-            process.status
+/// Runs the benchmarks whose name contains `only` (all without it) and
+/// prints their figures; `list` only prints what there is.
+pub fn run(repeat: u32, json: bool, only: Option<&str>, quick: bool, list: bool) -> Result<()> {
+    if list {
+        print_list();
+        return Ok(());
+    }
+    if let Some(only) = only
+        && !ALL.iter().any(|benchmark| benchmark.name.contains(only))
+    {
+        bail!("no benchmark name contains {only:?} (see `estactl bench --list`)");
+    }
+    let settings = Settings {
+        repeat: repeat.max(1),
+        quick,
+    };
+    let outcomes = estalogic_bench::run_each(&settings, only, |outcome| {
+        let status = if outcome.value.is_ok() {
+            ""
+        } else {
+            " (failed)"
+        };
+        eprintln!(
+            "bench: {} {:.1} s{status}",
+            outcome.benchmark.name,
+            outcome.took.as_secs_f64()
         );
-    }
-    Ok(elapsed / PING_PONG_ROUNDS as u32)
-}
-
-fn spawn_once() -> Result<Duration> {
-    let mut kernel = Kernel::builder().build()?;
-    kernel.load_module(
-        manifest("noop", "run")?,
-        bundled("noop")?,
-        Path::new("bundled:noop"),
-    )?;
-    let started = Instant::now();
-    for _ in 0..SPAWN_COUNT {
-        kernel.spawn("noop");
-    }
-    let report = kernel.run();
-    let elapsed = started.elapsed();
-    ensure!(
-        report.processes.len() == SPAWN_COUNT,
-        "not every process ran"
-    );
-    ensure!(
-        report
-            .processes
-            .iter()
-            .all(|p| p.status == ExitStatus::Exited(0)),
-        "a noop process failed"
-    );
-    Ok(elapsed / SPAWN_COUNT as u32)
-}
-
-fn best(repeat: u32, mut measure: impl FnMut() -> Result<Duration>) -> Result<Duration> {
-    let mut best = Duration::MAX;
-    for _ in 0..repeat {
-        best = best.min(measure()?);
-    }
-    Ok(best)
-}
-
-/// Runs every measurement and prints the figures.
-pub fn run(repeat: u32, json: bool) -> Result<()> {
-    let round_trip = best(repeat, ping_pong_once)?;
-    let spawn = best(repeat, spawn_once)?;
+    });
     if json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "ping_pong_round_trip_ns": round_trip.as_nanos() as u64,
-                "spawn_run_exit_ns": spawn.as_nanos() as u64,
-                "repeat": repeat,
-            })
-        );
+        println!("{}", estalogic_bench::to_json(&outcomes, &settings));
     } else {
-        println!(
-            "ping-pong round trip   {:>10.3} µs  (best of {repeat}, {PING_PONG_ROUNDS} round trips each)",
-            round_trip.as_secs_f64() * 1e6
-        );
-        println!(
-            "spawn + run + exit     {:>10.3} µs  (best of {repeat}, {SPAWN_COUNT} processes each)",
-            spawn.as_secs_f64() * 1e6
-        );
+        print_table(&outcomes, &settings);
+    }
+    let failed = outcomes.iter().filter(|o| o.value.is_err()).count();
+    if failed > 0 {
+        eprintln!("bench: warning: {failed} benchmark(s) failed; see their errors");
     }
     Ok(())
+}
+
+fn print_list() {
+    let width = ALL.iter().map(|b| b.name.len()).max().unwrap_or(0);
+    for benchmark in ALL {
+        let target = benchmark
+            .target
+            .map(|t| format!(" [target {t} {}]", benchmark.unit))
+            .unwrap_or_default();
+        println!(
+            "{:width$}  {:5}  {}{target}",
+            benchmark.name, benchmark.unit, benchmark.about
+        );
+    }
+}
+
+fn print_table(outcomes: &[Outcome], settings: &Settings) {
+    let mut rows = vec![[
+        "benchmark".to_string(),
+        "value".to_string(),
+        "unit".to_string(),
+        "target".to_string(),
+        "met".to_string(),
+    ]];
+    for outcome in outcomes {
+        let benchmark = outcome.benchmark;
+        let value = match &outcome.value {
+            Ok(value) => measure::readable(*value),
+            Err(_) => "error".to_string(),
+        };
+        let met = match outcome.met() {
+            Some(true) => "yes",
+            Some(false) => "NO",
+            None => "",
+        };
+        rows.push([
+            benchmark.name.to_string(),
+            value,
+            benchmark.unit.to_string(),
+            benchmark.target.map(|t| t.to_string()).unwrap_or_default(),
+            met.to_string(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..5)
+        .map(|column| rows.iter().map(|row| row[column].len()).max().unwrap_or(0))
+        .collect();
+    let quick = if settings.quick {
+        "; quick mode: small counts, not comparable"
+    } else {
+        ""
+    };
+    println!(
+        "ESTA Logic benchmarks: times best of {} runs, memory the median{quick}",
+        settings.runs()
+    );
+    for (index, row) in rows.iter().enumerate() {
+        let line = format!(
+            "{:<w0$}  {:>w1$}  {:<w2$}  {:<w3$}  {}",
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            row[4],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2],
+            w3 = widths[3],
+        );
+        println!("{}", line.trim_end());
+        if index == 0 {
+            let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+            println!("{}", rule.join("  "));
+        }
+    }
+    let mut first = true;
+    for outcome in outcomes {
+        if let Err(error) = &outcome.value {
+            if first {
+                println!();
+                first = false;
+            }
+            println!("{}: {error:#}", outcome.benchmark.name);
+        }
+    }
 }

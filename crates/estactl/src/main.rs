@@ -87,14 +87,26 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Measure ping-pong round trip and spawn + run + exit.
+    /// Run the benchmark suite: messaging, spawning, idle memory,
+    /// preemption overhead, syscalls, boot.
     Bench {
-        /// Repetitions of each measurement (the best is reported).
+        /// Runs of each measurement (the best time, or the median memory,
+        /// is reported).
         #[arg(long, default_value_t = 5)]
         repeat: u32,
-        /// Print results as JSON on stdout.
+        /// Print one JSON object on stdout: {"<name>": value, ..., "repeat": N}.
         #[arg(long)]
         json: bool,
+        /// Run only the benchmarks whose name contains NAME.
+        #[arg(long, value_name = "NAME")]
+        only: Option<String>,
+        /// Small counts, to check that everything runs; figures are not
+        /// comparable.
+        #[arg(long)]
+        quick: bool,
+        /// List the benchmarks (name, unit, what is measured, target).
+        #[arg(long)]
+        list: bool,
     },
 }
 
@@ -154,9 +166,14 @@ fn execute(command: Command) -> Result<ExitCode> {
             inspect::show_capabilities(&kernel, &module, json)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench { repeat, json } => {
-            bench::run(repeat.max(1), json).map(|()| ExitCode::SUCCESS)
-        }
+        Command::Bench {
+            repeat,
+            json,
+            only,
+            quick,
+            list,
+        } => bench::run(repeat.max(1), json, only.as_deref(), quick, list)
+            .map(|()| ExitCode::SUCCESS),
     }
 }
 

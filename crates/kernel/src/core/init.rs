@@ -32,7 +32,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, Linker, PoolingAllocationConfig};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, Linker, OperatorCost, PoolingAllocationConfig,
+};
 
 /// Default size of the process pool.
 pub const DEFAULT_MAX_PROCESSES: u32 = 10_000;
@@ -47,6 +49,29 @@ const WASM_STACK: usize = 256 << 10;
 const HOST_STACK: usize = 256 << 10;
 /// Table slots per process.
 const TABLE_ELEMENTS: usize = 10_000;
+/// Memory mappings a pool slot can take: a guard page splits each stack
+/// slot, and an active memory splits its slot.
+const MAPPINGS_PER_PROCESS: u64 = 10;
+
+/// Checks the host allows the mappings a pool of `max_processes` needs, so
+/// the limit fails loudly at boot instead of as spawn failures later.
+fn check_map_count(max_processes: u32) -> Result<(), KernelError> {
+    let Ok(text) = std::fs::read_to_string("/proc/sys/vm/max_map_count") else {
+        return Ok(());
+    };
+    let Ok(limit) = text.trim().parse::<u64>() else {
+        return Ok(());
+    };
+    let needed = u64::from(max_processes) * MAPPINGS_PER_PROCESS + 16_384;
+    if needed > limit {
+        return Err(KernelError::Engine(format!(
+            "{max_processes} processes need up to {needed} memory mappings but vm.max_map_count is {limit}; \
+             raise it (as root: `sysctl -w vm.max_map_count={needed}`) or lower max_processes"
+        )));
+    }
+    Ok(())
+}
+
 /// Period of the wall-clock epoch ticker.
 const EPOCH_TICK: Duration = Duration::from_millis(1);
 
@@ -88,6 +113,21 @@ pub enum KernelError {
     /// The engine could not be configured.
     #[error("engine: {0}")]
     Engine(String),
+    /// A spawn would exceed [`KernelBuilder::max_processes`].
+    #[error(
+        "cannot spawn {module}: {live} processes are alive, the limit is {limit} (KernelBuilder::max_processes)"
+    )]
+    TooManyProcesses {
+        /// The module asked for.
+        module: String,
+        /// Processes alive.
+        live: usize,
+        /// The limit.
+        limit: u32,
+    },
+    /// No loaded module has this name.
+    #[error("no module named {0:?} is loaded")]
+    UnknownModule(String),
     /// Module dependencies are missing, mismatched or cyclic.
     #[error("dependencies: {0}")]
     Dependencies(String),
@@ -97,6 +137,7 @@ pub enum KernelError {
 #[derive(Debug, Clone, Default)]
 pub struct KernelBuilder {
     deterministic: bool,
+    wall_clock_backstop: bool,
     max_processes: Option<u32>,
     trace_ipc: bool,
     workers: Option<usize>,
@@ -110,6 +151,17 @@ impl KernelBuilder {
     /// canonicalisation; the same inputs preempt at the same instructions.
     pub fn deterministic(mut self, on: bool) -> Self {
         self.deterministic = on;
+        self
+    }
+
+    /// Adds Wasmtime's epoch interruption as a wall-clock backstop: a guest
+    /// also yields every 10 ms of wall time whatever its fuel says (real
+    /// mode only). Off by default: fuel already charges bulk memory work by
+    /// the byte, so checkpoints come after bounded work, and the epoch
+    /// checks nearly double the run time of tight loops (see
+    /// BENCHMARKS.md).
+    pub fn wall_clock_backstop(mut self, on: bool) -> Self {
+        self.wall_clock_backstop = on;
         self
     }
 
@@ -165,9 +217,18 @@ impl KernelBuilder {
             .checkpoint_fuel
             .clamp(1, SlicePolicy::MAX_CHECKPOINT_FUEL);
         let max_processes = self.max_processes.unwrap_or(DEFAULT_MAX_PROCESSES).max(1);
+        check_map_count(max_processes)?;
         let mut config = Config::new();
         config.consume_fuel(true);
-        config.epoch_interruption(!self.deterministic);
+        let backstop = self.wall_clock_backstop && !self.deterministic;
+        config.epoch_interruption(backstop);
+        // Fuel measures work, not instructions: bulk memory and table
+        // operations cost per byte or element (Wasmtime's defaults) and
+        // growing memory costs per page, so a checkpoint comes after a
+        // bounded amount of real work even for `memory.fill` loops.
+        let mut costs = OperatorCost::new();
+        costs.variable.memory_grow_per_page = 255;
+        config.operator_cost(costs);
         config.cranelift_nan_canonicalization(self.deterministic);
         // Linear memories live in fixed slots of a pool: spawning a process
         // maps nothing and exiting unmaps nothing, and a slot is as large as
@@ -284,7 +345,8 @@ impl KernelBuilder {
             linker,
             shared.clone(),
             policy.checkpoint_fuel,
-            !self.deterministic,
+            backstop,
+            max_processes,
         ));
         Ok(Kernel {
             factory,
@@ -559,20 +621,17 @@ impl Kernel {
                 return Err(KernelError::Dependencies(problem));
             }
         };
-        Ok(order
-            .iter()
-            .filter_map(|key| self.spawn(&key.name))
-            .collect())
+        order.iter().map(|key| self.spawn(&key.name)).collect()
     }
 
     /// Spawns a process running the loaded module `name`; it becomes the
     /// process [`lookup`](estalogic_abi::Syscall::Lookup) finds for that name
     /// if none is registered yet.
-    pub fn spawn(&mut self, name: &str) -> Option<Pid> {
+    pub fn spawn(&mut self, name: &str) -> Result<Pid, KernelError> {
         let task = self.factory.spawn(name)?;
         let pid = task.process.pid;
         self.pending.push(task);
-        Some(pid)
+        Ok(pid)
     }
 
     /// Hits and misses of the compiled-module cache, if one is configured.

@@ -967,7 +967,7 @@ impl KernelLoop {
             RestartAction::RestartSupervisor => {
                 if let Some(supervisor) = manifest.and_then(|m| m.supervisor.as_deref()) {
                     self.stop_module(core, supervisor);
-                    if let Some(task) = self.factory.spawn(supervisor) {
+                    if let Ok(task) = self.factory.spawn(supervisor) {
                         self.admit(core, task);
                     }
                 }
@@ -984,13 +984,13 @@ impl KernelLoop {
                     self.stop_module(core, other);
                 }
                 for other in &others {
-                    if let Some(task) = self.factory.spawn(other) {
+                    if let Ok(task) = self.factory.spawn(other) {
                         self.admit(core, task);
                     }
                 }
             }
         }
-        let task = self.factory.spawn(module)?;
+        let task = self.factory.spawn(module).ok()?;
         let new_pid = task.process.pid;
         if !inherited.is_empty() {
             let mut slot = task.process.lock_mailbox();

@@ -14,6 +14,7 @@
 //! The kernel loop calls [`ProcessFactory::spawn`] again to restart a
 //! process and [`ProcessFactory::reload`] to recompile a module first.
 
+use crate::core::init::KernelError;
 use crate::core::kernel_loop::{ExitStatus, KernelShared, Outcome, Task};
 use crate::core::message_router::Mailbox;
 use crate::core::process::Process;
@@ -22,7 +23,7 @@ use crate::syscalls::capabilities::capability_for;
 use crate::syscalls::{MemoryLimiter, ProcessContext, ProcessExit};
 use estalogic_abi::ErrorCode;
 use std::sync::{Arc, RwLock};
-use wasmtime::{Engine, Linker, Store, Trap, UpdateDeadline};
+use wasmtime::{Engine, Linker, PoolConcurrencyLimitError, Store, Trap, UpdateDeadline};
 
 /// Fuel given to each process: effectively unlimited; slices, not the
 /// budget, bound how long a process runs at a time.
@@ -38,6 +39,7 @@ pub struct ProcessFactory {
     modules: RwLock<Vec<LoadedModule>>,
     checkpoint_fuel: u64,
     backstop: bool,
+    max_processes: u32,
 }
 
 impl ProcessFactory {
@@ -47,6 +49,7 @@ impl ProcessFactory {
         shared: Arc<KernelShared>,
         checkpoint_fuel: u64,
         backstop: bool,
+        max_processes: u32,
     ) -> Self {
         ProcessFactory {
             engine,
@@ -55,6 +58,7 @@ impl ProcessFactory {
             modules: RwLock::new(Vec::new()),
             checkpoint_fuel,
             backstop,
+            max_processes,
         }
     }
 
@@ -111,8 +115,23 @@ impl ProcessFactory {
     }
 
     /// Creates a process of module `name`, ready to hand to the kernel loop.
-    pub(crate) fn spawn(&self, name: &str) -> Option<Task> {
-        let loaded = self.module(name)?;
+    pub(crate) fn spawn(&self, name: &str) -> Result<Task, KernelError> {
+        let loaded = self
+            .module(name)
+            .ok_or_else(|| KernelError::UnknownModule(name.to_string()))?;
+        let live = self
+            .shared
+            .table
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .len();
+        if live >= self.max_processes as usize {
+            return Err(KernelError::TooManyProcesses {
+                module: name.to_string(),
+                live,
+                limit: self.max_processes,
+            });
+        }
         let level = loaded.manifest.priority.level();
         let mailbox = loaded.manifest.mailbox;
         let receives = loaded.manifest.requires("messaging:receive");
@@ -159,7 +178,7 @@ impl ProcessFactory {
             self.checkpoint_fuel,
             self.backstop,
         );
-        Some(Task::new(process, state, Box::pin(future)))
+        Ok(Task::new(process, state, Box::pin(future)))
     }
 }
 
@@ -230,6 +249,12 @@ pub fn classify(error: &wasmtime::Error, memory_refused: bool) -> ExitStatus {
     if memory_refused {
         return ExitStatus::Trapped {
             code: ErrorCode::OUT_OF_MEMORY,
+            detail,
+        };
+    }
+    if error.downcast_ref::<PoolConcurrencyLimitError>().is_some() {
+        return ExitStatus::Trapped {
+            code: ErrorCode::LIMIT_REACHED,
             detail,
         };
     }

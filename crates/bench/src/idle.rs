@@ -1,0 +1,287 @@
+//! Idle processes: the memory one costs and the time to create it, with
+//! 100,000 of them alive at once (brief §5: 100,000 in 24 GiB; goal
+//! 1,000,000).
+//!
+//! # Method (one run)
+//!
+//! 1. Build a default kernel with room for all the processes
+//!    (`max_processes`) and load three modules: the bundled `idle`
+//!    service (its `run` waits in `receive` forever), a `keeper` (WAT that
+//!    waits in `receive` with a one-hour timeout) and a `sentinel` (the
+//!    bundled `noop`, which returns at once). Spawn the keeper. Its armed
+//!    timer is what keeps the kernel from stopping the idle processes as
+//!    deadlocked once all of them wait; it never wakes during a run.
+//! 2. Read the resident set size (`VmRSS`), start the clock, spawn the
+//!    100,000 idle processes, then the sentinel, and run the kernel (on
+//!    this thread; a watcher thread follows the exits).
+//! 3. The scheduler runs a level first come, first served, and every idle
+//!    process parks in `receive` within its first turn, so when the
+//!    sentinel's exit report arrives every idle process has been
+//!    instantiated and is parked (give or take the one another worker may
+//!    be finishing). The clock stops there: **`idle_spawn_ns`** is that
+//!    time / 100,000 — host-side spawn (pid, mailbox, capability grant)
+//!    plus the first turn (`Store`, instantiation, running to `receive`,
+//!    parking). Erlang's figure is the same: spawn K, wait until all K said
+//!    they are ready.
+//! 4. The watcher waits until RSS stops moving (two readings 50 ms apart
+//!    within 1 % of the growth), then **`idle_process_bytes`** is
+//!    (RSS − RSS before spawning) / 100,000: everything a parked process
+//!    holds on the host — the kernel's records, its `Store` and instance,
+//!    the touched pages of its linear memory and of its fiber stack. If RSS
+//!    kept growing for more than 10 % after the sentinel, the run fails:
+//!    the sentinel did not run last, so the time would be wrong.
+//! 5. Request shutdown; every idle process must end `SHUTDOWN`.
+//!
+//! Both figures come from the same runs: bytes are the median, times the
+//! best. Memory freed by one run's processes may be reused by the next
+//! run's without showing in RSS, which is why bytes keep the median.
+//!
+//! A process that ends before the sentinel (say, an instantiation that
+//! cannot map its memory) fails the run, with how many could be alive and
+//! the first failure's text.
+
+use crate::harness::{self, Guest};
+use crate::{Settings, measure};
+use anyhow::{Context as _, Result, anyhow, bail, ensure};
+use estalogic_kernel::abi::ErrorCode;
+use estalogic_kernel::{ExitStatus, Kernel, ProcessReport};
+use std::sync::Mutex;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+/// Idle processes alive at once.
+pub const PROCESSES: u64 = 100_000;
+/// Idle processes in quick mode (well inside what a default Linux
+/// `vm.max_map_count` allows).
+pub const QUICK_PROCESSES: u64 = 5_000;
+/// The brief's memory budget per process: 100,000 processes in 24 GiB.
+pub const BYTES_PER_PROCESS_BUDGET: f64 = (24u64 << 30) as f64 / PROCESSES as f64;
+
+/// Waits in `receive` with a one-hour timeout, forever: an armed timer, so
+/// the kernel never declares the idle processes deadlocked.
+const KEEPER: &str = r#"(module
+  (import "estalogic" "receive"
+    (func $receive (param i32 i64 i32 i32 i32) (result i64)))
+  (memory (export "memory") 1)
+  (func (export "run")
+    (loop $again
+      (drop (call $receive (i32.const 0) (i64.const 3600000)
+                           (i32.const 0) (i32.const 64) (i32.const 0)))
+      (br $again))))"#;
+
+/// How long to wait for all idle processes to park before giving up.
+const PATIENCE: Duration = Duration::from_secs(600);
+/// Interval between two RSS readings while waiting for it to settle.
+const SETTLE_STEP: Duration = Duration::from_millis(50);
+/// Give up waiting for RSS to settle after this long.
+const SETTLE_LIMIT: Duration = Duration::from_secs(10);
+
+/// The figures of one run.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Figures {
+    /// Resident bytes per idle process.
+    pub bytes_per_process: f64,
+    /// Nanoseconds from the first spawn until all were parked, per process.
+    pub spawn_ns: f64,
+}
+
+/// Runs kept for reuse: the settings they used and their figures (or
+/// their error's text).
+type KeptRuns = (Settings, Result<Vec<Figures>, String>);
+
+/// The last measurement, so that `idle_spawn_ns` reuses the runs
+/// `idle_process_bytes` just made.
+static LAST: Mutex<Option<KeptRuns>> = Mutex::new(None);
+
+/// `idle_process_bytes`: median over the runs. Always measures afresh and
+/// leaves its runs for [`spawn_ns`].
+pub fn bytes_per_process(settings: &Settings) -> Result<f64> {
+    let runs = measure_runs(settings);
+    let kept = match &runs {
+        Ok(runs) => Ok(runs.clone()),
+        Err(error) => Err(format!("{error:#}")),
+    };
+    *LAST.lock().unwrap_or_else(|p| p.into_inner()) = Some((*settings, kept));
+    Ok(measure::median(
+        runs?.iter().map(|figures| figures.bytes_per_process),
+    ))
+}
+
+/// `idle_spawn_ns`: best over the runs. Reuses the runs that
+/// [`bytes_per_process`] made with the same settings, if it ran just
+/// before; measures otherwise.
+pub fn spawn_ns(settings: &Settings) -> Result<f64> {
+    let last = LAST.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let runs = match last {
+        Some((used, runs)) if used == *settings => runs.map_err(|error| anyhow!(error))?,
+        _ => measure_runs(settings)?,
+    };
+    Ok(measure::minimum(
+        runs.iter().map(|figures| figures.spawn_ns),
+    ))
+}
+
+/// Makes `settings.runs()` runs of [`PROCESSES`] idle processes
+/// ([`QUICK_PROCESSES`] in quick mode).
+pub fn measure_runs(settings: &Settings) -> Result<Vec<Figures>> {
+    let count = settings.count(PROCESSES, QUICK_PROCESSES);
+    (0..settings.runs()).map(|_| one_run(count)).collect()
+}
+
+/// One run with `count` idle processes (see the module docs).
+pub fn one_run(count: u64) -> Result<Figures> {
+    // Room for the idle processes, the keeper and the sentinel.
+    let room = u32::try_from(count + 2).context("too many processes")?;
+    raise_map_limit(u64::from(room) * 10 + 16_384);
+    let mut kernel = Kernel::builder()
+        .max_processes(room)
+        .build()
+        .with_context(|| format!("cannot build a kernel for {room} processes{}", map_limit()))?;
+    Guest::bundled("idle", "run", &["messaging:receive"]).load(&mut kernel)?;
+    Guest::wat("keeper", KEEPER, "run", &["messaging:receive"]).load(&mut kernel)?;
+    Guest::bundled("noop", "run", &[])
+        .named("sentinel")
+        .load(&mut kernel)?;
+    let exits = kernel.subscribe_exits();
+    let shutdown = kernel.shutdown_handle();
+    harness::spawn(&mut kernel, "keeper")?;
+
+    let before = measure::resident_bytes()?;
+    let started = Instant::now();
+    for _ in 0..count {
+        harness::spawn(&mut kernel, "idle")?;
+    }
+    harness::spawn(&mut kernel, "sentinel")?;
+    let (watched, report) = std::thread::scope(|scope| {
+        let watcher = scope.spawn(move || {
+            let watched = watch(&exits, started, before, count);
+            // Stop listening first: the shutdown reports every process.
+            drop(exits);
+            shutdown.request();
+            watched
+        });
+        let report = kernel.run();
+        let watched = watcher
+            .join()
+            .unwrap_or_else(|_| Err(anyhow!("the watcher thread panicked")));
+        (watched, report)
+    });
+    let figures = watched?;
+    let mut stopped = 0;
+    for process in &report.processes {
+        match (&process.status, process.module.as_str()) {
+            (ExitStatus::Stopped(code), "idle") if *code == ErrorCode::SHUTDOWN => stopped += 1,
+            (ExitStatus::Stopped(code), "keeper") if *code == ErrorCode::SHUTDOWN => {}
+            (ExitStatus::Exited(0), "sentinel") => {}
+            (status, module) => bail!("{module} ({}) {status}", process.pid),
+        }
+    }
+    ensure!(
+        stopped == count,
+        "{stopped} of {count} idle processes were alive at shutdown"
+    );
+    Ok(figures)
+}
+
+/// Follows exits until the sentinel's, then waits for RSS to settle.
+fn watch(
+    exits: &Receiver<ProcessReport>,
+    started: Instant,
+    before: u64,
+    count: u64,
+) -> Result<Figures> {
+    let mut ended_early = 0u64;
+    let mut first_failure = None;
+    loop {
+        match exits.recv_timeout(PATIENCE) {
+            Ok(report) if report.module == "sentinel" => break,
+            Ok(report) => {
+                ended_early += 1;
+                first_failure.get_or_insert_with(|| {
+                    format!("{} ({}) {}", report.module, report.pid, report.status)
+                });
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                bail!("the {count} idle processes were not all parked after {PATIENCE:?}")
+            }
+            Err(RecvTimeoutError::Disconnected) => bail!("the kernel stopped early"),
+        }
+    }
+    let parked = started.elapsed();
+    let at_sentinel = measure::resident_bytes()?;
+    let after = settle(before, at_sentinel)?;
+    if let Some(failure) = first_failure {
+        let alive = count - ended_early;
+        bail!(
+            "only {alive} of {count} idle processes could be alive at once ({ended_early} ended \
+             at start; the first: {failure}); {} resident bytes per live process{}",
+            measure::readable(after.saturating_sub(before) as f64 / alive.max(1) as f64),
+            map_limit()
+        );
+    }
+    let grown = after.saturating_sub(before);
+    let late = after.saturating_sub(at_sentinel);
+    ensure!(
+        late * 10 <= grown,
+        "resident memory grew by {late} bytes after the sentinel exited (of {grown}): the \
+         sentinel did not run after every idle process had parked, so the time is not valid"
+    );
+    Ok(Figures {
+        bytes_per_process: grown as f64 / count as f64,
+        spawn_ns: measure::nanos_per(parked, count),
+    })
+}
+
+/// The kernel's limit on memory mappings per process, which bounds how
+/// many processes' stacks and memories can be mapped (Linux), as a note
+/// for error messages.
+/// Raises `vm.max_map_count` to `needed` if it is lower and this process
+/// may (root), saying so on stderr: a pool of 100,000 processes needs more
+/// memory mappings than Linux's default 65,530. Without the right, the
+/// kernel's own check reports the limit and how to raise it.
+fn raise_map_limit(needed: u64) {
+    const PATH: &str = "/proc/sys/vm/max_map_count";
+    let Ok(current) = std::fs::read_to_string(PATH) else {
+        return;
+    };
+    let Ok(current) = current.trim().parse::<u64>() else {
+        return;
+    };
+    if current >= needed {
+        return;
+    }
+    match std::fs::write(PATH, needed.to_string()) {
+        Ok(()) => eprintln!("bench: raised vm.max_map_count from {current} to {needed}"),
+        Err(error) => eprintln!("bench: cannot raise vm.max_map_count to {needed}: {error}"),
+    }
+}
+
+fn map_limit() -> String {
+    std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .map(|limit| format!(" (vm.max_map_count is {})", limit.trim()))
+        .unwrap_or_default()
+}
+
+/// Reads RSS every [`SETTLE_STEP`] until two readings differ by at most
+/// 1 % of the growth since `before` (or [`SETTLE_LIMIT`] passed); returns
+/// the last reading.
+fn settle(before: u64, mut last: u64) -> Result<u64> {
+    let started = Instant::now();
+    loop {
+        std::thread::sleep(SETTLE_STEP);
+        let now = measure::resident_bytes().context("reading resident memory")?;
+        let grown = now.saturating_sub(before);
+        if now.abs_diff(last) * 100 <= grown || started.elapsed() > SETTLE_LIMIT {
+            return Ok(now);
+        }
+        last = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_budget_is_24_gib_over_100_000() {
+        assert_eq!(super::BYTES_PER_PROCESS_BUDGET.round(), 257_698.0);
+    }
+}

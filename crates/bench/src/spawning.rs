@@ -1,0 +1,69 @@
+//! Process creation: spawn + run + exit of a trivial process (the bundled
+//! `noop`, whose entry point returns 0 at once).
+//!
+//! - **Many at once** (`spawn_run_exit_ns`): on a kernel with `noop`
+//!   loaded, the clock starts before the first of 1,000 spawns and stops
+//!   when `Kernel::run` returns with all of them reaped. Per process: pid
+//!   and mailbox allocation, capability grants, a `Store`, instantiation,
+//!   the call, exit and cleanup. Like Erlang's figure (spawn M, await M
+//!   `'DOWN'`s), this is throughput, not the latency of one spawn. Brief
+//!   §5: at most Erlang's (`benches/peers/compare.sh`).
+//! - **One at a time** (`spawn_run_exit_single_ns`): 200 times, spawn one
+//!   `noop` and run the kernel until it exited, on one kernel with one
+//!   worker; total / 200. This adds what one `Kernel::run` costs by itself
+//!   (starting the loop and the epoch ticker thread, and joining them).
+
+use crate::harness::{self, Guest};
+use crate::{Settings, measure};
+use anyhow::{Result, ensure};
+use estalogic_kernel::Kernel;
+use std::time::Instant;
+
+/// Processes per run of the many-at-once benchmark.
+pub const AT_ONCE: u64 = 1_000;
+/// Spawn-and-run cycles per run of the one-at-a-time benchmark.
+pub const ONE_AT_A_TIME: u64 = 200;
+
+fn noop() -> Guest {
+    Guest::bundled("noop", "run", &[])
+}
+
+/// `spawn_run_exit_ns`: per process, 1,000 spawned at once (quick: 100).
+pub fn many_at_once(settings: &Settings) -> Result<f64> {
+    let count = settings.count(AT_ONCE, 100);
+    measure::best_of(settings.runs(), || {
+        let mut kernel = Kernel::builder().build()?;
+        noop().load(&mut kernel)?;
+        let started = Instant::now();
+        for _ in 0..count {
+            harness::spawn(&mut kernel, "noop")?;
+        }
+        let report = kernel.run();
+        let elapsed = started.elapsed();
+        ensure!(
+            report.processes.len() as u64 == count,
+            "{} of {count} noop processes ran",
+            report.processes.len()
+        );
+        harness::expect_success(&report)?;
+        Ok(measure::nanos_per(elapsed, count))
+    })
+}
+
+/// `spawn_run_exit_single_ns`: per cycle of spawn one, run until it
+/// exited; 200 cycles on one kernel with one worker (quick: 20).
+pub fn one_at_a_time(settings: &Settings) -> Result<f64> {
+    let cycles = settings.count(ONE_AT_A_TIME, 20);
+    measure::best_of(settings.runs(), || {
+        let mut kernel = Kernel::builder().workers(1).build()?;
+        noop().load(&mut kernel)?;
+        let started = Instant::now();
+        for _ in 0..cycles {
+            harness::spawn(&mut kernel, "noop")?;
+            let report = kernel.run();
+            ensure!(report.processes.len() == 1, "the noop process did not run");
+            harness::expect_success(&report)?;
+        }
+        Ok(measure::nanos_per(started.elapsed(), cycles))
+    })
+}

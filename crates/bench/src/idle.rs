@@ -53,7 +53,7 @@ use std::time::{Duration, Instant};
 pub const PROCESSES: u64 = 100_000;
 /// Idle processes in quick mode (well inside what a default Linux
 /// `vm.max_map_count` allows).
-pub const QUICK_PROCESSES: u64 = 5_000;
+pub const QUICK_PROCESSES: u64 = 3_000;
 /// The brief's memory budget per process: 100,000 processes in 24 GiB.
 pub const BYTES_PER_PROCESS_BUDGET: f64 = (24u64 << 30) as f64 / PROCESSES as f64;
 

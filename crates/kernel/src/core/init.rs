@@ -36,8 +36,11 @@ use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, Linker, OperatorCost, PoolingAllocationConfig,
 };
 
-/// Default size of the process pool.
-pub const DEFAULT_MAX_PROCESSES: u32 = 10_000;
+/// The largest default process pool (more with
+/// [`KernelBuilder::max_processes`]).
+pub const DEFAULT_MAX_PROCESSES: u32 = 100_000;
+/// The smallest default process pool.
+const MIN_DEFAULT_PROCESSES: u32 = 1_000;
 /// Address space per linear memory: the largest memory class (system,
 /// 64 MiB).
 const MEMORY_SLOT: u64 = 64 << 20;
@@ -53,16 +56,37 @@ const TABLE_ELEMENTS: usize = 10_000;
 /// slot, and an active memory splits its slot.
 const MAPPINGS_PER_PROCESS: u64 = 10;
 
+fn map_count_limit() -> Option<u64> {
+    std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The default pool: as many processes as the host's `vm.max_map_count`
+/// allows, between 1,000 and [`DEFAULT_MAX_PROCESSES`] (about 4,900 on a
+/// stock Linux limit of 65,530).
+fn default_max_processes() -> u32 {
+    let Some(limit) = map_count_limit() else {
+        return DEFAULT_MAX_PROCESSES;
+    };
+    let fits = limit.saturating_sub(MAP_RESERVE) / MAPPINGS_PER_PROCESS;
+    u32::try_from(fits)
+        .unwrap_or(u32::MAX)
+        .clamp(MIN_DEFAULT_PROCESSES, DEFAULT_MAX_PROCESSES)
+}
+
+/// Mappings left for everything but the pool.
+const MAP_RESERVE: u64 = 16_384;
+
 /// Checks the host allows the mappings a pool of `max_processes` needs, so
 /// the limit fails loudly at boot instead of as spawn failures later.
 fn check_map_count(max_processes: u32) -> Result<(), KernelError> {
-    let Ok(text) = std::fs::read_to_string("/proc/sys/vm/max_map_count") else {
+    let Some(limit) = map_count_limit() else {
         return Ok(());
     };
-    let Ok(limit) = text.trim().parse::<u64>() else {
-        return Ok(());
-    };
-    let needed = u64::from(max_processes) * MAPPINGS_PER_PROCESS + 16_384;
+    let needed = u64::from(max_processes) * MAPPINGS_PER_PROCESS + MAP_RESERVE;
     if needed > limit {
         return Err(KernelError::Engine(format!(
             "{max_processes} processes need up to {needed} memory mappings but vm.max_map_count is {limit}; \
@@ -172,11 +196,14 @@ impl KernelBuilder {
         self
     }
 
-    /// How many processes may be alive at once (default 10,000). Every
+    /// How many processes may be alive at once (default: as many as the
+    /// host's `vm.max_map_count` allows, up to 100,000). Every
     /// process takes a slot of the instance pool, whose address space is
     /// reserved up front (about 64 MiB of virtual memory per slot, committed
-    /// only as a process touches it); a spawn past the limit fails with
-    /// `LIMIT_REACHED`.
+    /// only as a process touches it) and up to ten memory mappings while it
+    /// lives, so `build` fails with the `sysctl` to run if the host's
+    /// `vm.max_map_count` is too low; a spawn past the limit fails with
+    /// [`KernelError::TooManyProcesses`].
     pub fn max_processes(mut self, count: u32) -> Self {
         self.max_processes = Some(count);
         self
@@ -216,8 +243,13 @@ impl KernelBuilder {
         policy.checkpoint_fuel = policy
             .checkpoint_fuel
             .clamp(1, SlicePolicy::MAX_CHECKPOINT_FUEL);
-        let max_processes = self.max_processes.unwrap_or(DEFAULT_MAX_PROCESSES).max(1);
-        check_map_count(max_processes)?;
+        let max_processes = match self.max_processes {
+            Some(count) => {
+                check_map_count(count.max(1))?;
+                count.max(1)
+            }
+            None => default_max_processes(),
+        };
         let mut config = Config::new();
         config.consume_fuel(true);
         let backstop = self.wall_clock_backstop && !self.deterministic;

@@ -72,3 +72,28 @@ fn a_delegated_capability_works_until_revoked_and_never_after() {
         );
     }
 }
+
+#[test]
+fn exported_tokens_are_verified_on_every_use() {
+    use estalogic_kernel::core::capabilities_engine::{CapError, Token};
+    let mut kernel = Kernel::builder().build().unwrap();
+    load_testkit_with(&mut kernel, "holder", "victim", &[r#""messaging:receive""#]);
+    let pid = kernel.spawn("holder").unwrap();
+    let (handle, info) = kernel.capabilities_of(pid)[0].clone();
+    let token = kernel.export_capability(pid, handle).unwrap();
+    let text = token.to_string();
+    let parsed = Token::parse(&text).unwrap();
+    assert_eq!(kernel.redeem_capability(&parsed).unwrap().id, info.id);
+    // Flip one hex digit of the MAC: forged.
+    let mut forged = text.clone().into_bytes();
+    let last = forged.len() - 1;
+    forged[last] = if forged[last] == b'0' { b'1' } else { b'0' };
+    let forged = Token::parse(std::str::from_utf8(&forged).unwrap()).unwrap();
+    assert_eq!(
+        kernel.redeem_capability(&forged).unwrap_err(),
+        CapError::BadToken
+    );
+    // When the holder exits its capabilities are revoked; the token dies.
+    kernel.run();
+    assert!(kernel.redeem_capability(&parsed).is_err());
+}

@@ -12,7 +12,9 @@
 //! 4. Spawn one process per module, then run the kernel loop until every
 //!    process has ended.
 
-use crate::core::capabilities_engine::{AuditEvent, CapabilityEngine};
+use crate::core::capabilities_engine::{
+    AuditEvent, CapError, CapabilityEngine, CapabilityInfo, Handle, Token,
+};
 use crate::core::kernel_loop::{
     KernelLoop, KernelShared, LoopStats, ProcessReport, RestartRecord, Task, TraceRecord,
 };
@@ -669,6 +671,33 @@ impl Kernel {
     /// Hits and misses of the compiled-module cache, if one is configured.
     pub fn cache_stats(&self) -> Option<CacheStats> {
         self.cache.as_ref().map(ModuleCache::stats)
+    }
+
+    /// Exports `pid`'s capability `handle` as a token that can leave the
+    /// kernel (CLI, host bridge, another node): a random 128-bit id with a
+    /// keyed MAC. Needs the `delegate` right; audited.
+    pub fn export_capability(&self, pid: Pid, handle: Handle) -> Result<Token, CapError> {
+        let now = self.shared.clock.now_nanos();
+        let mut engine = self.shared.capabilities();
+        let token = engine.export(pid, handle, now);
+        self.shared.flush_audit(&mut engine);
+        token
+    }
+
+    /// Verifies a token's MAC and that its capability still validates, and
+    /// describes the capability. A forged or altered token is `BadToken`;
+    /// a revoked capability's token is `Revoked`.
+    pub fn redeem_capability(&self, token: &Token) -> Result<CapabilityInfo, CapError> {
+        let now = self.shared.clock.now_nanos();
+        let mut engine = self.shared.capabilities();
+        let info = engine.redeem(token, now);
+        self.shared.flush_audit(&mut engine);
+        info
+    }
+
+    /// The capabilities in `pid`'s handle table.
+    pub fn capabilities_of(&self, pid: Pid) -> Vec<(Handle, CapabilityInfo)> {
+        self.shared.capabilities().handles(pid)
     }
 
     /// Takes the capability audit events recorded so far: every grant,

@@ -52,6 +52,8 @@ const MEMORY_GUARD: u64 = 64 << 10;
 const WASM_STACK: usize = 256 << 10;
 /// Room for host frames (syscalls) on a process's fiber stack.
 const HOST_STACK: usize = 256 << 10;
+/// Bytes of a reused table slot reset in place.
+const KEEP_RESIDENT: usize = 16 << 10;
 /// Table slots per process.
 const TABLE_ELEMENTS: usize = 10_000;
 /// Memory mappings a pool slot can take: a guard page splits each stack
@@ -279,7 +281,13 @@ impl KernelBuilder {
             .total_stacks(max_processes)
             .max_memory_size(MEMORY_SLOT as usize)
             .table_elements(TABLE_ELEMENTS)
-            .max_unused_warm_slots(256);
+            .max_unused_warm_slots(1_024)
+            // Reset a reused table with memset instead of a system call.
+            .table_keep_resident(KEEP_RESIDENT);
+        // Initialise memories by copying data segments rather than mapping
+        // a copy-on-write image: mapping splits the pool's mappings on every
+        // spawn and exit.
+        config.memory_init_cow(false);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(|e| KernelError::Engine(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
@@ -387,7 +395,6 @@ impl KernelBuilder {
             cache,
             policy,
             workers,
-            deterministic: self.deterministic,
             bundled: self.bundled,
             shared,
             registry: ModuleRegistry::new(),
@@ -444,7 +451,6 @@ pub struct Kernel {
     cache: Option<ModuleCache>,
     policy: SlicePolicy,
     workers: usize,
-    deterministic: bool,
     bundled: &'static [(&'static str, &'static [u8])],
     shared: Arc<KernelShared>,
     registry: ModuleRegistry,
@@ -474,7 +480,7 @@ impl Kernel {
     }
 
     /// The modules loaded so far, in load order.
-    pub fn modules(&self) -> Vec<LoadedModule> {
+    pub fn modules(&self) -> Vec<Arc<LoadedModule>> {
         self.factory.modules()
     }
 
@@ -727,7 +733,7 @@ impl Kernel {
             kernel_loop.notify_exits(listener.clone());
         }
         let ticker_stop = Arc::new(AtomicBool::new(false));
-        let ticker = (!self.deterministic).then(|| {
+        let ticker = self.factory.backstop().then(|| {
             let engine = self.factory.engine().clone();
             let stop = ticker_stop.clone();
             std::thread::Builder::new()

@@ -864,7 +864,8 @@ impl KernelLoop {
             engine.revoke_all_of(pid, now);
             self.shared.flush_audit(&mut engine);
         }
-        let manifest = self.factory.module(&process.module).map(|m| m.manifest);
+        let loaded = self.factory.module(&process.module);
+        let manifest = loaded.as_ref().map(|m| &m.manifest);
         // Decide on a restart before the mailbox is closed: a same-state
         // restart inherits the mail instead of failing it back.
         let decision = match (&outcome.status, &manifest) {
@@ -930,7 +931,7 @@ impl KernelLoop {
         // Dropping the future drops the Store; a suspended fiber is unwound.
         drop(task);
         if let Some((code, action)) = decision {
-            let new_pid = self.restart(core, &module, manifest.as_ref(), action, inherited);
+            let new_pid = self.restart(core, &module, manifest, action, inherited);
             tracing::info!(
                 target: "estalogic::supervision",
                 %pid, %module, %code, ?action, ?new_pid, "restart decision"
@@ -977,7 +978,7 @@ impl KernelLoop {
                     .factory
                     .modules()
                     .into_iter()
-                    .map(|m| m.manifest.name)
+                    .map(|m| m.manifest.name.clone())
                     .filter(|name| name != module)
                     .collect();
                 for other in &others {

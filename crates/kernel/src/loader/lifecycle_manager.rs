@@ -36,7 +36,7 @@ pub struct ProcessFactory {
     engine: Engine,
     linker: Linker<ProcessContext>,
     shared: Arc<KernelShared>,
-    modules: RwLock<Vec<LoadedModule>>,
+    modules: RwLock<Vec<Arc<LoadedModule>>>,
     checkpoint_fuel: u64,
     backstop: bool,
     max_processes: u32,
@@ -67,6 +67,11 @@ impl ProcessFactory {
         &self.engine
     }
 
+    /// True if processes run with the epoch wall-clock backstop.
+    pub fn backstop(&self) -> bool {
+        self.backstop
+    }
+
     /// The linker holding every syscall.
     pub fn linker(&self) -> &Linker<ProcessContext> {
         &self.linker
@@ -77,11 +82,11 @@ impl ProcessFactory {
         self.modules
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .push(module);
+            .push(Arc::new(module));
     }
 
     /// A snapshot of the loaded modules, in load order.
-    pub fn modules(&self) -> Vec<LoadedModule> {
+    pub fn modules(&self) -> Vec<Arc<LoadedModule>> {
         self.modules
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -89,7 +94,7 @@ impl ProcessFactory {
     }
 
     /// The loaded module `name`.
-    pub fn module(&self, name: &str) -> Option<LoadedModule> {
+    pub fn module(&self, name: &str) -> Option<Arc<LoadedModule>> {
         self.modules
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -106,10 +111,16 @@ impl ProcessFactory {
                 "no module named {name:?} is loaded"
             )));
         };
-        let fresh = wasm_loader::load(&self.engine, &self.linker, old.manifest, &old.bytes, None)?;
+        let fresh = wasm_loader::load(
+            &self.engine,
+            &self.linker,
+            old.manifest.clone(),
+            &old.bytes,
+            None,
+        )?;
         let mut modules = self.modules.write().unwrap_or_else(|p| p.into_inner());
         if let Some(slot) = modules.iter_mut().find(|m| m.manifest.name == name) {
-            *slot = fresh;
+            *slot = Arc::new(fresh);
         }
         Ok(())
     }
@@ -186,7 +197,7 @@ impl ProcessFactory {
 /// classify how it ended.
 async fn run_process(
     engine: Engine,
-    loaded: LoadedModule,
+    loaded: Arc<LoadedModule>,
     context: ProcessContext,
     checkpoint_fuel: u64,
     backstop: bool,

@@ -39,8 +39,9 @@ use wasmtime::{
 };
 
 /// The largest default process pool (more with
-/// [`KernelBuilder::max_processes`]).
-pub const DEFAULT_MAX_PROCESSES: u32 = 100_000;
+/// [`KernelBuilder::max_processes`]): creating a pool costs about 2 µs a
+/// slot at boot, so the default keeps boot fast.
+pub const DEFAULT_MAX_PROCESSES: u32 = 4_096;
 /// The smallest default process pool.
 const MIN_DEFAULT_PROCESSES: u32 = 1_000;
 /// Address space per linear memory: the largest memory class (system,
@@ -68,9 +69,8 @@ fn map_count_limit() -> Option<u64> {
         .ok()
 }
 
-/// The default pool: as many processes as the host's `vm.max_map_count`
-/// allows, between 1,000 and [`DEFAULT_MAX_PROCESSES`] (about 4,900 on a
-/// stock Linux limit of 65,530).
+/// The default pool: [`DEFAULT_MAX_PROCESSES`], or fewer (at least 1,000)
+/// if the host's `vm.max_map_count` allows fewer.
 fn default_max_processes() -> u32 {
     let Some(limit) = map_count_limit() else {
         return DEFAULT_MAX_PROCESSES;
@@ -200,8 +200,8 @@ impl KernelBuilder {
         self
     }
 
-    /// How many processes may be alive at once (default: as many as the
-    /// host's `vm.max_map_count` allows, up to 100,000). Every
+    /// How many processes may be alive at once (default 4,096, fewer if the
+    /// host's `vm.max_map_count` allows fewer). Every
     /// process takes a slot of the instance pool, whose address space is
     /// reserved up front (about 64 MiB of virtual memory per slot, committed
     /// only as a process touches it) and up to ten memory mappings while it

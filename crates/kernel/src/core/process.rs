@@ -136,6 +136,7 @@ pub struct ProcessTable {
     slots: Vec<Slot>,
     free: Vec<u32>,
     names: HashMap<Arc<str>, Pid>,
+    live: usize,
 }
 
 impl Default for ProcessTable {
@@ -148,6 +149,7 @@ impl Default for ProcessTable {
             }],
             free: Vec::new(),
             names: HashMap::new(),
+            live: 0,
         }
     }
 }
@@ -183,6 +185,7 @@ impl ProcessTable {
             self.names.insert(process.module.clone(), pid);
         }
         self.slots[pid.index() as usize].process = Some(process.clone());
+        self.live += 1;
         process
     }
 
@@ -201,6 +204,7 @@ impl ProcessTable {
         self.get(pid)?;
         let slot = &mut self.slots[pid.index() as usize];
         let process = slot.process.take();
+        self.live -= 1;
         slot.generation = slot.generation.wrapping_add(1).max(1);
         self.free.push(pid.index());
         if let Some(process) = &process
@@ -223,7 +227,7 @@ impl ProcessTable {
 
     /// Number of live processes.
     pub fn len(&self) -> usize {
-        self.slots.iter().filter(|s| s.process.is_some()).count()
+        self.live
     }
 
     /// True if no process is live.

@@ -289,3 +289,34 @@ fn mail_left_at_exit_is_reported_to_its_sender() {
     assert_eq!(report.process("sender").unwrap().delivery_failures, 3);
     assert_eq!(report.process("leaver").unwrap().undelivered, 3);
 }
+
+#[test]
+fn a_flood_of_large_messages_is_bounded_by_bytes_not_just_count() {
+    // The sink never reads; the flooder sends 1 MiB payloads until refused.
+    let sink = guest(
+        "(drop (call $receive (i32.const 0x7777) (i64.const -1) (i32.const 64) (i32.const 128) (i32.const 64))) (i32.const 0)",
+    );
+    let flooder = r#"(module
+      (import "estalogic" "send" (func $send (param i64 i32 i32 i32 i32) (result i64)))
+      (import "estalogic" "lookup" (func $lookup (param i32 i32) (result i64)))
+      (memory (export "memory") 17)
+      (data (i32.const 0) "sink")
+      (func (export "run") (result i32) (local $pid i64) (local $n i32) (local $r i64)
+        (local.set $pid (call $lookup (i32.const 0) (i32.const 4)))
+        (loop
+          (local.set $r (call $send (local.get $pid) (i32.const 1) (i32.const 0) (i32.const 0) (i32.const 1048576)))
+          (if (i64.ge_s (local.get $r) (i64.const 0))
+            (then (local.set $n (i32.add (local.get $n) (i32.const 1))) (br 1))))
+        (local.get $n)))"#;
+    let mut kernel = Kernel::builder().deterministic(true).build().unwrap();
+    load_wat(&mut kernel, "sink", &sink, "normal");
+    load_wat(&mut kernel, "flooder", flooder, "normal");
+    kernel.spawn_all().unwrap();
+    let report = kernel.run();
+    // 16 MiB of payload per mailbox: the 17th 1 MiB message is refused.
+    assert_eq!(
+        report.process("flooder").unwrap().status,
+        ExitStatus::Exited(16)
+    );
+    assert_eq!(report.process("sink").unwrap().undelivered, 16);
+}

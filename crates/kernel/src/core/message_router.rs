@@ -4,7 +4,10 @@
 //!
 //! 1. A mailbox never holds more than its capacity. The capacity is fixed
 //!    when the process is created: 1,024 by default, 4,096 for HIGH and
-//!    REALTIME processes, 16,384 for SYSTEM ([`default_capacity`]).
+//!    REALTIME processes, 16,384 for SYSTEM ([`default_capacity`]). Nor
+//!    does it hold more than [`MAX_MAILBOX_BYTES`] of payload, so a flood of
+//!    1 MiB messages cannot exhaust the host's memory; a message that would
+//!    pass either bound overflows.
 //! 2. Higher message priority is delivered first; within one priority,
 //!    delivery is FIFO. So delivery is FIFO per (source, target, priority);
 //!    there is no global order.
@@ -74,6 +77,10 @@ impl Filter {
     }
 }
 
+/// The most payload bytes a mailbox holds at once (16 MiB: sixteen
+/// maximum-size messages).
+pub const MAX_MAILBOX_BYTES: usize = 16 << 20;
+
 /// A message in flight: its header and payload.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Message {
@@ -88,8 +95,8 @@ pub struct Message {
 pub enum Delivery {
     /// The message is queued.
     Queued,
-    /// The message is queued; this older one was dropped to make room.
-    QueuedDroppingOldest(Message),
+    /// The message is queued; these older ones were dropped to make room.
+    QueuedDroppingOldest(Vec<Message>),
     /// The mailbox was full and dropped the new message (`DropNewest`).
     DroppedNewest(Message),
 }
@@ -103,6 +110,7 @@ pub struct MailboxFull(pub Message);
 pub struct Mailbox {
     queues: [VecDeque<Message>; MessagePriority::LEVELS],
     len: usize,
+    bytes: usize,
     capacity: usize,
     mode: OverflowMode,
     dropped: u64,
@@ -114,17 +122,24 @@ impl Mailbox {
         Mailbox {
             queues: Default::default(),
             len: 0,
+            bytes: 0,
             capacity: capacity.max(1),
             mode,
             dropped: 0,
         }
     }
 
+    /// True if a message with `payload_len` bytes fits now.
+    pub fn fits(&self, payload_len: usize) -> bool {
+        self.len < self.capacity && self.bytes + payload_len <= MAX_MAILBOX_BYTES
+    }
+
     /// Offers a message. `Err` hands it back when the mode is
     /// `NotifySender` or `BlockSender` and there is no room.
     pub fn push(&mut self, message: Message) -> Result<Delivery, MailboxFull> {
         let mut delivery = Delivery::Queued;
-        if self.len >= self.capacity {
+        let size = message.payload.len();
+        if !self.fits(size) {
             match self.mode {
                 OverflowMode::NotifySender | OverflowMode::BlockSender => {
                     return Err(MailboxFull(message));
@@ -134,17 +149,23 @@ impl Mailbox {
                     return Ok(Delivery::DroppedNewest(message));
                 }
                 OverflowMode::DropOldest => {
-                    let oldest = self
-                        .queues
-                        .iter_mut()
-                        .find_map(|queue| queue.pop_front())
-                        .expect("a full mailbox has a message");
-                    self.len -= 1;
-                    self.dropped += 1;
-                    delivery = Delivery::QueuedDroppingOldest(oldest);
+                    let mut evicted = Vec::new();
+                    while !self.fits(size) {
+                        let Some(oldest) =
+                            self.queues.iter_mut().find_map(|queue| queue.pop_front())
+                        else {
+                            break;
+                        };
+                        self.len -= 1;
+                        self.bytes -= oldest.payload.len();
+                        self.dropped += 1;
+                        evicted.push(oldest);
+                    }
+                    delivery = Delivery::QueuedDroppingOldest(evicted);
                 }
             }
         }
+        self.bytes += size;
         self.queues[message.header.priority.get() as usize].push_back(message);
         self.len += 1;
         Ok(delivery)
@@ -176,6 +197,7 @@ impl Mailbox {
         let (priority, at) = self.find(filter)?;
         let message = self.queues[priority].remove(at)?;
         self.len -= 1;
+        self.bytes -= message.payload.len();
         Some(message)
     }
 
@@ -189,9 +211,9 @@ impl Mailbox {
         self.len == 0
     }
 
-    /// True if one more message would overflow.
-    pub fn is_full(&self) -> bool {
-        self.len >= self.capacity
+    /// Payload bytes queued.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// The fixed capacity.
@@ -217,6 +239,7 @@ impl Mailbox {
             all.extend(queue.drain(..));
         }
         self.len = 0;
+        self.bytes = 0;
         all
     }
 }
@@ -269,7 +292,10 @@ mod tests {
         oldest.push(message(1, 5, 1, 0)).unwrap();
         oldest.push(message(1, 0, 1, 1)).unwrap();
         match oldest.push(message(1, 5, 1, 2)).unwrap() {
-            Delivery::QueuedDroppingOldest(dropped) => assert_eq!(dropped.header.sequence, 1),
+            Delivery::QueuedDroppingOldest(dropped) => {
+                assert_eq!(dropped.len(), 1);
+                assert_eq!(dropped[0].header.sequence, 1);
+            }
             other => panic!("unexpected {other:?}"),
         }
         assert_eq!(oldest.dropped(), 1);
@@ -314,6 +340,39 @@ mod tests {
             None,
             "a plain message is no answer"
         );
+    }
+
+    #[test]
+    fn payload_bytes_are_bounded_too() {
+        let big = |sequence| Message {
+            payload: vec![0u8; 1 << 20].into_boxed_slice(),
+            ..message(1, 0, 1, sequence)
+        };
+        let mut mailbox = Mailbox::new(1_000, OverflowMode::NotifySender);
+        for sequence in 0..16 {
+            assert!(mailbox.push(big(sequence)).is_ok());
+        }
+        assert_eq!(mailbox.bytes(), MAX_MAILBOX_BYTES);
+        assert!(
+            mailbox.push(big(16)).is_err(),
+            "17 MiB would pass the byte bound"
+        );
+        assert!(
+            mailbox.push(message(1, 0, 1, 17)).is_ok(),
+            "an empty payload still fits"
+        );
+        mailbox.take(Filter::Any).unwrap();
+        assert_eq!(mailbox.bytes(), MAX_MAILBOX_BYTES - (1 << 20));
+
+        let mut oldest = Mailbox::new(1_000, OverflowMode::DropOldest);
+        for sequence in 0..16 {
+            oldest.push(big(sequence)).unwrap();
+        }
+        match oldest.push(big(16)).unwrap() {
+            Delivery::QueuedDroppingOldest(dropped) => assert_eq!(dropped[0].header.sequence, 0),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(oldest.bytes() <= MAX_MAILBOX_BYTES);
     }
 
     #[derive(Clone, Debug)]
@@ -381,6 +440,7 @@ mod tests {
                     }
                 }
                 prop_assert!(mailbox.len() <= mailbox.capacity());
+                prop_assert!(mailbox.bytes() <= MAX_MAILBOX_BYTES);
             }
             // Conservation: every accepted message is queued, taken or counted as dropped.
             prop_assert_eq!(accepted, mailbox.len() as u64 + taken + mailbox.dropped());

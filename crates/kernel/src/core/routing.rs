@@ -83,8 +83,13 @@ impl KernelShared {
         }
         match delivery {
             Delivery::Queued => {}
-            Delivery::DroppedNewest(dropped) | Delivery::QueuedDroppingOldest(dropped) => {
+            Delivery::DroppedNewest(dropped) => {
                 self.report_failure(&dropped.header, ErrorCode::MESSAGE_DROPPED);
+            }
+            Delivery::QueuedDroppingOldest(dropped) => {
+                for message in &dropped {
+                    self.report_failure(&message.header, ErrorCode::MESSAGE_DROPPED);
+                }
             }
         }
         Ok(())

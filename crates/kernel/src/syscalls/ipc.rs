@@ -258,6 +258,7 @@ async fn send(
                 RoomIn {
                     receiver,
                     task: task.clone(),
+                    size: refused.payload.len(),
                 }
                 .await;
                 message = refused;
@@ -278,6 +279,8 @@ async fn send(
 struct RoomIn {
     receiver: Arc<Process>,
     task: Arc<TaskState>,
+    /// Payload bytes of the message waiting to go in.
+    size: usize,
 }
 
 impl Future for RoomIn {
@@ -285,7 +288,7 @@ impl Future for RoomIn {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let mut slot = self.receiver.lock_mailbox();
-        if !slot.mailbox.is_full() || !self.receiver.alive.load(Ordering::Acquire) {
+        if slot.mailbox.fits(self.size) || !self.receiver.alive.load(Ordering::Acquire) {
             self.task.set_blocked(false);
             return Poll::Ready(());
         }

@@ -4,6 +4,7 @@
 pub mod capabilities_engine;
 pub mod init;
 pub mod kernel_loop;
+pub mod kernel_shared;
 pub mod lifecycle;
 pub mod message_router;
 pub mod module_registry;

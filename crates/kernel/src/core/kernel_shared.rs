@@ -1,0 +1,373 @@
+//! State the kernel loop shares with every syscall: the process table, the
+//! clock, the capability engine and its audit buffer, timers, the wake inbox,
+//! the shutdown flag and the IPC trace; and each task's scheduling state,
+//! which is also its waker.
+//!
+//! # Task states and wakeups
+//!
+//! Each task has an atomic state: `IDLE` (waiting, in no queue), `QUEUED`
+//! (in the inbox or a run queue), `RUNNING`, `NOTIFIED` (woken while
+//! running). A wake moves `IDLE → QUEUED` and pushes the pid to the inbox,
+//! or `RUNNING → NOTIFIED`. What the kernel loop does with the state after a
+//! poll is in [`kernel_loop`][task-states].
+//!
+//! [task-states]: crate::core::kernel_loop#task-states-and-wakeups
+
+use crate::core::capabilities_engine::{AuditEvent, CapabilityEngine};
+use crate::core::process::ProcessTable;
+use crate::drivers::clock::Clock;
+use estalogic_abi::{Header, Pid};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::task::{Wake, Waker};
+use std::time::Duration;
+
+pub(crate) const IDLE: u8 = 0;
+pub(crate) const QUEUED: u8 = 1;
+pub(crate) const RUNNING: u8 = 2;
+const NOTIFIED: u8 = 3;
+
+/// Pids of tasks woken since the loop last looked, with a condition
+/// variable to sleep on when nothing is ready.
+#[derive(Debug, Default)]
+pub(crate) struct Inbox {
+    queue: Mutex<Vec<Pid>>,
+    /// Mirrors `queue.len()`, so the loop can skip the lock when empty.
+    len: AtomicUsize,
+    signal: Condvar,
+}
+
+impl Inbox {
+    /// Queues a woken pid. Idle workers are not signalled here: the worker
+    /// that caused the wake collects it at its next block or checkpoint,
+    /// and signals an idle worker then if there is more ready work than it
+    /// can run (see `KernelLoop::work`).
+    fn push(&self, pid: Pid) {
+        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        queue.push(pid);
+        self.len.store(queue.len(), Ordering::Release);
+    }
+
+    pub(crate) fn notify_one(&self) {
+        let _guard = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        self.signal.notify_one();
+    }
+
+    pub(crate) fn drain_into(&self, out: &mut Vec<Pid>) {
+        if self.is_empty() {
+            return;
+        }
+        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        out.append(&mut queue);
+        self.len.store(0, Ordering::Release);
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len.load(Ordering::Acquire) == 0
+    }
+
+    /// Sleeps until something is pushed, `stop` is set, or `timeout` passes.
+    pub(crate) fn wait(&self, timeout: Option<Duration>, stop: &AtomicBool) {
+        let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        if !queue.is_empty() || stop.load(Ordering::Acquire) {
+            return;
+        }
+        match timeout {
+            Some(timeout) => drop(self.signal.wait_timeout(queue, timeout)),
+            None => drop(self.signal.wait(queue)),
+        }
+    }
+
+    pub(crate) fn notify(&self) {
+        let _guard = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        self.signal.notify_all();
+    }
+}
+
+/// The scheduler-facing state of one task; also its waker.
+#[derive(Debug)]
+pub(crate) struct TaskState {
+    pid: Pid,
+    pub(crate) state: AtomicU8,
+    /// Set by `yield_now`: the next `Pending` ends the slice.
+    pub(crate) yield_requested: AtomicBool,
+    /// Set while the process waits for room in a full mailbox, so the
+    /// scheduler records it as `Blocked` rather than `Waiting`.
+    pub(crate) blocked: AtomicBool,
+    /// Set to stop the process at its next checkpoint or block (a system
+    /// restart while it runs on another worker).
+    pub(crate) kill: AtomicBool,
+    inbox: Arc<Inbox>,
+}
+
+impl TaskState {
+    /// Marks the process as blocked on a full mailbox (or not).
+    pub(crate) fn set_blocked(&self, blocked: bool) {
+        self.blocked.store(blocked, Ordering::Release);
+    }
+}
+
+impl Wake for TaskState {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let mut current = self.state.load(Ordering::Acquire);
+        loop {
+            let next = match current {
+                IDLE => QUEUED,
+                RUNNING => NOTIFIED,
+                _ => return,
+            };
+            match self
+                .state
+                .compare_exchange(current, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => {
+                    if next == QUEUED {
+                        self.inbox.push(self.pid);
+                    }
+                    return;
+                }
+                Err(actual) => current = actual,
+            }
+        }
+    }
+}
+
+/// A timer: wake `waker` at `deadline`; `sequence` keeps equal deadlines in
+/// arming order.
+struct TimerEntry {
+    deadline: u64,
+    sequence: u64,
+    waker: Waker,
+}
+
+impl PartialEq for TimerEntry {
+    fn eq(&self, other: &Self) -> bool {
+        (self.deadline, self.sequence) == (other.deadline, other.sequence)
+    }
+}
+
+impl Eq for TimerEntry {}
+
+impl PartialOrd for TimerEntry {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for TimerEntry {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.deadline, self.sequence).cmp(&(other.deadline, other.sequence))
+    }
+}
+
+#[derive(Default)]
+struct Timers {
+    heap: BinaryHeap<Reverse<TimerEntry>>,
+    next_sequence: u64,
+}
+
+impl std::fmt::Debug for Timers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Timers")
+            .field("armed", &self.heap.len())
+            .finish()
+    }
+}
+
+/// The most IPC trace records kept for one run.
+const MAX_TRACE: usize = 1_000_000;
+
+/// One message offered to a mailbox, as the IPC trace records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceRecord {
+    /// The message header (source, target, type, sequence, time, flags).
+    pub header: Header,
+    /// Payload bytes.
+    pub payload_len: usize,
+}
+
+/// The most capability audit events kept in memory; older ones are
+/// counted and dropped.
+const AUDIT_BUFFER: usize = 100_000;
+
+/// State shared by the kernel loop and every syscall.
+#[derive(Debug)]
+pub struct KernelShared {
+    /// Live processes.
+    pub(crate) table: RwLock<ProcessTable>,
+    /// The kernel clock.
+    pub(crate) clock: Clock,
+    capabilities: Mutex<CapabilityEngine>,
+    audit: Mutex<AuditBuffer>,
+    timers: Mutex<Timers>,
+    /// The earliest armed deadline (`u64::MAX` if none), readable without
+    /// the timers lock.
+    next_deadline: AtomicU64,
+    pub(crate) inbox: Arc<Inbox>,
+    pub(crate) shutdown: AtomicBool,
+    /// Capability-checked syscalls made so far.
+    pub(crate) syscalls: AtomicU64,
+    /// The capability engine's generation as of its last change.
+    pub(crate) capability_generation: AtomicU64,
+    trace: Option<Mutex<Vec<TraceRecord>>>,
+}
+
+/// Capability audit events not yet taken by the embedder.
+#[derive(Debug, Default)]
+struct AuditBuffer {
+    events: std::collections::VecDeque<AuditEvent>,
+    overflowed: u64,
+}
+
+impl KernelShared {
+    pub(crate) fn new(clock: Clock, capabilities: CapabilityEngine, trace: bool) -> Self {
+        KernelShared {
+            table: RwLock::new(ProcessTable::new()),
+            clock,
+            capabilities: Mutex::new(capabilities),
+            audit: Mutex::new(AuditBuffer::default()),
+            timers: Mutex::new(Timers::default()),
+            next_deadline: AtomicU64::new(u64::MAX),
+            inbox: Arc::new(Inbox::default()),
+            shutdown: AtomicBool::new(false),
+            syscalls: AtomicU64::new(0),
+            capability_generation: AtomicU64::new(0),
+            trace: trace.then(|| Mutex::new(Vec::new())),
+        }
+    }
+
+    /// Locks the capability engine.
+    pub(crate) fn capabilities(&self) -> MutexGuard<'_, CapabilityEngine> {
+        self.capabilities.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Moves the engine's new audit events into the kernel's buffer (and the
+    /// `estalogic::audit` trace).
+    pub(crate) fn flush_audit(&self, engine: &mut CapabilityEngine) {
+        // Published while the engine is still locked, so no decision cached
+        // against the old generation is trusted after the change it missed.
+        self.capability_generation
+            .store(engine.generation(), Ordering::Release);
+        let events = engine.drain_audit();
+        if events.is_empty() {
+            return;
+        }
+        let mut audit = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+        for event in events {
+            tracing::debug!(
+                target: "estalogic::audit",
+                at_ns = event.at,
+                kind = ?event.kind,
+                holder = %event.holder,
+                capability = ?event.capability,
+                "{}",
+                event.detail
+            );
+            if audit.events.len() >= AUDIT_BUFFER {
+                audit.events.pop_front();
+                audit.overflowed += 1;
+            }
+            audit.events.push_back(event);
+        }
+    }
+
+    /// Takes the capability audit events recorded so far.
+    pub(crate) fn take_audit(&self) -> Vec<AuditEvent> {
+        let mut engine = self.capabilities();
+        self.flush_audit(&mut engine);
+        drop(engine);
+        let mut audit = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+        audit.events.drain(..).collect()
+    }
+
+    /// Calls `waker` at `deadline` on the kernel clock.
+    pub(crate) fn arm_timer(&self, deadline: u64, waker: Waker) {
+        let mut timers = self.timers.lock().unwrap_or_else(|p| p.into_inner());
+        let sequence = timers.next_sequence;
+        timers.next_sequence += 1;
+        timers.heap.push(Reverse(TimerEntry {
+            deadline,
+            sequence,
+            waker,
+        }));
+        self.next_deadline.fetch_min(deadline, Ordering::AcqRel);
+    }
+
+    pub(crate) fn next_timer(&self) -> Option<u64> {
+        let next = self.next_deadline.load(Ordering::Acquire);
+        (next != u64::MAX).then_some(next)
+    }
+
+    /// Fires every timer due at `now`.
+    pub(crate) fn fire_timers(&self, now: u64) {
+        if self.next_deadline.load(Ordering::Acquire) > now {
+            return;
+        }
+        let mut due = Vec::new();
+        {
+            let mut timers = self.timers.lock().unwrap_or_else(|p| p.into_inner());
+            while timers
+                .heap
+                .peek()
+                .is_some_and(|Reverse(entry)| entry.deadline <= now)
+            {
+                let Reverse(entry) = timers.heap.pop().expect("peeked");
+                due.push(entry.waker);
+            }
+            let next = timers
+                .heap
+                .peek()
+                .map_or(u64::MAX, |Reverse(entry)| entry.deadline);
+            self.next_deadline.store(next, Ordering::Release);
+        }
+        for waker in due {
+            waker.wake();
+        }
+    }
+
+    /// Asks the kernel loop to stop every process and return.
+    pub(crate) fn request_shutdown(&self) {
+        self.shutdown.store(true, Ordering::Release);
+        self.inbox.notify();
+    }
+
+    pub(crate) fn shutdown_requested(&self) -> bool {
+        self.shutdown.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn new_task_state(&self, pid: Pid) -> Arc<TaskState> {
+        Arc::new(TaskState {
+            pid,
+            state: AtomicU8::new(QUEUED),
+            yield_requested: AtomicBool::new(false),
+            blocked: AtomicBool::new(false),
+            kill: AtomicBool::new(false),
+            inbox: self.inbox.clone(),
+        })
+    }
+
+    /// Records a message send for IPC tracing (`estactl run --trace`).
+    pub(crate) fn trace_send(&self, header: &Header, payload_len: usize) {
+        let Some(trace) = &self.trace else { return };
+        let mut trace = trace.lock().unwrap_or_else(|p| p.into_inner());
+        if trace.len() < MAX_TRACE {
+            trace.push(TraceRecord {
+                header: *header,
+                payload_len,
+            });
+        }
+    }
+
+    /// Takes the IPC trace recorded so far (empty unless tracing is on).
+    pub(crate) fn take_trace(&self) -> Vec<TraceRecord> {
+        self.trace.as_ref().map_or_else(Vec::new, |trace| {
+            std::mem::take(&mut *trace.lock().unwrap_or_else(|p| p.into_inner()))
+        })
+    }
+}

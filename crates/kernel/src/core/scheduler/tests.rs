@@ -1,0 +1,246 @@
+//! Tests for the scheduler: slices, aging, priority order and preemption, round
+//! robin, minimum service, and property tests of waiting times and fairness.
+
+use super::*;
+use proptest::prelude::*;
+
+fn pid(i: u32) -> Pid {
+    Pid::new(i, 1)
+}
+
+#[test]
+fn slices_follow_the_brief() {
+    let policy = SlicePolicy::default();
+    assert_eq!(policy.slice_fuel(Priority::Normal), Some(25_000_000));
+    assert_eq!(policy.slice_checkpoints(Priority::Normal), Some(250));
+    assert_eq!(policy.slice_fuel(Priority::System), None);
+    assert_eq!(
+        SlicePolicy::max_consecutive_slices(Priority::Realtime),
+        Some(16)
+    );
+    assert!(policy.checkpoint_fuel <= SlicePolicy::MAX_CHECKPOINT_FUEL);
+}
+
+#[test]
+fn aging_adds_a_level_a_second_up_to_two_never_above_realtime() {
+    assert_eq!(effective_level(Priority::Idle, 999 * MS), Priority::Idle);
+    assert_eq!(effective_level(Priority::Idle, 1000 * MS), Priority::Low);
+    assert_eq!(effective_level(Priority::Idle, 5000 * MS), Priority::Normal);
+    assert_eq!(
+        effective_level(Priority::High, 5000 * MS),
+        Priority::Realtime
+    );
+    assert_eq!(
+        effective_level(Priority::Realtime, 5000 * MS),
+        Priority::Realtime
+    );
+    assert_eq!(effective_level(Priority::System, 0), Priority::System);
+}
+
+#[test]
+fn higher_level_first_then_fifo() {
+    let mut s = Scheduler::new(SlicePolicy::default());
+    s.admit(pid(1), Priority::Normal, 0);
+    s.admit(pid(2), Priority::Low, 0);
+    s.admit(pid(3), Priority::High, 0);
+    s.admit(pid(4), Priority::Normal, 0);
+    let order: Vec<u32> = (0..4)
+        .map(|_| {
+            let d = s.next(0).unwrap();
+            s.blocked(d.pid, 0);
+            d.pid.index()
+        })
+        .collect();
+    assert_eq!(order, vec![3, 1, 4, 2]);
+    assert!(s.next(0).is_none());
+}
+
+#[test]
+fn a_higher_level_preempts_at_the_next_checkpoint() {
+    let mut s = Scheduler::new(SlicePolicy::default());
+    s.admit(pid(1), Priority::Normal, 0);
+    assert_eq!(s.next(0).unwrap().pid, pid(1));
+    assert_eq!(s.checkpoint(pid(1), 100), Verdict::Continue);
+    s.admit(pid(2), Priority::High, 100);
+    assert_eq!(s.checkpoint(pid(1), 200), Verdict::Preempted);
+    assert_eq!(s.next(200).unwrap().pid, pid(2));
+}
+
+#[test]
+fn system_runs_to_completion() {
+    let mut s = Scheduler::new(SlicePolicy::default());
+    s.admit(pid(1), Priority::System, 0);
+    s.next(0).unwrap();
+    s.admit(pid(2), Priority::Realtime, 0);
+    for i in 0..10_000 {
+        assert_eq!(s.checkpoint(pid(1), i * 100_000), Verdict::Continue);
+    }
+}
+
+#[test]
+fn alone_a_process_runs_its_consecutive_slices_then_rotates() {
+    let policy = SlicePolicy::default();
+    let slice = policy.slice_checkpoints(Priority::Normal).unwrap();
+    let mut s = Scheduler::new(policy);
+    s.admit(pid(1), Priority::Normal, 0);
+    s.next(0).unwrap();
+    let mut verdicts = Vec::new();
+    for i in 1..=slice * 4 {
+        verdicts.push(s.checkpoint(pid(1), i));
+    }
+    assert_eq!(
+        verdicts.iter().filter(|v| **v == Verdict::Rotated).count(),
+        1
+    );
+    assert_eq!(
+        *verdicts.last().unwrap(),
+        Verdict::Rotated,
+        "after 4 slices"
+    );
+}
+
+#[test]
+fn round_robin_within_a_level_at_slice_end() {
+    let policy = SlicePolicy::default();
+    let slice = policy.slice_checkpoints(Priority::Normal).unwrap();
+    let mut s = Scheduler::new(policy);
+    s.admit(pid(1), Priority::Normal, 0);
+    s.admit(pid(2), Priority::Normal, 0);
+    let first = s.next(0).unwrap().pid;
+    let mut verdict = Verdict::Continue;
+    for i in 1..=slice {
+        verdict = s.checkpoint(first, i);
+        if verdict != Verdict::Continue {
+            break;
+        }
+    }
+    assert_ne!(verdict, Verdict::Continue);
+    assert_ne!(s.next(slice).unwrap().pid, first);
+}
+
+#[test]
+fn a_starving_low_process_gets_a_service_turn() {
+    let policy = SlicePolicy::default();
+    let mut s = Scheduler::new(policy);
+    s.admit(pid(1), Priority::High, 0);
+    s.admit(pid(2), Priority::Low, 0);
+    assert_eq!(s.next(0).unwrap().pid, pid(1));
+    let step = policy.checkpoint_ns();
+    let mut now = 0;
+    loop {
+        now += step;
+        if s.checkpoint(pid(1), now) != Verdict::Continue {
+            break;
+        }
+        assert!(now < 50 * MS, "LOW must be served within 50 ms");
+    }
+    let served = s.next(now).unwrap();
+    assert_eq!(served.pid, pid(2));
+    assert!(served.service_turn);
+}
+
+#[test]
+fn exit_removes_from_queues_and_returns_the_account() {
+    let mut s = Scheduler::new(SlicePolicy::default());
+    s.admit(pid(1), Priority::Normal, 0);
+    s.admit(pid(2), Priority::Normal, 0);
+    let account = s.exited(pid(2), 10).unwrap();
+    assert_eq!(account.runnable_ns, 10);
+    assert_eq!(s.queued(), 1);
+    s.next(10).unwrap();
+    assert_eq!(s.exited(pid(1), 30).unwrap().cpu_ns, 20);
+    assert!(s.is_empty());
+    assert_eq!(s.running(), 0);
+}
+
+#[derive(Clone, Debug)]
+struct Sim {
+    levels: Vec<u8>,
+    /// For each process: checkpoints of work before blocking (0 = never
+    /// blocks) and checkpoints it stays blocked.
+    work: Vec<(u64, u64)>,
+}
+
+fn sim() -> impl Strategy<Value = Sim> {
+    (1usize..7).prop_flat_map(|n| {
+        (
+            proptest::collection::vec(0u8..5, n),
+            proptest::collection::vec((0u64..400, 1u64..200), n),
+        )
+            .prop_map(|(levels, work)| Sim { levels, work })
+    })
+}
+
+/// Runs a one-CPU simulation for `horizon` checkpoints; returns the
+/// scheduler at the end.
+fn simulate(sim: &Sim, horizon: u64) -> (Scheduler, u64) {
+    let policy = SlicePolicy::default();
+    let step = policy.checkpoint_ns();
+    let mut s = Scheduler::new(policy);
+    let n = sim.levels.len();
+    for i in 0..n {
+        s.admit(
+            pid(i as u32 + 1),
+            Priority::try_from(sim.levels[i]).unwrap(),
+            0,
+        );
+    }
+    let mut done_work = vec![0u64; n];
+    let mut wake_at: Vec<Option<u64>> = vec![None; n];
+    let mut now = 0;
+    let mut current: Option<Pid> = None;
+    for _ in 0..horizon {
+        for (i, wake) in wake_at.iter_mut().enumerate() {
+            if wake.is_some_and(|t| t <= now) {
+                *wake = None;
+                s.wake(pid(i as u32 + 1), now);
+            }
+        }
+        if current.is_none() {
+            current = s.next(now).map(|d| d.pid);
+        }
+        now += step;
+        let Some(running) = current else { continue };
+        let i = running.index() as usize - 1;
+        done_work[i] += 1;
+        let (burst, pause) = sim.work[i];
+        if burst > 0 && done_work[i].is_multiple_of(burst) {
+            s.blocked(running, now);
+            wake_at[i] = Some(now + pause * step);
+            current = None;
+            continue;
+        }
+        if s.checkpoint(running, now) != Verdict::Continue {
+            current = None;
+        }
+    }
+    (s, now)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// With up to six processes on one CPU, no ready process waits longer
+    /// than its minimum-service window.
+    #[test]
+    fn no_ready_process_waits_past_its_window(sim in sim()) {
+        let (s, _) = simulate(&sim, 20_000);
+        for (i, level) in sim.levels.iter().enumerate() {
+            let base = Priority::try_from(*level).unwrap();
+            let account = s.account(pid(i as u32 + 1)).unwrap();
+            prop_assert!(
+                account.max_wait_ns <= SlicePolicy::service_window_ns(base),
+                "process {} at {:?} waited {} ns", i + 1, base, account.max_wait_ns
+            );
+        }
+    }
+
+    /// Equal CPU-bound processes of one level share the CPU fairly.
+    #[test]
+    fn equal_spinners_are_treated_fairly(n in 2usize..6, level in 0u8..5) {
+        let sim = Sim { levels: vec![level; n], work: vec![(0, 1); n] };
+        let (s, now) = simulate(&sim, 100_000);
+        let fairness = s.fairness(now).unwrap();
+        prop_assert!(fairness >= 0.8, "fairness {}", fairness);
+    }
+}

@@ -1,0 +1,129 @@
+//! Tests for manifest parsing: a full manifest, defaults, each bad field named,
+//! mailbox settings, and malformed JSON.
+
+use super::*;
+
+const GOOD: &str = r#"{
+        "name": "pong",
+        "version": "1.2.3",
+        "description": "answers pings",
+        "entry_point": "main",
+        "runtime": "wasm32",
+        "module": "bundled:pong",
+        "dependencies": {"clock": "^1"},
+        "capabilities_required": ["messaging:send", {"name": "fs:read", "scope": "data/"}],
+        "priority": "high",
+        "preload": true,
+        "memory_class": "compliance"
+    }"#;
+
+#[test]
+fn a_full_manifest_parses() {
+    let manifest = Manifest::parse(GOOD).unwrap();
+    assert_eq!(manifest.name, "pong");
+    assert_eq!(manifest.version, semver::Version::new(1, 2, 3));
+    assert_eq!(manifest.module, ModuleSource::Bundled("pong".into()));
+    assert_eq!(manifest.priority.level(), Priority::High);
+    assert_eq!(manifest.memory_class, MemoryClass::Compliance);
+    assert!(manifest.requires("fs:read"));
+    assert_eq!(
+        manifest.capabilities_required[1].scope.as_deref(),
+        Some("data/")
+    );
+}
+
+#[test]
+fn defaults_apply() {
+    let manifest = Manifest::parse(
+        r#"{"name":"a","version":"0.1.0","entry_point":"main","runtime":"wasm32"}"#,
+    )
+    .unwrap();
+    assert_eq!(manifest.module, ModuleSource::File("a.wasm".into()));
+    assert_eq!(manifest.priority, ModulePriority::Normal);
+    assert_eq!(manifest.memory_class, MemoryClass::User);
+    assert!(!manifest.preload);
+}
+
+fn error_of(json: &str) -> ManifestError {
+    Manifest::parse(json).unwrap_err()
+}
+
+#[test]
+fn each_bad_field_is_named() {
+    let missing = error_of(r#"{"version":"0.1.0","entry_point":"main","runtime":"wasm32"}"#);
+    assert!(
+        missing.problem.contains("missing field `name`"),
+        "{missing}"
+    );
+
+    let unknown = error_of(
+        r#"{"name":"a","version":"0.1.0","entry_point":"main","runtime":"wasm32","colour":"red"}"#,
+    );
+    assert!(
+        unknown.problem.contains("unknown field `colour`"),
+        "{unknown}"
+    );
+
+    let version =
+        error_of(r#"{"name":"a","version":"1.0","entry_point":"main","runtime":"wasm32"}"#);
+    assert_eq!(version.field, "version");
+
+    let priority = error_of(
+        r#"{"name":"a","version":"0.1.0","entry_point":"main","runtime":"wasm32","priority":"urgent"}"#,
+    );
+    assert_eq!(priority.field, "priority", "{priority}");
+
+    let capability = error_of(
+        r#"{"name":"a","version":"0.1.0","entry_point":"main","runtime":"wasm32","capabilities_required":["messaging:send","disk:format"]}"#,
+    );
+    assert_eq!(capability.field, "capabilities_required[1]");
+
+    let runtime =
+        error_of(r#"{"name":"a","version":"0.1.0","entry_point":"main","runtime":"wasi"}"#);
+    assert_eq!(runtime.field, "runtime");
+
+    let name =
+        error_of(r#"{"name":"A B","version":"0.1.0","entry_point":"main","runtime":"wasm32"}"#);
+    assert_eq!(name.field, "name");
+
+    let dependency = error_of(
+        r#"{"name":"a","version":"0.1.0","entry_point":"main","runtime":"wasm32","dependencies":{"b":"not a req"}}"#,
+    );
+    assert_eq!(dependency.field, "dependencies.b");
+
+    let class = error_of(
+        r#"{"name":"a","version":"0.1.0","entry_point":"main","runtime":"wasm32","memory_class":"huge"}"#,
+    );
+    assert_eq!(class.field, "memory_class");
+}
+
+#[test]
+fn mailbox_settings_default_by_level_and_are_checked() {
+    let high = Manifest::parse(
+        r#"{"name":"a","version":"0.1.0","entry_point":"run","runtime":"wasm32","priority":"high"}"#,
+    )
+    .unwrap();
+    assert_eq!(high.mailbox.capacity, 4096);
+    assert_eq!(high.mailbox.overflow, OverflowMode::NotifySender);
+    let custom = Manifest::parse(
+        r#"{"name":"a","version":"0.1.0","entry_point":"run","runtime":"wasm32",
+                "mailbox":{"capacity":8,"overflow":"block_sender"}}"#,
+    )
+    .unwrap();
+    assert_eq!(custom.mailbox.capacity, 8);
+    assert_eq!(custom.mailbox.overflow, OverflowMode::BlockSender);
+    let zero = error_of(
+        r#"{"name":"a","version":"0.1.0","entry_point":"run","runtime":"wasm32","mailbox":{"capacity":0}}"#,
+    );
+    assert_eq!(zero.field, "mailbox.capacity");
+    let mode = error_of(
+        r#"{"name":"a","version":"0.1.0","entry_point":"run","runtime":"wasm32","mailbox":{"overflow":"explode"}}"#,
+    );
+    assert_eq!(mode.field, "mailbox.overflow", "{mode}");
+}
+
+#[test]
+fn malformed_json_is_an_error_not_a_panic() {
+    let error = error_of("{\"name\": ");
+    assert!(error.problem.contains("EOF"), "{error}");
+}

@@ -320,3 +320,26 @@ fn a_flood_of_large_messages_is_bounded_by_bytes_not_just_count() {
     );
     assert_eq!(report.process("sink").unwrap().undelivered, 16);
 }
+
+#[test]
+fn timers_of_receives_that_ended_early_do_not_pile_up() {
+    let mut kernel = Kernel::builder().deterministic(true).build().unwrap();
+    load_bundled(&mut kernel, "pong", "run");
+    load_testkit(&mut kernel, "ping", "timed_ping", "");
+    kernel.spawn_all().unwrap();
+    let report = kernel.run();
+    assert_eq!(
+        report.process("ping").unwrap().status,
+        ExitStatus::Exited(0)
+    );
+    // 10,000 one-hour timeouts were armed and all cancelled early; without
+    // compaction all 10,000 would still be held.
+    assert!(
+        kernel.armed_timers() <= 2_100,
+        "{} timers held",
+        kernel.armed_timers()
+    );
+    // And a cancelled one-hour timer does not keep a stuck kernel waiting:
+    // this run ended (in virtual time the loop would otherwise jump ahead).
+    assert!(report.elapsed < std::time::Duration::from_secs(60));
+}

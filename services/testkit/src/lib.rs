@@ -392,3 +392,22 @@ pub extern "C" fn watcher() -> i32 {
         }
     }
 }
+
+/// Like `ping`, but every receive has a one-hour timeout that never fires:
+/// 10,000 round trips with `pong`.
+#[unsafe(no_mangle)]
+pub extern "C" fn timed_ping() -> i32 {
+    let pong = find("pong");
+    let mut buffer = [0u8; 8];
+    for round in 0..10_000u64 {
+        if sdk::send(pong, MessageType::PING, &round.to_le_bytes()).is_err() {
+            return 1;
+        }
+        match sdk::receive_with(Some(MessageType::PONG), Wait::Millis(3_600_000), &mut buffer) {
+            Ok(reply) if reply.payload == round.to_le_bytes() => {}
+            _ => return 2,
+        }
+    }
+    let _ = sdk::send(pong, MessageType::PING, &[]);
+    0
+}

@@ -706,6 +706,12 @@ impl Kernel {
         self.shared.capabilities().handles(pid)
     }
 
+    /// Timers the kernel holds (deadlines of receives with a timeout, live
+    /// or cancelled but not yet compacted away).
+    pub fn armed_timers(&self) -> usize {
+        self.shared.armed_timers()
+    }
+
     /// Takes the capability audit events recorded so far: every grant,
     /// delegation, export, revocation and denial.
     pub fn take_audit(&self) -> Vec<AuditEvent> {

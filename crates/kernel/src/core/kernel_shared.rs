@@ -144,6 +144,25 @@ struct TimerEntry {
     deadline: u64,
     sequence: u64,
     waker: Waker,
+    /// Set when the wait it bounds ended early; the entry is then skipped
+    /// and eventually compacted away.
+    cancelled: Arc<AtomicBool>,
+}
+
+/// Cancels an armed timer when dropped (or explicitly): a receive that got
+/// its message before the deadline leaves nothing live in the timer heap.
+#[derive(Debug)]
+pub(crate) struct TimerGuard {
+    cancelled: Arc<AtomicBool>,
+    shared: Arc<KernelShared>,
+}
+
+impl Drop for TimerGuard {
+    fn drop(&mut self) {
+        if !self.cancelled.swap(true, Ordering::AcqRel) {
+            self.shared.cancelled_timers.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl PartialEq for TimerEntry {
@@ -209,6 +228,8 @@ pub struct KernelShared {
     /// The earliest armed deadline (`u64::MAX` if none), readable without
     /// the timers lock.
     next_deadline: AtomicU64,
+    /// Cancelled entries still in the timer heap (an estimate).
+    cancelled_timers: AtomicUsize,
     pub(crate) inbox: Arc<Inbox>,
     pub(crate) shutdown: AtomicBool,
     /// Capability-checked syscalls made so far.
@@ -234,6 +255,7 @@ impl KernelShared {
             audit: Mutex::new(AuditBuffer::default()),
             timers: Mutex::new(Timers::default()),
             next_deadline: AtomicU64::new(u64::MAX),
+            cancelled_timers: AtomicUsize::new(0),
             inbox: Arc::new(Inbox::default()),
             shutdown: AtomicBool::new(false),
             syscalls: AtomicU64::new(0),
@@ -287,24 +309,60 @@ impl KernelShared {
     }
 
     /// Calls `waker` at `deadline` on the kernel clock.
-    pub(crate) fn arm_timer(&self, deadline: u64, waker: Waker) {
+    pub(crate) fn arm_timer(self: &Arc<Self>, deadline: u64, waker: Waker) -> TimerGuard {
+        let cancelled = Arc::new(AtomicBool::new(false));
         let mut timers = self.timers.lock().unwrap_or_else(|p| p.into_inner());
+        // Cancelled entries are skipped when they come due; once they are
+        // the majority of a large heap, drop them all (amortised O(1)).
+        let stale = self.cancelled_timers.load(Ordering::Relaxed);
+        if timers.heap.len() > 1_024 && stale * 2 > timers.heap.len() {
+            timers
+                .heap
+                .retain(|Reverse(entry)| !entry.cancelled.load(Ordering::Acquire));
+            self.cancelled_timers.store(0, Ordering::Relaxed);
+        }
         let sequence = timers.next_sequence;
         timers.next_sequence += 1;
         timers.heap.push(Reverse(TimerEntry {
             deadline,
             sequence,
             waker,
+            cancelled: cancelled.clone(),
         }));
         self.next_deadline.fetch_min(deadline, Ordering::AcqRel);
+        TimerGuard {
+            cancelled,
+            shared: self.clone(),
+        }
     }
 
+    /// The earliest deadline of a live timer, if any. Cancelled timers at
+    /// the top of the heap are dropped first, so a cancelled long timeout
+    /// never keeps an otherwise deadlocked kernel waiting.
     pub(crate) fn next_timer(&self) -> Option<u64> {
-        let next = self.next_deadline.load(Ordering::Acquire);
-        (next != u64::MAX).then_some(next)
+        if self.next_deadline.load(Ordering::Acquire) == u64::MAX {
+            return None;
+        }
+        let mut timers = self.timers.lock().unwrap_or_else(|p| p.into_inner());
+        while timers
+            .heap
+            .peek()
+            .is_some_and(|Reverse(entry)| entry.cancelled.load(Ordering::Acquire))
+        {
+            timers.heap.pop();
+            let _ = self
+                .cancelled_timers
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    Some(n.saturating_sub(1))
+                });
+        }
+        let next = timers.heap.peek().map(|Reverse(entry)| entry.deadline);
+        self.next_deadline
+            .store(next.unwrap_or(u64::MAX), Ordering::Release);
+        next
     }
 
-    /// Fires every timer due at `now`.
+    /// Fires every live timer due at `now`.
     pub(crate) fn fire_timers(&self, now: u64) {
         if self.next_deadline.load(Ordering::Acquire) > now {
             return;
@@ -318,7 +376,15 @@ impl KernelShared {
                 .is_some_and(|Reverse(entry)| entry.deadline <= now)
             {
                 let Reverse(entry) = timers.heap.pop().expect("peeked");
-                due.push(entry.waker);
+                if entry.cancelled.load(Ordering::Acquire) {
+                    let _ = self.cancelled_timers.fetch_update(
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                        |n| Some(n.saturating_sub(1)),
+                    );
+                } else {
+                    due.push(entry.waker);
+                }
             }
             let next = timers
                 .heap
@@ -329,6 +395,15 @@ impl KernelShared {
         for waker in due {
             waker.wake();
         }
+    }
+
+    /// Timers armed and not yet fired or dropped (live and cancelled).
+    pub(crate) fn armed_timers(&self) -> usize {
+        self.timers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .heap
+            .len()
     }
 
     /// Asks the kernel loop to stop every process and return.

@@ -23,6 +23,7 @@
 
 use super::{ProcessContext, check_guest, read_guest, to_return, write_guest};
 use crate::core::kernel_loop::{KernelShared, TaskState};
+use crate::core::kernel_shared::TimerGuard;
 use crate::core::message_router::{Filter, Message, OverflowMode};
 use crate::core::process::Process;
 use crate::core::routing::{PostError, Taken, take};
@@ -409,6 +410,7 @@ async fn receive(
         deadline,
         capacity: buffers.buffer_len as usize,
         timer_armed: false,
+        timer: None,
     }
     .await;
     match taken {
@@ -447,6 +449,8 @@ struct Receive {
     deadline: Option<u64>,
     capacity: usize,
     timer_armed: bool,
+    /// Cancels the deadline's timer when the receive ends, however it ends.
+    timer: Option<TimerGuard>,
 }
 
 impl Future for Receive {
@@ -483,7 +487,7 @@ impl Future for Receive {
         if let Some(deadline) = self.deadline
             && !self.timer_armed
         {
-            self.kernel.arm_timer(deadline, cx.waker().clone());
+            self.timer = Some(self.kernel.arm_timer(deadline, cx.waker().clone()));
             self.timer_armed = true;
         }
         Poll::Pending

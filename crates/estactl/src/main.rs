@@ -39,6 +39,14 @@ struct BootOptions {
     /// cache ($ESTALOGIC_CACHE_DIR or ~/.cache/estalogic/modules).
     #[arg(long)]
     no_cache: bool,
+    /// How many processes may be alive at once (default 4,096; more may
+    /// need a higher vm.max_map_count, which the error names).
+    #[arg(long)]
+    max_processes: Option<u32>,
+    /// Also preempt on wall-clock time (epoch interruption, every 10 ms),
+    /// at a run-time cost for tight loops; fuel alone is the default.
+    #[arg(long)]
+    wall_clock_backstop: bool,
 }
 
 #[derive(Subcommand)]
@@ -182,6 +190,8 @@ impl BootOptions {
         BootOptions {
             deterministic: false,
             no_cache: false,
+            max_processes: None,
+            wall_clock_backstop: false,
         }
     }
 }
@@ -189,8 +199,12 @@ impl BootOptions {
 fn builder(options: BootOptions, trace: bool) -> KernelBuilder {
     let mut builder = Kernel::builder()
         .deterministic(options.deterministic)
+        .wall_clock_backstop(options.wall_clock_backstop)
         .trace_ipc(trace)
         .bundled_modules(estalogic_services::SERVICES);
+    if let Some(count) = options.max_processes {
+        builder = builder.max_processes(count);
+    }
     if !options.no_cache {
         builder = builder.module_cache(ModuleCache::default_dir());
     }

@@ -1,8 +1,9 @@
 //! Helpers for the integration tests: kernels with guests from WAT text or
 //! the bundled services.
 
-use estalogic_kernel::{Kernel, Manifest};
+use estalogic_kernel::{Kernel, Manifest, ProcessReport, RunReport};
 use std::path::Path;
+use std::time::Duration;
 
 /// A manifest for `name` with the given entry point and capabilities.
 pub fn manifest(name: &str, entry: &str, capabilities: &[&str], priority: &str) -> Manifest {
@@ -99,3 +100,60 @@ pub fn load_bundled(kernel: &mut Kernel, name: &str, entry: &str) {
         )
         .unwrap_or_else(|e| panic!("{name} does not load: {e}"));
 }
+
+/// Runs `kernel` on a thread until its first process ends (at most 60 s),
+/// then asks it to stop; returns that first exit and the final report.
+pub fn first_exit_then_stop(mut kernel: Kernel) -> (ProcessReport, RunReport) {
+    let exits = kernel.subscribe_exits();
+    let shutdown = kernel.shutdown_handle();
+    let runner = std::thread::spawn(move || kernel.run());
+    let first = exits
+        .recv_timeout(Duration::from_secs(60))
+        .expect("a process ends within 60 s");
+    shutdown.request();
+    let report = runner.join().expect("the kernel thread does not panic");
+    (first, report)
+}
+
+/// A guest whose entry point runs `body` (WAT instructions); it has a memory,
+/// a one-slot table and a `$recurse` function for stack overflows.
+pub fn trapper(body: &str) -> String {
+    format!(
+        r#"(module (memory (export "memory") 1) (table 1 funcref)
+             (func $recurse (call $recurse))
+             (func (export "run") {body}))"#
+    )
+}
+
+/// One guest body per trap kind with the code it must map to.
+pub const TRAP_CASES: &[(&str, estalogic_abi::ErrorCode)] = {
+    use estalogic_abi::ErrorCode;
+    &[
+        ("unreachable", ErrorCode::TRAP_UNREACHABLE),
+        (
+            "(drop (i32.div_u (i32.const 1) (i32.const 0)))",
+            ErrorCode::TRAP_DIV_BY_ZERO,
+        ),
+        (
+            "(drop (i32.div_s (i32.const -2147483648) (i32.const -1)))",
+            ErrorCode::TRAP_INTEGER_OVERFLOW,
+        ),
+        (
+            "(drop (i32.trunc_f32_s (f32.const 1e30)))",
+            ErrorCode::TRAP_INTEGER_OVERFLOW,
+        ),
+        (
+            "(drop (i32.load (i32.const 70000)))",
+            ErrorCode::TRAP_OUT_OF_BOUNDS,
+        ),
+        (
+            "(call_indirect (i32.const 0))",
+            ErrorCode::TRAP_INDIRECT_CALL_TYPE,
+        ),
+        ("(call $recurse)", ErrorCode::TRAP_STACK_OVERFLOW),
+        (
+            "(loop (br_if 0 (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))) unreachable",
+            ErrorCode::OUT_OF_MEMORY,
+        ),
+    ]
+};

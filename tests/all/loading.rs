@@ -1,7 +1,6 @@
 //! Loading: manifests and binaries are validated, with errors that name the
 //! file and the problem.
 
-use estalogic_abi::ErrorCode;
 use estalogic_kernel::{ExitStatus, Kernel, KernelError, ModuleError};
 use estalogic_tests::{load_wat, manifest};
 use std::path::Path;
@@ -210,32 +209,8 @@ fn a_missing_module_file_and_an_empty_directory_are_clear_errors() {
 
 #[test]
 fn traps_map_to_their_codes() {
-    let cases = [
-        ("unreachable", ErrorCode::TRAP_UNREACHABLE),
-        (
-            "(drop (i32.div_u (i32.const 1) (i32.const 0)))",
-            ErrorCode::TRAP_DIV_BY_ZERO,
-        ),
-        (
-            "(drop (i32.div_s (i32.const -2147483648) (i32.const -1)))",
-            ErrorCode::TRAP_INTEGER_OVERFLOW,
-        ),
-        (
-            "(drop (i32.load (i32.const 70000)))",
-            ErrorCode::TRAP_OUT_OF_BOUNDS,
-        ),
-        (
-            "(call_indirect (i32.const 0))",
-            ErrorCode::TRAP_INDIRECT_CALL_TYPE,
-        ),
-        ("(call $recurse)", ErrorCode::TRAP_STACK_OVERFLOW),
-    ];
-    for (body, code) in cases {
-        let wat = format!(
-            r#"(module (memory (export "memory") 1) (table 1 funcref)
-                 (func $recurse (call $recurse))
-                 (func (export "run") {body}))"#
-        );
+    for &(body, code) in estalogic_tests::TRAP_CASES {
+        let wat = estalogic_tests::trapper(body);
         let mut kernel = Kernel::builder().build().unwrap();
         load_wat(&mut kernel, "trapper", &wat, "normal");
         kernel.spawn("trapper").unwrap();

@@ -2,8 +2,7 @@
 
 use estalogic_abi::ErrorCode;
 use estalogic_kernel::{ExitStatus, Kernel};
-use estalogic_tests::load_wat;
-use std::time::Duration;
+use estalogic_tests::{first_exit_then_stop, load_wat};
 
 /// Spins forever without a single syscall.
 const SPINNER: &str = r#"(module
@@ -31,18 +30,11 @@ fn spinner_does_not_block_a_normal_peer(deterministic: bool) {
     // The spinner is spawned first, so it holds the CPU first.
     kernel.spawn("spinner").unwrap();
     kernel.spawn("worker").unwrap();
-    let exits = kernel.subscribe_exits();
-    let shutdown = kernel.shutdown_handle();
-    let runner = std::thread::spawn(move || kernel.run());
+    // The worker must finish while the spinner spins.
 
-    let first = exits
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the worker finishes while the spinner spins");
+    let (first, report) = first_exit_then_stop(kernel);
     assert_eq!(first.module, "worker");
     assert_eq!(first.status, ExitStatus::Exited(0));
-
-    shutdown.request();
-    let report = runner.join().unwrap();
     let spinner = report.process("spinner").unwrap();
     assert_eq!(spinner.status, ExitStatus::Stopped(ErrorCode::SHUTDOWN));
     assert!(
@@ -69,10 +61,7 @@ fn higher_priority_process_runs_before_a_spinning_lower_one() {
     load_wat(&mut kernel, "worker", WORKER, "high");
     kernel.spawn("spinner").unwrap();
     kernel.spawn("worker").unwrap();
-    let exits = kernel.subscribe_exits();
-    let shutdown = kernel.shutdown_handle();
-    let runner = std::thread::spawn(move || kernel.run());
-    let first = exits.recv_timeout(Duration::from_secs(60)).unwrap();
+    let (first, _) = first_exit_then_stop(kernel);
     assert_eq!(first.module, "worker");
     assert_eq!(first.status, ExitStatus::Exited(0));
     // The LOW spinner only ever gets minimum-service turns (one checkpoint
@@ -82,8 +71,6 @@ fn higher_priority_process_runs_before_a_spinning_lower_one() {
         "HIGH worker waited {} ns",
         first.max_wait_ns
     );
-    shutdown.request();
-    runner.join().unwrap();
 }
 
 #[test]
@@ -97,14 +84,9 @@ fn spinners_on_every_worker_do_not_stop_a_peer() {
         kernel.spawn("spinner").unwrap();
     }
     kernel.spawn("worker").unwrap();
-    let exits = kernel.subscribe_exits();
-    let shutdown = kernel.shutdown_handle();
-    let runner = std::thread::spawn(move || kernel.run());
-    let first = exits.recv_timeout(Duration::from_secs(60)).unwrap();
+    let (first, report) = first_exit_then_stop(kernel);
     assert_eq!(first.module, "worker");
     assert_eq!(first.status, ExitStatus::Exited(0));
-    shutdown.request();
-    let report = runner.join().unwrap();
     assert_eq!(report.stats.workers, workers);
     let stopped = report
         .processes
@@ -128,10 +110,7 @@ fn a_high_process_keeps_making_progress_while_normal_ones_spin() {
             kernel.spawn("spinner").unwrap();
         }
         kernel.spawn("worker").unwrap();
-        let exits = kernel.subscribe_exits();
-        let shutdown = kernel.shutdown_handle();
-        let runner = std::thread::spawn(move || kernel.run());
-        let first = exits.recv_timeout(Duration::from_secs(60)).unwrap();
+        let (first, report) = first_exit_then_stop(kernel);
         assert_eq!(first.module, "worker");
         assert_eq!(first.status, ExitStatus::Exited(0));
         // Spinners get only minimum-service turns: the worker never waits
@@ -144,8 +123,6 @@ fn a_high_process_keeps_making_progress_while_normal_ones_spin() {
                 first.max_wait_ns
             );
         }
-        shutdown.request();
-        let report = runner.join().unwrap();
         let spinners = report.processes.iter().filter(|p| p.module == "spinner");
         assert_eq!(spinners.count(), 3);
         if deterministic {
@@ -171,14 +148,9 @@ fn bulk_memory_work_is_charged_so_a_fill_loop_is_preempted_too() {
         load_wat(&mut kernel, "worker", WORKER, "normal");
         kernel.spawn("filler").unwrap();
         kernel.spawn("worker").unwrap();
-        let exits = kernel.subscribe_exits();
-        let shutdown = kernel.shutdown_handle();
-        let runner = std::thread::spawn(move || kernel.run());
-        let first = exits.recv_timeout(Duration::from_secs(60)).unwrap();
+        let (first, report) = first_exit_then_stop(kernel);
         assert_eq!(first.module, "worker", "backstop {backstop}");
         assert_eq!(first.status, ExitStatus::Exited(0));
-        shutdown.request();
-        let report = runner.join().unwrap();
         let filler = report.process("filler").unwrap();
         assert_eq!(filler.status, ExitStatus::Stopped(ErrorCode::SHUTDOWN));
         // Fuel counts the bytes filled, not the three instructions.

@@ -4,45 +4,13 @@
 use estalogic_abi::ErrorCode;
 use estalogic_kernel::core::supervision::RestartAction;
 use estalogic_kernel::{ExitStatus, Kernel};
-use estalogic_tests::{load_bundled, load_testkit, load_wat, load_wat_with};
+use estalogic_tests::{TRAP_CASES, load_bundled, load_testkit, load_wat, load_wat_with, trapper};
 
 const SUPERVISED: &str = r#""restart":"on_failure","supervisor":"watcher""#;
 
-fn trapper(body: &str) -> String {
-    format!(
-        r#"(module (memory (export "memory") 1) (table 1 funcref)
-             (func $recurse (call $recurse))
-             (func (export "run") {body}))"#
-    )
-}
-
 #[test]
 fn each_trap_kind_maps_to_its_code_notifies_the_supervisor_and_restarts() {
-    let cases = [
-        ("unreachable", ErrorCode::TRAP_UNREACHABLE),
-        (
-            "(drop (i32.div_u (i32.const 1) (i32.const 0)))",
-            ErrorCode::TRAP_DIV_BY_ZERO,
-        ),
-        (
-            "(drop (i32.trunc_f32_s (f32.const 1e30)))",
-            ErrorCode::TRAP_INTEGER_OVERFLOW,
-        ),
-        (
-            "(drop (i32.load (i32.const 70000)))",
-            ErrorCode::TRAP_OUT_OF_BOUNDS,
-        ),
-        (
-            "(call_indirect (i32.const 0))",
-            ErrorCode::TRAP_INDIRECT_CALL_TYPE,
-        ),
-        ("(call $recurse)", ErrorCode::TRAP_STACK_OVERFLOW),
-        (
-            "(loop (br_if 0 (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))) unreachable",
-            ErrorCode::OUT_OF_MEMORY,
-        ),
-    ];
-    for (body, code) in cases {
+    for &(body, code) in TRAP_CASES {
         let mut kernel = Kernel::builder().deterministic(true).build().unwrap();
         load_testkit(&mut kernel, "watcher", "watcher", "");
         load_wat_with(&mut kernel, "crasher", &trapper(body), SUPERVISED);

@@ -68,6 +68,21 @@ fn check(raw: i64) -> Result<u64, ErrorCode> {
     ErrorCode::from_syscall_return(raw)
 }
 
+/// Turns a receive-family result, the header the kernel wrote and the
+/// buffer it filled into a [`Message`].
+fn received<'a>(
+    raw: i64,
+    header: &[u8; HEADER_LEN],
+    buffer: &'a [u8],
+) -> Result<Message<'a>, ErrorCode> {
+    let len = check(raw)? as usize;
+    let (header, _) = Header::decode(header).map_err(|_| ErrorCode::INTERNAL)?;
+    Ok(Message {
+        header,
+        payload: &buffer[..len],
+    })
+}
+
 /// Ends the calling process with `code` (0 means success).
 pub fn exit(code: i32) -> ! {
     raw::exit(code)
@@ -157,12 +172,7 @@ pub fn receive_with(
             buffer.len(),
         )
     };
-    let len = check(raw)? as usize;
-    let (header, _) = Header::decode(&header).map_err(|_| ErrorCode::INTERNAL)?;
-    Ok(Message {
-        header,
-        payload: &buffer[..len],
-    })
+    received(raw, &header, buffer)
 }
 
 /// Answers `request` (a message this process received) with a `REPLY`
@@ -206,12 +216,7 @@ pub fn receive_reply(
             buffer.len(),
         )
     };
-    let len = check(raw)? as usize;
-    let (header, _) = Header::decode(&header).map_err(|_| ErrorCode::INTERNAL)?;
-    Ok(Message {
-        header,
-        payload: &buffer[..len],
-    })
+    received(raw, &header, buffer)
 }
 
 /// Request/reply in one call: sends `payload` to `to` and waits for its

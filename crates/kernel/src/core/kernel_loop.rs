@@ -494,8 +494,22 @@ impl KernelLoop {
         }
     }
 
+    /// Reaps a process that ended. Resources go in the reverse of the order
+    /// `ProcessFactory::spawn` took them:
+    ///
+    /// 1. its instance and `Store` (the future; a suspended fiber unwinds),
+    /// 2. its capabilities (revoked, cascading to what it delegated),
+    /// 3. its mailbox (mail left is failed back to the senders; blocked
+    ///    senders are released) — unless a same-state restart inherits it,
+    /// 4. its pid and name (the slot's generation moves on).
+    ///
+    /// Then its supervisor is notified and the restart policy applied.
     fn finish(&self, core: &mut Core, task: Task, outcome: Outcome) {
-        let pid = task.process.pid;
+        let Task {
+            process, future, ..
+        } = task;
+        let pid = process.pid;
+        drop(future);
         let now = self.shared.clock.now_nanos();
         let account = core.scheduler.exited(pid, now).unwrap_or_default();
         core.live -= 1;
@@ -504,13 +518,6 @@ impl KernelLoop {
         {
             *slot = None;
         }
-        let process = self
-            .shared
-            .table
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(pid)
-            .unwrap_or_else(|| task.process.clone());
         {
             let mut engine = self.shared.capabilities();
             engine.revoke_all_of(pid, now);
@@ -539,6 +546,11 @@ impl KernelLoop {
         };
         let dropped = process.lock_mailbox().mailbox.dropped();
         let undelivered = close_mailbox(&self.shared, &process) + dropped;
+        self.shared
+            .table
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(pid);
         let counters = &process.counters;
         let report = ProcessReport {
             pid,
@@ -580,8 +592,6 @@ impl KernelLoop {
             .retain(|listener| listener.send(report.clone()).is_ok());
         let module = report.module.clone();
         core.reports.push(report);
-        // Dropping the future drops the Store; a suspended fiber is unwound.
-        drop(task);
         if let Some((code, action)) = decision {
             let new_pid = self.restart(core, &module, manifest, action, inherited);
             tracing::info!(

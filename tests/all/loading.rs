@@ -285,3 +285,19 @@ fn the_boot_report_walks_the_init_phases() {
     let text = failing.boot_report().to_string();
     assert!(text.contains("module b"), "{text}");
 }
+
+#[test]
+fn a_capability_scope_that_escapes_is_a_manifest_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("svc/manifest.json");
+    write(
+        &path,
+        r#"{"name":"svc","version":"0.1.0","entry_point":"run","runtime":"wasm32",
+            "capabilities_required":[{"name":"fs:read","scope":"../etc"}]}"#,
+    );
+    let mut kernel = Kernel::builder().build().unwrap();
+    let text = kernel.load_app_dir(dir.path()).unwrap_err().to_string();
+    assert!(text.contains(&path.display().to_string()), "{text}");
+    assert!(text.contains("capabilities_required[0].scope"), "{text}");
+    assert!(text.contains("../etc"), "{text}");
+}

@@ -527,17 +527,7 @@ impl Kernel {
                 problem: format!("a module named {:?} is already loaded", manifest.name),
             });
         }
-        for (index, request) in manifest.capabilities_required.iter().enumerate() {
-            if let Err(problem) = capability_for(request) {
-                return Err(KernelError::Manifest {
-                    path: origin.to_path_buf(),
-                    error: ManifestError {
-                        field: format!("capabilities_required[{index}].scope"),
-                        problem,
-                    },
-                });
-            }
-        }
+        check_capability_scopes(&manifest, origin)?;
         let key = self
             .registry
             .register(manifest.clone())
@@ -579,6 +569,7 @@ impl Kernel {
             path: path.to_path_buf(),
             error,
         })?;
+        check_capability_scopes(&manifest, path)?;
         let (bytes, origin): (std::borrow::Cow<'static, [u8]>, PathBuf) = match &manifest.module {
             ModuleSource::Bundled(name) => {
                 let bytes = self
@@ -766,6 +757,23 @@ impl Kernel {
             trace: self.shared.take_trace(),
         }
     }
+}
+
+/// Checks every requested capability maps to one the kernel can grant
+/// (scopes parse: no `..` or absolute directory prefixes, no empty lists).
+fn check_capability_scopes(manifest: &Manifest, path: &Path) -> Result<(), KernelError> {
+    for (index, request) in manifest.capabilities_required.iter().enumerate() {
+        if let Err(problem) = capability_for(request) {
+            return Err(KernelError::Manifest {
+                path: path.to_path_buf(),
+                error: ManifestError {
+                    field: format!("capabilities_required[{index}].scope"),
+                    problem,
+                },
+            });
+        }
+    }
+    Ok(())
 }
 
 fn find_manifests(dir: &Path) -> Result<Vec<PathBuf>, KernelError> {

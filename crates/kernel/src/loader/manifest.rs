@@ -293,7 +293,13 @@ impl Manifest {
             let path = e.path().to_string();
             let inner = e.into_inner();
             // serde_json appends " at line L column C"; keep it, it helps.
-            ManifestError::new(if path.is_empty() { "." } else { &path }, inner.to_string())
+            let problem = match inner.classify() {
+                serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                    format!("not valid JSON: {inner}")
+                }
+                _ => inner.to_string(),
+            };
+            ManifestError::new(if path.is_empty() { "." } else { &path }, problem)
         })?;
         raw.validate()
     }

@@ -206,7 +206,13 @@ fn builder(options: BootOptions, trace: bool) -> KernelBuilder {
         builder = builder.max_processes(count);
     }
     if !options.no_cache {
-        builder = builder.module_cache(ModuleCache::default_dir());
+        // The cache only saves time: if its directory cannot be made, say
+        // so and compile afresh rather than refuse to run.
+        let dir = ModuleCache::default_dir();
+        match ModuleCache::new(&dir) {
+            Ok(_) => builder = builder.module_cache(dir),
+            Err(error) => eprintln!("warning: running without the compiled-module cache: {error}"),
+        }
     }
     builder
 }

@@ -44,6 +44,7 @@
 //! ```
 
 pub mod boot;
+pub mod fairness;
 pub mod harness;
 pub mod idle;
 pub mod measure;
@@ -202,10 +203,18 @@ pub const ALL: &[Benchmark] = &[
     Benchmark {
         name: "preemption_overhead_ratio",
         unit: "ratio",
-        about: "a CPU-bound guest as a kernel process (fuel + epoch) / the same module in \
-                plain Wasmtime",
+        about: "a CPU-bound guest as a kernel process (fuel, default config) / the same \
+                module in plain Wasmtime",
         target: Some(Target::AtMost(1.15)),
         run: preemption::overhead_ratio,
+    },
+    Benchmark {
+        name: "fairness_10s",
+        unit: "ratio",
+        about: "min(actual/expected CPU) of four CPU-bound NORMAL processes after 10 s \
+                on the default workers (brief §3.2)",
+        target: Some(Target::AtLeast(0.8)),
+        run: fairness::fairness,
     },
     Benchmark {
         name: "capability_check_ns",

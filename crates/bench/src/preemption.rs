@@ -7,7 +7,8 @@
 //!
 //! - **Kernel:** one process on a default kernel — real-time mode, so fuel
 //!   metering with a checkpoint every 100,000 units (the scheduler's
-//!   chance to preempt) and the epoch backstop. Timed: `Kernel::run`.
+//!   chance to preempt); the epoch backstop is off by default. Timed:
+//!   `Kernel::run`.
 //! - **Plain:** a `wasmtime::Engine` with a default `Config` (no fuel, no
 //!   epochs), a `Store`, a synchronous instantiation and call. Timed: the
 //!   instantiation and the call.

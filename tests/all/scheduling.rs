@@ -157,3 +157,44 @@ fn bulk_memory_work_is_charged_so_a_fill_loop_is_preempted_too() {
         assert!(filler.fuel_used > 10_000_000, "{filler:?}");
     }
 }
+
+#[test]
+fn deterministic_runs_repeat_exactly() {
+    let run = || {
+        let mut kernel = Kernel::builder()
+            .deterministic(true)
+            .trace_ipc(true)
+            .build()
+            .unwrap();
+        estalogic_tests::load_bundled(&mut kernel, "pong", "run");
+        estalogic_tests::load_bundled(&mut kernel, "ping", "run");
+        load_wat(&mut kernel, "spinner", WORKER, "normal");
+        kernel.spawn_all().unwrap();
+        let report = kernel.run();
+        let exits: Vec<_> = report
+            .processes
+            .iter()
+            .map(|p| {
+                (
+                    p.pid,
+                    p.status.clone(),
+                    p.fuel_used,
+                    p.cpu_ns,
+                    p.preemptions,
+                )
+            })
+            .collect();
+        (report.trace, exits)
+    };
+    let (first_trace, first_exits) = run();
+    let (second_trace, second_exits) = run();
+    assert_eq!(first_trace.len(), 20_001);
+    assert_eq!(
+        first_trace, second_trace,
+        "same messages, same virtual times"
+    );
+    assert_eq!(
+        first_exits, second_exits,
+        "same exits, fuel and CPU accounting"
+    );
+}

@@ -228,6 +228,9 @@ struct Core {
     state: LoopState,
     events: EventCounts,
     idle_workers: usize,
+    /// The clock as read at the end of the last turn, reused by the next
+    /// loop iteration on the same worker.
+    fresh_now: Option<u64>,
     /// Every live task's scheduling state by pid index, parked or running,
     /// so a running task can be told to stop.
     states: Vec<Option<LiveTask>>,
@@ -274,6 +277,7 @@ impl KernelLoop {
                 state: LoopState::Initializing,
                 events: EventCounts::default(),
                 idle_workers: 0,
+                fresh_now: None,
                 states: Vec::new(),
             }),
         }
@@ -367,7 +371,11 @@ impl KernelLoop {
     fn work(&self) {
         let mut core = self.lock();
         loop {
-            let now = self.shared.clock.now_nanos();
+            // A turn that just blocked read the clock an instant ago.
+            let now = core
+                .fresh_now
+                .take()
+                .unwrap_or_else(|| self.shared.clock.now_nanos());
             self.collect(&mut core, now);
             if self.shared.shutdown_requested() {
                 if core.state == LoopState::Running {
@@ -448,6 +456,7 @@ impl KernelLoop {
                     ProcessState::Waiting
                 };
                 core.scheduler.stop_waiting(pid, now, state);
+                core.fresh_now = Some(now);
                 break (core, TurnEnd::Blocked);
             }
             // Notified while running: still runnable.

@@ -20,7 +20,7 @@
 
 use crate::core::kernel_loop::KernelShared;
 use crate::core::message_router::{Delivery, Filter, MailboxFull, Message, OverflowMode};
-use crate::core::process::Process;
+use crate::core::process::{MailboxSlot, Process};
 use estalogic_abi::messages::DeliveryFailure;
 use estalogic_abi::{ErrorCode, Flags, Header, MessagePriority, MessageType, Pid};
 use std::sync::Arc;
@@ -167,15 +167,20 @@ impl KernelShared {
 /// frees one blocked sender and sends a requested acknowledgement.
 /// `fits` decides, with the mailbox locked, whether the message may be
 /// taken (a too-small receive buffer leaves it queued).
+/// When nothing matches, `park` runs on the mailbox slot before its lock is
+/// released (to leave a waker), so no message can slip in between looking
+/// and parking.
 pub(crate) fn take(
     kernel: &KernelShared,
     process: &Process,
     filter: Filter,
     fits: impl FnOnce(&Message) -> bool,
+    park: impl FnOnce(&mut MailboxSlot),
 ) -> Taken {
     let (message, sender) = {
         let mut slot = process.lock_mailbox();
         let Some(first) = slot.mailbox.peek(filter) else {
+            park(&mut slot);
             return Taken::Nothing;
         };
         if !fits(first) {

@@ -458,31 +458,30 @@ impl Future for Receive {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let capacity = self.capacity;
-        match take(&self.kernel, &self.process, self.filter, |m| {
-            m.payload.len() <= capacity
-        }) {
+        let expired = self
+            .deadline
+            .is_some_and(|deadline| self.kernel.clock.now_nanos() >= deadline);
+        let taken = take(
+            &self.kernel,
+            &self.process,
+            self.filter,
+            |m| m.payload.len() <= capacity,
+            |slot| {
+                if expired {
+                    slot.waiter = None;
+                    return;
+                }
+                match &slot.waiter {
+                    Some(waker) if waker.will_wake(cx.waker()) => {}
+                    _ => slot.waiter = Some(cx.waker().clone()),
+                }
+            },
+        );
+        match taken {
             Taken::Message(message) => return Poll::Ready(Ok(message)),
             Taken::TooLarge(header, len) => return Poll::Ready(Err(Missed::TooLarge(header, len))),
+            Taken::Nothing if expired => return Poll::Ready(Err(Missed::Timeout)),
             Taken::Nothing => {}
-        }
-        {
-            let mut slot = self.process.lock_mailbox();
-            // A message may have arrived since `take` looked.
-            if slot.mailbox.peek(self.filter).is_some() {
-                drop(slot);
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            }
-            if let Some(deadline) = self.deadline
-                && self.kernel.clock.now_nanos() >= deadline
-            {
-                slot.waiter = None;
-                return Poll::Ready(Err(Missed::Timeout));
-            }
-            match &slot.waiter {
-                Some(waker) if waker.will_wake(cx.waker()) => {}
-                _ => slot.waiter = Some(cx.waker().clone()),
-            }
         }
         if let Some(deadline) = self.deadline
             && !self.timer_armed

@@ -282,6 +282,9 @@ impl KernelBuilder {
             .max_memory_size(MEMORY_SLOT as usize)
             .table_elements(TABLE_ELEMENTS)
             .max_unused_warm_slots(1_024)
+            // Return freed pages to the host in batches: one `madvise` per
+            // 32 exits instead of one per exit.
+            .decommit_batch_size(32)
             // Reset a reused table with memset instead of a system call.
             .table_keep_resident(KEEP_RESIDENT);
         // Initialise memories by copying data segments rather than mapping

@@ -191,6 +191,9 @@ pub struct LoopStats {
     pub checkpoints: u64,
     /// Worker threads used.
     pub workers: usize,
+    /// Exit reports not kept because more than [`MAX_REPORTS`] processes
+    /// ended in the run (listeners still received every one).
+    pub reports_dropped: u64,
 }
 
 /// One decision of the supervisor.
@@ -210,6 +213,11 @@ pub struct RestartRecord {
     pub at: u64,
 }
 
+/// Exit reports a run keeps (the most recent; older ones are counted in
+/// [`LoopStats::reports_dropped`]), so a kernel that runs for months does
+/// not grow without bound.
+pub const MAX_REPORTS: usize = 100_000;
+
 /// A live task's pid, module and scheduling state.
 type LiveTask = (Pid, Arc<str>, Arc<TaskState>);
 
@@ -219,7 +227,10 @@ struct Core {
     /// Parked tasks by pid index; `None` while running or after exit.
     tasks: Vec<Option<Task>>,
     live: usize,
-    reports: Vec<ProcessReport>,
+    /// The most recent [`MAX_REPORTS`] exit reports.
+    reports: std::collections::VecDeque<ProcessReport>,
+    /// Reports dropped to keep `reports` bounded.
+    reports_dropped: u64,
     listeners: Vec<std::sync::mpsc::Sender<ProcessReport>>,
     woken: Vec<Pid>,
     checkpoints: u64,
@@ -268,7 +279,8 @@ impl KernelLoop {
                 scheduler: Scheduler::new(policy),
                 tasks: Vec::new(),
                 live: 0,
-                reports: Vec::new(),
+                reports: std::collections::VecDeque::new(),
+                reports_dropped: 0,
                 listeners: Vec::new(),
                 woken: Vec::new(),
                 checkpoints: 0,
@@ -301,10 +313,8 @@ impl KernelLoop {
             core.states.resize_with(index + 1, || None);
         }
         core.states[index] = Some((pid, task.process.module.clone(), task.state.clone()));
-        core.events.record(&KernelEvent::Spawned {
-            pid: pid.to_u64(),
-            module: task.process.module.to_string(),
-        });
+        // Counted directly: an event value would allocate the module name.
+        core.events.spawned += 1;
         let now = self.shared.clock.now_nanos();
         core.scheduler.admit(pid, task.process.priority, now);
         core.tasks[index] = Some(task);
@@ -364,8 +374,14 @@ impl KernelLoop {
             fairness: core.scheduler.fairness(self.shared.clock.now_nanos()),
             checkpoints: core.checkpoints,
             workers,
+            reports_dropped: core.reports_dropped,
         };
-        (core.reports, stats, core.restarts, core.restart_policy)
+        (
+            core.reports.into(),
+            stats,
+            core.restarts,
+            core.restart_policy,
+        )
     }
 
     fn work(&self) {
@@ -588,19 +604,16 @@ impl KernelLoop {
             self.shared
                 .notify_module(supervisor, MessageType::EXIT_NOTIFICATION, &notice.encode());
         }
-        core.events.record(&KernelEvent::Exited {
-            pid: pid.to_u64(),
-            module: report.module.clone(),
-            code: match &report.status {
-                ExitStatus::Exited(code) => i64::from(*code),
-                ExitStatus::Trapped { code, .. } | ExitStatus::Stopped(code) => -i64::from(code.0),
-            },
-        });
+        core.events.exited += 1;
         core.events.messages += report.sent;
         core.listeners
             .retain(|listener| listener.send(report.clone()).is_ok());
         let module = report.module.clone();
-        core.reports.push(report);
+        if core.reports.len() >= MAX_REPORTS {
+            core.reports.pop_front();
+            core.reports_dropped += 1;
+        }
+        core.reports.push_back(report);
         if let Some((code, action)) = decision {
             let new_pid = self.restart(core, &module, manifest, action, inherited);
             tracing::info!(

@@ -46,6 +46,9 @@ use estalogic_abi::{Pid, Priority};
 use rustc_hash::FxHashMap as HashMap;
 use std::collections::VecDeque;
 
+/// Ended processes whose accounts the fairness metric keeps.
+pub const MAX_FINISHED: usize = 100_000;
+
 /// Time-slice configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SlicePolicy {
@@ -206,7 +209,9 @@ pub struct Scheduler {
     entries: HashMap<Pid, Entry>,
     queued: usize,
     running: usize,
-    finished: Vec<(Priority, Account)>,
+    /// Accounts of ended processes for the fairness metric (the most
+    /// recent [`MAX_FINISHED`]).
+    finished: VecDeque<(Priority, Account)>,
 }
 
 impl Scheduler {
@@ -218,7 +223,7 @@ impl Scheduler {
             entries: HashMap::default(),
             queued: 0,
             running: 0,
-            finished: Vec::new(),
+            finished: VecDeque::new(),
         }
     }
 
@@ -468,7 +473,10 @@ impl Scheduler {
         if matches!(state, State::Ready | State::Running) {
             entry.account.runnable_ns += now.saturating_sub(entry.runnable_since);
         }
-        self.finished.push((entry.base, entry.account));
+        if self.finished.len() >= MAX_FINISHED {
+            self.finished.pop_front();
+        }
+        self.finished.push_back((entry.base, entry.account));
         Some(entry.account)
     }
 

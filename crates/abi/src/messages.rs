@@ -53,7 +53,7 @@ impl MessageType {
     /// Closes an audit stream.
     pub const AUDIT_END: MessageType = MessageType(0x0022);
     /// A supervised process ended. Sent by the kernel to the supervisor;
-    /// payload: [`ExitNotice`](crate::messages::ExitNotice).
+    /// payload: [`ExitNotice`].
     pub const EXIT_NOTIFICATION: MessageType = MessageType(0xFF01);
     /// The kernel is shutting down; finish up and exit.
     pub const SYSTEM_SHUTDOWN: MessageType = MessageType(0xFFFF);

@@ -102,7 +102,7 @@ enum Command {
         /// is reported).
         #[arg(long, default_value_t = 5)]
         repeat: u32,
-        /// Print one JSON object on stdout: {"<name>": value, ..., "repeat": N}.
+        /// Print one JSON object on stdout: `{"<name>": value, ..., "repeat": N}`.
         #[arg(long)]
         json: bool,
         /// Run only the benchmarks whose name contains NAME.

@@ -17,7 +17,7 @@
 //! ```
 //!
 //! Every fallible call returns `Result<_, ErrorCode>`; a process ends by
-//! returning from its entry point, by [`exit`], or by a trap.
+//! returning from its entry point, by `exit`, or by a trap.
 //!
 //! On targets other than wasm32 only the pure helpers ([`Message`], the ABI
 //! re-exports) are available: the syscalls exist only inside the kernel.
@@ -36,7 +36,7 @@ pub struct Message<'a> {
     pub payload: &'a [u8],
 }
 
-/// How long [`receive_with`] may wait.
+/// How long `receive_with` may wait.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Wait {
     /// Wait until a matching message arrives.

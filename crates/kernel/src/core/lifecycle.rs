@@ -25,7 +25,7 @@
 //! 4. **The end.** `Complete` and `Failed` are final: every later call
 //!    returns [`InitError::Finished`]. The [`InitReport`] keeps the table of
 //!    every subsystem; its `Display` is the readable report, headed
-//!    `init failed in <phase>: subsystem `<name>` — <reason>` on failure.
+//!    ``init failed in <phase>: subsystem `<name>` — <reason>`` on failure.
 //!
 //! # Kernel loop states
 //!

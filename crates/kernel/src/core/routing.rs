@@ -3,18 +3,18 @@
 //!
 //! # Protocol
 //!
-//! 1. [`KernelShared::post`] is the only way a message enters a mailbox. It
+//! 1. `KernelShared::post` is the only way a message enters a mailbox. It
 //!    finds the live target by pid (generation included), applies the
 //!    target mailbox's overflow mode, and wakes the target if it waits —
 //!    always after releasing the mailbox lock.
 //! 2. `NotifySender` and `BlockSender` hand a refused message back to the
-//!    caller ([`PostError::Full`]); the caller fails the send or blocks.
+//!    caller (`PostError::Full`); the caller fails the send or blocks.
 //! 3. A message dropped later — by `DropNewest`, by `DropOldest`, or left in
 //!    the mailbox of a process that ends — is reported to its sender with a
 //!    kernel `DELIVERY_FAILURE` notice (correlation = the message's
 //!    sequence), and counted. Kernel notices are never themselves reported,
 //!    so there are no notice loops.
-//! 4. [`take`] is the only way a message leaves a mailbox to a process: it
+//! 4. `take` is the only way a message leaves a mailbox to a process: it
 //!    frees a blocked sender and answers an `ACK_REQUESTED` message with an
 //!    `ACK` (correlation = the message's sequence).
 
@@ -26,7 +26,7 @@ use estalogic_abi::{ErrorCode, Flags, Header, MessagePriority, MessageType, Pid}
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-/// Why [`KernelShared::post`] did not queue a message; it is handed back.
+/// Why `KernelShared::post` did not queue a message; it is handed back.
 #[derive(Debug)]
 pub(crate) enum PostError {
     /// No live process has the target pid.
@@ -60,7 +60,7 @@ impl KernelShared {
         self.post_to(&target, message)
     }
 
-    /// Like [`KernelShared::post`] with the target already looked up.
+    /// Like `KernelShared::post` with the target already looked up.
     pub(crate) fn post_to(&self, target: &Arc<Process>, message: Message) -> Result<(), PostError> {
         self.trace_send(&message.header, message.payload.len());
         let (delivery, waiter) = {

@@ -11,7 +11,7 @@
 //!    `checkpoint_fuel` units, the epoch backstop in real mode; instantiate;
 //!    call the entry point; classify the result ([`classify`]).
 //!
-//! The kernel loop calls [`ProcessFactory::spawn`] again to restart a
+//! The kernel loop calls `ProcessFactory::spawn` again to restart a
 //! process and [`ProcessFactory::reload`] to recompile a module first.
 
 use crate::core::init::KernelError;

@@ -7,8 +7,8 @@
 //! 1. [`ProcessContext::admit`] checks the caller holds the capability the
 //!    syscall needs. This is the only place that decides; handlers never
 //!    re-check and drivers never see an unchecked request.
-//! 2. Arguments are validated; guest pointers go through [`read_guest`] /
-//!    [`write_guest`], which fail with `INVALID_POINTER`, never trap.
+//! 2. Arguments are validated; guest pointers go through `read_guest` /
+//!    `write_guest`, which fail with `INVALID_POINTER`, never trap.
 //! 3. A recoverable failure returns the negated error code. Only `exit`
 //!    unwinds the guest (with [`ProcessExit`]), and only a broken machine
 //!    invariant traps.

@@ -145,3 +145,26 @@ fn trace_ipc_prints_each_message_readably() {
     );
     assert!(stdout.contains("19997 more messages"), "{stdout}");
 }
+
+#[test]
+fn the_supervised_example_climbs_the_ladder_and_gives_up() {
+    let out = estactl(&["run", "--json", "examples/supervised"]);
+    assert_eq!(out.status.code(), Some(1), "processes trapped");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
+    let actions: Vec<&str> = summary["restarts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions.len(), 15);
+    assert_eq!(actions[0], "RestartSameState");
+    assert_eq!(actions[14], "GiveUp");
+    let traps = summary["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["module"] == "crasher" && p["status"]["code"] == 4001)
+        .count();
+    assert_eq!(traps, 15);
+}

@@ -293,7 +293,17 @@ pub fn trap_code(trap: Trap) -> ErrorCode {
     }
 }
 
+/// A one-line description: the trap's own message when there is one
+/// (Wasmtime's first line is only "error while executing at wasm
+/// backtrace:"), else the first line of the error chain.
 fn first_line(error: &wasmtime::Error) -> String {
+    if let Some(trap) = error.downcast_ref::<Trap>() {
+        return trap.to_string();
+    }
     let text = format!("{error:#}");
-    text.lines().next().unwrap_or("").trim().to_string()
+    text.lines()
+        .map(str::trim)
+        .find(|line| !line.is_empty() && !line.ends_with("backtrace:"))
+        .unwrap_or("")
+        .to_string()
 }

@@ -343,3 +343,31 @@ fn timers_of_receives_that_ended_early_do_not_pile_up() {
     // this run ended (in virtual time the loop would otherwise jump ahead).
     assert!(report.elapsed < std::time::Duration::from_secs(60));
 }
+
+#[test]
+fn blocking_on_ones_own_full_mailbox_is_refused_not_a_hang() {
+    // Sends to itself until refused: with block_sender it would wait for
+    // itself forever, so the kernel answers WOULD_DEADLOCK instead.
+    let selfish = r#"(module
+      (import "estalogic" "send" (func $send (param i64 i32 i32 i32 i32) (result i64)))
+      (import "estalogic" "self_pid" (func $self (result i64)))
+      (memory (export "memory") 1)
+      (func (export "run") (result i32) (local $r i64)
+        (loop
+          (local.set $r (call $send (call $self) (i32.const 1) (i32.const 0) (i32.const 0) (i32.const 0)))
+          (br_if 0 (i64.ge_s (local.get $r) (i64.const 0))))
+        (i32.wrap_i64 (local.get $r))))"#;
+    let mut kernel = Kernel::builder().deterministic(true).build().unwrap();
+    estalogic_tests::load_wat_with(
+        &mut kernel,
+        "selfish",
+        selfish,
+        r#""mailbox":{"capacity":4,"overflow":"block_sender"}"#,
+    );
+    kernel.spawn_all().unwrap();
+    let report = kernel.run();
+    assert_eq!(
+        report.process("selfish").unwrap().status,
+        ExitStatus::Exited(-(ErrorCode::WOULD_DEADLOCK.0 as i32))
+    );
+}

@@ -269,7 +269,17 @@ async fn send(
                     .counters
                     .send_failures
                     .fetch_add(1, Ordering::Relaxed);
-                return Err(error.code());
+                // Blocking on one's own full mailbox would never end.
+                let blocks_on_itself = matches!(
+                    &error,
+                    PostError::Full(_, OverflowMode::BlockSender, receiver)
+                        if receiver.pid == sender.pid
+                );
+                return Err(if blocks_on_itself {
+                    ErrorCode::WOULD_DEADLOCK
+                } else {
+                    error.code()
+                });
             }
         }
     }

@@ -371,3 +371,32 @@ fn blocking_on_ones_own_full_mailbox_is_refused_not_a_hang() {
         ExitStatus::Exited(-(ErrorCode::WOULD_DEADLOCK.0 as i32))
     );
 }
+
+#[test]
+fn the_wat_echo_server_in_the_abi_docs_works() {
+    let doc = include_str!("../../docs/ABI.md");
+    let start = doc.find("```wat\n").expect("a WAT example") + "```wat\n".len();
+    let echo = &doc[start..start + doc[start..].find("\n```").unwrap()];
+    let requester = r#"(module
+      (import "estalogic" "send" (func $send (param i64 i32 i32 i32 i32) (result i64)))
+      (import "estalogic" "lookup" (func $lookup (param i32 i32) (result i64)))
+      (import "estalogic" "receive_reply" (func $receive_reply (param i64 i64 i32 i32 i32) (result i64)))
+      (memory (export "memory") 1)
+      (data (i32.const 0) "echo")
+      (data (i32.const 16) "hello")
+      (func (export "run") (result i32) (local $seq i64)
+        (local.set $seq (call $send (call $lookup (i32.const 0) (i32.const 4))
+                                    (i32.const 0x1001) (i32.const 0) (i32.const 16) (i32.const 5)))
+        (i32.wrap_i64 (call $receive_reply (local.get $seq) (i64.const 5000)
+                                           (i32.const 64) (i32.const 128) (i32.const 64)))))"#;
+    let mut kernel = Kernel::builder().deterministic(true).build().unwrap();
+    load_wat(&mut kernel, "echo", echo, "normal");
+    load_wat(&mut kernel, "requester", requester, "normal");
+    kernel.spawn_all().unwrap();
+    let report = kernel.run();
+    assert_eq!(
+        report.process("requester").unwrap().status,
+        ExitStatus::Exited(5),
+        "the reply carries the 5-byte payload back"
+    );
+}

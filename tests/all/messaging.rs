@@ -400,3 +400,137 @@ fn the_wat_echo_server_in_the_abi_docs_works() {
         "the reply carries the 5-byte payload back"
     );
 }
+
+#[test]
+fn ping_pong_hands_the_cpu_straight_to_the_waiting_receiver() {
+    for deterministic in [false, true] {
+        let mut kernel = Kernel::builder()
+            .deterministic(deterministic)
+            .workers(1)
+            .build()
+            .unwrap();
+        load_bundled(&mut kernel, "pong", "run");
+        load_bundled(&mut kernel, "ping", "run");
+        kernel.spawn_all().unwrap();
+        let report = kernel.run();
+        let ping = report.process("ping").unwrap();
+        assert_eq!(ping.status, ExitStatus::Exited(0), "ping: {}", ping.status);
+        assert_eq!(ping.received, 10_000, "every PONG arrived, in order");
+        // With nothing else ready, (almost) every PING runs pong directly.
+        assert!(
+            report.stats.handoffs >= 9_000,
+            "handoffs: {}",
+            report.stats.handoffs
+        );
+        // Pong's CPU time is its own, not also counted on ping's turns.
+        assert!(ping.cpu_ns > 0);
+    }
+}
+
+/// A NORMAL guest that spins forever.
+const SPIN: &str = r#"(module (memory (export "memory") 1)
+  (func (export "run") (result i32) (loop (br 0)) (i32.const 0)))"#;
+
+#[test]
+fn handoff_does_not_let_a_ping_pong_pair_starve_a_ready_process() {
+    // One worker: ping and pong would hand off to each other forever if
+    // the handoff ignored that a spinner of the same level is ready.
+    let mut kernel = Kernel::builder()
+        .deterministic(true)
+        .workers(1)
+        .build()
+        .unwrap();
+    // 100 PINGs to the bundled pong, each waited for, then the stop PING.
+    let ping = guest(
+        r#"(local $pid i64) (local $n i32)
+        (local.set $pid (call $lookup (i32.const 0) (i32.const 4)))
+        (loop
+          (drop (call $send (local.get $pid) (i32.const 1) (i32.const 0) (i32.const 0) (i32.const 1)))
+          (local.set $r (call $receive (i32.const 2) (i64.const -1) (i32.const 64) (i32.const 128) (i32.const 64)))
+          (if (i64.lt_s (local.get $r) (i64.const 0)) (then (return (i32.const 3))))
+          (local.set $n (i32.add (local.get $n) (i32.const 1)))
+          (br_if 0 (i32.lt_u (local.get $n) (i32.const 100))))
+        (drop (call $send (local.get $pid) (i32.const 1) (i32.const 0) (i32.const 0) (i32.const 0)))
+        (i32.const 0)"#,
+    )
+    .replace("\"sink\"", "\"pong\"");
+    load_wat(&mut kernel, "spinner", SPIN, "normal");
+    load_bundled(&mut kernel, "pong", "run");
+    load_wat(&mut kernel, "ping", &ping, "normal");
+    for name in ["spinner", "pong", "ping"] {
+        kernel.spawn(name).unwrap();
+    }
+    let (first, report) = estalogic_tests::first_exit_then_stop(kernel);
+    assert_eq!(first.module, "ping");
+    assert_eq!(first.status, ExitStatus::Exited(0));
+    let spinner = report.process("spinner").unwrap();
+    let ping = report.process("ping").unwrap();
+    let pong = report.process("pong").unwrap();
+    assert!(
+        spinner.cpu_ns >= ping.cpu_ns + pong.cpu_ns,
+        "the spinner got its share: spinner {} ns, ping {} ns, pong {} ns",
+        spinner.cpu_ns,
+        ping.cpu_ns,
+        pong.cpu_ns
+    );
+    assert_eq!(ping.received, 100);
+    assert!(
+        report.stats.handoffs < 100,
+        "no handoff while the spinner is ready: {}",
+        report.stats.handoffs
+    );
+}
+
+#[test]
+fn a_receiver_that_traps_in_a_handed_off_turn_is_reaped_and_the_sender_goes_on() {
+    // The crasher traps on its first message; the sender's receive (run
+    // the crasher inline, find nothing) then times out normally.
+    let crasher = r#"(module
+      (import "estalogic" "receive" (func $receive (param i32 i64 i32 i32 i32) (result i64)))
+      (memory (export "memory") 1)
+      (func (export "run") (result i32)
+        (drop (call $receive (i32.const 0) (i64.const -1) (i32.const 64) (i32.const 128) (i32.const 64)))
+        unreachable))"#;
+    let sender = guest(
+        r#"(local $pid i64)
+        (local.set $pid (call $lookup (i32.const 0) (i32.const 7)))
+        (drop (call $send (local.get $pid) (i32.const 1) (i32.const 0) (i32.const 0) (i32.const 4)))
+        (i32.wrap_i64 (call $receive (i32.const 0) (i64.const 20) (i32.const 64) (i32.const 128) (i32.const 64)))"#,
+    );
+    for deterministic in [false, true] {
+        let mut kernel = Kernel::builder()
+            .deterministic(deterministic)
+            .workers(1)
+            .build()
+            .unwrap();
+        load_wat(&mut kernel, "crasher", crasher, "normal");
+        load_wat(
+            &mut kernel,
+            "sender",
+            &sender.replace("\"sink\"", "\"crasher\""),
+            "normal",
+        );
+        kernel.spawn("crasher").unwrap();
+        let report = {
+            // Let the crasher reach its receive before the sender sends.
+            kernel.spawn("sender").unwrap();
+            kernel.run()
+        };
+        let crasher = report.process("crasher").unwrap();
+        assert!(
+            matches!(&crasher.status, ExitStatus::Trapped { code, .. } if *code == ErrorCode::TRAP_UNREACHABLE),
+            "crasher: {}",
+            crasher.status
+        );
+        let sender = report.process("sender").unwrap();
+        assert_eq!(
+            sender.status,
+            ExitStatus::Exited(-(ErrorCode::TIMEOUT.0 as i32)),
+            "the sender's wait ends normally"
+        );
+        assert_eq!(
+            report.stats.handoffs, 1,
+            "the crasher ran in the sender's receive"
+        );
+    }
+}

@@ -58,12 +58,13 @@ pub fn print_summary(report: &RunReport) {
         .fairness
         .map_or("n/a".to_string(), |f| format!("{f:.2}"));
     println!(
-        "{} processes in {:.1} ms on {} worker(s); fairness {}; {} checkpoints",
+        "{} processes in {:.1} ms on {} worker(s); fairness {}; {} checkpoints; {} handoffs",
         report.processes.len(),
         report.elapsed.as_secs_f64() * 1e3,
         report.stats.workers,
         fairness,
-        report.stats.checkpoints
+        report.stats.checkpoints,
+        report.stats.handoffs
     );
 }
 
@@ -114,6 +115,7 @@ pub fn summary_json(report: &RunReport) -> serde_json::Value {
         "workers": report.stats.workers,
         "fairness": report.stats.fairness,
         "checkpoints": report.stats.checkpoints,
+        "handoffs": report.stats.handoffs,
         "processes": processes,
         "restarts": restarts,
     })

@@ -40,6 +40,26 @@
 //!    by `checkpoint_ns` at every checkpoint and jumps to the next timer
 //!    when nothing is ready.
 //!
+//! # Direct handoff
+//!
+//! A process that sends to a waiting receiver and then waits itself (the
+//! request/response and ping-pong pattern) would cost two trips through
+//! the scheduler and four fiber switches per round. Instead, when its
+//! receive finds nothing, it hands the CPU straight to the process its
+//! last send woke ([`hand_off`]), on the same worker, inside its own
+//! receive call:
+//!
+//! 1. Only if that process is the only one ready: the scheduler would pick
+//!    it next anyway, so policy is unchanged. Anything else ready, a
+//!    shutdown, or a handoff already in progress on this worker (handoffs
+//!    never nest) means no handoff; the waiter suspends as usual.
+//! 2. The receiver is dispatched exactly as [`Scheduler::next`] would, and
+//!    runs one normal turn (checkpoints, preemption, exit and supervision
+//!    included); its CPU time is its own, and is taken off the lender's
+//!    turn ([`Scheduler::lend`]).
+//! 3. The waiter then looks at its mailbox again; if the answer is there it
+//!    returns without ever suspending, otherwise it suspends as usual.
+//!
 //! # Ending
 //!
 //! The loop ends when no process is left. If processes remain but none is
@@ -59,10 +79,12 @@ use crate::loader::manifest::{Manifest, RestartMode};
 use estalogic_abi::MessageType;
 use estalogic_abi::messages::ExitNotice;
 use estalogic_abi::{ErrorCode, Pid, Priority};
+use parking_lot::{Mutex, MutexGuard};
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -189,6 +211,9 @@ pub struct LoopStats {
     pub fairness: Option<f64>,
     /// Checkpoints reached by all guests.
     pub checkpoints: u64,
+    /// Turns run by direct handoff from a waiting sender (see the
+    /// [module docs](self#direct-handoff)).
+    pub handoffs: u64,
     /// Worker threads used.
     pub workers: usize,
     /// Exit reports not kept because more than [`MAX_REPORTS`] processes
@@ -218,6 +243,69 @@ pub struct RestartRecord {
 /// not grow without bound.
 pub const MAX_REPORTS: usize = 100_000;
 
+thread_local! {
+    /// The kernel loop this thread is a worker of, while it is one.
+    static WORKER: Cell<*const KernelLoop> = const { Cell::new(std::ptr::null()) };
+    /// True while this worker runs a handed-off turn (handoffs never nest).
+    static HANDING_OFF: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Registers the current thread as a worker of a loop for as long as it
+/// lives (restoring what was there before, even on unwind).
+struct WorkerGuard(*const KernelLoop);
+
+impl WorkerGuard {
+    fn enter(kernel_loop: &KernelLoop) -> Self {
+        WorkerGuard(WORKER.replace(kernel_loop))
+    }
+}
+
+impl Drop for WorkerGuard {
+    fn drop(&mut self) {
+        WORKER.set(self.0);
+    }
+}
+
+/// Marks a handed-off turn in progress on this thread.
+struct HandingOff;
+
+impl HandingOff {
+    fn enter() -> Self {
+        HANDING_OFF.set(true);
+        HandingOff
+    }
+}
+
+impl Drop for HandingOff {
+    fn drop(&mut self) {
+        HANDING_OFF.set(false);
+    }
+}
+
+/// Called by a process `from` of `kernel` whose receive found nothing:
+/// runs `to` (which `from` just woke) here and now if the policy allows
+/// (see the [module docs](self#direct-handoff)). Returns true if `to` ran a
+/// turn, after which `from` should look at its mailbox again.
+pub(crate) fn hand_off(kernel: &Arc<KernelShared>, from: Pid, to: Pid) -> bool {
+    if HANDING_OFF.get() {
+        return false;
+    }
+    let worker = WORKER.get();
+    if worker.is_null() {
+        return false;
+    }
+    // SAFETY: `WORKER` is non-null only inside `KernelLoop::work` on this
+    // thread (its `WorkerGuard` restores the previous value when `work`
+    // returns or unwinds), and `work` borrows the loop for that whole time.
+    // A syscall of a process runs inside a poll made by `work`, further up
+    // this very stack, so the loop is alive and borrowed shared.
+    let kernel_loop = unsafe { &*worker };
+    if !Arc::ptr_eq(&kernel_loop.shared, kernel) {
+        return false;
+    }
+    kernel_loop.hand_off(from, to)
+}
+
 /// A live task's pid, module and scheduling state.
 type LiveTask = (Pid, Arc<str>, Arc<TaskState>);
 
@@ -234,6 +322,7 @@ struct Core {
     listeners: Vec<std::sync::mpsc::Sender<ProcessReport>>,
     woken: Vec<Pid>,
     checkpoints: u64,
+    handoffs: u64,
     restart_policy: Box<dyn RestartPolicy>,
     restarts: Vec<RestartRecord>,
     state: LoopState,
@@ -284,6 +373,7 @@ impl KernelLoop {
                 listeners: Vec::new(),
                 woken: Vec::new(),
                 checkpoints: 0,
+                handoffs: 0,
                 restart_policy,
                 restarts: Vec::new(),
                 state: LoopState::Initializing,
@@ -296,7 +386,7 @@ impl KernelLoop {
     }
 
     fn lock(&self) -> MutexGuard<'_, Core> {
-        self.core.lock().unwrap_or_else(|p| p.into_inner())
+        self.core.lock()
     }
 
     /// Adds a spawned task; it is ready at once.
@@ -362,7 +452,7 @@ impl KernelLoop {
             }
             self.work();
         });
-        let mut core = self.core.into_inner().unwrap_or_else(|p| p.into_inner());
+        let mut core = self.core.into_inner();
         if core.state != LoopState::ShuttingDown {
             let _ = core.state.transition(LoopState::ShuttingDown);
         }
@@ -373,6 +463,7 @@ impl KernelLoop {
             state: core.state,
             fairness: core.scheduler.fairness(self.shared.clock.now_nanos()),
             checkpoints: core.checkpoints,
+            handoffs: core.handoffs,
             workers,
             reports_dropped: core.reports_dropped,
         };
@@ -385,6 +476,7 @@ impl KernelLoop {
     }
 
     fn work(&self) {
+        let _worker = WorkerGuard::enter(self);
         let mut core = self.lock();
         loop {
             // A turn that just blocked read the clock an instant ago.
@@ -442,6 +534,37 @@ impl KernelLoop {
             core = self.lock();
             core.idle_workers -= 1;
         }
+    }
+
+    /// Runs `to`, just woken by the running process `from`, on this worker
+    /// now if it is the only ready process; see the module docs.
+    fn hand_off(&self, from: Pid, to: Pid) -> bool {
+        let mut core = self.lock();
+        let now = self.shared.clock.now_nanos();
+        self.collect(&mut core, now);
+        if self.shared.shutdown_requested() || core.scheduler.sole_ready() != Some(to) {
+            return false;
+        }
+        let Some(dispatch) = core.scheduler.next(now) else {
+            return false;
+        };
+        debug_assert_eq!(dispatch.pid, to);
+        core.events.record(&KernelEvent::Tick);
+        core.handoffs += 1;
+        let task = core.tasks[to.index() as usize]
+            .take()
+            .expect("a dispatched task is parked");
+        drop(core);
+        let mut core = {
+            let _nested = HandingOff::enter();
+            self.run_turn(task)
+        };
+        let ended = core
+            .fresh_now
+            .take()
+            .unwrap_or_else(|| self.shared.clock.now_nanos());
+        core.scheduler.lend(from, ended.saturating_sub(now));
+        true
     }
 
     /// Runs `task` until it blocks, ends, or the scheduler takes it off the

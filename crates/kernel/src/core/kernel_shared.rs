@@ -103,6 +103,15 @@ pub(crate) struct TaskState {
 }
 
 impl TaskState {
+    /// Takes back a `NOTIFIED` state of a running task whose wait was
+    /// answered without suspending (a direct handoff ran the sender here).
+    /// No wake is lost: every wait checks its condition before parking.
+    pub(crate) fn clear_notified(&self) {
+        let _ = self
+            .state
+            .compare_exchange(NOTIFIED, RUNNING, Ordering::AcqRel, Ordering::Acquire);
+    }
+
     /// Marks the process as blocked on a full mailbox (or not).
     pub(crate) fn set_blocked(&self, blocked: bool) {
         self.blocked.store(blocked, Ordering::Release);

@@ -52,8 +52,9 @@ impl KernelShared {
         table.get(pid).cloned()
     }
 
-    /// Queues `message` for its target; see the module docs.
-    pub(crate) fn post(&self, message: Message) -> Result<(), PostError> {
+    /// Queues `message` for its target; see the module docs. `Ok(true)`
+    /// means the target was waiting in a receive and has been woken.
+    pub(crate) fn post(&self, message: Message) -> Result<bool, PostError> {
         let Some(target) = self.process(message.header.target) else {
             return Err(PostError::NoSuchProcess(message));
         };
@@ -61,7 +62,11 @@ impl KernelShared {
     }
 
     /// Like `KernelShared::post` with the target already looked up.
-    pub(crate) fn post_to(&self, target: &Arc<Process>, message: Message) -> Result<(), PostError> {
+    pub(crate) fn post_to(
+        &self,
+        target: &Arc<Process>,
+        message: Message,
+    ) -> Result<bool, PostError> {
         self.trace_send(&message.header, message.payload.len());
         let (delivery, waiter) = {
             let mut slot = target.lock_mailbox();
@@ -78,6 +83,7 @@ impl KernelShared {
                 }
             }
         };
+        let woke = waiter.is_some();
         if let Some(waker) = waiter {
             waker.wake();
         }
@@ -92,7 +98,7 @@ impl KernelShared {
                 }
             }
         }
-        Ok(())
+        Ok(woke)
     }
 
     /// Sends a kernel message (source `Pid::KERNEL`, highest priority) to

@@ -480,6 +480,28 @@ impl Scheduler {
         Some(entry.account)
     }
 
+    /// The only process in the run queues, if exactly one is there: the
+    /// one [`Scheduler::next`] would pick.
+    pub fn sole_ready(&self) -> Option<Pid> {
+        if self.queued != 1 {
+            return None;
+        }
+        self.queues
+            .iter()
+            .find_map(|queue| queue.front().map(|&(pid, _)| pid))
+    }
+
+    /// The running process `pid` lent `ns` of its turn to a process it
+    /// handed the CPU to (whose own turn accounts for that time): its turn
+    /// is shortened by as much.
+    pub fn lend(&mut self, pid: Pid, ns: u64) {
+        if let Some(entry) = self.entries.get_mut(&pid)
+            && entry.state == State::Running
+        {
+            entry.turn_started = entry.turn_started.saturating_add(ns);
+        }
+    }
+
     /// Processes in run queues.
     pub fn queued(&self) -> usize {
         self.queued

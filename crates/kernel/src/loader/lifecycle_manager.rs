@@ -181,6 +181,7 @@ impl ProcessFactory {
             admitted: Default::default(),
             memory: None,
             last_peer: Default::default(),
+            hand_off: None,
         };
         let future = run_process(
             self.engine.clone(),

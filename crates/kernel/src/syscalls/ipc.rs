@@ -22,7 +22,7 @@
 //!    again. Every other refusal is returned at once as a code.
 
 use super::{ProcessContext, check_guest, read_guest, to_return, write_guest};
-use crate::core::kernel_loop::{KernelShared, TaskState};
+use crate::core::kernel_loop::{KernelShared, TaskState, hand_off};
 use crate::core::kernel_shared::TimerGuard;
 use crate::core::message_router::{Filter, Message, OverflowMode};
 use crate::core::process::Process;
@@ -245,8 +245,9 @@ async fn send(
     };
     loop {
         match kernel.post_to(&receiver, message) {
-            Ok(()) => {
+            Ok(woke) => {
                 sender.counters.sent.fetch_add(1, Ordering::Relaxed);
+                caller.data_mut().hand_off = woke.then_some(receiver.pid);
                 return Ok(sequence);
             }
             Err(PostError::Full(refused, OverflowMode::BlockSender, receiver))
@@ -405,8 +406,9 @@ async fn receive(
     // the mailbox (memory only grows, so they still will afterwards).
     check_guest(caller, buffers.header_ptr, HEADER_LEN as i32)?;
     check_guest(caller, buffers.buffer_ptr, buffers.buffer_len)?;
+    let hand_off = caller.data_mut().hand_off.take();
     let context = caller.data();
-    let kernel = context.kernel.clone();
+    let kernel = &context.kernel;
     let deadline = (timeout_ms != TIMEOUT_INFINITE).then(|| {
         kernel
             .clock
@@ -414,11 +416,13 @@ async fn receive(
             .saturating_add((timeout_ms as u64).saturating_mul(1_000_000))
     });
     let taken = Receive {
-        process: context.process.clone(),
+        process: &context.process,
+        task: &context.task,
         kernel,
         filter,
         deadline,
         capacity: buffers.buffer_len as usize,
+        hand_off,
         timer_armed: false,
         timer: None,
     }
@@ -452,18 +456,21 @@ enum Missed {
 }
 
 /// Waits for a matching message; see the module docs.
-struct Receive {
-    process: Arc<Process>,
-    kernel: Arc<KernelShared>,
+struct Receive<'a> {
+    process: &'a Process,
+    task: &'a TaskState,
+    kernel: &'a Arc<KernelShared>,
     filter: Filter,
     deadline: Option<u64>,
     capacity: usize,
+    /// The process to hand the CPU to directly if nothing is there yet.
+    hand_off: Option<Pid>,
     timer_armed: bool,
     /// Cancels the deadline's timer when the receive ends, however it ends.
     timer: Option<TimerGuard>,
 }
 
-impl Future for Receive {
+impl Future for Receive<'_> {
     type Output = Result<Message, Missed>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -471,27 +478,44 @@ impl Future for Receive {
         let expired = self
             .deadline
             .is_some_and(|deadline| self.kernel.clock.now_nanos() >= deadline);
-        let taken = take(
-            &self.kernel,
-            &self.process,
-            self.filter,
-            |m| m.payload.len() <= capacity,
-            |slot| {
-                if expired {
-                    slot.waiter = None;
-                    return;
+        let mut handed_off = false;
+        loop {
+            let taken = take(
+                self.kernel,
+                self.process,
+                self.filter,
+                |m| m.payload.len() <= capacity,
+                |slot| {
+                    if expired {
+                        slot.waiter = None;
+                        return;
+                    }
+                    match &slot.waiter {
+                        Some(waker) if waker.will_wake(cx.waker()) => {}
+                        _ => slot.waiter = Some(cx.waker().clone()),
+                    }
+                },
+            );
+            match taken {
+                Taken::Message(message) => {
+                    if handed_off {
+                        // The wake that answered this wait is used up.
+                        self.task.clear_notified();
+                    }
+                    return Poll::Ready(Ok(message));
                 }
-                match &slot.waiter {
-                    Some(waker) if waker.will_wake(cx.waker()) => {}
-                    _ => slot.waiter = Some(cx.waker().clone()),
+                Taken::TooLarge(header, len) => {
+                    return Poll::Ready(Err(Missed::TooLarge(header, len)));
                 }
-            },
-        );
-        match taken {
-            Taken::Message(message) => return Poll::Ready(Ok(message)),
-            Taken::TooLarge(header, len) => return Poll::Ready(Err(Missed::TooLarge(header, len))),
-            Taken::Nothing if expired => return Poll::Ready(Err(Missed::Timeout)),
-            Taken::Nothing => {}
+                Taken::Nothing if expired => return Poll::Ready(Err(Missed::Timeout)),
+                Taken::Nothing => {}
+            }
+            // Nothing yet: run the process this one just woke here and now,
+            // instead of suspending and waiting for the scheduler to.
+            match self.hand_off.take() {
+                Some(to) if hand_off(self.kernel, self.process.pid, to) => handed_off = true,
+                _ => break,
+            }
         }
         if let Some(deadline) = self.deadline
             && !self.timer_armed

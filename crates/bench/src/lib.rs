@@ -43,6 +43,7 @@
 //! # let _ = MY_SERVICE;
 //! ```
 
+pub mod baseline;
 pub mod boot;
 pub mod fairness;
 pub mod harness;
@@ -183,6 +184,22 @@ pub const ALL: &[Benchmark] = &[
                 one worker",
         target: None,
         run: spawning::one_at_a_time,
+    },
+    Benchmark {
+        name: "wasmtime_ping_pong_ns",
+        unit: "ns",
+        about: "baseline: the same round trip between two plain Wasmtime async stores, host \
+                send/recv on a shared queue, no kernel (100,000 per run)",
+        target: None,
+        run: baseline::ping_pong,
+    },
+    Benchmark {
+        name: "wasmtime_spawn_run_exit_ns",
+        unit: "ns",
+        about: "baseline: a Store, pooled instantiation, call and drop of a no-op module in \
+                plain Wasmtime, no kernel, one thread (1,000 per run)",
+        target: None,
+        run: baseline::spawn_run_exit,
     },
     Benchmark {
         name: "idle_process_bytes",

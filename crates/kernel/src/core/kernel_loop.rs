@@ -283,10 +283,11 @@ impl Drop for HandingOff {
 }
 
 /// Called by a process `from` of `kernel` whose receive found nothing:
-/// runs `to` (which `from` just woke) here and now if the policy allows
-/// (see the [module docs](self#direct-handoff)). Returns true if `to` ran a
-/// turn, after which `from` should look at its mailbox again.
-pub(crate) fn hand_off(kernel: &Arc<KernelShared>, from: Pid, to: Pid) -> bool {
+/// runs `to` (which `from` woke at kernel time `woken_at`, an instant ago)
+/// here and now if the policy allows (see the
+/// [module docs](self#direct-handoff)). Returns true if `to` ran a turn,
+/// after which `from` should look at its mailbox again.
+pub(crate) fn hand_off(kernel: &Arc<KernelShared>, from: Pid, to: Pid, woken_at: u64) -> bool {
     if HANDING_OFF.get() {
         return false;
     }
@@ -303,7 +304,7 @@ pub(crate) fn hand_off(kernel: &Arc<KernelShared>, from: Pid, to: Pid) -> bool {
     if !Arc::ptr_eq(&kernel_loop.shared, kernel) {
         return false;
     }
-    kernel_loop.hand_off(from, to)
+    kernel_loop.hand_off(from, to, woken_at)
 }
 
 /// A live task's pid, module and scheduling state.
@@ -538,9 +539,8 @@ impl KernelLoop {
 
     /// Runs `to`, just woken by the running process `from`, on this worker
     /// now if it is the only ready process; see the module docs.
-    fn hand_off(&self, from: Pid, to: Pid) -> bool {
+    fn hand_off(&self, from: Pid, to: Pid, now: u64) -> bool {
         let mut core = self.lock();
-        let now = self.shared.clock.now_nanos();
         self.collect(&mut core, now);
         if self.shared.shutdown_requested() || core.scheduler.sole_ready() != Some(to) {
             return false;

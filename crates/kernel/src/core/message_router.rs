@@ -172,6 +172,9 @@ impl Mailbox {
     }
 
     fn find(&self, filter: Filter) -> Option<(usize, usize)> {
+        if self.len == 0 {
+            return None;
+        }
         for priority in (0..MessagePriority::LEVELS).rev() {
             let queue = &self.queues[priority];
             let found = match filter {
@@ -199,6 +202,29 @@ impl Mailbox {
         self.len -= 1;
         self.bytes -= message.payload.len();
         Some(message)
+    }
+
+    /// Like [`Mailbox::take`], but only if `fits` accepts the message;
+    /// otherwise it stays queued and its header and payload length are
+    /// returned. One search of the queues either way.
+    pub fn take_if(
+        &mut self,
+        filter: Filter,
+        fits: impl FnOnce(&Message) -> bool,
+    ) -> Result<Option<Message>, (Header, usize)> {
+        let Some((priority, at)) = self.find(filter) else {
+            return Ok(None);
+        };
+        let found = &self.queues[priority][at];
+        if !fits(found) {
+            return Err((found.header, found.payload.len()));
+        }
+        let message = self.queues[priority]
+            .remove(at)
+            .expect("found message is there");
+        self.len -= 1;
+        self.bytes -= message.payload.len();
+        Ok(Some(message))
     }
 
     /// Number of queued messages.

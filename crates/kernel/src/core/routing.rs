@@ -185,14 +185,14 @@ pub(crate) fn take(
 ) -> Taken {
     let (message, sender) = {
         let mut slot = process.lock_mailbox();
-        let Some(first) = slot.mailbox.peek(filter) else {
-            park(&mut slot);
-            return Taken::Nothing;
+        let message = match slot.mailbox.take_if(filter, fits) {
+            Ok(Some(message)) => message,
+            Ok(None) => {
+                park(&mut slot);
+                return Taken::Nothing;
+            }
+            Err((header, len)) => return Taken::TooLarge(header, len),
         };
-        if !fits(first) {
-            return Taken::TooLarge(first.header, first.payload.len());
-        }
-        let message = slot.mailbox.take(filter).expect("peeked message is there");
         (message, slot.blocked_senders.pop_front())
     };
     if let Some(sender) = sender {

@@ -225,11 +225,14 @@ async fn send(
     if request.syscall == Syscall::Reply {
         flags = flags | Flags::REPLY;
     }
-    let context = caller.data();
-    let sender = context.process.clone();
-    let kernel = context.kernel.clone();
-    let task = context.task.clone();
+    // Fields, not the context itself: it is not `Sync`, and these are held
+    // across a wait for room.
+    let (sender, kernel, task) = {
+        let context = caller.data();
+        (&context.process, &context.kernel, &context.task)
+    };
     let sequence = sender.next_sequence();
+    let now = kernel.clock.now_nanos();
     let mut message = Message {
         header: Header {
             priority,
@@ -238,7 +241,7 @@ async fn send(
             source: sender.pid,
             target,
             sequence,
-            timestamp: kernel.clock.now_nanos(),
+            timestamp: now,
             correlation: request.correlation as u64,
         },
         payload,
@@ -247,7 +250,7 @@ async fn send(
         match kernel.post_to(&receiver, message) {
             Ok(woke) => {
                 sender.counters.sent.fetch_add(1, Ordering::Relaxed);
-                caller.data_mut().hand_off = woke.then_some(receiver.pid);
+                caller.data_mut().hand_off = woke.then_some((receiver.pid, now));
                 return Ok(sequence);
             }
             Err(PostError::Full(refused, OverflowMode::BlockSender, receiver))
@@ -463,8 +466,9 @@ struct Receive<'a> {
     filter: Filter,
     deadline: Option<u64>,
     capacity: usize,
-    /// The process to hand the CPU to directly if nothing is there yet.
-    hand_off: Option<Pid>,
+    /// The process to hand the CPU to directly if nothing is there yet,
+    /// and the kernel clock when it was woken.
+    hand_off: Option<(Pid, u64)>,
     timer_armed: bool,
     /// Cancels the deadline's timer when the receive ends, however it ends.
     timer: Option<TimerGuard>,
@@ -513,7 +517,9 @@ impl Future for Receive<'_> {
             // Nothing yet: run the process this one just woke here and now,
             // instead of suspending and waiting for the scheduler to.
             match self.hand_off.take() {
-                Some(to) if hand_off(self.kernel, self.process.pid, to) => handed_off = true,
+                Some((to, woken_at)) if hand_off(self.kernel, self.process.pid, to, woken_at) => {
+                    handed_off = true;
+                }
                 _ => break,
             }
         }

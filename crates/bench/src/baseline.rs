@@ -1,0 +1,215 @@
+//! Plain-Wasmtime baselines, measured in the same run as the kernel's
+//! figures: what Wasmtime's own machinery costs for a round trip and for a
+//! spawn, with none of the kernel around it (no scheduler, capabilities,
+//! headers or accounting). They show how much of each kernel figure is the
+//! engine's floor and how much is the kernel's.
+//!
+//! - **Ping-pong** (`wasmtime_ping_pong_ns`): two instances, each in its
+//!   own async `Store` with fuel, exchange an `i32` through host `send`
+//!   (synchronous) and `recv` (asynchronous: it suspends the fiber when
+//!   nothing is queued). A loop polls both `call_async` futures in turn —
+//!   the naive embedding: four fiber switches per round trip.
+//! - **Spawn** (`wasmtime_spawn_run_exit_ns`): with the kernel's pooling
+//!   allocator settings (64 MiB memory slots, copied data segments, batched
+//!   decommits, tables reset in place), 1,000
+//!   times: a `Store` with fuel, `InstancePre::instantiate_async` of a
+//!   one-page module, `call_async` of an entry point that returns 0, and
+//!   dropping the `Store`; one thread.
+
+use crate::{Settings, measure};
+use anyhow::{Result, anyhow, ensure};
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::{Pin, pin};
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+use wasmtime::{
+    Caller, Config, Engine, InstanceAllocationStrategy, Linker, Module, PoolingAllocationConfig,
+    Store,
+};
+
+/// Round trips per run of the ping-pong baseline.
+pub const ROUND_TRIPS: u64 = 100_000;
+/// Processes per run of the spawn baseline.
+pub const SPAWNS: u64 = 1_000;
+/// Fuel between async yields, as large as the kernel's checkpoint so that
+/// neither side yields in the middle of a round trip.
+const YIELD_INTERVAL: u64 = 1_000_000;
+
+const PING: &str = r#"(module
+  (import "k" "send" (func $send (param i32 i32)))
+  (import "k" "recv" (func $recv (param i32) (result i32)))
+  (func (export "run") (param $n i32) (result i32)
+    (local $i i32)
+    (loop $l
+      (call $send (i32.const 1) (local.get $i))
+      (if (i32.ne (call $recv (i32.const 0)) (local.get $i)) (then (return (i32.const 1))))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $l (i32.lt_u (local.get $i) (local.get $n))))
+    (call $send (i32.const 1) (i32.const -1))
+    (i32.const 0)))"#;
+
+const PONG: &str = r#"(module
+  (import "k" "send" (func $send (param i32 i32)))
+  (import "k" "recv" (func $recv (param i32) (result i32)))
+  (func (export "run") (param $n i32) (result i32)
+    (local $v i32)
+    (loop $l
+      (local.set $v (call $recv (i32.const 1)))
+      (if (i32.ge_s (local.get $v) (i32.const 0)) (then
+        (call $send (i32.const 0) (local.get $v))
+        (br $l))))
+    (i32.const 0)))"#;
+
+/// The two mailboxes of the ping-pong baseline (index 0: ping's, 1: pong's).
+type Queues = RefCell<[VecDeque<i32>; 2]>;
+
+thread_local! {
+    static QUEUES: Queues = const { RefCell::new([VecDeque::new(), VecDeque::new()]) };
+}
+
+/// `recv`: ready with the next value of mailbox `index`, pending while it is
+/// empty (the driving loop polls again).
+struct Recv(usize);
+
+impl Future for Recv {
+    type Output = wasmtime::Result<i32>;
+
+    fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match QUEUES.with(|q| q.borrow_mut()[self.0].pop_front()) {
+            Some(value) => Poll::Ready(Ok(value)),
+            None => Poll::Pending,
+        }
+    }
+}
+
+fn engine(config: &mut Config) -> Result<Engine> {
+    config.consume_fuel(true);
+    Engine::new(config).map_err(|e| anyhow!("plain Wasmtime engine: {e:#}"))
+}
+
+fn store(engine: &Engine) -> Result<Store<()>> {
+    let mut store = Store::new(engine, ());
+    store
+        .set_fuel(u64::MAX)
+        .and_then(|()| store.fuel_async_yield_interval(Some(YIELD_INTERVAL)))
+        .map_err(|e| anyhow!("plain Wasmtime fuel: {e:#}"))?;
+    Ok(store)
+}
+
+/// Polls `future` to completion with a no-op waker (everything here is
+/// ready or pending only for an instant).
+fn block_on<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+    }
+}
+
+/// `wasmtime_ping_pong_ns`: per round trip, 100,000 per run (quick: 1,000).
+pub fn ping_pong(settings: &Settings) -> Result<f64> {
+    let rounds = settings.count(ROUND_TRIPS, 1_000);
+    let engine = engine(&mut Config::new())?;
+    let mut linker: Linker<()> = Linker::new(&engine);
+    linker
+        .func_wrap("k", "send", |_: Caller<'_, ()>, to: i32, value: i32| {
+            QUEUES.with(|q| q.borrow_mut()[to as usize].push_back(value));
+        })
+        .and_then(|l| {
+            l.func_wrap_async("k", "recv", |_: Caller<'_, ()>, (me,): (i32,)| {
+                Box::new(Recv(me as usize))
+            })
+        })
+        .map_err(|e| anyhow!("plain Wasmtime linker: {e:#}"))?;
+    let ping = Module::new(&engine, PING).map_err(|e| anyhow!("compile ping: {e:#}"))?;
+    let pong = Module::new(&engine, PONG).map_err(|e| anyhow!("compile pong: {e:#}"))?;
+    let n = i32::try_from(rounds)?;
+    measure::best_of(settings.runs(), || {
+        QUEUES.with(|q| q.borrow_mut().iter_mut().for_each(VecDeque::clear));
+        let mut ping_store = store(&engine)?;
+        let mut pong_store = store(&engine)?;
+        let (ping_run, pong_run) = block_on(async {
+            let a = linker.instantiate_async(&mut ping_store, &ping).await?;
+            let b = linker.instantiate_async(&mut pong_store, &pong).await?;
+            Ok::<_, wasmtime::Error>((
+                a.get_typed_func::<i32, i32>(&mut ping_store, "run")?,
+                b.get_typed_func::<i32, i32>(&mut pong_store, "run")?,
+            ))
+        })
+        .map_err(|e| anyhow!("instantiate ping and pong: {e:#}"))?;
+        let mut a = pin!(ping_run.call_async(&mut ping_store, n));
+        let mut b = pin!(pong_run.call_async(&mut pong_store, n));
+        let mut cx = Context::from_waker(Waker::noop());
+        let (mut ping_code, mut pong_code) = (None, None);
+        let started = Instant::now();
+        while ping_code.is_none() || pong_code.is_none() {
+            if ping_code.is_none()
+                && let Poll::Ready(result) = a.as_mut().poll(&mut cx)
+            {
+                ping_code = Some(result.map_err(|e| anyhow!("ping: {e:#}"))?);
+            }
+            if pong_code.is_none()
+                && let Poll::Ready(result) = b.as_mut().poll(&mut cx)
+            {
+                pong_code = Some(result.map_err(|e| anyhow!("pong: {e:#}"))?);
+            }
+        }
+        let elapsed = started.elapsed();
+        ensure!(
+            ping_code == Some(0) && pong_code == Some(0),
+            "plain ping-pong lost or reordered a value"
+        );
+        Ok(measure::nanos_per(elapsed, rounds))
+    })
+}
+
+/// `wasmtime_spawn_run_exit_ns`: per process, 1,000 per run (quick: 100).
+pub fn spawn_run_exit(settings: &Settings) -> Result<f64> {
+    let count = settings.count(SPAWNS, 100);
+    let mut config = Config::new();
+    let mut pool = PoolingAllocationConfig::new();
+    let slots = u32::try_from(count)?;
+    pool.total_core_instances(slots)
+        .total_memories(slots)
+        .total_tables(slots)
+        .total_stacks(slots)
+        .max_memory_size(64 << 20)
+        .table_elements(10_000)
+        .max_unused_warm_slots(1_024)
+        .decommit_batch_size(32)
+        .table_keep_resident(16 << 10);
+    config
+        .memory_reservation(64 << 20)
+        .memory_guard_size(64 << 10)
+        .memory_reservation_for_growth(0)
+        .memory_init_cow(false)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    let engine = engine(&mut config)?;
+    let module = Module::new(
+        &engine,
+        r#"(module (memory (export "memory") 1) (data (i32.const 0) "noop")
+             (func (export "run") (result i32) (i32.const 0)))"#,
+    )
+    .map_err(|e| anyhow!("compile noop: {e:#}"))?;
+    let pre = Linker::<()>::new(&engine)
+        .instantiate_pre(&module)
+        .map_err(|e| anyhow!("pre-instantiate noop: {e:#}"))?;
+    measure::best_of(settings.runs().max(2), || {
+        let started = Instant::now();
+        for _ in 0..count {
+            let mut store = store(&engine)?;
+            let code = block_on(async {
+                let instance = pre.instantiate_async(&mut store).await?;
+                let run = instance.get_typed_func::<(), i32>(&mut store, "run")?;
+                run.call_async(&mut store, ()).await
+            })
+            .map_err(|e| anyhow!("plain noop: {e:#}"))?;
+            ensure!(code == 0, "plain noop returned {code}");
+        }
+        Ok(measure::nanos_per(started.elapsed(), count))
+    })
+}

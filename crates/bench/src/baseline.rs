@@ -12,9 +12,10 @@
 //! - **Spawn** (`wasmtime_spawn_run_exit_ns`): with the kernel's pooling
 //!   allocator settings (64 MiB memory slots, copied data segments, batched
 //!   decommits, tables reset in place), 1,000
-//!   times: a `Store` with fuel, `InstancePre::instantiate_async` of a
-//!   one-page module, `call_async` of an entry point that returns 0, and
-//!   dropping the `Store`; one thread.
+//!   times: a `Store` with fuel, `InstancePre::instantiate_async` of the
+//!   bundled `noop` module (the kernel's spawn benchmark runs the same
+//!   bytes), `call_async` of its entry point, and dropping the `Store`; one
+//!   thread.
 
 use crate::{Settings, measure};
 use anyhow::{Result, anyhow, ensure};
@@ -189,13 +190,14 @@ pub fn spawn_run_exit(settings: &Settings) -> Result<f64> {
         .memory_init_cow(false)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     let engine = engine(&mut config)?;
-    let module = Module::new(
-        &engine,
-        r#"(module (memory (export "memory") 1) (data (i32.const 0) "noop")
-             (func (export "run") (result i32) (i32.const 0)))"#,
-    )
-    .map_err(|e| anyhow!("compile noop: {e:#}"))?;
-    let pre = Linker::<()>::new(&engine)
+    let bytes = estalogic_services::get("noop").ok_or_else(|| anyhow!("noop is not bundled"))?;
+    let module = Module::new(&engine, bytes).map_err(|e| anyhow!("compile noop: {e:#}"))?;
+    let mut linker = Linker::<()>::new(&engine);
+    // noop never calls a syscall; its imports (if any) only need to exist.
+    linker
+        .define_unknown_imports_as_traps(&module)
+        .map_err(|e| anyhow!("stub noop's imports: {e:#}"))?;
+    let pre = linker
         .instantiate_pre(&module)
         .map_err(|e| anyhow!("pre-instantiate noop: {e:#}"))?;
     measure::best_of(settings.runs().max(2), || {

@@ -196,7 +196,7 @@ pub const ALL: &[Benchmark] = &[
     Benchmark {
         name: "wasmtime_spawn_run_exit_ns",
         unit: "ns",
-        about: "baseline: a Store, pooled instantiation, call and drop of a no-op module in \
+        about: "baseline: a Store, pooled instantiation, call and drop of the bundled noop in \
                 plain Wasmtime, no kernel, one thread (1,000 per run)",
         target: None,
         run: baseline::spawn_run_exit,

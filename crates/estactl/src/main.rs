@@ -12,6 +12,12 @@ mod bench;
 mod inspect;
 mod output;
 
+/// mimalloc instead of the system allocator: kernel workers free what
+/// another thread allocated (a process is spawned on one thread and reaped
+/// on another), which contends on glibc's arena locks.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 use estalogic_kernel::{Kernel, KernelBuilder, ModuleCache};

@@ -575,6 +575,15 @@ impl KernelLoop {
         let (mut core, end) = loop {
             let mut cx = Context::from_waker(&task.waker);
             let poll = task.future.as_mut().poll(&mut cx);
+            if poll.is_ready() {
+                // Step 1 of `finish` (the instance and `Store` go first),
+                // done before taking the core lock: it is the costliest
+                // step and needs nothing the lock guards.
+                drop(std::mem::replace(
+                    &mut task.future,
+                    Box::pin(std::future::pending()),
+                ));
+            }
             let mut core = self.lock();
             if let Poll::Ready(outcome) = poll {
                 break (core, TurnEnd::Finished(outcome));

@@ -46,7 +46,7 @@
 //! request/response and ping-pong pattern) would cost two trips through
 //! the scheduler and four fiber switches per round. Instead, when its
 //! receive finds nothing, it hands the CPU straight to the process its
-//! last send woke ([`hand_off`]), on the same worker, inside its own
+//! last send woke (`hand_off`), on the same worker, inside its own
 //! receive call:
 //!
 //! 1. Only if that process is the only one ready: the scheduler would pick

@@ -659,7 +659,7 @@ impl CapabilityEngine {
         let id = self.lookup(pid, handle).map_err(|error| {
             self.denied(now, pid, None, format!("close handle {}", handle.0), error)
         })?;
-        let revoked = self.revoke_subtree(id, true, "closed by its holder", now);
+        let revoked = self.revoke_subtree(id, true, "closed by its holder", None, now);
         if let Some(table) = self.tables.get_mut(&pid) {
             table.slots.remove(&handle);
         }
@@ -677,7 +677,7 @@ impl CapabilityEngine {
         let revoked = table
             .slots
             .values()
-            .map(|&id| self.revoke_subtree(id, true, "its holder exited", now))
+            .map(|&id| self.revoke_subtree(id, true, "its holder exited", Some(holder), now))
             .sum();
         for &id in table.slots.values() {
             self.free(id);
@@ -766,9 +766,12 @@ impl CapabilityEngine {
         Err(self.denied(now, pid, id, format!("find {want}"), error))
     }
 
-    /// Changes with every revocation (including process exit and closing a
-    /// handle). A positive decision about an [unlimited] capability stays
-    /// true while the generation is unchanged, so the kernel may cache it.
+    /// Changes with every revocation that reaches a live holder: `revoke`,
+    /// closing a handle, and a process exit whose capabilities had been
+    /// delegated to others (an exit that revokes only the exiting process's
+    /// own capabilities changes no other process's decisions). A positive
+    /// decision about an [unlimited] capability stays true while the
+    /// generation is unchanged, so the kernel may cache it.
     ///
     /// [unlimited]: CapabilityEngine::is_unlimited
     pub fn generation(&self) -> u64 {
@@ -1109,7 +1112,7 @@ impl CapabilityEngine {
             return Err(self.denied(now, by, Some(id), what(), error));
         }
         let reason = format!("revoked by {by}");
-        Ok(self.revoke_subtree(id, include_self, &reason, now))
+        Ok(self.revoke_subtree(id, include_self, &reason, None, now))
     }
 
     /// Bumps the generation: positive decisions cached by the kernel at an
@@ -1121,14 +1124,16 @@ impl CapabilityEngine {
     /// Marks `root` (if `include_root`) and its descendants revoked,
     /// auditing each; returns how many were newly revoked. A node already
     /// revoked has its whole subtree revoked (invariant 2), so it is skipped.
+    /// `exiting`, if set, is a process whose table is going away: revoking
+    /// only its own capabilities leaves the generation alone.
     fn revoke_subtree(
         &mut self,
         root: CapabilityId,
         include_root: bool,
         reason: &str,
+        exiting: Option<Pid>,
         now: u64,
     ) -> usize {
-        self.invalidate();
         let mut pending = if include_root {
             vec![root]
         } else {
@@ -1145,6 +1150,9 @@ impl CapabilityEngine {
             node.revoked = true;
             pending.extend_from_slice(&node.children);
             let (holder, handle) = (node.holder, node.handle);
+            if exiting != Some(holder) {
+                self.invalidate();
+            }
             revoked += 1;
             let detail = if id == root {
                 format!("handle {}: {reason}", handle.0)

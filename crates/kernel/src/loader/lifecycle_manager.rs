@@ -235,17 +235,28 @@ async fn call_entry(
     loaded: &LoadedModule,
 ) -> wasmtime::Result<i32> {
     let instance = loaded.pre.instantiate_async(&mut *store).await?;
-    store.data_mut().memory = instance.get_memory(&mut *store, "memory");
-    let name = loaded.manifest.entry_point.as_str();
+    store.data_mut().memory = loaded
+        .memory_export
+        .as_ref()
+        .and_then(|export| instance.get_module_export(&mut *store, export))
+        .and_then(wasmtime::Extern::into_memory);
+    let entry = instance
+        .get_module_export(&mut *store, &loaded.entry_export)
+        .and_then(wasmtime::Extern::into_func)
+        .ok_or_else(|| wasmtime::Error::msg("the entry point export is missing"))?;
     match loaded.entry {
         EntryKind::Unit => {
-            let entry = instance.get_typed_func::<(), ()>(&mut *store, name)?;
-            entry.call_async(&mut *store, ()).await?;
+            entry
+                .typed::<(), ()>(&*store)?
+                .call_async(&mut *store, ())
+                .await?;
             Ok(0)
         }
         EntryKind::ExitCode => {
-            let entry = instance.get_typed_func::<(), i32>(&mut *store, name)?;
-            entry.call_async(&mut *store, ()).await
+            entry
+                .typed::<(), i32>(&*store)?
+                .call_async(&mut *store, ())
+                .await
         }
     }
 }

@@ -19,7 +19,7 @@ use crate::syscalls::ProcessContext;
 use estalogic_abi::syscalls::WasmType;
 use estalogic_abi::{IMPORT_MODULE, Syscall};
 use std::fmt::Write as _;
-use wasmtime::{Engine, ExternType, InstancePre, Linker, Module, ValType};
+use wasmtime::{Engine, ExternType, InstancePre, Linker, Module, ModuleExport, ValType};
 
 /// Why a module cannot be loaded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -102,6 +102,11 @@ pub struct LoadedModule {
     pub pre: InstancePre<ProcessContext>,
     /// How the entry point returns.
     pub entry: EntryKind,
+    /// The entry point's export, found once here instead of by name at
+    /// every spawn.
+    pub entry_export: ModuleExport,
+    /// The `memory` export, if there is one.
+    pub memory_export: Option<ModuleExport>,
     /// The binary, kept for a reload.
     pub bytes: std::sync::Arc<[u8]>,
 }
@@ -166,11 +171,17 @@ pub fn load(
     let pre = linker
         .instantiate_pre(&module)
         .map_err(|e| ModuleError::Invalid(format!("{e:#}")))?;
+    let entry_export = module
+        .get_export_index(&manifest.entry_point)
+        .ok_or_else(|| ModuleError::MissingEntryPoint(manifest.entry_point.clone()))?;
+    let memory_export = module.get_export_index("memory");
     Ok(LoadedModule {
         manifest,
         module,
         pre,
         entry,
+        entry_export,
+        memory_export,
         bytes: bytes.into(),
     })
 }

@@ -114,7 +114,8 @@ impl ProcessContext {
     ///
     /// A positive answer about an unlimited capability (no time window, no
     /// use limit) is remembered until the engine's generation moves (any
-    /// revocation anywhere), so repeated sends to the same peer do not take
+    /// revocation that reaches a live holder), so repeated sends to the same
+    /// peer do not take
     /// the engine lock. Limited capabilities always go to the engine, which
     /// counts their uses and checks their clock.
     pub fn admit(&self, syscall: Syscall, item: Option<&str>) -> Result<(), ErrorCode> {

@@ -560,6 +560,35 @@ fn close_and_exit_revoke_and_forget() {
 }
 
 #[test]
+fn the_generation_moves_only_when_a_live_holder_loses_a_capability() {
+    let mut world = World::new();
+    let lonely = world.grant(1, file(RWD));
+    let root = world.grant(2, file(RWD));
+    let _child = world.give(2, root, 3, file(Rights::READ));
+    let _ = lonely;
+    let start = world.0.generation();
+    assert_eq!(world.0.revoke_all_of(pid(1), 1), 1);
+    assert_eq!(
+        world.0.generation(),
+        start,
+        "an exit that revokes only its own capabilities changes no one else's decisions"
+    );
+    assert_eq!(world.0.revoke_all_of(pid(2), 2), 2);
+    let after_cascade = world.0.generation();
+    assert_ne!(
+        after_cascade, start,
+        "process 3 lost a delegated capability"
+    );
+    let other = world.grant(4, file(RWD));
+    assert_eq!(world.0.close(pid(4), other, 3), Ok(1));
+    assert_ne!(
+        world.0.generation(),
+        after_cascade,
+        "closing a handle moves it"
+    );
+}
+
+#[test]
 fn find_picks_the_first_capability_that_allows_the_use() {
     let mut world = World::new();
     let channel = |list| Capability::new(Resource::Channel, Rights::WRITE, names(list));

@@ -54,11 +54,20 @@
 //!    shutdown, or a handoff already in progress on this worker (handoffs
 //!    never nest) means no handoff; the waiter suspends as usual.
 //! 2. The receiver is dispatched exactly as [`Scheduler::next`] would, and
-//!    runs one normal turn (checkpoints, preemption, exit and supervision
-//!    included); its CPU time is its own, and is taken off the lender's
-//!    turn ([`Scheduler::lend`]).
-//! 3. The waiter then looks at its mailbox again; if the answer is there it
-//!    returns without ever suspending, otherwise it suspends as usual.
+//!    runs one normal turn (checkpoints, preemption, kill and shutdown
+//!    checks included); its CPU time is its own, and is taken off the
+//!    lender's turn and runnable time ([`Scheduler::lend`]). If the turn
+//!    ends the process, reaping it (`finish`: revocation, supervision, a
+//!    restart that may recompile a module) is deferred to the worker's own
+//!    stack, at the lender's next stop or the loop's next turn: the lent
+//!    turn runs on the lender's fiber, which has little room for host
+//!    frames.
+//! 3. Wakes from the lent turn are collected at once, and an idle worker is
+//!    signalled if any process is ready. If one is, the waiter goes to the
+//!    back of its run queue (its answer waits in its mailbox), as it would
+//!    have been queued behind them had it waited; otherwise it looks at its
+//!    mailbox again and, if the answer is there, returns without ever
+//!    suspending.
 //!
 //! # Ending
 //!
@@ -282,18 +291,32 @@ impl Drop for HandingOff {
     }
 }
 
+/// What a direct handoff did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HandOff {
+    /// The receiver did not run (not the only ready process, a handoff in
+    /// progress, a shutdown, or not on a worker of this kernel).
+    NotTaken,
+    /// The receiver ran a turn. `others_ready`: other processes became
+    /// ready meanwhile, so the sender should go back to its run queue
+    /// rather than go on (it would have been queued after them had it
+    /// waited).
+    Ran {
+        /// Other processes are ready now.
+        others_ready: bool,
+    },
+}
+
 /// Called by a process `from` of `kernel` whose receive found nothing:
-/// runs `to` (which `from` woke at kernel time `woken_at`, an instant ago)
-/// here and now if the policy allows (see the
-/// [module docs](self#direct-handoff)). Returns true if `to` ran a turn,
-/// after which `from` should look at its mailbox again.
-pub(crate) fn hand_off(kernel: &Arc<KernelShared>, from: Pid, to: Pid, woken_at: u64) -> bool {
+/// runs `to` (which `from` just woke) here and now if the policy allows
+/// (see the [module docs](self#direct-handoff)).
+pub(crate) fn hand_off(kernel: &Arc<KernelShared>, from: Pid, to: Pid) -> HandOff {
     if HANDING_OFF.get() {
-        return false;
+        return HandOff::NotTaken;
     }
     let worker = WORKER.get();
     if worker.is_null() {
-        return false;
+        return HandOff::NotTaken;
     }
     // SAFETY: `WORKER` is non-null only inside `KernelLoop::work` on this
     // thread (its `WorkerGuard` restores the previous value when `work`
@@ -302,9 +325,9 @@ pub(crate) fn hand_off(kernel: &Arc<KernelShared>, from: Pid, to: Pid, woken_at:
     // this very stack, so the loop is alive and borrowed shared.
     let kernel_loop = unsafe { &*worker };
     if !Arc::ptr_eq(&kernel_loop.shared, kernel) {
-        return false;
+        return HandOff::NotTaken;
     }
-    kernel_loop.hand_off(from, to, woken_at)
+    kernel_loop.hand_off(from, to)
 }
 
 /// A live task's pid, module and scheduling state.
@@ -324,6 +347,9 @@ struct Core {
     woken: Vec<Pid>,
     checkpoints: u64,
     handoffs: u64,
+    /// Handed-off turns that ended, waiting to be reaped on a worker's own
+    /// stack.
+    deferred: Vec<(Task, Outcome)>,
     restart_policy: Box<dyn RestartPolicy>,
     restarts: Vec<RestartRecord>,
     state: LoopState,
@@ -375,6 +401,7 @@ impl KernelLoop {
                 woken: Vec::new(),
                 checkpoints: 0,
                 handoffs: 0,
+                deferred: Vec::new(),
                 restart_policy,
                 restarts: Vec::new(),
                 state: LoopState::Initializing,
@@ -486,6 +513,7 @@ impl KernelLoop {
                 .take()
                 .unwrap_or_else(|| self.shared.clock.now_nanos());
             self.collect(&mut core, now);
+            self.reap_deferred(&mut core);
             if self.shared.shutdown_requested() {
                 if core.state == LoopState::Running {
                     let _ = core.state.transition(LoopState::ShuttingDown);
@@ -539,14 +567,15 @@ impl KernelLoop {
 
     /// Runs `to`, just woken by the running process `from`, on this worker
     /// now if it is the only ready process; see the module docs.
-    fn hand_off(&self, from: Pid, to: Pid, now: u64) -> bool {
+    fn hand_off(&self, from: Pid, to: Pid) -> HandOff {
         let mut core = self.lock();
+        let now = self.shared.clock.now_nanos();
         self.collect(&mut core, now);
         if self.shared.shutdown_requested() || core.scheduler.sole_ready() != Some(to) {
-            return false;
+            return HandOff::NotTaken;
         }
         let Some(dispatch) = core.scheduler.next(now) else {
-            return false;
+            return HandOff::NotTaken;
         };
         debug_assert_eq!(dispatch.pid, to);
         core.events.record(&KernelEvent::Tick);
@@ -564,7 +593,22 @@ impl KernelLoop {
             .take()
             .unwrap_or_else(|| self.shared.clock.now_nanos());
         core.scheduler.lend(from, ended.saturating_sub(now));
-        true
+        // What the lent turn woke is collected now, and an idle worker is
+        // told, as `work` would have done had the sender waited.
+        self.collect(&mut core, ended);
+        let others_ready = core.scheduler.queued() > 0;
+        if others_ready && core.idle_workers > 0 {
+            self.shared.inbox.notify_one();
+        }
+        HandOff::Ran { others_ready }
+    }
+
+    /// Reaps the handed-off turns that ended (see `run_turn`); called on a
+    /// worker's own stack.
+    fn reap_deferred(&self, core: &mut Core) {
+        while let Some((task, outcome)) = core.deferred.pop() {
+            self.finish(core, task, outcome);
+        }
     }
 
     /// Runs `task` until it blocks, ends, or the scheduler takes it off the
@@ -585,6 +629,9 @@ impl KernelLoop {
                 ));
             }
             let mut core = self.lock();
+            if !HANDING_OFF.get() {
+                self.reap_deferred(&mut core);
+            }
             if let Poll::Ready(outcome) = poll {
                 break (core, TurnEnd::Finished(outcome));
             }
@@ -630,6 +677,15 @@ impl KernelLoop {
             }
         };
         match end {
+            // A handed-off turn runs on the lender's fiber stack, which has
+            // little room for host frames; `finish` (which may reload and
+            // recompile a module to restart it) runs later on a worker's
+            // own stack, at the lender's next stop or the loop's next turn.
+            TurnEnd::Finished(outcome) if HANDING_OFF.get() => core.deferred.push((task, outcome)),
+            TurnEnd::Stop(reason) if HANDING_OFF.get() => {
+                let outcome = self.stopped_outcome(&task, reason);
+                core.deferred.push((task, outcome));
+            }
             TurnEnd::Finished(outcome) => self.finish(&mut core, task, outcome),
             TurnEnd::Stop(reason) => {
                 let outcome = self.stopped_outcome(&task, reason);

@@ -492,13 +492,15 @@ impl Scheduler {
     }
 
     /// The running process `pid` lent `ns` of its turn to a process it
-    /// handed the CPU to (whose own turn accounts for that time): its turn
-    /// is shortened by as much.
+    /// handed the CPU to (whose own turn accounts for that time) while it
+    /// waited for an answer: that time counts neither as its CPU time nor
+    /// as time it was runnable.
     pub fn lend(&mut self, pid: Pid, ns: u64) {
         if let Some(entry) = self.entries.get_mut(&pid)
             && entry.state == State::Running
         {
             entry.turn_started = entry.turn_started.saturating_add(ns);
+            entry.runnable_since = entry.runnable_since.saturating_add(ns);
         }
     }
 

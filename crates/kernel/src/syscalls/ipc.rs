@@ -22,7 +22,7 @@
 //!    again. Every other refusal is returned at once as a code.
 
 use super::{ProcessContext, check_guest, read_guest, to_return, write_guest};
-use crate::core::kernel_loop::{KernelShared, TaskState, hand_off};
+use crate::core::kernel_loop::{HandOff, KernelShared, TaskState, hand_off};
 use crate::core::kernel_shared::TimerGuard;
 use crate::core::message_router::{Filter, Message, OverflowMode};
 use crate::core::process::Process;
@@ -250,7 +250,7 @@ async fn send(
         match kernel.post_to(&receiver, message) {
             Ok(woke) => {
                 sender.counters.sent.fetch_add(1, Ordering::Relaxed);
-                caller.data_mut().hand_off = woke.then_some((receiver.pid, now));
+                caller.data_mut().hand_off = woke.then_some(receiver.pid);
                 return Ok(sequence);
             }
             Err(PostError::Full(refused, OverflowMode::BlockSender, receiver))
@@ -466,9 +466,8 @@ struct Receive<'a> {
     filter: Filter,
     deadline: Option<u64>,
     capacity: usize,
-    /// The process to hand the CPU to directly if nothing is there yet,
-    /// and the kernel clock when it was woken.
-    hand_off: Option<(Pid, u64)>,
+    /// The process to hand the CPU to directly if nothing is there yet.
+    hand_off: Option<Pid>,
     timer_armed: bool,
     /// Cancels the deadline's timer when the receive ends, however it ends.
     timer: Option<TimerGuard>,
@@ -482,7 +481,6 @@ impl Future for Receive<'_> {
         let expired = self
             .deadline
             .is_some_and(|deadline| self.kernel.clock.now_nanos() >= deadline);
-        let mut handed_off = false;
         loop {
             let taken = take(
                 self.kernel,
@@ -501,13 +499,7 @@ impl Future for Receive<'_> {
                 },
             );
             match taken {
-                Taken::Message(message) => {
-                    if handed_off {
-                        // The wake that answered this wait is used up.
-                        self.task.clear_notified();
-                    }
-                    return Poll::Ready(Ok(message));
-                }
+                Taken::Message(message) => return Poll::Ready(Ok(message)),
                 Taken::TooLarge(header, len) => {
                     return Poll::Ready(Err(Missed::TooLarge(header, len)));
                 }
@@ -516,11 +508,25 @@ impl Future for Receive<'_> {
             }
             // Nothing yet: run the process this one just woke here and now,
             // instead of suspending and waiting for the scheduler to.
-            match self.hand_off.take() {
-                Some((to, woken_at)) if hand_off(self.kernel, self.process.pid, to, woken_at) => {
-                    handed_off = true;
+            let Some(to) = self.hand_off.take() else {
+                break;
+            };
+            match hand_off(self.kernel, self.process.pid, to) {
+                HandOff::NotTaken => break,
+                HandOff::Ran { others_ready } => {
+                    // Whatever woke this process during the lent turn is
+                    // answered by looking again (or by the requeue below);
+                    // a wake after this point is not lost, because `take`
+                    // looks under the mailbox lock before parking.
+                    self.task.clear_notified();
+                    if others_ready {
+                        // Back to the run queue, behind what became ready
+                        // meanwhile; the answer waits in the mailbox.
+                        self.task.yield_requested.store(true, Ordering::Release);
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
                 }
-                _ => break,
             }
         }
         if let Some(deadline) = self.deadline

@@ -87,11 +87,10 @@ pub struct ProcessContext {
     /// The process this one last sent to: repeated sends to the same peer
     /// skip the process-table lookup.
     pub(crate) last_peer: std::cell::RefCell<Option<Arc<Process>>>,
-    /// The process this one's last send woke from a receive, and the
-    /// kernel clock then: the candidate for a direct handoff if this
-    /// process now waits (see
+    /// The process this one's last send woke from a receive: the candidate
+    /// for a direct handoff if this process now waits (see
     /// [`kernel_loop`](crate::core::kernel_loop#direct-handoff)).
-    pub(crate) hand_off: Option<(Pid, u64)>,
+    pub(crate) hand_off: Option<Pid>,
 }
 
 impl ProcessContext {

@@ -48,6 +48,13 @@ pub struct MailboxSlot {
 }
 
 /// Per-process message counters.
+///
+/// `sent`, `received`, `send_failures` and `blocked_sends` are written only
+/// by the process's own syscalls, which run on one worker at a time (turns
+/// are ordered by the kernel loop's lock), so the hot ones (`sent`,
+/// `received`) are bumped with [`Counters::bump_own`]: a plain load and
+/// store, no atomic read-modify-write. `delivery_failures` is bumped by the
+/// kernel on behalf of others and is always a `fetch_add`.
 #[derive(Debug, Default)]
 pub struct Counters {
     /// Messages this process sent successfully.
@@ -62,6 +69,17 @@ pub struct Counters {
     /// Messages this process sent that were later dropped or undeliverable
     /// (each reported back to it with a `DELIVERY_FAILURE` notice).
     pub delivery_failures: AtomicU64,
+}
+
+impl Counters {
+    /// Adds `n` to one of the counters only the process itself writes (see
+    /// the type docs).
+    pub fn bump_own(counter: &AtomicU64, n: u64) {
+        counter.store(
+            counter.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
+    }
 }
 
 /// The shared, kernel-side record of a live process.
@@ -109,9 +127,15 @@ impl Process {
         }
     }
 
-    /// The next sequence number for a message this process sends.
+    /// The next sequence number for a message this process sends. Only the
+    /// process's own syscalls (send, broadcast, the acknowledgement of a
+    /// message it takes) call this, one worker at a time, so a load and a
+    /// store suffice (see [`Counters`]).
     pub fn next_sequence(&self) -> u64 {
-        self.next_sequence.fetch_add(1, Ordering::Relaxed)
+        let sequence = self.next_sequence.load(Ordering::Relaxed);
+        self.next_sequence
+            .store(sequence.wrapping_add(1), Ordering::Relaxed);
+        sequence
     }
 
     /// Locks the mailbox. A poisoned lock means a kernel thread panicked

@@ -20,7 +20,7 @@
 
 use crate::core::kernel_loop::KernelShared;
 use crate::core::message_router::{Delivery, Filter, MailboxFull, Message, OverflowMode};
-use crate::core::process::{MailboxSlot, Process};
+use crate::core::process::{Counters, MailboxSlot, Process};
 use estalogic_abi::messages::DeliveryFailure;
 use estalogic_abi::{ErrorCode, Flags, Header, MessagePriority, MessageType, Pid};
 use std::sync::Arc;
@@ -198,7 +198,7 @@ pub(crate) fn take(
     if let Some(sender) = sender {
         sender.wake();
     }
-    process.counters.received.fetch_add(1, Ordering::Relaxed);
+    Counters::bump_own(&process.counters.received, 1);
     if message.header.flags.contains(Flags::ACK_REQUESTED) {
         let ack = Header {
             priority: message.header.priority,

@@ -182,6 +182,7 @@ impl ProcessFactory {
             memory: None,
             last_peer: Default::default(),
             hand_off: None,
+            syscalls: Default::default(),
         };
         let future = run_process(
             self.engine.clone(),

@@ -25,7 +25,7 @@ use super::{ProcessContext, check_guest, read_guest, to_return, write_guest};
 use crate::core::kernel_loop::{HandOff, KernelShared, TaskState, hand_off};
 use crate::core::kernel_shared::TimerGuard;
 use crate::core::message_router::{Filter, Message, OverflowMode};
-use crate::core::process::Process;
+use crate::core::process::{Counters, Process};
 use crate::core::routing::{PostError, Taken, take};
 use estalogic_abi::messages::DeliveryFailure;
 use estalogic_abi::syscalls::{TIMEOUT_INFINITE, send_options};
@@ -249,7 +249,7 @@ async fn send(
     loop {
         match kernel.post_to(&receiver, message) {
             Ok(woke) => {
-                sender.counters.sent.fetch_add(1, Ordering::Relaxed);
+                Counters::bump_own(&sender.counters.sent, 1);
                 caller.data_mut().hand_off = woke.then_some(receiver.pid);
                 return Ok(sequence);
             }
@@ -358,7 +358,7 @@ fn broadcast(
             accepted += 1;
         }
     }
-    sender.counters.sent.fetch_add(accepted, Ordering::Relaxed);
+    Counters::bump_own(&sender.counters.sent, accepted);
     Ok(accepted)
 }
 

@@ -91,6 +91,18 @@ pub struct ProcessContext {
     /// for a direct handoff if this process now waits (see
     /// [`kernel_loop`](crate::core::kernel_loop#direct-handoff)).
     pub(crate) hand_off: Option<Pid>,
+    /// Capability-checked syscalls made, added to the kernel's count when
+    /// the process ends (one shared counter bumped on every syscall was a
+    /// cache line every worker fought over).
+    pub(crate) syscalls: std::cell::Cell<u64>,
+}
+
+impl Drop for ProcessContext {
+    fn drop(&mut self) {
+        self.kernel
+            .syscalls
+            .fetch_add(self.syscalls.get(), std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl ProcessContext {
@@ -121,9 +133,7 @@ impl ProcessContext {
         let Some((resource, rights)) = capabilities::requirement(syscall) else {
             return Ok(());
         };
-        self.kernel
-            .syscalls
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.syscalls.set(self.syscalls.get() + 1);
         let generation = self
             .kernel
             .capability_generation

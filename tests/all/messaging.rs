@@ -488,16 +488,18 @@ fn handoff_does_not_let_a_ping_pong_pair_starve_a_ready_process() {
     );
 }
 
+/// Traps on its first message.
+const CRASHER: &str = r#"(module
+  (import "estalogic" "receive" (func $receive (param i32 i64 i32 i32 i32) (result i64)))
+  (memory (export "memory") 1)
+  (func (export "run") (result i32)
+    (drop (call $receive (i32.const 0) (i64.const -1) (i32.const 64) (i32.const 128) (i32.const 64)))
+    unreachable))"#;
+
 #[test]
 fn a_receiver_that_traps_in_a_handed_off_turn_is_reaped_and_the_sender_goes_on() {
     // The crasher traps on its first message; the sender's receive (run
     // the crasher inline, find nothing) then times out normally.
-    let crasher = r#"(module
-      (import "estalogic" "receive" (func $receive (param i32 i64 i32 i32 i32) (result i64)))
-      (memory (export "memory") 1)
-      (func (export "run") (result i32)
-        (drop (call $receive (i32.const 0) (i64.const -1) (i32.const 64) (i32.const 128) (i32.const 64)))
-        unreachable))"#;
     let sender = guest(
         r#"(local $pid i64)
         (local.set $pid (call $lookup (i32.const 0) (i32.const 7)))
@@ -510,7 +512,7 @@ fn a_receiver_that_traps_in_a_handed_off_turn_is_reaped_and_the_sender_goes_on()
             .workers(1)
             .build()
             .unwrap();
-        load_wat(&mut kernel, "crasher", crasher, "normal");
+        load_wat(&mut kernel, "crasher", CRASHER, "normal");
         load_wat(
             &mut kernel,
             "sender",
@@ -547,12 +549,6 @@ fn a_receiver_restarted_after_trapping_in_a_handed_off_turn_serves_again() {
     // Same crasher, now `restart: on_failure`: its reaping and restart run
     // on a worker's own stack after the lent turn; the sender then finds
     // the new instance by name, and it traps in turn.
-    let crasher = r#"(module
-      (import "estalogic" "receive" (func $receive (param i32 i64 i32 i32 i32) (result i64)))
-      (memory (export "memory") 1)
-      (func (export "run") (result i32)
-        (drop (call $receive (i32.const 0) (i64.const -1) (i32.const 64) (i32.const 128) (i32.const 64)))
-        unreachable))"#;
     let round = r#"
         (drop (call $send (call $lookup (i32.const 0) (i32.const 7)) (i32.const 1) (i32.const 0) (i32.const 0) (i32.const 4)))
         (local.set $r (call $receive (i32.const 0) (i64.const 20) (i32.const 64) (i32.const 128) (i32.const 64)))"#;
@@ -563,7 +559,7 @@ fn a_receiver_restarted_after_trapping_in_a_handed_off_turn_serves_again() {
         .workers(1)
         .build()
         .unwrap();
-    load_wat_with(&mut kernel, "crasher", crasher, r#""restart":"on_failure""#);
+    load_wat_with(&mut kernel, "crasher", CRASHER, r#""restart":"on_failure""#);
     load_wat(&mut kernel, "sender", &sender, "normal");
     kernel.spawn("crasher").unwrap();
     kernel.spawn("sender").unwrap();

@@ -796,13 +796,13 @@ impl KernelLoop {
         core.events.messages += report.sent;
         core.listeners
             .retain(|listener| listener.send(report.clone()).is_ok());
-        let module = report.module.clone();
+        let module = decision.is_some().then(|| report.module.clone());
         if core.reports.len() >= MAX_REPORTS {
             core.reports.pop_front();
             core.reports_dropped += 1;
         }
         core.reports.push_back(report);
-        if let Some((code, action)) = decision {
+        if let (Some((code, action)), Some(module)) = (decision, module) {
             let new_pid = self.restart(core, &module, manifest, action, inherited);
             tracing::info!(
                 target: "estalogic::supervision",

@@ -161,7 +161,7 @@ impl ProcessFactory {
                 ))
             });
         let pid = process.pid;
-        {
+        if !loaded.manifest.capabilities_required.is_empty() {
             // Validated at load, so every request maps to a capability.
             let now = self.shared.clock.now_nanos();
             let mut engine = self.shared.capabilities();

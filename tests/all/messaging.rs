@@ -579,3 +579,101 @@ fn a_receiver_restarted_after_trapping_in_a_handed_off_turn_serves_again() {
     assert_eq!(report.restarts.len(), 2, "{:?}", report.restarts);
     assert!(report.stats.handoffs >= 1);
 }
+
+/// A guest whose `run` returns what `send_receive` returns: a 4-byte
+/// message of type 1 to `target` (WAT for an `i64`), then the wait given by
+/// `wait` (WAT for `wait_for timeout_ms header_ptr buffer_ptr buffer_len`).
+fn send_receive_guest(target: &str, wait: &str) -> String {
+    format!(
+        r#"(module
+  (import "estalogic" "send_receive" (func $send_receive
+    (param i64 i64 i32 i32 i32 i32 i64 i64 i32 i32 i32) (result i64)))
+  (import "estalogic" "self_pid" (func $self (result i64)))
+  (memory (export "memory") 1)
+  (func (export "run") (result i32)
+    (i32.wrap_i64 (call $send_receive {target} (i64.const 0) (i32.const 1) (i32.const 0)
+      (i32.const 0) (i32.const 4) {wait}))))"#
+    )
+}
+
+/// Runs `wat` alone as `caller` with these capabilities; its report.
+fn run_caller(wat: &str, capabilities: &[&str]) -> estalogic_kernel::ProcessReport {
+    let mut kernel = Kernel::builder().deterministic(true).build().unwrap();
+    kernel
+        .load_module(
+            manifest("caller", "run", capabilities, "normal"),
+            wat.as_bytes(),
+            Path::new("caller"),
+        )
+        .unwrap();
+    kernel.spawn("caller").unwrap();
+    kernel.run().process("caller").unwrap().clone()
+}
+
+const SEND_AND_RECEIVE: &[&str] = &["messaging:send", "messaging:receive"];
+
+#[test]
+fn send_receive_checks_its_wait_before_it_sends_anything() {
+    let cases = [
+        // Header buffer past the end of memory.
+        (
+            "(i64.const 0) (i64.const 0) (i32.const 65500) (i32.const 0) (i32.const 0)",
+            SEND_AND_RECEIVE,
+            ErrorCode::INVALID_POINTER,
+        ),
+        // Not a wait: -2.
+        (
+            "(i64.const -2) (i64.const 0) (i32.const 64) (i32.const 128) (i32.const 64)",
+            SEND_AND_RECEIVE,
+            ErrorCode::INVALID_ARGUMENT,
+        ),
+        // A message type above 2^32 - 1.
+        (
+            "(i64.const 0x100000000) (i64.const 0) (i32.const 64) (i32.const 128) (i32.const 64)",
+            SEND_AND_RECEIVE,
+            ErrorCode::INVALID_ARGUMENT,
+        ),
+        // A negative timeout other than -1.
+        (
+            "(i64.const 0) (i64.const -2) (i32.const 64) (i32.const 128) (i32.const 64)",
+            SEND_AND_RECEIVE,
+            ErrorCode::INVALID_ARGUMENT,
+        ),
+        // No capability to receive.
+        (
+            "(i64.const 0) (i64.const 0) (i32.const 64) (i32.const 128) (i32.const 64)",
+            &SEND_AND_RECEIVE[..1],
+            ErrorCode::PERMISSION_DENIED,
+        ),
+    ];
+    for (wait, capabilities, code) in cases {
+        let caller = run_caller(&send_receive_guest("(call $self)", wait), capabilities);
+        assert_eq!(
+            caller.status,
+            ExitStatus::Exited(-(code.0 as i32)),
+            "{wait}"
+        );
+        assert_eq!(caller.sent, 0, "nothing was sent: {wait}");
+        assert_eq!(caller.undelivered, 0, "nothing was queued: {wait}");
+    }
+}
+
+#[test]
+fn send_receive_to_no_one_fails_without_waiting_and_to_itself_gets_its_message() {
+    // An unknown pid with an infinite wait: the send's code, at once (a
+    // wait would have ended as DEADLOCKED instead).
+    let wait = "(i64.const 0) (i64.const -1) (i32.const 64) (i32.const 128) (i32.const 64)";
+    let caller = run_caller(
+        &send_receive_guest("(i64.const 0x0000000700000007)", wait),
+        SEND_AND_RECEIVE,
+    );
+    assert_eq!(
+        caller.status,
+        ExitStatus::Exited(-(ErrorCode::NO_SUCH_PROCESS.0 as i32))
+    );
+    // To itself, waiting for type 1: it takes its own 4-byte message.
+    let wait = "(i64.const 1) (i64.const -1) (i32.const 64) (i32.const 128) (i32.const 64)";
+    let caller = run_caller(&send_receive_guest("(call $self)", wait), SEND_AND_RECEIVE);
+    assert_eq!(caller.status, ExitStatus::Exited(4), "the payload length");
+    assert_eq!((caller.sent, caller.received), (1, 1));
+}

@@ -111,11 +111,25 @@ pub enum Syscall {
     /// derived from it. Returns how many capabilities were revoked. Needs
     /// the `revoke` right.
     CapRevoke = 16,
+    /// `send_receive(target: i64, correlation: i64, message_type: i32,
+    /// options: i32, payload_ptr: i32, payload_len: i32, wait_for: i64,
+    /// timeout_ms: i64, header_ptr: i32, buffer_ptr: i32, buffer_len: i32)
+    /// -> i64`: a send and then a receive in one call, the request/response
+    /// pattern's round trip (a client's call, a server's answer-and-wait).
+    /// The send is `send`'s, with `correlation` in the header (a reply sets
+    /// the `REPLY` flag in `options` and passes the request's sequence
+    /// number, as `reply` does). Then it waits as `receive` does for `wait_for` = 0 (any message) or
+    /// a message type (1 to 2^32 - 1), or as `receive_reply` does for the
+    /// answer to the message just sent with `wait_for` = -1. The wait's
+    /// arguments and capability are checked first, so a bad one fails with
+    /// nothing sent; a send that fails returns its code without waiting.
+    /// Returns what the wait returns.
+    SendReceive = 17,
 }
 
 impl Syscall {
     /// Every syscall, in number order.
-    pub const ALL: [Syscall; 16] = [
+    pub const ALL: [Syscall; 17] = [
         Syscall::Exit,
         Syscall::Yield,
         Syscall::SelfPid,
@@ -132,6 +146,7 @@ impl Syscall {
         Syscall::CapInspect,
         Syscall::CapDelegate,
         Syscall::CapRevoke,
+        Syscall::SendReceive,
     ];
 
     /// The function name the guest imports from [`IMPORT_MODULE`].
@@ -153,6 +168,7 @@ impl Syscall {
             Syscall::CapInspect => "cap_inspect",
             Syscall::CapDelegate => "cap_delegate",
             Syscall::CapRevoke => "cap_revoke",
+            Syscall::SendReceive => "send_receive",
         }
     }
 
@@ -174,6 +190,10 @@ impl Syscall {
             Syscall::CapInspect => (&[I32, I32, I32], &[I64]),
             Syscall::CapDelegate => (&[I32, I64, I32, I64, I64, I32, I32], &[I64]),
             Syscall::CapRevoke => (&[I32, I32], &[I64]),
+            Syscall::SendReceive => (
+                &[I64, I64, I32, I32, I32, I32, I64, I64, I32, I32, I32],
+                &[I64],
+            ),
         }
     }
 
@@ -204,6 +224,7 @@ impl TryFrom<u32> for Syscall {
             14 => Syscall::CapInspect,
             15 => Syscall::CapDelegate,
             16 => Syscall::CapRevoke,
+            17 => Syscall::SendReceive,
             other => return Err(other),
         })
     }

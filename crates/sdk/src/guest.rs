@@ -61,6 +61,19 @@ mod raw {
             scope_len: usize,
         ) -> i64;
         pub safe fn cap_revoke(handle: u32, mode: i32) -> i64;
+        pub unsafe fn send_receive(
+            target: i64,
+            correlation: i64,
+            message_type: u32,
+            options: i32,
+            payload_ptr: *const u8,
+            payload_len: usize,
+            wait_for: i64,
+            timeout_ms: i64,
+            header_ptr: *mut u8,
+            buffer_ptr: *mut u8,
+            buffer_len: usize,
+        ) -> i64;
     }
 }
 
@@ -219,8 +232,46 @@ pub fn receive_reply(
     received(raw, &header, buffer)
 }
 
+/// The `send_receive` syscall: sends (with `correlation` in the header),
+/// then waits for `wait_for` (-1: the answer to what was just sent; 0: any
+/// message; otherwise that message type).
+#[allow(clippy::too_many_arguments)]
+fn send_receive<'a>(
+    to: Pid,
+    correlation: u64,
+    message_type: MessageType,
+    options: i32,
+    payload: &[u8],
+    wait_for: i64,
+    wait: Wait,
+    buffer: &'a mut [u8],
+) -> Result<Message<'a>, ErrorCode> {
+    let mut header = [0u8; HEADER_LEN];
+    // SAFETY: the payload pointer and length describe `payload`; the header
+    // and buffer pointers describe buffers we own for the duration of the
+    // call, and the kernel writes at most HEADER_LEN and buffer.len() bytes.
+    let raw = unsafe {
+        raw::send_receive(
+            to.to_u64() as i64,
+            correlation as i64,
+            message_type.0,
+            options,
+            payload.as_ptr(),
+            payload.len(),
+            wait_for,
+            wait.to_abi(),
+            header.as_mut_ptr(),
+            buffer.as_mut_ptr(),
+            buffer.len(),
+        )
+    };
+    received(raw, &header, buffer)
+}
+
 /// Request/reply in one call: sends `payload` to `to` and waits for its
-/// reply.
+/// reply (or acknowledgement, or the kernel's notice that it was not
+/// delivered, as `Err` with its code). One syscall, so the kernel can hand
+/// the CPU straight to `to` and back.
 pub fn call<'a>(
     to: Pid,
     message_type: MessageType,
@@ -228,8 +279,32 @@ pub fn call<'a>(
     wait: Wait,
     buffer: &'a mut [u8],
 ) -> Result<Message<'a>, ErrorCode> {
-    let sequence = send(to, message_type, payload)?;
-    receive_reply(sequence, wait, buffer)
+    let options = send_options::pack(MessagePriority::default(), Flags::NONE);
+    send_receive(to, 0, message_type, options, payload, -1, wait, buffer)
+}
+
+/// A server's turn in one call: replies to `request` (as [`reply`] does),
+/// then waits for the next message, of type `only` if given.
+pub fn reply_and_receive<'a>(
+    request: &Header,
+    message_type: MessageType,
+    payload: &[u8],
+    only: Option<MessageType>,
+    wait: Wait,
+    buffer: &'a mut [u8],
+) -> Result<Message<'a>, ErrorCode> {
+    let options = send_options::pack(request.priority, Flags::REPLY);
+    let wait_for = only.map_or(0, |t| i64::from(t.0));
+    send_receive(
+        request.source,
+        request.sequence,
+        message_type,
+        options,
+        payload,
+        wait_for,
+        wait,
+        buffer,
+    )
 }
 
 /// Sends a copy of `payload` to every other process that may receive;

@@ -1,10 +1,12 @@
 //! The `ping` service: sends numbered PINGs to `pong` and checks that every
 //! PONG comes back, in order, with the same number.
 //!
-//! Protocol: each PING carries the round number as a little-endian `u64`;
-//! the final PING has an empty payload and tells `pong` to stop.
-//! Exit codes: 0 success, 1 `pong` not found, 2 a send failed, 3 a receive
-//! failed, 4 a PONG arrived out of order.
+//! Protocol: each PING carries the round number as a little-endian `u64`
+//! and is a call (`sdk::call`: send and wait for the reply in one syscall);
+//! the PONG is its reply. The final PING has an empty payload and tells
+//! `pong` to stop. Exit codes: 0 success, 1 `pong` not found, 2 a send
+//! failed, 3 a call failed, 4 a PONG arrived out of order or of the wrong
+//! type.
 #![no_std]
 
 use estalogic_sdk::{self as sdk, MessageType};
@@ -31,14 +33,16 @@ fn round_trips(rounds: u64) -> i32 {
     };
     let mut buffer = [0u8; 8];
     for round in 0..rounds {
-        if sdk::send(pong, MessageType::PING, &round.to_le_bytes()).is_err() {
-            return 2;
-        }
-        let Ok(reply) = sdk::receive_with(Some(MessageType::PONG), sdk::Wait::Forever, &mut buffer)
-        else {
+        let Ok(reply) = sdk::call(
+            pong,
+            MessageType::PING,
+            &round.to_le_bytes(),
+            sdk::Wait::Forever,
+            &mut buffer,
+        ) else {
             return 3;
         };
-        if reply.payload != round.to_le_bytes() {
+        if reply.header.message_type != MessageType::PONG || reply.payload != round.to_le_bytes() {
             sdk::log!("ping: round {} got a PONG for {:?}", round, reply.payload);
             return 4;
         }

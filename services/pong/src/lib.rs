@@ -1,23 +1,39 @@
-//! The `pong` service: answers every PING with a PONG carrying the same
-//! payload; an empty PING means "stop", and `pong` exits.
+//! The `pong` service: answers every PING with a PONG (its reply) carrying
+//! the same payload; an empty PING means "stop", and `pong` exits.
+//! Exit codes: 0 stopped, 2 a reply or the wait after it failed, 3 the
+//! first receive failed.
 #![no_std]
 
 use estalogic_sdk::{self as sdk, MessageType};
 
-/// Entry point: serve PINGs until an empty one arrives.
+/// Entry point: serve PINGs until an empty one arrives. Each PONG is the
+/// PING's reply, sent together with the wait for the next PING
+/// (`sdk::reply_and_receive`: one syscall per round).
 #[unsafe(no_mangle)]
 pub extern "C" fn run() -> i32 {
     let mut buffer = [0u8; 64];
+    let Ok(mut ping) = sdk::receive_with(Some(MessageType::PING), sdk::Wait::Forever, &mut buffer)
+    else {
+        return 3;
+    };
     loop {
-        let Ok(ping) = sdk::receive_with(Some(MessageType::PING), sdk::Wait::Forever, &mut buffer)
-        else {
-            return 3;
-        };
         if ping.payload.is_empty() {
             return 0;
         }
-        if sdk::send(ping.header.source, MessageType::PONG, ping.payload).is_err() {
-            return 2;
-        }
+        let mut payload = [0u8; 64];
+        let len = ping.payload.len();
+        payload[..len].copy_from_slice(ping.payload);
+        let header = ping.header;
+        ping = match sdk::reply_and_receive(
+            &header,
+            MessageType::PONG,
+            &payload[..len],
+            Some(MessageType::PING),
+            sdk::Wait::Forever,
+            &mut buffer,
+        ) {
+            Ok(next) => next,
+            Err(_) => return 2,
+        };
     }
 }

@@ -36,6 +36,8 @@ pub fn requirement(syscall: Syscall) -> Option<(Resource, Rights)> {
         Syscall::CapHandles | Syscall::CapInspect | Syscall::CapDelegate | Syscall::CapRevoke => {
             return None;
         }
+        // Checked as what it is made of: its send and its receive.
+        Syscall::SendReceive => return None,
         Syscall::Send | Syscall::Reply => (Resource::Channel, Rights::WRITE),
         Syscall::Receive | Syscall::ReceiveReply | Syscall::Peek => {
             (Resource::Channel, Rights::READ)

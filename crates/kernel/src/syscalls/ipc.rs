@@ -1,5 +1,6 @@
 //! Messaging syscalls: `send`, `reply`, `broadcast`, `receive`,
-//! `receive_reply` and `peek`.
+//! `receive_reply`, `peek`, and `send_receive` (a send then a receive in one
+//! call).
 //!
 //! # Receive protocol
 //!
@@ -138,6 +139,44 @@ pub fn add_to_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()
                     buffers,
                 )
                 .await;
+                Ok(to_return(result))
+            })
+        },
+    )?;
+    linker.func_wrap_async(
+        IMPORT_MODULE,
+        Syscall::SendReceive.import_name(),
+        |mut caller: Caller<'_, ProcessContext>,
+         (
+            target,
+            correlation,
+            message_type,
+            options,
+            ptr,
+            len,
+            wait_for,
+            timeout_ms,
+            header_ptr,
+            buffer_ptr,
+            buffer_len,
+        ): (i64, i64, i32, i32, i32, i32, i64, i64, i32, i32, i32)| {
+            Box::new(async move {
+                let request = Outgoing {
+                    syscall: Syscall::Send,
+                    target,
+                    correlation,
+                    message_type,
+                    options,
+                    ptr,
+                    len,
+                };
+                let buffers = Buffers {
+                    header_ptr,
+                    buffer_ptr,
+                    buffer_len,
+                };
+                let result =
+                    send_receive(&mut caller, request, wait_for, timeout_ms, buffers).await;
                 Ok(to_return(result))
             })
         },
@@ -386,12 +425,58 @@ fn peek(
     Ok(len as u64)
 }
 
+/// `send_receive`: checks the wait first (arguments, buffers, the receive
+/// capability), so that nothing is sent whose answer could not be taken;
+/// then sends, then waits.
+async fn send_receive(
+    caller: &mut Caller<'_, ProcessContext>,
+    request: Outgoing,
+    wait_for: i64,
+    timeout_ms: i64,
+    buffers: Buffers,
+) -> Result<u64, ErrorCode> {
+    let answer = wait_for == -1;
+    if !(-1..=i64::from(u32::MAX)).contains(&wait_for) {
+        return Err(ErrorCode::INVALID_ARGUMENT);
+    }
+    let syscall = if answer {
+        Syscall::ReceiveReply
+    } else {
+        Syscall::Receive
+    };
+    check_wait(caller, syscall, timeout_ms, buffers)?;
+    let sequence = send(caller, request).await?;
+    let filter = match wait_for {
+        -1 => Filter::Answer(sequence),
+        0 => Filter::Any,
+        message_type => Filter::Type(MessageType(message_type as u32)),
+    };
+    wait_and_take(caller, filter, timeout_ms, buffers).await
+}
+
 /// Where a receive writes.
 #[derive(Clone, Copy)]
 struct Buffers {
     header_ptr: i32,
     buffer_ptr: i32,
     buffer_len: i32,
+}
+
+/// What a wait checks before it takes anything: the capability, the
+/// arguments, and that both buffers lie in guest memory (memory only grows,
+/// so they still will once a message is there).
+fn check_wait(
+    caller: &mut Caller<'_, ProcessContext>,
+    syscall: Syscall,
+    timeout_ms: i64,
+    buffers: Buffers,
+) -> Result<(), ErrorCode> {
+    caller.data().admit(syscall, None)?;
+    if timeout_ms < TIMEOUT_INFINITE || buffers.buffer_len < 0 {
+        return Err(ErrorCode::INVALID_ARGUMENT);
+    }
+    check_guest(caller, buffers.header_ptr, HEADER_LEN as i32)?;
+    check_guest(caller, buffers.buffer_ptr, buffers.buffer_len)
 }
 
 async fn receive(
@@ -401,14 +486,17 @@ async fn receive(
     timeout_ms: i64,
     buffers: Buffers,
 ) -> Result<u64, ErrorCode> {
-    caller.data().admit(syscall, None)?;
-    if timeout_ms < TIMEOUT_INFINITE || buffers.buffer_len < 0 {
-        return Err(ErrorCode::INVALID_ARGUMENT);
-    }
-    // Both buffers must lie in guest memory before anything is taken from
-    // the mailbox (memory only grows, so they still will afterwards).
-    check_guest(caller, buffers.header_ptr, HEADER_LEN as i32)?;
-    check_guest(caller, buffers.buffer_ptr, buffers.buffer_len)?;
+    check_wait(caller, syscall, timeout_ms, buffers)?;
+    wait_and_take(caller, filter, timeout_ms, buffers).await
+}
+
+/// The wait of a receive whose arguments [`check_wait`] accepted.
+async fn wait_and_take(
+    caller: &mut Caller<'_, ProcessContext>,
+    filter: Filter,
+    timeout_ms: i64,
+    buffers: Buffers,
+) -> Result<u64, ErrorCode> {
     let hand_off = caller.data_mut().hand_off.take();
     let context = caller.data();
     let kernel = &context.kernel;

@@ -10,9 +10,16 @@
 //! 2. The first matching message (priority, then FIFO) is taken. If its
 //!    payload does not fit, the header is written, `BUFFER_TOO_SMALL` is
 //!    returned and the message stays queued.
-//! 3. Otherwise the process waits: its waker is parked in its mailbox slot
+//! 3. If nothing matches and this process's last send woke a waiting
+//!    receiver, that receiver may run its turn right here (the direct
+//!    handoff, [`kernel_loop`](crate::core::kernel_loop#direct-handoff)),
+//!    after which the mailbox is looked at again.
+//! 4. Otherwise the process waits: its waker is parked in its mailbox slot
 //!    (a sender wakes it) and, with a timeout, a timer is armed (the kernel
 //!    loop wakes it at the deadline, when the receive returns `TIMEOUT`).
+//!
+//! `send_receive` checks everything step 1 checks before it sends, then
+//! sends, then receives from step 2 on.
 //!
 //! # Send protocol
 //!

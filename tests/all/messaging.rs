@@ -677,3 +677,44 @@ fn send_receive_to_no_one_fails_without_waiting_and_to_itself_gets_its_message()
     assert_eq!(caller.status, ExitStatus::Exited(4), "the payload length");
     assert_eq!((caller.sent, caller.received), (1, 1));
 }
+
+#[test]
+fn a_call_whose_request_is_never_read_gets_the_failure_code_even_with_a_small_buffer() {
+    // The caller sends to `quitter` (spawned, not yet run) and waits for the
+    // answer with an 8-byte buffer; `quitter` returns without reading, so
+    // the answer is the kernel's 16-byte DELIVERY_FAILURE notice. Its code
+    // is the result, not BUFFER_TOO_SMALL with the notice stuck in the
+    // mailbox.
+    let caller = r#"(module
+  (import "estalogic" "send_receive" (func $send_receive
+    (param i64 i64 i32 i32 i32 i32 i64 i64 i32 i32 i32) (result i64)))
+  (import "estalogic" "lookup" (func $lookup (param i32 i32) (result i64)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "quitter")
+  (func (export "run") (result i32)
+    (i32.wrap_i64 (call $send_receive (call $lookup (i32.const 0) (i32.const 7))
+      (i64.const 0) (i32.const 1) (i32.const 0) (i32.const 0) (i32.const 4)
+      (i64.const -1) (i64.const -1) (i32.const 64) (i32.const 128) (i32.const 8)))))"#;
+    let quitter = r#"(module (memory (export "memory") 1)
+      (func (export "run") (result i32) (i32.const 0)))"#;
+    for deterministic in [true, false] {
+        let mut kernel = Kernel::builder()
+            .deterministic(deterministic)
+            .workers(1)
+            .build()
+            .unwrap();
+        load_wat(&mut kernel, "caller", caller, "normal");
+        load_wat(&mut kernel, "quitter", quitter, "normal");
+        kernel.spawn("caller").unwrap();
+        kernel.spawn("quitter").unwrap();
+        let report = kernel.run();
+        let caller = report.process("caller").unwrap();
+        assert_eq!(
+            caller.status,
+            ExitStatus::Exited(-(ErrorCode::NO_SUCH_PROCESS.0 as i32)),
+            "the notice's code"
+        );
+        assert_eq!(caller.received, 1, "the notice was taken");
+        assert_eq!(caller.undelivered, 0, "nothing was left queued");
+    }
+}

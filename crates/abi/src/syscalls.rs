@@ -59,7 +59,10 @@ pub enum Syscall {
     /// 0 = don't wait). Writes the 56-byte header at `header_ptr` and the
     /// payload at `buffer_ptr`; returns the payload length. A payload longer
     /// than `buffer_len` fails with `BUFFER_TOO_SMALL`, the header is still
-    /// written (so the guest learns the size) and the message stays queued.
+    /// written (so the guest learns the size) and the message stays queued —
+    /// except a kernel `DELIVERY_FAILURE` notice, which is always taken: its
+    /// payload is written as far as the buffer goes and its error code
+    /// (negated) is the result.
     Receive = 6,
     /// `log(level: i32, ptr: i32, len: i32) -> i64`: writes a UTF-8 line to
     /// the kernel log at level 0 (error) .. 4 (trace).
@@ -81,7 +84,7 @@ pub enum Syscall {
     /// message whose sequence number is `correlation`: a `REPLY`, an `ACK`, or
     /// a kernel `DELIVERY_FAILURE` notice. For a reply or an ack, returns the
     /// payload length; for a delivery failure, returns the failure's error
-    /// code (negated) after writing the notice.
+    /// code (negated) after writing the notice (as much of it as fits).
     ReceiveReply = 11,
     /// `broadcast(message_type: i32, options: i32, payload_ptr: i32,
     /// payload_len: i32) -> i64`: sends a copy to every other live process
@@ -120,10 +123,14 @@ pub enum Syscall {
     /// the `REPLY` flag in `options` and passes the request's sequence
     /// number, as `reply` does). Then it waits as `receive` does for `wait_for` = 0 (any message) or
     /// a message type (1 to 2^32 - 1), or as `receive_reply` does for the
-    /// answer to the message just sent with `wait_for` = -1. The wait's
+    /// answer to the message just sent with `wait_for` = -1 — a reply or
+    /// ack from the process it went to, or the kernel's delivery-failure
+    /// notice; no other process can answer in its place. The wait's
     /// arguments and capability are checked first, so a bad one fails with
     /// nothing sent; a send that fails returns its code without waiting.
-    /// Returns what the wait returns.
+    /// Returns what the wait returns. A wait that times out leaves the
+    /// message sent; an answer that comes later is queued like any message
+    /// (use `send` and `receive_reply` to keep the sequence number).
     SendReceive = 17,
 }
 

@@ -21,7 +21,7 @@
 //! receiver) lives in `crate::core::process`; this module is plain data with
 //! no I/O, so it is tested without WASM.
 
-use estalogic_abi::{Flags, Header, MessagePriority, MessageType, Priority};
+use estalogic_abi::{Flags, Header, MessagePriority, MessageType, Pid, Priority};
 use std::collections::VecDeque;
 
 /// What a full mailbox does with one more message.
@@ -59,6 +59,15 @@ pub enum Filter {
     /// The answer to the message with this sequence number: a `REPLY`, an
     /// `ACK` or a `DELIVERY_FAILURE` notice carrying it as correlation id.
     Answer(u64),
+    /// Like [`Filter::Answer`], and only from the process the message went
+    /// to (a reply or an ack) or from the kernel (a delivery-failure
+    /// notice): no third process can answer in its place.
+    AnswerFrom {
+        /// The sequence number of the message answered.
+        correlation: u64,
+        /// The process it was sent to.
+        from: Pid,
+    },
 }
 
 impl Filter {
@@ -72,6 +81,14 @@ impl Filter {
                     && (header.flags.contains(Flags::REPLY)
                         || header.flags.contains(Flags::ACK)
                         || header.flags.contains(Flags::DELIVERY_FAILURE))
+            }
+            Filter::AnswerFrom { correlation, from } => {
+                Filter::Answer(correlation).accepts(header)
+                    && if header.flags.contains(Flags::DELIVERY_FAILURE) {
+                        header.source == Pid::KERNEL
+                    } else {
+                        header.source == from
+                    }
             }
         }
     }
@@ -366,6 +383,36 @@ mod tests {
             None,
             "a plain message is no answer"
         );
+    }
+
+    #[test]
+    fn answer_from_filter_takes_answers_only_from_the_target_or_the_kernel() {
+        let mut mailbox = Mailbox::new(8, OverflowMode::NotifySender);
+        let answer = |source: Pid, flags: Flags, sequence: u64| {
+            let mut m = message(1, 0, 1, sequence);
+            m.header.source = source;
+            m.header.correlation = 7;
+            m.header.flags = flags;
+            m
+        };
+        let target = Pid::new(2, 1);
+        let forger = Pid::new(3, 1);
+        mailbox.push(answer(forger, Flags::REPLY, 1)).unwrap();
+        mailbox
+            .push(answer(forger, Flags::DELIVERY_FAILURE, 2))
+            .unwrap();
+        let filter = Filter::AnswerFrom {
+            correlation: 7,
+            from: target,
+        };
+        assert_eq!(mailbox.take(filter), None, "nothing from the target yet");
+        mailbox
+            .push(answer(Pid::KERNEL, Flags::DELIVERY_FAILURE, 3))
+            .unwrap();
+        mailbox.push(answer(target, Flags::REPLY, 4)).unwrap();
+        assert_eq!(mailbox.take(filter).unwrap().header.sequence, 3);
+        assert_eq!(mailbox.take(filter).unwrap().header.sequence, 4);
+        assert_eq!(mailbox.len(), 2, "the forgeries stay queued");
     }
 
     #[test]

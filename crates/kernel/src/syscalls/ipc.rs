@@ -9,7 +9,9 @@
 //!    could not be written.
 //! 2. The first matching message (priority, then FIFO) is taken. If its
 //!    payload does not fit, the header is written, `BUFFER_TOO_SMALL` is
-//!    returned and the message stays queued.
+//!    returned and the message stays queued — except a kernel
+//!    `DELIVERY_FAILURE` notice, which is always taken (its payload written
+//!    as far as the buffer goes) and whose code is the result.
 //! 3. If nothing matches and this process's last send woke a waiting
 //!    receiver, that receiver may run its turn right here (the direct
 //!    handoff, [`kernel_loop`](crate::core::kernel_loop#direct-handoff)),
@@ -452,9 +454,13 @@ async fn send_receive(
         Syscall::Receive
     };
     check_wait(caller, syscall, timeout_ms, buffers)?;
+    let target = Pid::from_u64(request.target as u64);
     let sequence = send(caller, request).await?;
     let filter = match wait_for {
-        -1 => Filter::Answer(sequence),
+        -1 => Filter::AnswerFrom {
+            correlation: sequence,
+            from: target,
+        },
         0 => Filter::Any,
         message_type => Filter::Type(MessageType(message_type as u32)),
     };
@@ -532,7 +538,10 @@ async fn wait_and_take(
                 .encode(message.payload.len())
                 .map_err(|_| ErrorCode::INTERNAL)?;
             write_guest(caller, buffers.header_ptr, &header)?;
-            write_guest(caller, buffers.buffer_ptr, &message.payload)?;
+            // Only a delivery-failure notice can be longer than the buffer
+            // (see `Receive`); it is written as far as the buffer goes.
+            let fits = message.payload.len().min(buffers.buffer_len as usize);
+            write_guest(caller, buffers.buffer_ptr, &message.payload[..fits])?;
             if message.header.flags.contains(Flags::DELIVERY_FAILURE) {
                 let notice = DeliveryFailure::decode(&message.payload);
                 return Err(notice.map_or(ErrorCode::INTERNAL, |n| n.code));
@@ -581,7 +590,10 @@ impl Future for Receive<'_> {
                 self.kernel,
                 self.process,
                 self.filter,
-                |m| m.payload.len() <= capacity,
+                // A delivery-failure notice is taken whatever the buffer:
+                // its code is the answer, and a receiver that cannot take
+                // it could never learn that its message was lost.
+                |m| m.payload.len() <= capacity || m.header.flags.contains(Flags::DELIVERY_FAILURE),
                 |slot| {
                     if expired {
                         slot.waiter = None;

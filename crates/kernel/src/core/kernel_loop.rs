@@ -331,7 +331,9 @@ pub(crate) fn hand_off(kernel: &Arc<KernelShared>, from: Pid, to: Pid) -> HandOf
 }
 
 /// A live task's pid, module and scheduling state.
-type LiveTask = (Pid, Arc<str>, Arc<TaskState>);
+/// A live task's pid, process record (for its module name) and scheduling
+/// state. Per-process references only: nothing every process shares.
+type LiveTask = (Pid, Arc<Process>, Arc<TaskState>);
 
 /// Everything behind the core lock.
 struct Core {
@@ -430,7 +432,7 @@ impl KernelLoop {
             core.tasks.resize_with(index + 1, || None);
             core.states.resize_with(index + 1, || None);
         }
-        core.states[index] = Some((pid, task.process.module.clone(), task.state.clone()));
+        core.states[index] = Some((pid, task.process.clone(), task.state.clone()));
         // Counted directly: an event value would allocate the module name.
         core.events.spawned += 1;
         let now = self.shared.clock.now_nanos();
@@ -731,12 +733,18 @@ impl KernelLoop {
         {
             *slot = None;
         }
-        {
+        // Most processes never hold a capability, and their exit leaves
+        // the engine's lock alone.
+        if process.close_capabilities() {
             let mut engine = self.shared.capabilities();
             engine.revoke_all_of(pid, now);
             self.shared.flush_audit(&mut engine);
         }
-        let loaded = self.factory.module(&process.module);
+        // The manifest is looked up only when the exit needs it.
+        let trapped = matches!(outcome.status, ExitStatus::Trapped { .. });
+        let loaded = ((trapped && process.restart_on_failure) || process.supervised)
+            .then(|| self.factory.module(&process.module))
+            .flatten();
         let manifest = loaded.as_ref().map(|m| &m.manifest);
         // Decide on a restart before the mailbox is closed: a same-state
         // restart inherits the mail instead of failing it back.
@@ -893,8 +901,8 @@ impl KernelLoop {
                 self.finish(core, task, outcome);
             }
         }
-        for (_, running_module, state) in core.states.iter().flatten() {
-            if &**running_module == module {
+        for (_, running, state) in core.states.iter().flatten() {
+            if &*running.module == module {
                 state.kill.store(true, Ordering::Release);
             }
         }

@@ -283,8 +283,13 @@ impl KernelShared {
     pub(crate) fn flush_audit(&self, engine: &mut CapabilityEngine) {
         // Published while the engine is still locked, so no decision cached
         // against the old generation is trusted after the change it missed.
-        self.capability_generation
-            .store(engine.generation(), Ordering::Release);
+        // Stored only when it moved, so that exits that change nothing leave
+        // the shared cache line alone.
+        let generation = engine.generation();
+        if self.capability_generation.load(Ordering::Relaxed) != generation {
+            self.capability_generation
+                .store(generation, Ordering::Release);
+        }
         let events = engine.drain_audit();
         if events.is_empty() {
             return;

@@ -14,7 +14,7 @@
 use crate::core::message_router::Mailbox;
 use estalogic_abi::{Pid, Priority};
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Waker;
 
@@ -99,8 +99,24 @@ pub struct Process {
     pub alive: AtomicBool,
     /// True if it may receive messages (broadcasts skip it otherwise).
     pub receives: bool,
+    /// Its manifest asks for a restart when it fails (`restart:
+    /// on_failure`).
+    pub restart_on_failure: bool,
+    /// Its manifest names a supervisor to notify when it exits.
+    pub supervised: bool,
     next_sequence: AtomicU64,
+    /// [`NO_CAPABILITIES`], [`MAY_HOLD_CAPABILITIES`] or
+    /// [`CAPABILITIES_CLOSED`]: lets an exit skip the capability engine's
+    /// lock when the process never held a capability.
+    capabilities: AtomicU8,
 }
+
+/// The process was never granted a capability.
+const NO_CAPABILITIES: u8 = 0;
+/// The process was granted at least one capability.
+const MAY_HOLD_CAPABILITIES: u8 = 1;
+/// The process exited: it is granted nothing more.
+const CAPABILITIES_CLOSED: u8 = 2;
 
 impl Process {
     /// A new process record with an empty mailbox.
@@ -123,8 +139,39 @@ impl Process {
             counters: Counters::default(),
             alive: AtomicBool::new(true),
             receives,
+            restart_on_failure: false,
+            supervised: false,
             next_sequence: AtomicU64::new(0),
+            capabilities: AtomicU8::new(NO_CAPABILITIES),
         }
+    }
+
+    /// Sets what its manifest says happens when it exits: a restart on
+    /// failure, a supervisor to notify.
+    pub fn with_exit_policy(mut self, restart_on_failure: bool, supervised: bool) -> Self {
+        self.restart_on_failure = restart_on_failure;
+        self.supervised = supervised;
+        self
+    }
+
+    /// Records that the process is about to be granted a capability.
+    /// Returns false if it already exited (grant nothing then). Call with
+    /// the capability engine locked, and grant before unlocking it: an exit
+    /// that closes the capabilities concurrently then either sees this mark
+    /// and revokes under the same lock, after the grant, or closed them
+    /// first and this returns false.
+    pub(crate) fn open_capabilities(&self) -> bool {
+        self.capabilities
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |state| {
+                (state != CAPABILITIES_CLOSED).then_some(MAY_HOLD_CAPABILITIES)
+            })
+            .is_ok()
+    }
+
+    /// Closes the process's capabilities at exit. Returns true if it may
+    /// hold some, which must then be revoked (with the engine locked).
+    pub(crate) fn close_capabilities(&self) -> bool {
+        self.capabilities.swap(CAPABILITIES_CLOSED, Ordering::AcqRel) == MAY_HOLD_CAPABILITIES
     }
 
     /// The next sequence number for a message this process sends. Only the
@@ -277,6 +324,43 @@ mod tests {
                 ))
             })
             .pid
+    }
+
+    fn record() -> Process {
+        Process::new(
+            Pid::new(1, 1),
+            "p".into(),
+            Priority::Normal,
+            Mailbox::new(4, OverflowMode::NotifySender),
+            true,
+        )
+    }
+
+    #[test]
+    fn an_exit_revokes_only_if_a_capability_was_ever_granted() {
+        let never = record();
+        assert!(!never.close_capabilities(), "nothing to revoke");
+        let granted = record();
+        assert!(granted.open_capabilities());
+        assert!(granted.open_capabilities(), "a second grant is fine");
+        assert!(granted.close_capabilities(), "must revoke");
+        assert!(!granted.close_capabilities(), "closing twice revokes once");
+    }
+
+    #[test]
+    fn nothing_is_granted_after_the_exit_closed_the_capabilities() {
+        let exited = record();
+        assert!(!exited.close_capabilities());
+        assert!(!exited.open_capabilities(), "a delegation to it must fail");
+        assert!(!exited.close_capabilities());
+    }
+
+    #[test]
+    fn the_exit_policy_comes_from_the_manifest() {
+        let plain = record();
+        assert!(!plain.restart_on_failure && !plain.supervised);
+        let policed = record().with_exit_policy(true, true);
+        assert!(policed.restart_on_failure && policed.supervised);
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::core::kernel_loop::{ExitStatus, KernelShared, Outcome, Task};
 use crate::core::message_router::Mailbox;
 use crate::core::process::Process;
 use crate::loader::wasm_loader::{self, EntryKind, LoadedModule, ModuleError};
+use crate::loader::manifest::RestartMode;
 use crate::syscalls::capabilities::capability_for;
 use crate::syscalls::{MemoryLimiter, ProcessContext, ProcessExit};
 use estalogic_abi::ErrorCode;
@@ -152,19 +153,27 @@ impl ProcessFactory {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(true, |pid| {
-                Arc::new(Process::new(
-                    pid,
-                    loaded.manifest.name.as_str().into(),
-                    level,
-                    Mailbox::new(mailbox.capacity, mailbox.overflow),
-                    receives,
-                ))
+                Arc::new(
+                    Process::new(
+                        pid,
+                        loaded.manifest.name.as_str().into(),
+                        level,
+                        Mailbox::new(mailbox.capacity, mailbox.overflow),
+                        receives,
+                    )
+                    .with_exit_policy(
+                        loaded.manifest.restart == RestartMode::OnFailure,
+                        loaded.manifest.supervisor.is_some(),
+                    ),
+                )
             });
         let pid = process.pid;
         if !loaded.manifest.capabilities_required.is_empty() {
             // Validated at load, so every request maps to a capability.
             let now = self.shared.clock.now_nanos();
             let mut engine = self.shared.capabilities();
+            // Not yet running, so not yet exited: this cannot fail.
+            let _ = process.open_capabilities();
             for request in &loaded.manifest.capabilities_required {
                 if let Ok(capability) = capability_for(request) {
                     let _ = engine.grant(pid, capability, now);
@@ -185,7 +194,6 @@ impl ProcessFactory {
             syscalls: Default::default(),
         };
         let future = run_process(
-            self.engine.clone(),
             loaded,
             context,
             self.checkpoint_fuel,
@@ -198,13 +206,14 @@ impl ProcessFactory {
 /// The future that is one process: instantiate, run the entry point, and
 /// classify how it ended.
 async fn run_process(
-    engine: Engine,
     loaded: Arc<LoadedModule>,
     context: ProcessContext,
     checkpoint_fuel: u64,
     backstop: bool,
 ) -> Outcome {
-    let mut store = Store::new(&engine, context);
+    // The module's own engine, borrowed: no per-process clone of the
+    // engine's shared reference count.
+    let mut store = Store::new(loaded.pre.module().engine(), context);
     store.limiter(|context| &mut context.limiter);
     let configured = store
         .set_fuel(FUEL_BUDGET)

@@ -285,12 +285,17 @@ fn cap_delegate(
     let kernel = &context.kernel;
     let from = context.process.pid;
     let target = Pid::from_u64(request.target as u64);
-    if kernel.process(target).is_none() {
+    let Some(target_process) = kernel.process(target) else {
         return Err(ErrorCode::NO_SUCH_PROCESS);
-    }
+    };
     let now = kernel.clock.now_nanos();
     let mut engine = kernel.capabilities();
     let result = (|| {
+        // A target that exited meanwhile gets nothing (its capabilities
+        // would outlive it); see `Process::open_capabilities`.
+        if !target_process.open_capabilities() {
+            return Err(ErrorCode::NO_SUCH_PROCESS);
+        }
         let source = engine
             .inspect(from, handle)
             .map_err(|e| e.code())?

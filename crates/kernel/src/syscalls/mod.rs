@@ -99,9 +99,14 @@ pub struct ProcessContext {
 
 impl Drop for ProcessContext {
     fn drop(&mut self) {
-        self.kernel
-            .syscalls
-            .fetch_add(self.syscalls.get(), std::sync::atomic::Ordering::Relaxed);
+        // Skipped when zero: the shared counter's cache line is then left
+        // alone (a trivial process makes no syscalls).
+        let syscalls = self.syscalls.get();
+        if syscalls > 0 {
+            self.kernel
+                .syscalls
+                .fetch_add(syscalls, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 }
 

@@ -9,6 +9,14 @@
 //!   (synchronous) and `recv` (asynchronous: it suspends the fiber when
 //!   nothing is queued). A loop polls both `call_async` futures in turn —
 //!   the naive embedding: four fiber switches per round trip.
+//! - **Ping-pong with a handoff** (`wasmtime_handoff_ping_pong_ns`): the
+//!   same two instances, but when ping's `recv` finds its mailbox empty it
+//!   polls pong's call itself, inside the host call (pong runs on ping's
+//!   fiber until its own `recv` suspends), as the kernel's direct handoff
+//!   does: two fiber switches and two async host calls per round trip. This
+//!   is the engine's floor for a round trip between two processes that
+//!   block in `receive`, with no mailbox, scheduler, capability or header
+//!   work at all.
 //! - **Spawn** (`wasmtime_spawn_run_exit_ns`): with the kernel's pooling
 //!   allocator settings (64 MiB memory slots, copied data segments, batched
 //!   decommits, tables reset in place), 1,000
@@ -70,9 +78,50 @@ thread_local! {
     static QUEUES: Queues = const { RefCell::new([VecDeque::new(), VecDeque::new()]) };
 }
 
+/// Pong's `call_async` future in the handoff baseline, which ping's `recv`
+/// polls itself.
+type PeerCall = Pin<Box<dyn Future<Output = wasmtime::Result<i32>>>>;
+
+thread_local! {
+    /// Pong's call while it has not finished, for ping's `recv` to drive.
+    static PEER: RefCell<Option<PeerCall>> = const { RefCell::new(None) };
+    /// Pong's exit code once its call finished inside ping's `recv`.
+    static PEER_DONE: RefCell<Option<wasmtime::Result<i32>>> = const { RefCell::new(None) };
+}
+
 /// `recv`: ready with the next value of mailbox `index`, pending while it is
 /// empty (the driving loop polls again).
 struct Recv(usize);
+
+/// Ping's `recv` in the handoff baseline: when its mailbox is empty it runs
+/// pong (polls pong's call once, on this fiber) and looks again.
+struct HandoffRecv;
+
+impl Future for HandoffRecv {
+    type Output = wasmtime::Result<i32>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let take = || QUEUES.with(|q| q.borrow_mut()[0].pop_front());
+        if let Some(value) = take() {
+            return Poll::Ready(Ok(value));
+        }
+        // Taken out of the cell while it runs: nothing else borrows it then.
+        if let Some(mut peer) = PEER.with(|p| p.borrow_mut().take()) {
+            match peer.as_mut().poll(cx) {
+                Poll::Ready(code) => PEER_DONE.with(|d| *d.borrow_mut() = Some(code)),
+                Poll::Pending => PEER.with(|p| *p.borrow_mut() = Some(peer)),
+            }
+        }
+        match take() {
+            Some(value) => Poll::Ready(Ok(value)),
+            // Pong ended without answering: fail rather than wait forever.
+            None if PEER.with(|p| p.borrow().is_none()) => {
+                Poll::Ready(Err(wasmtime::Error::msg("pong ended without answering")))
+            }
+            None => Poll::Pending,
+        }
+    }
+}
 
 impl Future for Recv {
     type Output = wasmtime::Result<i32>;
@@ -163,6 +212,73 @@ pub fn ping_pong(settings: &Settings) -> Result<f64> {
         ensure!(
             ping_code == Some(0) && pong_code == Some(0),
             "plain ping-pong lost or reordered a value"
+        );
+        Ok(measure::nanos_per(elapsed, rounds))
+    })
+}
+
+/// `wasmtime_handoff_ping_pong_ns`: per round trip, 100,000 per run
+/// (quick: 1,000).
+pub fn handoff_ping_pong(settings: &Settings) -> Result<f64> {
+    let rounds = settings.count(ROUND_TRIPS, 1_000);
+    let engine = engine(&mut Config::new())?;
+    let mut linker: Linker<()> = Linker::new(&engine);
+    linker
+        .func_wrap("k", "send", |_: Caller<'_, ()>, to: i32, value: i32| {
+            QUEUES.with(|q| q.borrow_mut()[to as usize].push_back(value));
+        })
+        .and_then(|l| {
+            l.func_wrap_async(
+                "k",
+                "recv",
+                |_: Caller<'_, ()>, (me,): (i32,)| -> Box<dyn Future<Output = _> + Send> {
+                    if me == 0 {
+                        Box::new(HandoffRecv)
+                    } else {
+                        Box::new(Recv(me as usize))
+                    }
+                },
+            )
+        })
+        .map_err(|e| anyhow!("plain Wasmtime linker: {e:#}"))?;
+    let ping = Module::new(&engine, PING).map_err(|e| anyhow!("compile ping: {e:#}"))?;
+    let pong = Module::new(&engine, PONG).map_err(|e| anyhow!("compile pong: {e:#}"))?;
+    let n = i32::try_from(rounds)?;
+    measure::best_of(settings.runs(), || {
+        QUEUES.with(|q| q.borrow_mut().iter_mut().for_each(VecDeque::clear));
+        PEER_DONE.with(|d| d.borrow_mut().take());
+        let mut ping_store = store(&engine)?;
+        let mut pong_store = store(&engine)?;
+        let (ping_run, pong_run) = block_on(async {
+            let a = linker.instantiate_async(&mut ping_store, &ping).await?;
+            let b = linker.instantiate_async(&mut pong_store, &pong).await?;
+            Ok::<_, wasmtime::Error>((
+                a.get_typed_func::<i32, i32>(&mut ping_store, "run")?,
+                b.get_typed_func::<i32, i32>(&mut pong_store, "run")?,
+            ))
+        })
+        .map_err(|e| anyhow!("instantiate ping and pong: {e:#}"))?;
+        let peer: PeerCall = Box::pin(async move {
+            let mut store = pong_store;
+            pong_run.call_async(&mut store, n).await
+        });
+        PEER.with(|p| *p.borrow_mut() = Some(peer));
+        let started = Instant::now();
+        let ping_code = block_on(ping_run.call_async(&mut ping_store, n));
+        let elapsed = started.elapsed();
+        let ping_code = ping_code.map_err(|e| anyhow!("ping: {e:#}"))?;
+        // Pong still has the stop value to take.
+        if let Some(peer) = PEER.with(|p| p.borrow_mut().take()) {
+            let code = block_on(peer);
+            PEER_DONE.with(|d| *d.borrow_mut() = Some(code));
+        }
+        let pong_code = PEER_DONE
+            .with(|d| d.borrow_mut().take())
+            .ok_or_else(|| anyhow!("pong never finished"))?
+            .map_err(|e| anyhow!("pong: {e:#}"))?;
+        ensure!(
+            ping_code == 0 && pong_code == 0,
+            "handoff ping-pong lost or reordered a value"
         );
         Ok(measure::nanos_per(elapsed, rounds))
     })

@@ -194,6 +194,15 @@ pub const ALL: &[Benchmark] = &[
         run: baseline::ping_pong,
     },
     Benchmark {
+        name: "wasmtime_handoff_ping_pong_ns",
+        unit: "ns",
+        about: "baseline: the plain Wasmtime round trip with the receiver run inside the \
+                sender's recv (two fiber switches, as the kernel's handoff): the engine's \
+                floor for blocking receives (100,000 per run)",
+        target: None,
+        run: baseline::handoff_ping_pong,
+    },
+    Benchmark {
         name: "wasmtime_spawn_run_exit_ns",
         unit: "ns",
         about: "baseline: a Store, pooled instantiation, call and drop of the bundled noop in \

@@ -244,7 +244,10 @@ async fn call_entry(
     store: &mut Store<ProcessContext>,
     loaded: &LoadedModule,
 ) -> wasmtime::Result<i32> {
-    let instance = loaded.pre.instantiate_async(&mut *store).await?;
+    // Boxed for the moment it runs: instantiation's future is about 1 KB,
+    // five times the call's, and unboxed it would size the state that every
+    // process keeps for its whole life (a parked process would carry it).
+    let instance = Box::pin(loaded.pre.instantiate_async(&mut *store)).await?;
     store.data_mut().memory = loaded
         .memory_export
         .as_ref()

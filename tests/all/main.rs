@@ -1,6 +1,7 @@
 //! Integration tests with real WASM guests, one module per area.
 
 mod capabilities;
+mod handlers;
 mod loading;
 mod messaging;
 mod scheduling;

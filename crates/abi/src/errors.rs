@@ -74,6 +74,10 @@ codes! {
     INVALID_HANDLE = 2003;
     /// A process may not send to itself with a blocking protocol.
     WOULD_DEADLOCK = 2004;
+    /// A handler process made a call that would wait (a receive with a
+    /// timeout, `send_receive`, a send to a full `BlockSender` mailbox):
+    /// handlers never wait; their messages arrive as calls.
+    WOULD_BLOCK = 2005;
     /// A wait ran out of time; also the trap code for a process stopped for
     /// exceeding its run-time limit.
     TIMEOUT = 3001;

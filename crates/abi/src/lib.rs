@@ -26,5 +26,5 @@ pub mod types;
 
 pub use errors::{ErrorCategory, ErrorCode};
 pub use messages::{DecodeError, Flags, HEADER_LEN, Header, MAX_PAYLOAD_LEN, MessageType};
-pub use syscalls::{IMPORT_MODULE, Syscall};
+pub use syscalls::{IMPORT_MODULE, INBOX_EXPORT, Syscall};
 pub use types::{MessagePriority, Pid, Priority, ResourceKind, Rights};

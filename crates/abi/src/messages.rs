@@ -55,6 +55,9 @@ impl MessageType {
     /// A supervised process ended. Sent by the kernel to the supervisor;
     /// payload: [`ExitNotice`].
     pub const EXIT_NOTIFICATION: MessageType = MessageType(0xFF01);
+    /// A handler process started: the kernel's first message to every
+    /// handler process (source: the kernel, empty payload).
+    pub const STARTED: MessageType = MessageType(0xFF02);
     /// The kernel is shutting down; finish up and exit.
     pub const SYSTEM_SHUTDOWN: MessageType = MessageType(0xFFFF);
     /// The first type number services may register for themselves.
@@ -71,6 +74,7 @@ impl MessageType {
             0x0021 => "AUDIT_RECORD",
             0x0022 => "AUDIT_END",
             0xFF01 => "EXIT_NOTIFICATION",
+            0xFF02 => "STARTED",
             0xFFFF => "SYSTEM_SHUTDOWN",
             _ => return None,
         })

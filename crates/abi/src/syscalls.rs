@@ -17,6 +17,12 @@
 /// The import module name every kernel syscall lives in.
 pub const IMPORT_MODULE: &str = "estalogic";
 
+/// The export a handler process's module must have: a function
+/// `() -> i64` returning where the kernel writes each message for it,
+/// `capacity << 32 | pointer` — the header ([`crate::HEADER_LEN`] bytes) at
+/// the pointer, then up to `capacity` bytes of payload.
+pub const INBOX_EXPORT: &str = "estalogic_inbox";
+
 /// `receive` timeout that waits forever.
 pub const TIMEOUT_INFINITE: i64 = -1;
 

@@ -186,6 +186,14 @@ pub const ALL: &[Benchmark] = &[
         run: spawning::one_at_a_time,
     },
     Benchmark {
+        name: "handler_ping_pong_round_trip_ns",
+        unit: "ns",
+        about: "PING+PONG between two handler processes (entry point called once per \
+                message, no fiber), default workers (100,000 per run)",
+        target: None,
+        run: messaging::handler_ping_pong,
+    },
+    Benchmark {
         name: "wasmtime_ping_pong_ns",
         unit: "ns",
         about: "baseline: the same round trip between two plain Wasmtime async stores, host \

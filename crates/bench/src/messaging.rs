@@ -1,5 +1,6 @@
 //! Message passing: the ping-pong round trip between two WASM processes.
 //!
+//! **Task processes** (`ping_pong_round_trip_ns`, `..._1_worker_ns`):
 //! The bundled `pong` (entry `run`) answers every PING with a PONG; the
 //! bundled `ping` (entry `bench`) makes 100,000 numbered round trips with it
 //! and checks each answer (quick mode: entry `run`, 10,000). The figure is
@@ -7,6 +8,13 @@
 //! exit — divided by the round trips: a send, a wakeup and a receive each
 //! way. Compare with Erlang by `benches/peers/compare.sh` (brief §5: at most
 //! half of Erlang's).
+//!
+//! **Handler processes** (`handler_ping_pong_round_trip_ns`): the same
+//! exchange between two handler processes (entry point `(i32) -> i32`,
+//! called once per message; WAT below): `hping` sends PING *n*, `hpong`
+//! answers PONG *n* from its handler, `hping`'s handler checks *n* and sends
+//! the next. 100,000 round trips (quick: 10,000); the same wall-time
+//! method.
 
 use crate::Settings;
 use crate::harness::{self, Guest, MESSAGING};
@@ -38,4 +46,71 @@ pub fn ping_pong_default_workers(settings: &Settings) -> anyhow::Result<f64> {
 /// `ping_pong_round_trip_1_worker_ns`: one worker thread.
 pub fn ping_pong_one_worker(settings: &Settings) -> anyhow::Result<f64> {
     ping_pong(settings, || Kernel::builder().workers(1))
+}
+
+/// The inbox of both handler guests: 64 bytes of payload at 1024.
+const INBOX: &str =
+    r#"(func (export "estalogic_inbox") (result i64) (i64.const 0x0000004000000400))"#;
+
+/// Answers PING with PONG (same payload); exits 0 on type 0x1001.
+fn handler_pong() -> String {
+    format!(
+        r#"(module
+  (import "estalogic" "send" (func $send (param i64 i32 i32 i32 i32) (result i64)))
+  (import "estalogic" "exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  {INBOX}
+  (func (export "handle") (param $len i32) (result i32)
+    (if (i32.eq (i32.load (i32.const 1028)) (i32.const 1))
+      (then (drop (call $send (i64.load (i32.const 1032)) (i32.const 2) (i32.const 0)
+                              (i32.const 1080) (local.get $len)))))
+    (if (i32.eq (i32.load (i32.const 1028)) (i32.const 0x1001))
+      (then (call $exit (i32.const 0))))
+    (i32.const 0)))"#
+    )
+}
+
+/// On STARTED sends PING 0 to `hpong`; on each PONG checks its number and
+/// sends the next, stopping `hpong` and exiting 0 after `rounds` (exit 3 on
+/// a wrong number).
+fn handler_ping(rounds: u64) -> String {
+    format!(
+        r#"(module
+  (import "estalogic" "lookup" (func $lookup (param i32 i32) (result i64)))
+  (import "estalogic" "send" (func $send (param i64 i32 i32 i32 i32) (result i64)))
+  (import "estalogic" "exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "hpong")
+  (global $peer (mut i64) (i64.const 0))
+  (global $round (mut i32) (i32.const 0))
+  {INBOX}
+  (func $ping
+    (i32.store (i32.const 2048) (global.get $round))
+    (drop (call $send (global.get $peer) (i32.const 1) (i32.const 0) (i32.const 2048) (i32.const 4))))
+  (func (export "handle") (param $len i32) (result i32)
+    (if (i32.eq (i32.load (i32.const 1028)) (i32.const 0xFF02))
+      (then
+        (global.set $peer (call $lookup (i32.const 0) (i32.const 5)))
+        (call $ping)
+        (return (i32.const 0))))
+    (if (i32.ne (i32.load (i32.const 1080)) (global.get $round)) (then (return (i32.const 3))))
+    (global.set $round (i32.add (global.get $round) (i32.const 1)))
+    (if (i32.eq (global.get $round) (i32.const {rounds}))
+      (then
+        (drop (call $send (global.get $peer) (i32.const 0x1001) (i32.const 0) (i32.const 0) (i32.const 0)))
+        (call $exit (i32.const 0))))
+    (call $ping)
+    (i32.const 0)))"#
+    )
+}
+
+/// `handler_ping_pong_round_trip_ns`: two handler processes, default
+/// workers.
+pub fn handler_ping_pong(settings: &Settings) -> anyhow::Result<f64> {
+    let rounds = settings.count(ROUND_TRIPS, QUICK_ROUND_TRIPS);
+    let guests = [
+        Guest::wat("hpong", handler_pong(), "handle", MESSAGING),
+        Guest::wat("hping", handler_ping(rounds), "handle", MESSAGING),
+    ];
+    harness::time_per_operation_with(settings, Kernel::builder, &guests, rounds)
 }

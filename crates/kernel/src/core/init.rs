@@ -34,9 +34,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, Linker, OperatorCost, PoolingAllocationConfig,
-};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, OperatorCost, PoolingAllocationConfig};
 
 /// The largest default process pool (more with
 /// [`KernelBuilder::max_processes`]): creating a pool costs about 2 µs a
@@ -293,8 +291,8 @@ impl KernelBuilder {
         config.memory_init_cow(false);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(|e| KernelError::Engine(format!("{e:#}")))?;
-        let mut linker = Linker::new(&engine);
-        syscalls::add_to_linker(&mut linker).map_err(|e| KernelError::Engine(format!("{e:#}")))?;
+        let linker =
+            syscalls::Linkers::new(&engine).map_err(|e| KernelError::Engine(format!("{e:#}")))?;
         let cache = match &self.cache_dir {
             Some(dir) => {
                 Some(ModuleCache::new(dir).map_err(|e| KernelError::Engine(e.to_string()))?)
@@ -541,7 +539,7 @@ impl Kernel {
         let _ = self.registry.transition(&key, ModuleState::Loading);
         let loaded = wasm_loader::load(
             self.factory.engine(),
-            self.factory.linker(),
+            self.factory.linkers(),
             manifest,
             bytes,
             self.cache.as_ref(),

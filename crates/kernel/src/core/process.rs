@@ -171,7 +171,9 @@ impl Process {
     /// Closes the process's capabilities at exit. Returns true if it may
     /// hold some, which must then be revoked (with the engine locked).
     pub(crate) fn close_capabilities(&self) -> bool {
-        self.capabilities.swap(CAPABILITIES_CLOSED, Ordering::AcqRel) == MAY_HOLD_CAPABILITIES
+        self.capabilities
+            .swap(CAPABILITIES_CLOSED, Ordering::AcqRel)
+            == MAY_HOLD_CAPABILITIES
     }
 
     /// The next sequence number for a message this process sends. Only the

@@ -15,14 +15,20 @@
 //! process and [`ProcessFactory::reload`] to recompile a module first.
 
 use crate::core::init::KernelError;
-use crate::core::kernel_loop::{ExitStatus, KernelShared, Outcome, Task};
-use crate::core::message_router::Mailbox;
+use crate::core::kernel_loop::{ExitStatus, KernelShared, Outcome, ProcessFuture, Task};
+use crate::core::message_router::{Mailbox, Message};
 use crate::core::process::Process;
-use crate::loader::wasm_loader::{self, EntryKind, LoadedModule, ModuleError};
 use crate::loader::manifest::RestartMode;
+use crate::loader::wasm_loader::{self, EntryKind, LoadedModule, ModuleError};
 use crate::syscalls::capabilities::capability_for;
-use crate::syscalls::{MemoryLimiter, ProcessContext, ProcessExit};
-use estalogic_abi::ErrorCode;
+use crate::syscalls::ipc::next_message;
+use crate::syscalls::process::YieldOnce;
+use crate::syscalls::{Linkers, MemoryLimiter, ProcessContext, ProcessExit};
+use estalogic_abi::{
+    ErrorCode, Flags, HEADER_LEN, Header, INBOX_EXPORT, MAX_PAYLOAD_LEN, MessagePriority,
+    MessageType, Pid,
+};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use wasmtime::{Engine, Linker, PoolConcurrencyLimitError, Store, Trap, UpdateDeadline};
 
@@ -35,7 +41,7 @@ const BACKSTOP_TICKS: u64 = 10;
 /// Everything needed to start processes of the loaded modules.
 pub struct ProcessFactory {
     engine: Engine,
-    linker: Linker<ProcessContext>,
+    linker: Linkers,
     shared: Arc<KernelShared>,
     modules: RwLock<Vec<Arc<LoadedModule>>>,
     checkpoint_fuel: u64,
@@ -46,7 +52,7 @@ pub struct ProcessFactory {
 impl ProcessFactory {
     pub(crate) fn new(
         engine: Engine,
-        linker: Linker<ProcessContext>,
+        linker: Linkers,
         shared: Arc<KernelShared>,
         checkpoint_fuel: u64,
         backstop: bool,
@@ -73,8 +79,13 @@ impl ProcessFactory {
         self.backstop
     }
 
-    /// The linker holding every syscall.
+    /// The linker holding every syscall, for task processes.
     pub fn linker(&self) -> &Linker<ProcessContext> {
+        &self.linker.task
+    }
+
+    /// Both linkers: task and handler processes'.
+    pub fn linkers(&self) -> &Linkers {
         &self.linker
     }
 
@@ -193,13 +204,17 @@ impl ProcessFactory {
             hand_off: None,
             syscalls: Default::default(),
         };
-        let future = run_process(
-            loaded,
-            context,
-            self.checkpoint_fuel,
-            self.backstop,
-        );
-        Ok(Task::new(process, state, Box::pin(future)))
+        let future: ProcessFuture = if loaded.entry == EntryKind::Handler {
+            Box::pin(run_handler(loaded, context, self.checkpoint_fuel))
+        } else {
+            Box::pin(run_process(
+                loaded,
+                context,
+                self.checkpoint_fuel,
+                self.backstop,
+            ))
+        };
+        Ok(Task::new(process, state, future))
     }
 }
 
@@ -240,6 +255,140 @@ async fn run_process(
     Outcome { status, fuel_used }
 }
 
+/// Slices of fuel one handler call may use. A call is never preempted, so
+/// this bounds how long it holds its worker; a call that needs more traps
+/// with `TIMEOUT`.
+pub const HANDLER_CALL_SLICES: u64 = 64;
+
+/// The future that is one handler process: instantiate, learn where its
+/// inbox is, then call its entry point once per message (the first one the
+/// kernel's `STARTED`), each call synchronous, on no fiber of its own.
+/// Between calls it waits like a receive (and takes the direct handoff);
+/// after a slice's worth of fuel it yields to the scheduler.
+async fn run_handler(
+    loaded: Arc<LoadedModule>,
+    context: ProcessContext,
+    checkpoint_fuel: u64,
+) -> Outcome {
+    let mut store = Store::new(loaded.pre.module().engine(), context);
+    store.limiter(|context| &mut context.limiter);
+    let mut fuel_used = 0;
+    let result = serve(&mut store, &loaded, checkpoint_fuel, &mut fuel_used).await;
+    let status = match result {
+        Ok(code) => ExitStatus::Exited(code),
+        Err(error) => classify(&error, store.data().limiter.refused()),
+    };
+    Outcome { status, fuel_used }
+}
+
+/// Runs `call` with a fresh per-call fuel budget and adds what it spent to
+/// `used`.
+fn metered<R>(
+    store: &mut Store<ProcessContext>,
+    budget: u64,
+    used: &mut u64,
+    call: impl FnOnce(&mut Store<ProcessContext>) -> wasmtime::Result<R>,
+) -> wasmtime::Result<R> {
+    store.set_fuel(budget)?;
+    let result = call(store);
+    let spent = budget - store.get_fuel().unwrap_or(0);
+    *used += spent;
+    result
+}
+
+async fn serve(
+    store: &mut Store<ProcessContext>,
+    loaded: &LoadedModule,
+    checkpoint_fuel: u64,
+    used: &mut u64,
+) -> wasmtime::Result<i32> {
+    let budget = checkpoint_fuel.saturating_mul(HANDLER_CALL_SLICES);
+    let instance = metered(store, budget, used, |store| loaded.pre.instantiate(store))?;
+    let memory = loaded
+        .memory_export
+        .as_ref()
+        .and_then(|export| instance.get_module_export(&mut *store, export))
+        .and_then(wasmtime::Extern::into_memory)
+        .ok_or_else(|| wasmtime::Error::msg("the memory export is missing"))?;
+    store.data_mut().memory = Some(memory);
+    let function = |store: &mut Store<ProcessContext>, export: Option<&wasmtime::ModuleExport>| {
+        export
+            .and_then(|export| instance.get_module_export(&mut *store, export))
+            .and_then(wasmtime::Extern::into_func)
+    };
+    let handle = function(store, Some(&loaded.entry_export))
+        .ok_or_else(|| wasmtime::Error::msg("the entry point export is missing"))?
+        .typed::<i32, i32>(&*store)?;
+    let inbox = function(store, loaded.inbox_export.as_ref())
+        .ok_or_else(|| wasmtime::Error::msg(format!("the `{INBOX_EXPORT}` export is missing")))?
+        .typed::<(), i64>(&*store)?;
+    let raw = metered(store, budget, used, |store| inbox.call(store, ()))? as u64;
+    let (at, capacity) = ((raw & 0xFFFF_FFFF) as usize, (raw >> 32) as usize);
+    if at
+        .checked_add(HEADER_LEN + capacity)
+        .is_none_or(|end| end > memory.data_size(&*store))
+    {
+        return Err(wasmtime::Error::msg(format!(
+            "`{INBOX_EXPORT}` gave {capacity} bytes of payload at {at:#x}, which do not lie in its memory"
+        )));
+    }
+    let capacity = capacity.min(MAX_PAYLOAD_LEN);
+    let pid = store.data().process.pid;
+    let mut message = Message {
+        header: Header {
+            priority: MessagePriority::MAX,
+            flags: Flags::NONE,
+            message_type: MessageType::STARTED,
+            source: Pid::KERNEL,
+            target: pid,
+            sequence: 0,
+            timestamp: store.data().kernel.clock.now_nanos(),
+            correlation: 0,
+        },
+        payload: Box::default(),
+    };
+    let mut turn = 0;
+    loop {
+        let header = message
+            .header
+            .encode(message.payload.len())
+            .map_err(|e| wasmtime::Error::msg(format!("a message header did not encode: {e}")))?;
+        memory.write(&mut *store, at, &header)?;
+        memory.write(&mut *store, at + HEADER_LEN, &message.payload)?;
+        let len = message.payload.len() as i32;
+        let before = *used;
+        let code = metered(store, budget, used, |store| handle.call(store, len))?;
+        if code != 0 {
+            return Ok(code);
+        }
+        // Preempted between messages, after a slice's worth of work.
+        turn += *used - before;
+        if turn >= checkpoint_fuel {
+            turn = 0;
+            store
+                .data()
+                .task
+                .yield_requested
+                .store(true, Ordering::Release);
+            YieldOnce::new().await;
+        }
+        message = loop {
+            let next = next_message(store.data_mut())
+                .await
+                .map_err(|code| wasmtime::Error::msg(format!("waiting for a message: {code}")))?;
+            if next.payload.len() <= capacity {
+                break next;
+            }
+            // Too large for the inbox: the sender learns, the handler is not
+            // called with half a message.
+            store
+                .data()
+                .kernel
+                .report_failure(&next.header, ErrorCode::BUFFER_TOO_SMALL);
+        };
+    }
+}
+
 async fn call_entry(
     store: &mut Store<ProcessContext>,
     loaded: &LoadedModule,
@@ -271,6 +420,10 @@ async fn call_entry(
                 .call_async(&mut *store, ())
                 .await
         }
+        // Spawned by `run_handler`, never here.
+        EntryKind::Handler => Err(wasmtime::Error::msg(
+            "a handler's entry point is called once per message",
+        )),
     }
 }
 

@@ -8,18 +8,21 @@
 //!    known syscall and has exactly its signature. No WASI, no memory or
 //!    table imports: no ambient authority.
 //! 3. The entry point named by the manifest is an exported function of type
-//!    `() -> ()` or `() -> i32`.
+//!    `() -> ()` or `() -> i32` (a task process), or `(i32) -> i32` (a
+//!    handler process, which must also export its inbox,
+//!    [`INBOX_EXPORT`]: `() -> i64`, and its memory). The type picks the
+//!    linker: a handler's syscalls never wait.
 //! 4. The module's initial memory lies inside its memory class's range.
 //!    Growth beyond the class maximum is refused at run time by the
 //!    process's resource limiter.
 
 use crate::loader::manifest::{Manifest, MemoryClass};
 use crate::loader::preload_manager::{CacheError, ModuleCache};
-use crate::syscalls::ProcessContext;
+use crate::syscalls::{Linkers, ProcessContext};
 use estalogic_abi::syscalls::WasmType;
-use estalogic_abi::{IMPORT_MODULE, Syscall};
+use estalogic_abi::{IMPORT_MODULE, INBOX_EXPORT, Syscall};
 use std::fmt::Write as _;
-use wasmtime::{Engine, ExternType, InstancePre, Linker, Module, ModuleExport, ValType};
+use wasmtime::{Engine, ExternType, InstancePre, Module, ModuleExport, ValType};
 
 /// Why a module cannot be loaded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,7 +55,9 @@ pub enum ModuleError {
     #[error("does not export the entry point function `{0}` named in its manifest")]
     MissingEntryPoint(String),
     /// The entry point has the wrong type.
-    #[error("entry point `{name}` has type {found}; it must be `() -> ()` or `() -> i32`")]
+    #[error(
+        "entry point `{name}` has type {found}; it must be `() -> ()` or `() -> i32` (a task) or `(i32) -> i32` (a handler)"
+    )]
     EntryPointSignature {
         /// Export name.
         name: String,
@@ -72,6 +77,10 @@ pub enum ModuleError {
         /// The manifest's memory class.
         class: MemoryClass,
     },
+    /// A handler process's module lacks its inbox or memory export, or
+    /// exports one with the wrong type.
+    #[error("is a handler (its entry point takes an i32) but {0}")]
+    HandlerExports(String),
     /// More than one memory, or a 64-bit or shared memory.
     #[error("has an unsupported memory: {0}")]
     UnsupportedMemory(String),
@@ -89,6 +98,11 @@ pub enum EntryKind {
     Unit,
     /// `() -> i32`: the return value is the exit code.
     ExitCode,
+    /// `(i32) -> i32`: a handler process. The kernel calls it once per
+    /// message, with the payload length, after writing the message into
+    /// the guest's inbox; 0 means "wait for the next message", anything
+    /// else ends the process with that exit code.
+    Handler,
 }
 
 /// A module that passed every check, ready to instantiate.
@@ -107,6 +121,8 @@ pub struct LoadedModule {
     pub entry_export: ModuleExport,
     /// The `memory` export, if there is one.
     pub memory_export: Option<ModuleExport>,
+    /// A handler's [`INBOX_EXPORT`] function.
+    pub inbox_export: Option<ModuleExport>,
     /// The binary, kept for a reload.
     pub bytes: std::sync::Arc<[u8]>,
 }
@@ -152,7 +168,7 @@ fn same_types(a: &[ValType], b: &[ValType]) -> bool {
 /// every check of the module docs.
 pub fn load(
     engine: &Engine,
-    linker: &Linker<ProcessContext>,
+    linkers: &Linkers,
     manifest: Manifest,
     bytes: &[u8],
     cache: Option<&ModuleCache>,
@@ -168,6 +184,22 @@ pub fn load(
     check_imports(&module)?;
     let entry = check_entry_point(&module, &manifest.entry_point)?;
     check_memory(&module, manifest.memory_class)?;
+    let inbox_export = if entry == EntryKind::Handler {
+        if !manifest.requires("messaging:receive") {
+            return Err(ModuleError::HandlerExports(
+                "its manifest does not ask for `messaging:receive`, and a handler's work is the messages it receives".to_string(),
+            ));
+        }
+        check_handler_exports(&module)?;
+        module.get_export_index(INBOX_EXPORT)
+    } else {
+        None
+    };
+    let linker = if entry == EntryKind::Handler {
+        &linkers.handler
+    } else {
+        &linkers.task
+    };
     let pre = linker
         .instantiate_pre(&module)
         .map_err(|e| ModuleError::Invalid(format!("{e:#}")))?;
@@ -182,6 +214,7 @@ pub fn load(
         entry,
         entry_export,
         memory_export,
+        inbox_export,
         bytes: bytes.into(),
     })
 }
@@ -229,10 +262,47 @@ fn check_entry_point(module: &Module, name: &str) -> Result<EntryKind, ModuleErr
     match (params.as_slice(), results.as_slice()) {
         ([], []) => Ok(EntryKind::Unit),
         ([], [ValType::I32]) => Ok(EntryKind::ExitCode),
+        ([ValType::I32], [ValType::I32]) => Ok(EntryKind::Handler),
         _ => Err(ModuleError::EntryPointSignature {
             name: name.to_string(),
             found: describe(&params, &results),
         }),
+    }
+}
+
+/// A handler needs [`INBOX_EXPORT`] (`() -> i64`) and a `memory` export
+/// for the kernel to write its messages into.
+fn check_handler_exports(module: &Module) -> Result<(), ModuleError> {
+    match module.get_export(INBOX_EXPORT) {
+        Some(ExternType::Func(func)) => {
+            let params: Vec<ValType> = func.params().collect();
+            let results: Vec<ValType> = func.results().collect();
+            if !matches!(
+                (params.as_slice(), results.as_slice()),
+                ([], [ValType::I64])
+            ) {
+                return Err(ModuleError::HandlerExports(format!(
+                    "its `{INBOX_EXPORT}` export has type {}; it must be `() -> i64`",
+                    describe(&params, &results)
+                )));
+            }
+        }
+        Some(_) => {
+            return Err(ModuleError::HandlerExports(format!(
+                "its `{INBOX_EXPORT}` export is not a function"
+            )));
+        }
+        None => {
+            return Err(ModuleError::HandlerExports(format!(
+                "it does not export `{INBOX_EXPORT}: () -> i64`, where its messages go"
+            )));
+        }
+    }
+    match module.get_export("memory") {
+        Some(ExternType::Memory(_)) => Ok(()),
+        _ => Err(ModuleError::HandlerExports(
+            "it does not export its memory as `memory`".to_string(),
+        )),
     }
 }
 

@@ -31,7 +31,7 @@
 //!    the receiver takes a message or ends; the message is then offered
 //!    again. Every other refusal is returned at once as a code.
 
-use super::{ProcessContext, check_guest, read_guest, to_return, write_guest};
+use super::{ProcessContext, check_guest, poll_once, read_guest, to_return, write_guest};
 use crate::core::kernel_loop::{HandOff, KernelShared, TaskState, hand_off};
 use crate::core::kernel_shared::TimerGuard;
 use crate::core::message_router::{Filter, Message, OverflowMode};
@@ -66,6 +66,7 @@ pub fn add_to_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()
                     options,
                     ptr,
                     len,
+                    may_block: true,
                 };
                 Ok(to_return(send(&mut caller, request).await))
             })
@@ -85,20 +86,11 @@ pub fn add_to_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()
                     options,
                     ptr,
                     len,
+                    may_block: true,
                 };
                 Ok(to_return(send(&mut caller, request).await))
             })
         },
-    )?;
-    linker.func_wrap(
-        IMPORT_MODULE,
-        Syscall::Broadcast.import_name(),
-        |mut caller: Caller<'_, ProcessContext>,
-         message_type: i32,
-         options: i32,
-         ptr: i32,
-         len: i32|
-         -> i64 { to_return(broadcast(&mut caller, message_type, options, ptr, len)) },
     )?;
     linker.func_wrap_async(
         IMPORT_MODULE,
@@ -178,6 +170,7 @@ pub fn add_to_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()
                     options,
                     ptr,
                     len,
+                    may_block: true,
                 };
                 let buffers = Buffers {
                     header_ptr,
@@ -190,6 +183,148 @@ pub fn add_to_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()
             })
         },
     )?;
+    add_never_waiting(linker)
+}
+
+/// Registers this family's syscalls for handler processes: the same calls,
+/// all synchronous, none of which waits. A send to a full `BlockSender`
+/// mailbox, a receive with a timeout other than 0 and every `send_receive`
+/// return `WOULD_BLOCK` (nothing is sent or taken); a receive with timeout
+/// 0 takes a queued message or returns `TIMEOUT` at once.
+pub fn add_to_handler_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()> {
+    linker.func_wrap(
+        IMPORT_MODULE,
+        Syscall::Send.import_name(),
+        |mut caller: Caller<'_, ProcessContext>,
+         target: i64,
+         message_type: i32,
+         options: i32,
+         ptr: i32,
+         len: i32|
+         -> i64 {
+            let request = Outgoing {
+                syscall: Syscall::Send,
+                target,
+                correlation: 0,
+                message_type,
+                options,
+                ptr,
+                len,
+                may_block: false,
+            };
+            to_return(poll_once(send(&mut caller, request)))
+        },
+    )?;
+    linker.func_wrap(
+        IMPORT_MODULE,
+        Syscall::Reply.import_name(),
+        |mut caller: Caller<'_, ProcessContext>,
+         target: i64,
+         correlation: i64,
+         message_type: i32,
+         options: i32,
+         ptr: i32,
+         len: i32|
+         -> i64 {
+            let request = Outgoing {
+                syscall: Syscall::Reply,
+                target,
+                correlation,
+                message_type,
+                options,
+                ptr,
+                len,
+                may_block: false,
+            };
+            to_return(poll_once(send(&mut caller, request)))
+        },
+    )?;
+    linker.func_wrap(
+        IMPORT_MODULE,
+        Syscall::Receive.import_name(),
+        |mut caller: Caller<'_, ProcessContext>,
+         filter: i32,
+         timeout_ms: i64,
+         header_ptr: i32,
+         buffer_ptr: i32,
+         buffer_len: i32|
+         -> i64 {
+            let filter = if filter == 0 {
+                Filter::Any
+            } else {
+                Filter::Type(MessageType(filter as u32))
+            };
+            let buffers = Buffers {
+                header_ptr,
+                buffer_ptr,
+                buffer_len,
+            };
+            to_return(receive_now(
+                &mut caller,
+                Syscall::Receive,
+                filter,
+                timeout_ms,
+                buffers,
+            ))
+        },
+    )?;
+    linker.func_wrap(
+        IMPORT_MODULE,
+        Syscall::ReceiveReply.import_name(),
+        |mut caller: Caller<'_, ProcessContext>,
+         correlation: i64,
+         timeout_ms: i64,
+         header_ptr: i32,
+         buffer_ptr: i32,
+         buffer_len: i32|
+         -> i64 {
+            let buffers = Buffers {
+                header_ptr,
+                buffer_ptr,
+                buffer_len,
+            };
+            let filter = Filter::Answer(correlation as u64);
+            to_return(receive_now(
+                &mut caller,
+                Syscall::ReceiveReply,
+                filter,
+                timeout_ms,
+                buffers,
+            ))
+        },
+    )?;
+    linker.func_wrap(
+        IMPORT_MODULE,
+        Syscall::SendReceive.import_name(),
+        |_caller: Caller<'_, ProcessContext>,
+         _target: i64,
+         _correlation: i64,
+         _message_type: i32,
+         _options: i32,
+         _ptr: i32,
+         _len: i32,
+         _wait_for: i64,
+         _timeout_ms: i64,
+         _header_ptr: i32,
+         _buffer_ptr: i32,
+         _buffer_len: i32|
+         -> i64 { to_return(Err(ErrorCode::WOULD_BLOCK)) },
+    )?;
+    add_never_waiting(linker)
+}
+
+/// The syscalls of this family that never wait, the same for every process.
+fn add_never_waiting(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()> {
+    linker.func_wrap(
+        IMPORT_MODULE,
+        Syscall::Broadcast.import_name(),
+        |mut caller: Caller<'_, ProcessContext>,
+         message_type: i32,
+         options: i32,
+         ptr: i32,
+         len: i32|
+         -> i64 { to_return(broadcast(&mut caller, message_type, options, ptr, len)) },
+    )?;
     linker.func_wrap(
         IMPORT_MODULE,
         Syscall::Peek.import_name(),
@@ -198,6 +333,47 @@ pub fn add_to_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()
         },
     )?;
     Ok(())
+}
+
+/// A handler's receive: only with timeout 0, which never waits; no handoff
+/// (the handler is in the middle of a call).
+fn receive_now(
+    caller: &mut Caller<'_, ProcessContext>,
+    syscall: Syscall,
+    filter: Filter,
+    timeout_ms: i64,
+    buffers: Buffers,
+) -> Result<u64, ErrorCode> {
+    if timeout_ms != 0 {
+        return Err(ErrorCode::WOULD_BLOCK);
+    }
+    let saved = caller.data_mut().hand_off.take();
+    let result = poll_once(receive(caller, syscall, filter, timeout_ms, buffers));
+    caller.data_mut().hand_off = saved;
+    result
+}
+
+/// The next message for a handler process, of any type and size, waiting
+/// while there is none. Like a receive, it first runs the process this
+/// one's last send woke, if that one is the only process ready (the direct
+/// handoff).
+pub(crate) async fn next_message(context: &mut ProcessContext) -> Result<Message, ErrorCode> {
+    let hand_off = context.hand_off.take();
+    let context = &*context;
+    Receive {
+        process: &context.process,
+        task: &context.task,
+        kernel: &context.kernel,
+        filter: Filter::Any,
+        deadline: None,
+        capacity: usize::MAX,
+        hand_off,
+        timer_armed: false,
+        timer: None,
+    }
+    .await
+    // Neither happens without a deadline or a size limit.
+    .map_err(|_| ErrorCode::INTERNAL)
 }
 
 /// The arguments of `send` and `reply`.
@@ -209,6 +385,9 @@ struct Outgoing {
     options: i32,
     ptr: i32,
     len: i32,
+    /// False for a handler process: a full `BlockSender` mailbox is then
+    /// `WOULD_BLOCK` instead of a wait.
+    may_block: bool,
 }
 
 /// The checked parts of an outgoing message.
@@ -279,6 +458,7 @@ async fn send(
         let context = caller.data();
         (&context.process, &context.kernel, &context.task)
     };
+    let receiver_pid = receiver.pid;
     let sequence = sender.next_sequence();
     let now = kernel.clock.now_nanos();
     let mut message = Message {
@@ -302,7 +482,7 @@ async fn send(
                 return Ok(sequence);
             }
             Err(PostError::Full(refused, OverflowMode::BlockSender, receiver))
-                if receiver.pid != sender.pid =>
+                if receiver.pid != sender.pid && request.may_block =>
             {
                 sender
                     .counters
@@ -321,14 +501,16 @@ async fn send(
                     .counters
                     .send_failures
                     .fetch_add(1, Ordering::Relaxed);
-                // Blocking on one's own full mailbox would never end.
-                let blocks_on_itself = matches!(
-                    &error,
-                    PostError::Full(_, OverflowMode::BlockSender, receiver)
-                        if receiver.pid == sender.pid
-                );
-                return Err(if blocks_on_itself {
+                // Blocking on one's own full mailbox would never end; a
+                // handler never blocks.
+                let would_block = |pid| match &error {
+                    PostError::Full(_, OverflowMode::BlockSender, receiver) => receiver.pid == pid,
+                    _ => false,
+                };
+                return Err(if would_block(sender.pid) {
                     ErrorCode::WOULD_DEADLOCK
+                } else if would_block(receiver_pid) {
+                    ErrorCode::WOULD_BLOCK
                 } else {
                     error.code()
                 });

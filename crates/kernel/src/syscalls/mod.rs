@@ -280,6 +280,51 @@ pub fn add_to_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()
     Ok(())
 }
 
+/// The kernel's two linkers, one per process model (see
+/// [`EntryKind`](crate::loader::wasm_loader::EntryKind)).
+pub struct Linkers {
+    /// Task processes': a wait suspends the process.
+    pub task: Linker<ProcessContext>,
+    /// Handler processes': every syscall synchronous, none waits.
+    pub handler: Linker<ProcessContext>,
+}
+
+impl Linkers {
+    /// Both linkers, holding every syscall.
+    pub fn new(engine: &wasmtime::Engine) -> wasmtime::Result<Self> {
+        let mut task = Linker::new(engine);
+        add_to_linker(&mut task)?;
+        let mut handler = Linker::new(engine);
+        add_to_handler_linker(&mut handler)?;
+        Ok(Linkers { task, handler })
+    }
+}
+
+/// Composes every syscall family into the linker of handler processes:
+/// every syscall synchronous, none waits (see [`ipc::add_to_handler_linker`]).
+pub fn add_to_handler_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()> {
+    process::add_to_handler_linker(linker)?;
+    ipc::add_to_handler_linker(linker)?;
+    time::add_to_linker(linker)?;
+    capabilities::add_to_linker(linker)?;
+    Ok(())
+}
+
+/// Polls a syscall's future once, for a handler process, whose syscalls are
+/// made so that they never wait: one that would is a kernel bug
+/// (`INTERNAL`), never a hang.
+pub(crate) fn poll_once<F>(future: F) -> Result<u64, ErrorCode>
+where
+    F: std::future::Future<Output = Result<u64, ErrorCode>>,
+{
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(result) => result,
+        std::task::Poll::Pending => Err(ErrorCode::INTERNAL),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,13 +10,6 @@ use wasmtime::{Caller, Linker};
 
 /// Registers this family's syscalls.
 pub fn add_to_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()> {
-    linker.func_wrap(
-        IMPORT_MODULE,
-        Syscall::Exit.import_name(),
-        |_caller: Caller<'_, ProcessContext>, code: i32| -> wasmtime::Result<()> {
-            Err(wasmtime::Error::new(ProcessExit(code)))
-        },
-    )?;
     linker.func_wrap_async(
         IMPORT_MODULE,
         Syscall::Yield.import_name(),
@@ -27,6 +20,29 @@ pub fn add_to_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()
                 YieldOnce { yielded: false }.await;
                 Ok(0i64)
             })
+        },
+    )?;
+    add_never_waiting(linker)
+}
+
+/// Registers this family's syscalls for handler processes: `yield_now`
+/// returns at once (a handler gives the CPU up between messages).
+pub fn add_to_handler_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()> {
+    linker.func_wrap(
+        IMPORT_MODULE,
+        Syscall::Yield.import_name(),
+        |_caller: Caller<'_, ProcessContext>| -> i64 { 0 },
+    )?;
+    add_never_waiting(linker)
+}
+
+/// The syscalls of this family that never wait, the same for every process.
+fn add_never_waiting(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()> {
+    linker.func_wrap(
+        IMPORT_MODULE,
+        Syscall::Exit.import_name(),
+        |_caller: Caller<'_, ProcessContext>, code: i32| -> wasmtime::Result<()> {
+            Err(wasmtime::Error::new(ProcessExit(code)))
         },
     )?;
     linker.func_wrap(
@@ -100,8 +116,15 @@ fn log(
 
 /// A future that is pending exactly once, waking itself: it hands control
 /// back to the kernel's scheduler, which sees the yield request.
-struct YieldOnce {
+pub(crate) struct YieldOnce {
     yielded: bool,
+}
+
+impl YieldOnce {
+    /// A yield that has not happened yet.
+    pub(crate) fn new() -> Self {
+        YieldOnce { yielded: false }
+    }
 }
 
 impl Future for YieldOnce {

@@ -1,0 +1,323 @@
+//! Handler processes: an entry point `(i32) -> i32` called once per message
+//! (the kernel's `STARTED` first), synchronously, with syscalls that never
+//! wait.
+
+use estalogic_kernel::abi::ErrorCode;
+use estalogic_kernel::{ExitStatus, Kernel};
+use estalogic_tests::{ALL_CAPS, load_wat, manifest};
+use std::path::Path;
+
+/// The inbox every test handler declares: 64 bytes of payload at 1024
+/// (`capacity << 32 | pointer`); the header is at 1024, the payload at 1080.
+const INBOX: &str =
+    r#"(func (export "estalogic_inbox") (result i64) (i64.const 0x0000004000000400))"#;
+
+/// Answers every PING (type 1) with a PONG (type 2) carrying the same
+/// payload; exits 0 on type 0x1001.
+fn pong() -> String {
+    format!(
+        r#"(module
+  (import "estalogic" "send" (func $send (param i64 i32 i32 i32 i32) (result i64)))
+  (import "estalogic" "exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  {INBOX}
+  (func (export "run") (param $len i32) (result i32)
+    (if (i32.eq (i32.load (i32.const 1028)) (i32.const 1))
+      (then (drop (call $send (i64.load (i32.const 1032)) (i32.const 2) (i32.const 0)
+                              (i32.const 1080) (local.get $len)))))
+    (if (i32.eq (i32.load (i32.const 1028)) (i32.const 0x1001))
+      (then (call $exit (i32.const 0))))
+    (i32.const 0)))"#
+    )
+}
+
+/// On STARTED looks up `pong` and sends PING 0; on each PONG checks the
+/// round it carries, and after `rounds` stops pong and exits 0 (3 if a
+/// round came back wrong, 4 if the first message was not STARTED).
+fn ping(rounds: u32) -> String {
+    format!(
+        r#"(module
+  (import "estalogic" "lookup" (func $lookup (param i32 i32) (result i64)))
+  (import "estalogic" "send" (func $send (param i64 i32 i32 i32 i32) (result i64)))
+  (import "estalogic" "exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "pong")
+  (global $peer (mut i64) (i64.const 0))
+  (global $round (mut i32) (i32.const 0))
+  {INBOX}
+  (func $ping
+    (i32.store (i32.const 2048) (global.get $round))
+    (drop (call $send (global.get $peer) (i32.const 1) (i32.const 0) (i32.const 2048) (i32.const 4))))
+  (func (export "run") (param $len i32) (result i32)
+    (if (i32.eq (i32.load (i32.const 1028)) (i32.const 0xFF02))
+      (then
+        ;; STARTED comes from the kernel (pid 0) with no payload.
+        (if (i32.or (i64.ne (i64.load (i32.const 1032)) (i64.const 0)) (local.get $len))
+          (then (return (i32.const 5))))
+        (global.set $peer (call $lookup (i32.const 0) (i32.const 4)))
+        (call $ping)
+        (return (i32.const 0))))
+    (if (i32.ne (i32.load (i32.const 1028)) (i32.const 2)) (then (return (i32.const 4))))
+    (if (i32.ne (i32.load (i32.const 1080)) (global.get $round)) (then (return (i32.const 3))))
+    (global.set $round (i32.add (global.get $round) (i32.const 1)))
+    (if (i32.eq (global.get $round) (i32.const {rounds}))
+      (then
+        (drop (call $send (global.get $peer) (i32.const 0x1001) (i32.const 0) (i32.const 0) (i32.const 0)))
+        (call $exit (i32.const 0))))
+    (call $ping)
+    (i32.const 0)))"#
+    )
+}
+
+fn load_handler(kernel: &mut Kernel, name: &str, wat: &str) {
+    kernel
+        .load_module(
+            manifest(name, "run", ALL_CAPS, "normal"),
+            wat.as_bytes(),
+            Path::new(name),
+        )
+        .unwrap_or_else(|e| panic!("{name} does not load: {e}"));
+}
+
+#[test]
+fn two_handlers_play_ping_pong_in_order() {
+    for workers in [1, 2] {
+        let mut kernel = Kernel::builder().workers(workers).build().unwrap();
+        load_handler(&mut kernel, "pong", &pong());
+        load_handler(&mut kernel, "ping", &ping(1_000));
+        kernel.spawn("pong").unwrap();
+        kernel.spawn("ping").unwrap();
+        let report = kernel.run();
+        for name in ["ping", "pong"] {
+            let process = report.process(name).unwrap();
+            assert_eq!(process.status, ExitStatus::Exited(0), "{name}: {process:?}");
+        }
+        assert_eq!(report.process("ping").unwrap().sent, 1_001);
+        assert_eq!(report.process("pong").unwrap().received, 1_001);
+        assert!(
+            report.stats.handoffs >= 900,
+            "the receiver ran straight after each send: {} handoffs",
+            report.stats.handoffs
+        );
+    }
+}
+
+#[test]
+fn deterministic_handler_runs_repeat_exactly() {
+    let run = || {
+        let mut kernel = Kernel::builder().deterministic(true).build().unwrap();
+        load_handler(&mut kernel, "pong", &pong());
+        load_handler(&mut kernel, "ping", &ping(100));
+        kernel.spawn("pong").unwrap();
+        kernel.spawn("ping").unwrap();
+        let report = kernel.run();
+        report
+            .processes
+            .iter()
+            .map(|p| (p.module.clone(), p.status.clone(), p.sent, p.fuel_used))
+            .collect::<Vec<_>>()
+    };
+    let first = run();
+    assert_eq!(first.len(), 2);
+    assert_eq!(first, run());
+}
+
+#[test]
+fn a_handler_that_never_returns_is_stopped_and_its_peers_go_on() {
+    let spinner = format!(
+        r#"(module
+  (memory (export "memory") 1)
+  {INBOX}
+  (func (export "run") (param i32) (result i32) (loop $forever (br $forever)) (i32.const 0)))"#
+    );
+    let mut kernel = Kernel::builder().workers(1).build().unwrap();
+    load_handler(&mut kernel, "spinner", &spinner);
+    load_handler(&mut kernel, "pong", &pong());
+    load_handler(&mut kernel, "ping", &ping(10));
+    kernel.spawn("spinner").unwrap();
+    kernel.spawn("pong").unwrap();
+    kernel.spawn("ping").unwrap();
+    let report = kernel.run();
+    match &report.process("spinner").unwrap().status {
+        ExitStatus::Trapped { code, .. } => assert_eq!(*code, ErrorCode::TIMEOUT),
+        other => panic!("the spinner ended {other:?}"),
+    }
+    for name in ["ping", "pong"] {
+        assert_eq!(
+            report.process(name).unwrap().status,
+            ExitStatus::Exited(0),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn a_handler_never_waits() {
+    // At STARTED: a receive with a timeout, a send_receive, and a send to a
+    // full BlockSender mailbox are WOULD_BLOCK; a receive with timeout 0 is
+    // TIMEOUT. Exit code: the number of the first check that failed, or 0.
+    let checker = format!(
+        r#"(module
+  (import "estalogic" "receive" (func $receive (param i32 i64 i32 i32 i32) (result i64)))
+  (import "estalogic" "send_receive" (func $call
+    (param i64 i64 i32 i32 i32 i32 i64 i64 i32 i32 i32) (result i64)))
+  (import "estalogic" "lookup" (func $lookup (param i32 i32) (result i64)))
+  (import "estalogic" "send" (func $send (param i64 i32 i32 i32 i32) (result i64)))
+  (import "estalogic" "yield_now" (func $yield (result i64)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "full")
+  {INBOX}
+  (func (export "run") (param i32) (result i32)
+    (local $full i64)
+    (if (i64.ne (call $receive (i32.const 0) (i64.const -1) (i32.const 4096) (i32.const 4160) (i32.const 64))
+                (i64.const -{would_block}))
+      (then (return (i32.const 1))))
+    (if (i64.ne (call $receive (i32.const 0) (i64.const 10) (i32.const 4096) (i32.const 4160) (i32.const 64))
+                (i64.const -{would_block}))
+      (then (return (i32.const 2))))
+    (if (i64.ne (call $receive (i32.const 0) (i64.const 0) (i32.const 4096) (i32.const 4160) (i32.const 64))
+                (i64.const -{timeout}))
+      (then (return (i32.const 3))))
+    (local.set $full (call $lookup (i32.const 0) (i32.const 4)))
+    (if (i64.ne (call $call (local.get $full) (i64.const 0) (i32.const 7) (i32.const 0) (i32.const 0)
+                            (i32.const 0) (i64.const -1) (i64.const -1) (i32.const 4096)
+                            (i32.const 4160) (i32.const 64))
+                (i64.const -{would_block}))
+      (then (return (i32.const 4))))
+    (if (i64.ne (call $yield) (i64.const 0)) (then (return (i32.const 5))))
+    ;; `full` has room for one message: the first send fits, the second
+    ;; would wait.
+    (if (i64.lt_s (call $send (local.get $full) (i32.const 7) (i32.const 0) (i32.const 0) (i32.const 0))
+                  (i64.const 0))
+      (then (return (i32.const 6))))
+    (if (i64.ne (call $send (local.get $full) (i32.const 7) (i32.const 0) (i32.const 0) (i32.const 0))
+                (i64.const -{would_block}))
+      (then (return (i32.const 7))))
+    (i32.const 100)))"#,
+        would_block = ErrorCode::WOULD_BLOCK.0,
+        timeout = ErrorCode::TIMEOUT.0,
+    );
+    // Waits in receive forever without taking anything: its mailbox (room
+    // for one, BlockSender) stays full once one message is in.
+    let full = r#"(module
+  (import "estalogic" "receive" (func $receive (param i32 i64 i32 i32 i32) (result i64)))
+  (memory (export "memory") 1)
+  (func (export "run") (result i32)
+    (drop (call $receive (i32.const 99) (i64.const -1) (i32.const 0) (i32.const 64) (i32.const 64)))
+    (i32.const 0)))"#;
+    let mut kernel = Kernel::builder().workers(1).build().unwrap();
+    estalogic_tests::load_wat_with(
+        &mut kernel,
+        "full",
+        full,
+        r#""mailbox":{"capacity":1,"overflow":"block_sender"}"#,
+    );
+    load_handler(&mut kernel, "checker", &checker);
+    kernel.spawn("full").unwrap();
+    kernel.spawn("checker").unwrap();
+    let report = kernel.run();
+    assert_eq!(
+        report.process("checker").unwrap().status,
+        ExitStatus::Exited(100)
+    );
+}
+
+#[test]
+fn a_message_larger_than_the_inbox_is_reported_to_its_sender() {
+    // The handler would exit 7 if it were ever called with the message.
+    let handler = format!(
+        r#"(module
+  (memory (export "memory") 1)
+  {INBOX}
+  (func (export "run") (param i32) (result i32)
+    (if (result i32) (i32.eq (i32.load (i32.const 1028)) (i32.const 0xFF02))
+      (then (i32.const 0)) (else (i32.const 7)))))"#
+    );
+    // Sends 100 bytes (the inbox holds 64), then waits for the notice: the
+    // exit code is what that receive returns.
+    let sender = r#"(module
+  (import "estalogic" "lookup" (func $lookup (param i32 i32) (result i64)))
+  (import "estalogic" "send" (func $send (param i64 i32 i32 i32 i32) (result i64)))
+  (import "estalogic" "receive" (func $receive (param i32 i64 i32 i32 i32) (result i64)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "handler")
+  (func (export "run") (result i32)
+    (drop (call $send (call $lookup (i32.const 0) (i32.const 7)) (i32.const 9) (i32.const 0)
+                      (i32.const 256) (i32.const 100)))
+    (i32.wrap_i64 (call $receive (i32.const 0) (i64.const -1) (i32.const 512) (i32.const 600) (i32.const 64)))))"#;
+    let mut kernel = Kernel::builder().workers(1).build().unwrap();
+    load_handler(&mut kernel, "handler", &handler);
+    load_wat(&mut kernel, "sender", sender, "normal");
+    kernel.spawn("handler").unwrap();
+    kernel.spawn("sender").unwrap();
+    let report = kernel.run();
+    assert_eq!(
+        report.process("sender").unwrap().status,
+        ExitStatus::Exited(-(ErrorCode::BUFFER_TOO_SMALL.0 as i32))
+    );
+    // The handler was never called with it: it waited until nothing could
+    // ever arrive, and was stopped.
+    assert_eq!(
+        report.process("handler").unwrap().status,
+        ExitStatus::Stopped(ErrorCode::DEADLOCKED)
+    );
+}
+
+#[test]
+fn handler_modules_are_checked_at_load() {
+    // A failed load keeps the name (state Failed): a fresh kernel each time.
+    let load = |wat: &str, capabilities: &[&str]| {
+        Kernel::builder()
+            .build()
+            .unwrap()
+            .load_module(
+                manifest("h", "run", capabilities, "normal"),
+                wat.as_bytes(),
+                Path::new("h"),
+            )
+            .map(|_| ())
+            .unwrap_err()
+            .to_string()
+    };
+    let no_inbox = r#"(module (memory (export "memory") 1)
+      (func (export "run") (param i32) (result i32) (i32.const 0)))"#;
+    let error = load(no_inbox, ALL_CAPS);
+    assert!(error.contains("estalogic_inbox"), "{error}");
+    let wrong_inbox = r#"(module (memory (export "memory") 1)
+      (func (export "estalogic_inbox") (result i32) (i32.const 0))
+      (func (export "run") (param i32) (result i32) (i32.const 0)))"#;
+    let error = load(wrong_inbox, ALL_CAPS);
+    assert!(error.contains("() -> i64"), "{error}");
+    let no_memory =
+        format!(r#"(module {INBOX} (func (export "run") (param i32) (result i32) (i32.const 0)))"#);
+    let error = load(&no_memory, ALL_CAPS);
+    assert!(error.contains("memory"), "{error}");
+    let handler = format!(
+        r#"(module (memory (export "memory") 1) {INBOX}
+      (func (export "run") (param i32) (result i32) (i32.const 0)))"#
+    );
+    let error = load(&handler, &["messaging:send"]);
+    assert!(error.contains("messaging:receive"), "{error}");
+    let bad_entry = r#"(module (memory (export "memory") 1)
+      (func (export "run") (param i64) (result i32) (i32.const 0)))"#;
+    let error = load(bad_entry, ALL_CAPS);
+    assert!(error.contains("(i32) -> i32"), "{error}");
+}
+
+#[test]
+fn an_inbox_outside_memory_ends_the_handler_with_a_clear_reason() {
+    // 64 KiB of memory, inbox claimed at 65,500: the header alone overflows.
+    let handler = r#"(module (memory (export "memory") 1)
+      (func (export "estalogic_inbox") (result i64) (i64.const 0x000000400000FFDC))
+      (func (export "run") (param i32) (result i32) (i32.const 0)))"#;
+    let mut kernel = Kernel::builder().build().unwrap();
+    load_handler(&mut kernel, "handler", handler);
+    kernel.spawn("handler").unwrap();
+    let report = kernel.run();
+    match &report.process("handler").unwrap().status {
+        ExitStatus::Trapped { detail, .. } => {
+            assert!(detail.contains("do not lie in its memory"), "{detail}")
+        }
+        other => panic!("ended {other:?}"),
+    }
+}

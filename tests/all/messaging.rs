@@ -372,12 +372,17 @@ fn blocking_on_ones_own_full_mailbox_is_refused_not_a_hang() {
     );
 }
 
-#[test]
-fn the_wat_echo_server_in_the_abi_docs_works() {
+/// The first WAT block after `heading` in docs/ABI.md.
+fn abi_doc_wat(heading: &str) -> &'static str {
     let doc = include_str!("../../docs/ABI.md");
-    let start = doc.find("```wat\n").expect("a WAT example") + "```wat\n".len();
-    let echo = &doc[start..start + doc[start..].find("\n```").unwrap()];
-    let requester = r#"(module
+    let section = &doc[doc.find(heading).expect("the heading is in ABI.md")..];
+    let start = section.find("```wat\n").expect("a WAT example") + "```wat\n".len();
+    &section[start..start + section[start..].find("\n```").unwrap()]
+}
+
+/// Sends "hello" to `echo` and waits for the reply: exits with the
+/// reply's length.
+const ECHO_REQUESTER: &str = r#"(module
       (import "estalogic" "send" (func $send (param i64 i32 i32 i32 i32) (result i64)))
       (import "estalogic" "lookup" (func $lookup (param i32 i32) (result i64)))
       (import "estalogic" "receive_reply" (func $receive_reply (param i64 i64 i32 i32 i32) (result i64)))
@@ -389,9 +394,36 @@ fn the_wat_echo_server_in_the_abi_docs_works() {
                                     (i32.const 0x1001) (i32.const 0) (i32.const 16) (i32.const 5)))
         (i32.wrap_i64 (call $receive_reply (local.get $seq) (i64.const 5000)
                                            (i32.const 64) (i32.const 128) (i32.const 64)))))"#;
+
+#[test]
+fn the_wat_echo_handler_in_the_abi_docs_works() {
+    let echo = abi_doc_wat("## Handler processes");
+    let mut kernel = Kernel::builder().deterministic(true).build().unwrap();
+    kernel
+        .load_module(
+            estalogic_tests::manifest("echo", "handle", estalogic_tests::ALL_CAPS, "normal"),
+            echo.as_bytes(),
+            std::path::Path::new("echo"),
+        )
+        .unwrap();
+    load_wat(&mut kernel, "requester", ECHO_REQUESTER, "normal");
+    kernel.spawn("echo").unwrap();
+    kernel.spawn("requester").unwrap();
+    let report = kernel.run();
+    assert_eq!(
+        report.process("requester").unwrap().status,
+        ExitStatus::Exited(5),
+        "the reply carries the 5-byte payload back"
+    );
+}
+
+#[test]
+fn the_wat_echo_server_in_the_abi_docs_works() {
+    let echo = abi_doc_wat("## A guest in WAT");
+
     let mut kernel = Kernel::builder().deterministic(true).build().unwrap();
     load_wat(&mut kernel, "echo", echo, "normal");
-    load_wat(&mut kernel, "requester", requester, "normal");
+    load_wat(&mut kernel, "requester", ECHO_REQUESTER, "normal");
     kernel.spawn_all().unwrap();
     let report = kernel.run();
     assert_eq!(

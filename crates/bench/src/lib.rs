@@ -191,7 +191,14 @@ pub const ALL: &[Benchmark] = &[
         about: "PING+PONG between two handler processes (entry point called once per \
                 message, no fiber), default workers (100,000 per run)",
         target: None,
-        run: messaging::handler_ping_pong,
+        run: messaging::handler_ping_pong_default_workers,
+    },
+    Benchmark {
+        name: "handler_ping_pong_round_trip_1_worker_ns",
+        unit: "ns",
+        about: "the same handler round trip with one worker thread",
+        target: None,
+        run: messaging::handler_ping_pong_one_worker,
     },
     Benchmark {
         name: "wasmtime_ping_pong_ns",

@@ -104,13 +104,25 @@ fn handler_ping(rounds: u64) -> String {
     )
 }
 
-/// `handler_ping_pong_round_trip_ns`: two handler processes, default
-/// workers.
-pub fn handler_ping_pong(settings: &Settings) -> anyhow::Result<f64> {
+fn handler_ping_pong(
+    settings: &Settings,
+    builder: impl Fn() -> KernelBuilder,
+) -> anyhow::Result<f64> {
     let rounds = settings.count(ROUND_TRIPS, QUICK_ROUND_TRIPS);
     let guests = [
         Guest::wat("hpong", handler_pong(), "handle", MESSAGING),
         Guest::wat("hping", handler_ping(rounds), "handle", MESSAGING),
     ];
-    harness::time_per_operation_with(settings, Kernel::builder, &guests, rounds)
+    harness::time_per_operation_with(settings, builder, &guests, rounds)
+}
+
+/// `handler_ping_pong_round_trip_ns`: two handler processes, default
+/// workers.
+pub fn handler_ping_pong_default_workers(settings: &Settings) -> anyhow::Result<f64> {
+    handler_ping_pong(settings, Kernel::builder)
+}
+
+/// `handler_ping_pong_round_trip_1_worker_ns`: the same on one worker.
+pub fn handler_ping_pong_one_worker(settings: &Settings) -> anyhow::Result<f64> {
+    handler_ping_pong(settings, || Kernel::builder().workers(1))
 }

@@ -330,7 +330,6 @@ pub(crate) fn hand_off(kernel: &Arc<KernelShared>, from: Pid, to: Pid) -> HandOf
     kernel_loop.hand_off(from, to)
 }
 
-/// A live task's pid, module and scheduling state.
 /// A live task's pid, process record (for its module name) and scheduling
 /// state. Per-process references only: nothing every process shares.
 type LiveTask = (Pid, Arc<Process>, Arc<TaskState>);

@@ -310,7 +310,11 @@ pub(crate) enum HandOff {
 /// Called by a process `from` of `kernel` whose receive found nothing:
 /// runs `to` (which `from` just woke) here and now if the policy allows
 /// (see the [module docs](self#direct-handoff)).
-pub(crate) fn hand_off(kernel: &Arc<KernelShared>, from: Pid, to: Pid) -> HandOff {
+///
+/// `on_fiber`: the caller runs on its own fiber (a task process's wait); a
+/// handler process's turn is then never lent, because a handler's call runs
+/// on whatever stack polls it and a fiber has no room for it.
+pub(crate) fn hand_off(kernel: &Arc<KernelShared>, from: Pid, to: Pid, on_fiber: bool) -> HandOff {
     if HANDING_OFF.get() {
         return HandOff::NotTaken;
     }
@@ -327,7 +331,7 @@ pub(crate) fn hand_off(kernel: &Arc<KernelShared>, from: Pid, to: Pid) -> HandOf
     if !Arc::ptr_eq(&kernel_loop.shared, kernel) {
         return HandOff::NotTaken;
     }
-    kernel_loop.hand_off(from, to)
+    kernel_loop.hand_off(from, to, on_fiber)
 }
 
 /// A live task's pid, process record (for its module name) and scheduling
@@ -568,11 +572,19 @@ impl KernelLoop {
 
     /// Runs `to`, just woken by the running process `from`, on this worker
     /// now if it is the only ready process; see the module docs.
-    fn hand_off(&self, from: Pid, to: Pid) -> HandOff {
+    fn hand_off(&self, from: Pid, to: Pid, on_fiber: bool) -> HandOff {
         let mut core = self.lock();
         let now = self.shared.clock.now_nanos();
         self.collect(&mut core, now);
         if self.shared.shutdown_requested() || core.scheduler.sole_ready() != Some(to) {
+            return HandOff::NotTaken;
+        }
+        let to_handler = core
+            .tasks
+            .get(to.index() as usize)
+            .and_then(Option::as_ref)
+            .is_some_and(|task| task.process.handler);
+        if on_fiber && to_handler {
             return HandOff::NotTaken;
         }
         let Some(dispatch) = core.scheduler.next(now) else {

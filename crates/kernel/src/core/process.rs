@@ -104,6 +104,10 @@ pub struct Process {
     pub restart_on_failure: bool,
     /// Its manifest names a supervisor to notify when it exits.
     pub supervised: bool,
+    /// It is a handler process: its entry point runs synchronously on
+    /// whatever stack polls it, so it is never lent a turn on another
+    /// process's fiber.
+    pub handler: bool,
     next_sequence: AtomicU64,
     /// [`NO_CAPABILITIES`], [`MAY_HOLD_CAPABILITIES`] or
     /// [`CAPABILITIES_CLOSED`]: lets an exit skip the capability engine's
@@ -141,6 +145,7 @@ impl Process {
             receives,
             restart_on_failure: false,
             supervised: false,
+            handler: false,
             next_sequence: AtomicU64::new(0),
             capabilities: AtomicU8::new(NO_CAPABILITIES),
         }
@@ -151,6 +156,12 @@ impl Process {
     pub fn with_exit_policy(mut self, restart_on_failure: bool, supervised: bool) -> Self {
         self.restart_on_failure = restart_on_failure;
         self.supervised = supervised;
+        self
+    }
+
+    /// Marks it as a handler process.
+    pub fn as_handler(mut self, handler: bool) -> Self {
+        self.handler = handler;
         self
     }
 

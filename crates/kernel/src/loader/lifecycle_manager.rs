@@ -28,7 +28,6 @@ use estalogic_abi::{
     ErrorCode, Flags, HEADER_LEN, Header, INBOX_EXPORT, MAX_PAYLOAD_LEN, MessagePriority,
     MessageType, Pid,
 };
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use wasmtime::{Engine, Linker, PoolConcurrencyLimitError, Store, Trap, UpdateDeadline};
 
@@ -175,7 +174,8 @@ impl ProcessFactory {
                     .with_exit_policy(
                         loaded.manifest.restart == RestartMode::OnFailure,
                         loaded.manifest.supervisor.is_some(),
-                    ),
+                    )
+                    .as_handler(loaded.entry == EntryKind::Handler),
                 )
             });
         let pid = process.pid;
@@ -205,7 +205,12 @@ impl ProcessFactory {
             syscalls: Default::default(),
         };
         let future: ProcessFuture = if loaded.entry == EntryKind::Handler {
-            Box::pin(run_handler(loaded, context, self.checkpoint_fuel))
+            Box::pin(run_handler(
+                loaded,
+                context,
+                self.checkpoint_fuel,
+                self.backstop,
+            ))
         } else {
             Box::pin(run_process(
                 loaded,
@@ -260,18 +265,32 @@ async fn run_process(
 /// with `TIMEOUT`.
 pub const HANDLER_CALL_SLICES: u64 = 64;
 
+/// The least payload an inbox must hold: the kernel's own notices
+/// (`DELIVERY_FAILURE`, `EXIT_NOTIFICATION`) are 16 bytes, and a notice is
+/// never dropped for want of room.
+pub const MIN_INBOX_CAPACITY: usize = 16;
+
 /// The future that is one handler process: instantiate, learn where its
 /// inbox is, then call its entry point once per message (the first one the
 /// kernel's `STARTED`), each call synchronous, on no fiber of its own.
 /// Between calls it waits like a receive (and takes the direct handoff);
-/// after a slice's worth of fuel it yields to the scheduler.
+/// for each slice's worth of fuel spent it passes a checkpoint, where the
+/// scheduler may preempt it, a stop request is seen, and deterministic time
+/// moves on.
 async fn run_handler(
     loaded: Arc<LoadedModule>,
     context: ProcessContext,
     checkpoint_fuel: u64,
+    backstop: bool,
 ) -> Outcome {
     let mut store = Store::new(loaded.pre.module().engine(), context);
     store.limiter(|context| &mut context.limiter);
+    if backstop {
+        // A call cannot be suspended: the epoch only moves the deadline on
+        // (the per-call fuel budget is what bounds a call).
+        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Continue(BACKSTOP_TICKS)));
+        store.set_epoch_deadline(BACKSTOP_TICKS);
+    }
     let mut fuel_used = 0;
     let result = serve(&mut store, &loaded, checkpoint_fuel, &mut fuel_used).await;
     let status = match result {
@@ -332,6 +351,11 @@ async fn serve(
             "`{INBOX_EXPORT}` gave {capacity} bytes of payload at {at:#x}, which do not lie in its memory"
         )));
     }
+    if capacity < MIN_INBOX_CAPACITY {
+        return Err(wasmtime::Error::msg(format!(
+            "`{INBOX_EXPORT}` gave {capacity} bytes of payload; an inbox holds at least {MIN_INBOX_CAPACITY}"
+        )));
+    }
     let capacity = capacity.min(MAX_PAYLOAD_LEN);
     let pid = store.data().process.pid;
     let mut message = Message {
@@ -361,21 +385,19 @@ async fn serve(
         if code != 0 {
             return Ok(code);
         }
-        // Preempted between messages, after a slice's worth of work.
+        // A checkpoint per slice's worth of work, between messages: the
+        // scheduler may preempt here (see `run_turn`).
         turn += *used - before;
-        if turn >= checkpoint_fuel {
-            turn = 0;
-            store
-                .data()
-                .task
-                .yield_requested
-                .store(true, Ordering::Release);
+        while turn >= checkpoint_fuel.max(1) {
+            turn -= checkpoint_fuel.max(1);
             YieldOnce::new().await;
         }
         message = loop {
-            let next = next_message(store.data_mut())
-                .await
-                .map_err(|code| wasmtime::Error::msg(format!("waiting for a message: {code}")))?;
+            let next = next_message(store.data_mut()).await.map_err(|code| {
+                wasmtime::Error::msg(format!(
+                    "cannot take its next message: {code} (a handler needs messaging:receive)"
+                ))
+            })?;
             if next.payload.len() <= capacity {
                 break next;
             }

@@ -344,6 +344,9 @@ fn receive_now(
     timeout_ms: i64,
     buffers: Buffers,
 ) -> Result<u64, ErrorCode> {
+    if timeout_ms < TIMEOUT_INFINITE {
+        return Err(ErrorCode::INVALID_ARGUMENT);
+    }
     if timeout_ms != 0 {
         return Err(ErrorCode::WOULD_BLOCK);
     }
@@ -358,6 +361,9 @@ fn receive_now(
 /// one's last send woke, if that one is the only process ready (the direct
 /// handoff).
 pub(crate) async fn next_message(context: &mut ProcessContext) -> Result<Message, ErrorCode> {
+    // Through the choke point like any receive: a handler whose
+    // `messaging:receive` was revoked or expired gets nothing more.
+    context.admit(Syscall::Receive, None)?;
     let hand_off = context.hand_off.take();
     let context = &*context;
     Receive {
@@ -368,6 +374,7 @@ pub(crate) async fn next_message(context: &mut ProcessContext) -> Result<Message
         deadline: None,
         capacity: usize::MAX,
         hand_off,
+        on_fiber: false,
         timer_armed: false,
         timer: None,
     }
@@ -709,6 +716,7 @@ async fn wait_and_take(
         deadline,
         capacity: buffers.buffer_len as usize,
         hand_off,
+        on_fiber: true,
         timer_armed: false,
         timer: None,
     }
@@ -754,6 +762,9 @@ struct Receive<'a> {
     capacity: usize,
     /// The process to hand the CPU to directly if nothing is there yet.
     hand_off: Option<Pid>,
+    /// The waiter runs on its own fiber (a task process's receive), not a
+    /// handler's loop on the worker's stack.
+    on_fiber: bool,
     timer_armed: bool,
     /// Cancels the deadline's timer when the receive ends, however it ends.
     timer: Option<TimerGuard>,
@@ -800,7 +811,7 @@ impl Future for Receive<'_> {
             let Some(to) = self.hand_off.take() else {
                 break;
             };
-            match hand_off(self.kernel, self.process.pid, to) {
+            match hand_off(self.kernel, self.process.pid, to, self.on_fiber) {
                 HandOff::NotTaken => break,
                 HandOff::Ran { others_ready } => {
                     // Whatever woke this process during the lent turn is

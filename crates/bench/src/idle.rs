@@ -32,6 +32,11 @@
 //!    the sentinel did not run last, so the time would be wrong.
 //! 5. Request shutdown; every idle process must end `SHUTDOWN`.
 //!
+//! **`idle_handler_process_bytes`** repeats the memory measurement with
+//! idle *handler* processes instead (entry point `(i32) -> i32`, called
+//! for the kernel's `STARTED` and then parked between messages): no fiber,
+//! so no stack pages, while parked.
+//!
 //! Both figures come from the same runs: bytes are the median, times the
 //! best. Memory freed by one run's processes may be reused by the next
 //! run's without showing in RSS, which is why bytes keep the median.
@@ -68,6 +73,14 @@ const KEEPER: &str = r#"(module
       (drop (call $receive (i32.const 0) (i64.const 3600000)
                            (i32.const 0) (i32.const 64) (i32.const 0)))
       (br $again))))"#;
+
+/// The idle *handler* process (`idle_handler_process_bytes`): its entry
+/// point is called for the kernel's `STARTED` and returns 0, after which it
+/// waits for messages that never come — parked with no fiber stack.
+const IDLE_HANDLER: &str = r#"(module
+  (memory (export "memory") 1)
+  (func (export "estalogic_inbox") (result i64) (i64.const 0x0000004000000400))
+  (func (export "handle") (param i32) (result i32) (i32.const 0)))"#;
 
 /// How long to wait for all idle processes to park before giving up.
 const PATIENCE: Duration = Duration::from_secs(600);
@@ -121,21 +134,53 @@ pub fn spawn_ns(settings: &Settings) -> Result<f64> {
     ))
 }
 
-/// Makes `settings.runs()` runs of [`PROCESSES`] idle processes
-/// ([`QUICK_PROCESSES`] in quick mode).
-pub fn measure_runs(settings: &Settings) -> Result<Vec<Figures>> {
-    let count = match std::env::var("ESTALOGIC_IDLE_PROCESSES") {
+/// `idle_handler_process_bytes`: the same measurement with idle handler
+/// processes ([`IDLE_HANDLER`]); median over the runs.
+pub fn handler_bytes_per_process(settings: &Settings) -> Result<f64> {
+    let runs = (0..settings.runs())
+        .map(|_| one_run_of(idle_count(settings)?, idle_handler()))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(measure::median(
+        runs.iter().map(|figures| figures.bytes_per_process),
+    ))
+}
+
+/// The bundled `idle` service: a task process parked in `receive`.
+fn idle_task() -> Guest {
+    Guest::bundled("idle", "run", &["messaging:receive"])
+}
+
+/// An idle handler process, under the name `idle`.
+fn idle_handler() -> Guest {
+    Guest::wat("idle", IDLE_HANDLER, "handle", &["messaging:receive"])
+}
+
+/// How many idle processes a run has: [`PROCESSES`] ([`QUICK_PROCESSES`]
+/// in quick mode) unless `ESTALOGIC_IDLE_PROCESSES` says otherwise.
+fn idle_count(settings: &Settings) -> Result<u64> {
+    match std::env::var("ESTALOGIC_IDLE_PROCESSES") {
         // For the brief's 1,000,000 goal: `ESTALOGIC_IDLE_PROCESSES=1000000`.
         Ok(text) => text
             .parse()
-            .with_context(|| format!("ESTALOGIC_IDLE_PROCESSES={text:?} is not a count"))?,
-        Err(_) => settings.count(PROCESSES, QUICK_PROCESSES),
-    };
+            .with_context(|| format!("ESTALOGIC_IDLE_PROCESSES={text:?} is not a count")),
+        Err(_) => Ok(settings.count(PROCESSES, QUICK_PROCESSES)),
+    }
+}
+
+/// Makes `settings.runs()` runs of [`PROCESSES`] idle processes
+/// ([`QUICK_PROCESSES`] in quick mode).
+pub fn measure_runs(settings: &Settings) -> Result<Vec<Figures>> {
+    let count = idle_count(settings)?;
     (0..settings.runs()).map(|_| one_run(count)).collect()
 }
 
-/// One run with `count` idle processes (see the module docs).
+/// One run with `count` idle task processes (see the module docs).
 pub fn one_run(count: u64) -> Result<Figures> {
+    one_run_of(count, idle_task())
+}
+
+/// One run with `count` processes of `idle` (a guest named `idle`).
+fn one_run_of(count: u64, idle: Guest) -> Result<Figures> {
     // Room for the idle processes, the keeper and the sentinel.
     let room = u32::try_from(count + 2).context("too many processes")?;
     raise_map_limit(u64::from(room) * 10 + 16_384);
@@ -143,7 +188,7 @@ pub fn one_run(count: u64) -> Result<Figures> {
         .max_processes(room)
         .build()
         .with_context(|| format!("cannot build a kernel for {room} processes{}", map_limit()))?;
-    Guest::bundled("idle", "run", &["messaging:receive"]).load(&mut kernel)?;
+    idle.load(&mut kernel)?;
     Guest::wat("keeper", KEEPER, "run", &["messaging:receive"]).load(&mut kernel)?;
     Guest::bundled("noop", "run", &[])
         .named("sentinel")

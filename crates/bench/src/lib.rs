@@ -242,6 +242,14 @@ pub const ALL: &[Benchmark] = &[
         run: idle::spawn_ns,
     },
     Benchmark {
+        name: "idle_handler_process_bytes",
+        unit: "bytes",
+        about: "resident memory per process with 100,000 idle handler processes alive \
+                (median): parked between messages, no fiber stack",
+        target: None,
+        run: idle::handler_bytes_per_process,
+    },
+    Benchmark {
         name: "preemption_overhead_ratio",
         unit: "ratio",
         about: "a CPU-bound guest as a kernel process (fuel, default config) / the same \

@@ -99,15 +99,18 @@ TARGETS = {
     "ping_pong_round_trip_ns": 0.5,
     "handler_ping_pong_round_trip_ns": 0.5,
     "spawn_run_exit_ns": 1.0,
+    "handler_spawn_run_exit_ns": 1.0,
 }
 # Our figures measured against an Erlang figure of another name: the same
 # exchange or footprint, with our other process model (handler processes).
 PEER = {
     "handler_ping_pong_round_trip_ns": "ping_pong_round_trip_ns",
+    "handler_spawn_run_exit_ns": "spawn_run_exit_ns",
     "idle_handler_process_bytes": "idle_process_bytes",
 }
 ORDER = [
-    "ping_pong_round_trip_ns", "handler_ping_pong_round_trip_ns", "spawn_run_exit_ns",
+    "ping_pong_round_trip_ns", "handler_ping_pong_round_trip_ns",
+    "spawn_run_exit_ns", "handler_spawn_run_exit_ns",
     "idle_process_bytes", "idle_handler_process_bytes", "idle_spawn_ns",
 ]
 

@@ -178,6 +178,14 @@ pub const ALL: &[Benchmark] = &[
         run: spawning::many_at_once,
     },
     Benchmark {
+        name: "handler_spawn_run_exit_ns",
+        unit: "ns",
+        about: "1,000 trivial handler processes (exit at their first call) spawned at once \
+                and run until all exit",
+        target: None,
+        run: spawning::many_handlers_at_once,
+    },
+    Benchmark {
         name: "spawn_run_exit_single_ns",
         unit: "ns",
         about: "spawn one noop then run the kernel until it exited, 200 times on one kernel, \

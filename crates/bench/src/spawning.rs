@@ -11,6 +11,9 @@
 //!   slots are warm, as in a long-running system (and in Erlang's VM,
 //!   which reuses its heaps); the best run is reported. Brief §5: at most
 //!   Erlang's (`benches/peers/compare.sh`).
+//! - **Handlers at once** (`handler_spawn_run_exit_ns`): the same with a
+//!   trivial handler process (WAT) whose first call exits: instantiation
+//!   and calls without a fiber.
 //! - **One at a time** (`spawn_run_exit_single_ns`): 200 times, spawn one
 //!   `noop` and run the kernel until it exited, on one kernel with one
 //!   worker; total / 200. This adds what one `Kernel::run` costs by itself
@@ -31,11 +34,33 @@ fn noop() -> Guest {
     Guest::bundled("noop", "run", &[])
 }
 
+/// A trivial handler process: its first call (the kernel's `STARTED`)
+/// exits with code 0.
+const NOOP_HANDLER: &str = r#"(module
+  (import "estalogic" "exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (func (export "estalogic_inbox") (result i64) (i64.const 0x0000004000000400))
+  (func (export "handle") (param i32) (result i32) (call $exit (i32.const 0)) (i32.const 0)))"#;
+
 /// `spawn_run_exit_ns`: per process, 1,000 spawned at once (quick: 100).
 pub fn many_at_once(settings: &Settings) -> Result<f64> {
+    many_of(settings, noop())
+}
+
+/// `handler_spawn_run_exit_ns`: the same with a trivial handler process.
+pub fn many_handlers_at_once(settings: &Settings) -> Result<f64> {
+    many_of(
+        settings,
+        Guest::wat("noop", NOOP_HANDLER, "handle", &["messaging:receive"]),
+    )
+}
+
+/// 1,000 processes of `guest` (named `noop`) spawned at once and run until
+/// all exited; per process (quick: 100).
+fn many_of(settings: &Settings, guest: Guest) -> Result<f64> {
     let count = settings.count(AT_ONCE, 100);
     let mut kernel = Kernel::builder().build()?;
-    noop().load(&mut kernel)?;
+    guest.load(&mut kernel)?;
     measure::best_of(settings.runs().max(2), || {
         let started = Instant::now();
         for _ in 0..count {

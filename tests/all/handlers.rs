@@ -426,3 +426,43 @@ fn an_inbox_outside_memory_ends_the_handler_with_a_clear_reason() {
         other => panic!("ended {other:?}"),
     }
 }
+
+#[test]
+fn the_bundled_rust_echo_handler_answers_every_request() {
+    // Two requests, "hello" and "abc": exits with the sum of the two reply
+    // lengths if both replies carry their request's bytes back, else 1.
+    let requester = r#"(module
+  (import "estalogic" "send" (func $send (param i64 i32 i32 i32 i32) (result i64)))
+  (import "estalogic" "lookup" (func $lookup (param i32 i32) (result i64)))
+  (import "estalogic" "receive_reply" (func $receive_reply (param i64 i64 i32 i32 i32) (result i64)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "echo")
+  (data (i32.const 16) "hello")
+  (data (i32.const 32) "abc")
+  (func $ask (param $echo i64) (param $at i32) (param $len i32) (result i32)
+    (local $got i64)
+    (local.set $got (call $receive_reply
+      (call $send (local.get $echo) (i32.const 0x1001) (i32.const 0) (local.get $at) (local.get $len))
+      (i64.const 5000) (i32.const 256) (i32.const 512) (i32.const 64)))
+    (if (i64.ne (local.get $got) (i64.extend_i32_s (local.get $len))) (then (return (i32.const -1000))))
+    (if (i32.ne (i32.load8_u (i32.const 512)) (i32.load8_u (local.get $at))) (then (return (i32.const -1000))))
+    (local.get $len))
+  (func (export "run") (result i32)
+    (local $echo i64)
+    (local $total i32)
+    (local.set $echo (call $lookup (i32.const 0) (i32.const 4)))
+    (local.set $total (i32.add (call $ask (local.get $echo) (i32.const 16) (i32.const 5))
+                               (call $ask (local.get $echo) (i32.const 32) (i32.const 3))))
+    (if (result i32) (i32.eq (local.get $total) (i32.const 8)) (then (i32.const 8)) (else (i32.const 1)))))"#;
+    let mut kernel = Kernel::builder().workers(1).build().unwrap();
+    estalogic_tests::load_bundled(&mut kernel, "echo", "handle");
+    load_wat(&mut kernel, "requester", requester, "normal");
+    kernel.spawn("echo").unwrap();
+    kernel.spawn("requester").unwrap();
+    let report = kernel.run();
+    assert_eq!(
+        report.process("requester").unwrap().status,
+        ExitStatus::Exited(8)
+    );
+    assert_eq!(report.process("echo").unwrap().received, 2);
+}

@@ -135,7 +135,7 @@ pub fn spawn_ns(settings: &Settings) -> Result<f64> {
 }
 
 /// `idle_handler_process_bytes`: the same measurement with idle handler
-/// processes ([`IDLE_HANDLER`]); median over the runs.
+/// processes (`IDLE_HANDLER`); median over the runs.
 pub fn handler_bytes_per_process(settings: &Settings) -> Result<f64> {
     let runs = (0..settings.runs())
         .map(|_| one_run_of(idle_count(settings)?, idle_handler()))

@@ -14,8 +14,8 @@
 use crate::core::message_router::Mailbox;
 use estalogic_abi::{Pid, Priority};
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::task::Waker;
 
 /// The lifecycle states of a process (BRIEF §3.1).
@@ -91,8 +91,9 @@ pub struct Process {
     pub module: Arc<str>,
     /// Its base scheduling level.
     pub priority: Priority,
-    /// Its mailbox.
-    pub mailbox: Mutex<MailboxSlot>,
+    /// Its mailbox. A `parking_lot` mutex: the lock every message takes
+    /// twice, without `std`'s poisoning bookkeeping.
+    pub mailbox: parking_lot::Mutex<MailboxSlot>,
     /// Message counters.
     pub counters: Counters,
     /// False once the process has ended: blocked senders stop waiting.
@@ -135,7 +136,7 @@ impl Process {
             pid,
             module,
             priority,
-            mailbox: Mutex::new(MailboxSlot {
+            mailbox: parking_lot::Mutex::new(MailboxSlot {
                 mailbox,
                 waiter: None,
                 blocked_senders: VecDeque::new(),
@@ -198,13 +199,10 @@ impl Process {
         sequence
     }
 
-    /// Locks the mailbox. A poisoned lock means a kernel thread panicked
-    /// while holding it; the mailbox data itself is still consistent (every
-    /// mutation is a single push or pop), so we keep going.
-    pub fn lock_mailbox(&self) -> std::sync::MutexGuard<'_, MailboxSlot> {
-        self.mailbox
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// Locks the mailbox. Every mutation under it is a single push or
+    /// pop, so a thread that panicked while holding it left it consistent.
+    pub fn lock_mailbox(&self) -> parking_lot::MutexGuard<'_, MailboxSlot> {
+        self.mailbox.lock()
     }
 }
 

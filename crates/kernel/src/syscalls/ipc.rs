@@ -15,7 +15,10 @@
 //! 3. If nothing matches and this process's last send woke a waiting
 //!    receiver, that receiver may run its turn right here (the direct
 //!    handoff, [`kernel_loop`](crate::core::kernel_loop#direct-handoff)),
-//!    after which the mailbox is looked at again.
+//!    after which the mailbox is looked at again. The look before a handoff
+//!    does not park the waker (the process stays running, and an answer
+//!    posted during the lent turn is simply found); every look that may be
+//!    followed by a wait does.
 //! 4. Otherwise the process waits: its waker is parked in its mailbox slot
 //!    (a sender wakes it) and, with a timeout, a timer is armed (the kernel
 //!    loop wakes it at the deadline, when the receive returns `TIMEOUT`).
@@ -779,6 +782,10 @@ impl Future for Receive<'_> {
             .deadline
             .is_some_and(|deadline| self.kernel.clock.now_nanos() >= deadline);
         loop {
+            // About to hand the CPU over: nothing to park yet, since this
+            // process stays running and looks again after the lent turn
+            // (an answer posted meanwhile then wakes nobody, and is found).
+            let park = self.hand_off.is_none();
             let taken = take(
                 self.kernel,
                 self.process,
@@ -790,6 +797,9 @@ impl Future for Receive<'_> {
                 |slot| {
                     if expired {
                         slot.waiter = None;
+                        return;
+                    }
+                    if !park {
                         return;
                     }
                     match &slot.waiter {
@@ -812,7 +822,8 @@ impl Future for Receive<'_> {
                 break;
             };
             match hand_off(self.kernel, self.process.pid, to, self.on_fiber) {
-                HandOff::NotTaken => break,
+                // Look again, parking this time (the first look did not).
+                HandOff::NotTaken => continue,
                 HandOff::Ran { others_ready } => {
                     // Whatever woke this process during the lent turn is
                     // answered by looking again (or by the requeue below);

@@ -7,72 +7,20 @@ use estalogic_kernel::{ExitStatus, Kernel};
 use estalogic_tests::{ALL_CAPS, load_wat, manifest};
 use std::path::Path;
 
-/// The inbox every test handler declares: 64 bytes of payload at 1024
-/// (`capacity << 32 | pointer`); the header is at 1024, the payload at 1080.
-const INBOX: &str =
-    r#"(func (export "estalogic_inbox") (result i64) (i64.const 0x0000004000000400))"#;
+use estalogic_bench::messaging::{HANDLER_INBOX as INBOX, handler_ping, handler_pong};
 
-/// Answers every PING (type 1) with a PONG (type 2) carrying the same
-/// payload; exits 0 on type 0x1001.
-fn pong() -> String {
-    format!(
-        r#"(module
-  (import "estalogic" "send" (func $send (param i64 i32 i32 i32 i32) (result i64)))
-  (import "estalogic" "exit" (func $exit (param i32)))
-  (memory (export "memory") 1)
-  {INBOX}
-  (func (export "run") (param $len i32) (result i32)
-    (if (i32.eq (i32.load (i32.const 1028)) (i32.const 1))
-      (then (drop (call $send (i64.load (i32.const 1032)) (i32.const 2) (i32.const 0)
-                              (i32.const 1080) (local.get $len)))))
-    (if (i32.eq (i32.load (i32.const 1028)) (i32.const 0x1001))
-      (then (call $exit (i32.const 0))))
-    (i32.const 0)))"#
-    )
-}
-
-/// On STARTED looks up `pong` and sends PING 0; on each PONG checks the
-/// round it carries, and after `rounds` stops pong and exits 0 (3 if a
-/// round came back wrong, 4 if the first message was not STARTED).
-fn ping(rounds: u32) -> String {
-    format!(
-        r#"(module
-  (import "estalogic" "lookup" (func $lookup (param i32 i32) (result i64)))
-  (import "estalogic" "send" (func $send (param i64 i32 i32 i32 i32) (result i64)))
-  (import "estalogic" "exit" (func $exit (param i32)))
-  (memory (export "memory") 1)
-  (data (i32.const 0) "pong")
-  (global $peer (mut i64) (i64.const 0))
-  (global $round (mut i32) (i32.const 0))
-  {INBOX}
-  (func $ping
-    (i32.store (i32.const 2048) (global.get $round))
-    (drop (call $send (global.get $peer) (i32.const 1) (i32.const 0) (i32.const 2048) (i32.const 4))))
-  (func (export "run") (param $len i32) (result i32)
-    (if (i32.eq (i32.load (i32.const 1028)) (i32.const 0xFF02))
-      (then
-        ;; STARTED comes from the kernel (pid 0) with no payload.
-        (if (i32.or (i64.ne (i64.load (i32.const 1032)) (i64.const 0)) (local.get $len))
-          (then (return (i32.const 5))))
-        (global.set $peer (call $lookup (i32.const 0) (i32.const 4)))
-        (call $ping)
-        (return (i32.const 0))))
-    (if (i32.ne (i32.load (i32.const 1028)) (i32.const 2)) (then (return (i32.const 4))))
-    (if (i32.ne (i32.load (i32.const 1080)) (global.get $round)) (then (return (i32.const 3))))
-    (global.set $round (i32.add (global.get $round) (i32.const 1)))
-    (if (i32.eq (global.get $round) (i32.const {rounds}))
-      (then
-        (drop (call $send (global.get $peer) (i32.const 0x1001) (i32.const 0) (i32.const 0) (i32.const 0)))
-        (call $exit (i32.const 0))))
-    (call $ping)
-    (i32.const 0)))"#
-    )
+/// A handler's process ended trapped: its reason.
+fn trap_detail(report: &estalogic_kernel::RunReport, name: &str) -> String {
+    match &report.process(name).unwrap().status {
+        ExitStatus::Trapped { detail, .. } => detail.clone(),
+        other => panic!("{name} ended {other:?}"),
+    }
 }
 
 fn load_handler(kernel: &mut Kernel, name: &str, wat: &str) {
     kernel
         .load_module(
-            manifest(name, "run", ALL_CAPS, "normal"),
+            manifest(name, "handle", ALL_CAPS, "normal"),
             wat.as_bytes(),
             Path::new(name),
         )
@@ -83,8 +31,8 @@ fn load_handler(kernel: &mut Kernel, name: &str, wat: &str) {
 fn two_handlers_play_ping_pong_in_order() {
     for workers in [1, 2] {
         let mut kernel = Kernel::builder().workers(workers).build().unwrap();
-        load_handler(&mut kernel, "pong", &pong());
-        load_handler(&mut kernel, "ping", &ping(1_000));
+        load_handler(&mut kernel, "pong", &handler_pong());
+        load_handler(&mut kernel, "ping", &handler_ping(1_000, "pong"));
         kernel.spawn("pong").unwrap();
         kernel.spawn("ping").unwrap();
         let report = kernel.run();
@@ -108,8 +56,8 @@ fn two_handlers_play_ping_pong_in_order() {
 #[test]
 fn handlers_run_with_the_wall_clock_backstop_on() {
     let mut kernel = Kernel::builder().wall_clock_backstop(true).build().unwrap();
-    load_handler(&mut kernel, "pong", &pong());
-    load_handler(&mut kernel, "ping", &ping(100));
+    load_handler(&mut kernel, "pong", &handler_pong());
+    load_handler(&mut kernel, "ping", &handler_ping(100, "pong"));
     kernel.spawn("pong").unwrap();
     kernel.spawn("ping").unwrap();
     let report = kernel.run();
@@ -126,7 +74,7 @@ fn a_stopped_handler_reports_the_fuel_it_spent() {
         r#"(module
   (memory (export "memory") 1)
   {INBOX}
-  (func (export "run") (param i32) (result i32) (local $i i32)
+  (func (export "handle") (param i32) (result i32) (local $i i32)
     (loop $spin
       (local.set $i (i32.add (local.get $i) (i32.const 1)))
       (br_if $spin (i32.lt_u (local.get $i) (i32.const 300000))))
@@ -155,7 +103,7 @@ fn a_handler_whose_receive_capability_is_revoked_gets_nothing_more() {
   (import "estalogic" "cap_revoke" (func $revoke (param i32 i32) (result i64)))
   (memory (export "memory") 1)
   {INBOX}
-  (func (export "run") (param i32) (result i32)
+  (func (export "handle") (param i32) (result i32)
     (if (i64.ne (call $handles (i32.const 2048) (i32.const 4)) (i64.const 1))
       (then (return (i32.const 2))))
     (if (i64.lt_s (call $revoke (i32.load (i32.const 2048)) (i32.const 0)) (i64.const 0))
@@ -165,27 +113,23 @@ fn a_handler_whose_receive_capability_is_revoked_gets_nothing_more() {
     let mut kernel = Kernel::builder().build().unwrap();
     kernel
         .load_module(
-            manifest("revoker", "run", &["messaging:receive"], "normal"),
+            manifest("revoker", "handle", &["messaging:receive"], "normal"),
             revoker.as_bytes(),
             Path::new("revoker"),
         )
         .unwrap();
     kernel.spawn("revoker").unwrap();
     let report = kernel.run();
-    match &report.process("revoker").unwrap().status {
-        ExitStatus::Trapped { detail, .. } => {
-            assert!(detail.contains("messaging:receive"), "{detail}")
-        }
-        other => panic!("ended {other:?}"),
-    }
+    let detail = trap_detail(&report, "revoker");
+    assert!(detail.contains("messaging:receive"), "{detail}");
 }
 
 #[test]
 fn deterministic_handler_runs_repeat_exactly() {
     let run = || {
         let mut kernel = Kernel::builder().deterministic(true).build().unwrap();
-        load_handler(&mut kernel, "pong", &pong());
-        load_handler(&mut kernel, "ping", &ping(100));
+        load_handler(&mut kernel, "pong", &handler_pong());
+        load_handler(&mut kernel, "ping", &handler_ping(100, "pong"));
         kernel.spawn("pong").unwrap();
         kernel.spawn("ping").unwrap();
         let report = kernel.run();
@@ -206,12 +150,12 @@ fn a_handler_that_never_returns_is_stopped_and_its_peers_go_on() {
         r#"(module
   (memory (export "memory") 1)
   {INBOX}
-  (func (export "run") (param i32) (result i32) (loop $forever (br $forever)) (i32.const 0)))"#
+  (func (export "handle") (param i32) (result i32) (loop $forever (br $forever)) (i32.const 0)))"#
     );
     let mut kernel = Kernel::builder().workers(1).build().unwrap();
     load_handler(&mut kernel, "spinner", &spinner);
-    load_handler(&mut kernel, "pong", &pong());
-    load_handler(&mut kernel, "ping", &ping(10));
+    load_handler(&mut kernel, "pong", &handler_pong());
+    load_handler(&mut kernel, "ping", &handler_ping(10, "pong"));
     kernel.spawn("spinner").unwrap();
     kernel.spawn("pong").unwrap();
     kernel.spawn("ping").unwrap();
@@ -246,7 +190,7 @@ fn a_handler_never_waits() {
   (memory (export "memory") 1)
   (data (i32.const 0) "full")
   {INBOX}
-  (func (export "run") (param i32) (result i32)
+  (func (export "handle") (param i32) (result i32)
     (local $full i64)
     (if (i64.ne (call $receive (i32.const 0) (i64.const -1) (i32.const 4096) (i32.const 4160) (i32.const 64))
                 (i64.const -{would_block}))
@@ -318,7 +262,7 @@ fn a_message_larger_than_the_inbox_is_reported_to_its_sender() {
         r#"(module
   (memory (export "memory") 1)
   {INBOX}
-  (func (export "run") (param i32) (result i32)
+  (func (export "handle") (param i32) (result i32)
     (if (result i32) (i32.eq (i32.load (i32.const 1028)) (i32.const 0xFF02))
       (then (i32.const 0)) (else (i32.const 7)))))"#
     );
@@ -360,7 +304,7 @@ fn handler_modules_are_checked_at_load() {
             .build()
             .unwrap()
             .load_module(
-                manifest("h", "run", capabilities, "normal"),
+                manifest("h", "handle", capabilities, "normal"),
                 wat.as_bytes(),
                 Path::new("h"),
             )
@@ -369,26 +313,27 @@ fn handler_modules_are_checked_at_load() {
             .to_string()
     };
     let no_inbox = r#"(module (memory (export "memory") 1)
-      (func (export "run") (param i32) (result i32) (i32.const 0)))"#;
+      (func (export "handle") (param i32) (result i32) (i32.const 0)))"#;
     let error = load(no_inbox, ALL_CAPS);
     assert!(error.contains("estalogic_inbox"), "{error}");
     let wrong_inbox = r#"(module (memory (export "memory") 1)
       (func (export "estalogic_inbox") (result i32) (i32.const 0))
-      (func (export "run") (param i32) (result i32) (i32.const 0)))"#;
+      (func (export "handle") (param i32) (result i32) (i32.const 0)))"#;
     let error = load(wrong_inbox, ALL_CAPS);
     assert!(error.contains("() -> i64"), "{error}");
-    let no_memory =
-        format!(r#"(module {INBOX} (func (export "run") (param i32) (result i32) (i32.const 0)))"#);
+    let no_memory = format!(
+        r#"(module {INBOX} (func (export "handle") (param i32) (result i32) (i32.const 0)))"#
+    );
     let error = load(&no_memory, ALL_CAPS);
     assert!(error.contains("memory"), "{error}");
     let handler = format!(
         r#"(module (memory (export "memory") 1) {INBOX}
-      (func (export "run") (param i32) (result i32) (i32.const 0)))"#
+      (func (export "handle") (param i32) (result i32) (i32.const 0)))"#
     );
     let error = load(&handler, &["messaging:send"]);
     assert!(error.contains("messaging:receive"), "{error}");
     let bad_entry = r#"(module (memory (export "memory") 1)
-      (func (export "run") (param i64) (result i32) (i32.const 0)))"#;
+      (func (export "handle") (param i64) (result i32) (i32.const 0)))"#;
     let error = load(bad_entry, ALL_CAPS);
     assert!(error.contains("(i32) -> i32"), "{error}");
 }
@@ -398,15 +343,13 @@ fn an_inbox_too_small_for_the_kernels_notices_is_refused() {
     // 8 bytes of payload: a DELIVERY_FAILURE notice (16) would not fit.
     let handler = r#"(module (memory (export "memory") 1)
       (func (export "estalogic_inbox") (result i64) (i64.const 0x0000000800000400))
-      (func (export "run") (param i32) (result i32) (i32.const 0)))"#;
+      (func (export "handle") (param i32) (result i32) (i32.const 0)))"#;
     let mut kernel = Kernel::builder().build().unwrap();
     load_handler(&mut kernel, "handler", handler);
     kernel.spawn("handler").unwrap();
     let report = kernel.run();
-    match &report.process("handler").unwrap().status {
-        ExitStatus::Trapped { detail, .. } => assert!(detail.contains("at least 16"), "{detail}"),
-        other => panic!("ended {other:?}"),
-    }
+    let detail = trap_detail(&report, "handler");
+    assert!(detail.contains("at least 16"), "{detail}");
 }
 
 #[test]
@@ -414,17 +357,13 @@ fn an_inbox_outside_memory_ends_the_handler_with_a_clear_reason() {
     // 64 KiB of memory, inbox claimed at 65,500: the header alone overflows.
     let handler = r#"(module (memory (export "memory") 1)
       (func (export "estalogic_inbox") (result i64) (i64.const 0x000000400000FFDC))
-      (func (export "run") (param i32) (result i32) (i32.const 0)))"#;
+      (func (export "handle") (param i32) (result i32) (i32.const 0)))"#;
     let mut kernel = Kernel::builder().build().unwrap();
     load_handler(&mut kernel, "handler", handler);
     kernel.spawn("handler").unwrap();
     let report = kernel.run();
-    match &report.process("handler").unwrap().status {
-        ExitStatus::Trapped { detail, .. } => {
-            assert!(detail.contains("do not lie in its memory"), "{detail}")
-        }
-        other => panic!("ended {other:?}"),
-    }
+    let detail = trap_detail(&report, "handler");
+    assert!(detail.contains("do not lie in its memory"), "{detail}");
 }
 
 #[test]

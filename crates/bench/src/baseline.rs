@@ -35,7 +35,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 use wasmtime::{
     Caller, Config, Engine, InstanceAllocationStrategy, Linker, Module, PoolingAllocationConfig,
-    Store,
+    Store, TypedFunc,
 };
 
 /// Round trips per run of the ping-pong baseline.
@@ -160,37 +160,75 @@ fn block_on<F: Future>(future: F) -> F::Output {
     }
 }
 
+/// The two ping-pong baselines' common setup: an engine, a linker with
+/// host `send` and `recv`, and the compiled `ping` and `pong`.
+struct Pair {
+    engine: Engine,
+    linker: Linker<()>,
+    ping: Module,
+    pong: Module,
+}
+
+/// A fuelled store and its instance's `run`.
+type Side = (Store<()>, TypedFunc<i32, i32>);
+
+impl Pair {
+    /// With `handoff`, ping's `recv` runs pong itself when its mailbox is
+    /// empty ([`HandoffRecv`]); otherwise both just wait ([`Recv`]).
+    fn new(handoff: bool) -> Result<Pair> {
+        let engine = engine(&mut Config::new())?;
+        let mut linker: Linker<()> = Linker::new(&engine);
+        linker
+            .func_wrap("k", "send", |_: Caller<'_, ()>, to: i32, value: i32| {
+                QUEUES.with(|q| q.borrow_mut()[to as usize].push_back(value));
+            })
+            .and_then(|l| {
+                l.func_wrap_async(
+                    "k",
+                    "recv",
+                    move |_: Caller<'_, ()>, (me,): (i32,)| -> Box<dyn Future<Output = _> + Send> {
+                        if handoff && me == 0 {
+                            Box::new(HandoffRecv)
+                        } else {
+                            Box::new(Recv(me as usize))
+                        }
+                    },
+                )
+            })
+            .map_err(|e| anyhow!("plain Wasmtime linker: {e:#}"))?;
+        let ping = Module::new(&engine, PING).map_err(|e| anyhow!("compile ping: {e:#}"))?;
+        let pong = Module::new(&engine, PONG).map_err(|e| anyhow!("compile pong: {e:#}"))?;
+        Ok(Pair {
+            engine,
+            linker,
+            ping,
+            pong,
+        })
+    }
+
+    /// Fresh instances of ping and pong, each in its own store.
+    fn instantiate(&self) -> Result<(Side, Side)> {
+        let side = |module: &Module| -> Result<Side> {
+            let mut store = store(&self.engine)?;
+            let run = block_on(async {
+                let instance = self.linker.instantiate_async(&mut store, module).await?;
+                instance.get_typed_func::<i32, i32>(&mut store, "run")
+            })
+            .map_err(|e| anyhow!("instantiate a ping-pong side: {e:#}"))?;
+            Ok((store, run))
+        };
+        Ok((side(&self.ping)?, side(&self.pong)?))
+    }
+}
+
 /// `wasmtime_ping_pong_ns`: per round trip, 100,000 per run (quick: 1,000).
 pub fn ping_pong(settings: &Settings) -> Result<f64> {
     let rounds = settings.count(ROUND_TRIPS, 1_000);
-    let engine = engine(&mut Config::new())?;
-    let mut linker: Linker<()> = Linker::new(&engine);
-    linker
-        .func_wrap("k", "send", |_: Caller<'_, ()>, to: i32, value: i32| {
-            QUEUES.with(|q| q.borrow_mut()[to as usize].push_back(value));
-        })
-        .and_then(|l| {
-            l.func_wrap_async("k", "recv", |_: Caller<'_, ()>, (me,): (i32,)| {
-                Box::new(Recv(me as usize))
-            })
-        })
-        .map_err(|e| anyhow!("plain Wasmtime linker: {e:#}"))?;
-    let ping = Module::new(&engine, PING).map_err(|e| anyhow!("compile ping: {e:#}"))?;
-    let pong = Module::new(&engine, PONG).map_err(|e| anyhow!("compile pong: {e:#}"))?;
+    let pair = Pair::new(false)?;
     let n = i32::try_from(rounds)?;
     measure::best_of(settings.runs(), || {
         QUEUES.with(|q| q.borrow_mut().iter_mut().for_each(VecDeque::clear));
-        let mut ping_store = store(&engine)?;
-        let mut pong_store = store(&engine)?;
-        let (ping_run, pong_run) = block_on(async {
-            let a = linker.instantiate_async(&mut ping_store, &ping).await?;
-            let b = linker.instantiate_async(&mut pong_store, &pong).await?;
-            Ok::<_, wasmtime::Error>((
-                a.get_typed_func::<i32, i32>(&mut ping_store, "run")?,
-                b.get_typed_func::<i32, i32>(&mut pong_store, "run")?,
-            ))
-        })
-        .map_err(|e| anyhow!("instantiate ping and pong: {e:#}"))?;
+        let ((mut ping_store, ping_run), (mut pong_store, pong_run)) = pair.instantiate()?;
         let mut a = pin!(ping_run.call_async(&mut ping_store, n));
         let mut b = pin!(pong_run.call_async(&mut pong_store, n));
         let mut cx = Context::from_waker(Waker::noop());
@@ -221,43 +259,12 @@ pub fn ping_pong(settings: &Settings) -> Result<f64> {
 /// (quick: 1,000).
 pub fn handoff_ping_pong(settings: &Settings) -> Result<f64> {
     let rounds = settings.count(ROUND_TRIPS, 1_000);
-    let engine = engine(&mut Config::new())?;
-    let mut linker: Linker<()> = Linker::new(&engine);
-    linker
-        .func_wrap("k", "send", |_: Caller<'_, ()>, to: i32, value: i32| {
-            QUEUES.with(|q| q.borrow_mut()[to as usize].push_back(value));
-        })
-        .and_then(|l| {
-            l.func_wrap_async(
-                "k",
-                "recv",
-                |_: Caller<'_, ()>, (me,): (i32,)| -> Box<dyn Future<Output = _> + Send> {
-                    if me == 0 {
-                        Box::new(HandoffRecv)
-                    } else {
-                        Box::new(Recv(me as usize))
-                    }
-                },
-            )
-        })
-        .map_err(|e| anyhow!("plain Wasmtime linker: {e:#}"))?;
-    let ping = Module::new(&engine, PING).map_err(|e| anyhow!("compile ping: {e:#}"))?;
-    let pong = Module::new(&engine, PONG).map_err(|e| anyhow!("compile pong: {e:#}"))?;
+    let pair = Pair::new(true)?;
     let n = i32::try_from(rounds)?;
     measure::best_of(settings.runs(), || {
         QUEUES.with(|q| q.borrow_mut().iter_mut().for_each(VecDeque::clear));
         PEER_DONE.with(|d| d.borrow_mut().take());
-        let mut ping_store = store(&engine)?;
-        let mut pong_store = store(&engine)?;
-        let (ping_run, pong_run) = block_on(async {
-            let a = linker.instantiate_async(&mut ping_store, &ping).await?;
-            let b = linker.instantiate_async(&mut pong_store, &pong).await?;
-            Ok::<_, wasmtime::Error>((
-                a.get_typed_func::<i32, i32>(&mut ping_store, "run")?,
-                b.get_typed_func::<i32, i32>(&mut pong_store, "run")?,
-            ))
-        })
-        .map_err(|e| anyhow!("instantiate ping and pong: {e:#}"))?;
+        let ((mut ping_store, ping_run), (pong_store, pong_run)) = pair.instantiate()?;
         let peer: PeerCall = Box::pin(async move {
             let mut store = pong_store;
             pong_run.call_async(&mut store, n).await

@@ -48,18 +48,20 @@ pub fn ping_pong_one_worker(settings: &Settings) -> anyhow::Result<f64> {
     ping_pong(settings, || Kernel::builder().workers(1))
 }
 
-/// The inbox of both handler guests: 64 bytes of payload at 1024.
-const INBOX: &str =
+/// The inbox of the handler guests: 64 bytes of payload at 1024 (the
+/// header at 1024, the payload at 1080).
+pub const HANDLER_INBOX: &str =
     r#"(func (export "estalogic_inbox") (result i64) (i64.const 0x0000004000000400))"#;
 
-/// Answers PING with PONG (same payload); exits 0 on type 0x1001.
-fn handler_pong() -> String {
+/// A handler (entry `handle`) that answers PING with PONG (same payload)
+/// and exits 0 on type 0x1001.
+pub fn handler_pong() -> String {
     format!(
         r#"(module
   (import "estalogic" "send" (func $send (param i64 i32 i32 i32 i32) (result i64)))
   (import "estalogic" "exit" (func $exit (param i32)))
   (memory (export "memory") 1)
-  {INBOX}
+  {HANDLER_INBOX}
   (func (export "handle") (param $len i32) (result i32)
     (if (i32.eq (i32.load (i32.const 1028)) (i32.const 1))
       (then (drop (call $send (i64.load (i32.const 1032)) (i32.const 2) (i32.const 0)
@@ -70,29 +72,35 @@ fn handler_pong() -> String {
     )
 }
 
-/// On STARTED sends PING 0 to `hpong`; on each PONG checks its number and
-/// sends the next, stopping `hpong` and exiting 0 after `rounds` (exit 3 on
-/// a wrong number).
-fn handler_ping(rounds: u64) -> String {
+/// A handler (entry `handle`) that, on STARTED, looks up `pong` and sends
+/// it PING 0; on each PONG checks the number it carries and sends the
+/// next; after `rounds` stops `pong` (type 0x1001) and exits 0. Exit 3: a
+/// wrong number came back; 4: a message that is neither STARTED nor PONG;
+/// 5: a STARTED not from the kernel or with a payload.
+pub fn handler_ping(rounds: u64, pong: &str) -> String {
+    let len = pong.len();
     format!(
         r#"(module
   (import "estalogic" "lookup" (func $lookup (param i32 i32) (result i64)))
   (import "estalogic" "send" (func $send (param i64 i32 i32 i32 i32) (result i64)))
   (import "estalogic" "exit" (func $exit (param i32)))
   (memory (export "memory") 1)
-  (data (i32.const 0) "hpong")
+  (data (i32.const 0) "{pong}")
   (global $peer (mut i64) (i64.const 0))
   (global $round (mut i32) (i32.const 0))
-  {INBOX}
+  {HANDLER_INBOX}
   (func $ping
     (i32.store (i32.const 2048) (global.get $round))
     (drop (call $send (global.get $peer) (i32.const 1) (i32.const 0) (i32.const 2048) (i32.const 4))))
   (func (export "handle") (param $len i32) (result i32)
     (if (i32.eq (i32.load (i32.const 1028)) (i32.const 0xFF02))
       (then
-        (global.set $peer (call $lookup (i32.const 0) (i32.const 5)))
+        (if (i32.or (i64.ne (i64.load (i32.const 1032)) (i64.const 0)) (local.get $len))
+          (then (return (i32.const 5))))
+        (global.set $peer (call $lookup (i32.const 0) (i32.const {len})))
         (call $ping)
         (return (i32.const 0))))
+    (if (i32.ne (i32.load (i32.const 1028)) (i32.const 2)) (then (return (i32.const 4))))
     (if (i32.ne (i32.load (i32.const 1080)) (global.get $round)) (then (return (i32.const 3))))
     (global.set $round (i32.add (global.get $round) (i32.const 1)))
     (if (i32.eq (global.get $round) (i32.const {rounds}))
@@ -111,7 +119,7 @@ fn handler_ping_pong(
     let rounds = settings.count(ROUND_TRIPS, QUICK_ROUND_TRIPS);
     let guests = [
         Guest::wat("hpong", handler_pong(), "handle", MESSAGING),
-        Guest::wat("hping", handler_ping(rounds), "handle", MESSAGING),
+        Guest::wat("hping", handler_ping(rounds, "hpong"), "handle", MESSAGING),
     ];
     harness::time_per_operation_with(settings, builder, &guests, rounds)
 }

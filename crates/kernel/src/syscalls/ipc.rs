@@ -101,11 +101,7 @@ pub fn add_to_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()
         |mut caller: Caller<'_, ProcessContext>,
          (filter, timeout_ms, header_ptr, buffer_ptr, buffer_len): (i32, i64, i32, i32, i32)| {
             Box::new(async move {
-                let filter = if filter == 0 {
-                    Filter::Any
-                } else {
-                    Filter::Type(MessageType(filter as u32))
-                };
+                let filter = type_filter(filter);
                 let buffers = Buffers {
                     header_ptr,
                     buffer_ptr,
@@ -252,11 +248,7 @@ pub fn add_to_handler_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::R
          buffer_ptr: i32,
          buffer_len: i32|
          -> i64 {
-            let filter = if filter == 0 {
-                Filter::Any
-            } else {
-                Filter::Type(MessageType(filter as u32))
-            };
+            let filter = type_filter(filter);
             let buffers = Buffers {
                 header_ptr,
                 buffer_ptr,
@@ -384,6 +376,16 @@ pub(crate) async fn next_message(context: &mut ProcessContext) -> Result<Message
     .await
     // Neither happens without a deadline or a size limit.
     .map_err(|_| ErrorCode::INTERNAL)
+}
+
+/// The `type_filter` argument of `receive` and `peek`: 0 any type,
+/// otherwise that type.
+fn type_filter(filter: i32) -> Filter {
+    if filter == 0 {
+        Filter::Any
+    } else {
+        Filter::Type(MessageType(filter as u32))
+    }
 }
 
 /// The arguments of `send` and `reply`.
@@ -609,11 +611,7 @@ fn peek(
 ) -> Result<u64, ErrorCode> {
     caller.data().admit(Syscall::Peek, None)?;
     check_guest(caller, header_ptr, HEADER_LEN as i32)?;
-    let filter = if filter == 0 {
-        Filter::Any
-    } else {
-        Filter::Type(MessageType(filter as u32))
-    };
+    let filter = type_filter(filter);
     let found = {
         let slot = caller.data().process.lock_mailbox();
         slot.mailbox

@@ -46,6 +46,29 @@ fn run_ping_pong_example_succeeds_with_a_summary() {
 }
 
 #[test]
+fn the_handler_ping_pong_example_runs_a_task_against_a_handler() {
+    let out = estactl(&["run", "--json", "examples/handler-ping-pong"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    assert!(text(&out.stderr).contains("10000 round trips, all in order"));
+    // The handler answered every PING and ended on the empty one.
+    let json: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    let pong = json["processes"]
+        .as_array()
+        .expect("a process list")
+        .iter()
+        .find(|p| p["module"] == "pong")
+        .expect("pong ran");
+    assert_eq!(pong["sent"], 10_000, "{pong}");
+    assert_eq!(pong["received"], 10_001, "{pong}");
+}
+
+#[test]
 fn run_json_summary_is_machine_readable() {
     let out = estactl(&["run", "--json", "examples/ping-pong"]);
     assert_eq!(out.status.code(), Some(0));

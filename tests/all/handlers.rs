@@ -339,31 +339,28 @@ fn handler_modules_are_checked_at_load() {
 }
 
 #[test]
-fn an_inbox_too_small_for_the_kernels_notices_is_refused() {
-    // 8 bytes of payload: a DELIVERY_FAILURE notice (16) would not fit.
-    let handler = r#"(module (memory (export "memory") 1)
-      (func (export "estalogic_inbox") (result i64) (i64.const 0x0000000800000400))
-      (func (export "handle") (param i32) (result i32) (i32.const 0)))"#;
-    let mut kernel = Kernel::builder().build().unwrap();
-    load_handler(&mut kernel, "handler", handler);
-    kernel.spawn("handler").unwrap();
-    let report = kernel.run();
-    let detail = trap_detail(&report, "handler");
-    assert!(detail.contains("at least 16"), "{detail}");
-}
-
-#[test]
-fn an_inbox_outside_memory_ends_the_handler_with_a_clear_reason() {
-    // 64 KiB of memory, inbox claimed at 65,500: the header alone overflows.
-    let handler = r#"(module (memory (export "memory") 1)
-      (func (export "estalogic_inbox") (result i64) (i64.const 0x000000400000FFDC))
-      (func (export "handle") (param i32) (result i32) (i32.const 0)))"#;
-    let mut kernel = Kernel::builder().build().unwrap();
-    load_handler(&mut kernel, "handler", handler);
-    kernel.spawn("handler").unwrap();
-    let report = kernel.run();
-    let detail = trap_detail(&report, "handler");
-    assert!(detail.contains("do not lie in its memory"), "{detail}");
+fn a_bad_inbox_ends_the_handler_with_a_clear_reason() {
+    for (inbox, why, reason) in [
+        // 8 bytes of payload: a DELIVERY_FAILURE notice (16) would not fit.
+        (0x0000_0008_0000_0400_u64, "too small", "at least 16"),
+        // 64 KiB of memory, inbox at 65,500: the header alone overflows.
+        (
+            0x0000_0040_0000_FFDC,
+            "outside memory",
+            "do not lie in its memory",
+        ),
+    ] {
+        let handler = format!(
+            r#"(module (memory (export "memory") 1)
+      (func (export "estalogic_inbox") (result i64) (i64.const {inbox}))
+      (func (export "handle") (param i32) (result i32) (i32.const 0)))"#
+        );
+        let mut kernel = Kernel::builder().build().unwrap();
+        load_handler(&mut kernel, "handler", &handler);
+        kernel.spawn("handler").unwrap();
+        let detail = trap_detail(&kernel.run(), "handler");
+        assert!(detail.contains(reason), "{why}: {detail}");
+    }
 }
 
 #[test]

@@ -824,9 +824,10 @@ impl Future for Receive<'_> {
                 HandOff::NotTaken => continue,
                 HandOff::Ran { others_ready } => {
                     // Whatever woke this process during the lent turn is
-                    // answered by looking again (or by the requeue below);
-                    // a wake after this point is not lost, because `take`
-                    // looks under the mailbox lock before parking.
+                    // answered by looking again, or by the requeue below. A
+                    // message after this point is not missed: the next
+                    // look parks under the mailbox lock (the one here, or
+                    // the first one of the requeued process's next poll).
                     self.task.clear_notified();
                     if others_ready {
                         // Back to the run queue, behind what became ready

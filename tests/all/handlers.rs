@@ -17,6 +17,15 @@ fn trap_detail(report: &estalogic_kernel::RunReport, name: &str) -> String {
     }
 }
 
+/// Loads and spawns the handler pair `pong` and `ping` (`rounds` round
+/// trips).
+fn spawn_ping_pong(kernel: &mut Kernel, rounds: u64) {
+    load_handler(kernel, "pong", &handler_pong());
+    load_handler(kernel, "ping", &handler_ping(rounds, "pong"));
+    kernel.spawn("pong").unwrap();
+    kernel.spawn("ping").unwrap();
+}
+
 fn load_handler(kernel: &mut Kernel, name: &str, wat: &str) {
     kernel
         .load_module(
@@ -31,10 +40,7 @@ fn load_handler(kernel: &mut Kernel, name: &str, wat: &str) {
 fn two_handlers_play_ping_pong_in_order() {
     for workers in [1, 2] {
         let mut kernel = Kernel::builder().workers(workers).build().unwrap();
-        load_handler(&mut kernel, "pong", &handler_pong());
-        load_handler(&mut kernel, "ping", &handler_ping(1_000, "pong"));
-        kernel.spawn("pong").unwrap();
-        kernel.spawn("ping").unwrap();
+        spawn_ping_pong(&mut kernel, 1_000);
         let report = kernel.run();
         for name in ["ping", "pong"] {
             let process = report.process(name).unwrap();
@@ -56,10 +62,7 @@ fn two_handlers_play_ping_pong_in_order() {
 #[test]
 fn handlers_run_with_the_wall_clock_backstop_on() {
     let mut kernel = Kernel::builder().wall_clock_backstop(true).build().unwrap();
-    load_handler(&mut kernel, "pong", &handler_pong());
-    load_handler(&mut kernel, "ping", &handler_ping(100, "pong"));
-    kernel.spawn("pong").unwrap();
-    kernel.spawn("ping").unwrap();
+    spawn_ping_pong(&mut kernel, 100);
     let report = kernel.run();
     for name in ["ping", "pong"] {
         let process = report.process(name).unwrap();
@@ -128,10 +131,7 @@ fn a_handler_whose_receive_capability_is_revoked_gets_nothing_more() {
 fn deterministic_handler_runs_repeat_exactly() {
     let run = || {
         let mut kernel = Kernel::builder().deterministic(true).build().unwrap();
-        load_handler(&mut kernel, "pong", &handler_pong());
-        load_handler(&mut kernel, "ping", &handler_ping(100, "pong"));
-        kernel.spawn("pong").unwrap();
-        kernel.spawn("ping").unwrap();
+        spawn_ping_pong(&mut kernel, 100);
         let report = kernel.run();
         report
             .processes

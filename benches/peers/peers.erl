@@ -19,7 +19,7 @@
 %%      the VM needs a bigger process table: erl +P ...)
 %%   r  runs per benchmark, best reported (default 5)
 -module(peers).
--export([main/0, run/1, ping_pong/1, spawn_run_exit/1, idle/1]).
+-export([main/0, paired/0, run/1, run_paired/1, ping_pong/1, spawn_run_exit/1, idle/1]).
 
 -define(DEFAULTS, #{n => 100000, m => 1000, k => 100000, r => 5}).
 
@@ -34,6 +34,24 @@ main() ->
             io:format(standard_error, "peers: ~p:~p~n~p~n", [Class, Reason, Stack]),
             halt(1)
     end.
+
+%% Entry point for one paired round of compare.sh (`-s peers paired`):
+%% only the benchmarks with a ratio target, ping-pong and spawn-run-exit,
+%% so that they can alternate with ours within seconds.
+paired() ->
+    try
+        run_paired(params(init:get_plain_arguments())),
+        halt(0)
+    catch
+        Class:Reason:Stack ->
+            io:format(standard_error, "peers: ~p:~p~n~p~n", [Class, Reason, Stack]),
+            halt(1)
+    end.
+
+%% Runs ping-pong and spawn-run-exit, printing one line each.
+run_paired(#{n := N, m := M, r := R}) ->
+    emit(ping_pong_round_trip_ns, best(R, fun() -> ping_pong(N) end)),
+    emit(spawn_run_exit_ns, best(R, fun() -> spawn_run_exit(M) end)).
 
 %% Runs every benchmark with the given parameters, printing one line each.
 run(#{n := N, m := M, k := K, r := R}) ->

@@ -316,8 +316,19 @@ pub fn find(name: &str) -> Option<&'static Benchmark> {
     ALL.iter().find(|benchmark| benchmark.name == name)
 }
 
-/// Runs the benchmarks whose name contains `filter` (all without one), in
-/// registry order.
+/// True if `filter` selects the benchmark `name`: `filter` is one or more
+/// name fragments separated by commas, and `name` contains one of them.
+pub fn selects(filter: &str, name: &str) -> bool {
+    filter_patterns(filter).any(|pattern| name.contains(pattern))
+}
+
+/// The name fragments of a `filter` (see [`selects`]), empty ones skipped.
+pub fn filter_patterns(filter: &str) -> impl Iterator<Item = &str> {
+    filter.split(',').map(str::trim).filter(|p| !p.is_empty())
+}
+
+/// Runs the benchmarks `filter` selects (all without one; see
+/// [`selects`]), in registry order.
 pub fn run_all(settings: &Settings, filter: Option<&str>) -> Vec<Outcome> {
     run_each(settings, filter, |_| {})
 }
@@ -331,7 +342,7 @@ pub fn run_each(
 ) -> Vec<Outcome> {
     let mut outcomes = Vec::new();
     for benchmark in ALL {
-        if filter.is_some_and(|filter| !benchmark.name.contains(filter)) {
+        if filter.is_some_and(|filter| !selects(filter, benchmark.name)) {
             continue;
         }
         let started = Instant::now();
@@ -408,6 +419,27 @@ mod tests {
         ] {
             assert!(find(name).is_some(), "{name}");
         }
+    }
+
+    #[test]
+    fn a_filter_selects_what_any_of_its_fragments_matches() {
+        assert!(selects("spawn", "spawn_run_exit_ns"));
+        assert!(selects(
+            "ping_pong_round_trip_ns, spawn_run",
+            "spawn_run_exit_ns"
+        ));
+        assert!(selects(
+            "ping_pong_round_trip_ns,spawn_run",
+            "handler_ping_pong_round_trip_ns"
+        ));
+        assert!(!selects(
+            "ping_pong_round_trip_ns,spawn_run",
+            "idle_process_bytes"
+        ));
+        // Empty fragments select nothing, not everything.
+        assert!(!selects(",", "idle_process_bytes"));
+        assert!(!selects("", "idle_process_bytes"));
+        assert_eq!(filter_patterns(" a, ,b ").collect::<Vec<_>>(), ["a", "b"]);
     }
 
     #[test]

@@ -12,17 +12,24 @@
 use anyhow::{Result, bail};
 use estalogic_bench::{ALL, Outcome, Settings, measure};
 
-/// Runs the benchmarks whose name contains `only` (all without it) and
-/// prints their figures; `list` only prints what there is.
+/// Runs the benchmarks `only` selects (all without it: a comma-separated
+/// list of name fragments, see [`estalogic_bench::selects`]) and prints
+/// their figures; `list` only prints what there is.
 pub fn run(repeat: u32, json: bool, only: Option<&str>, quick: bool, list: bool) -> Result<()> {
     if list {
         print_list();
         return Ok(());
     }
-    if let Some(only) = only
-        && !ALL.iter().any(|benchmark| benchmark.name.contains(only))
-    {
-        bail!("no benchmark name contains {only:?} (see `estactl bench --list`)");
+    if let Some(only) = only {
+        let mut patterns = estalogic_bench::filter_patterns(only).peekable();
+        if patterns.peek().is_none() {
+            bail!("--only {only:?} names no benchmark (see `estactl bench --list`)");
+        }
+        for pattern in patterns {
+            if !ALL.iter().any(|benchmark| benchmark.name.contains(pattern)) {
+                bail!("no benchmark name contains {pattern:?} (see `estactl bench --list`)");
+            }
+        }
     }
     let settings = Settings {
         repeat: repeat.max(1),

@@ -111,8 +111,9 @@ enum Command {
         /// Print one JSON object on stdout: `{"<name>": value, ..., "repeat": N}`.
         #[arg(long)]
         json: bool,
-        /// Run only the benchmarks whose name contains NAME.
-        #[arg(long, value_name = "NAME")]
+        /// Run only the benchmarks whose name contains NAME; several
+        /// fragments separated by commas select what any of them matches.
+        #[arg(long, value_name = "NAME[,NAME...]")]
         only: Option<String>,
         /// Small counts, to check that everything runs; figures are not
         /// comparable.

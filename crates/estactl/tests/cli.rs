@@ -191,3 +191,34 @@ fn the_supervised_example_climbs_the_ladder_and_gives_up() {
         .count();
     assert_eq!(traps, 15);
 }
+
+#[test]
+fn bench_only_takes_a_list_and_names_a_fragment_that_matches_nothing() {
+    let out = estactl(&[
+        "bench",
+        "--quick",
+        "--repeat",
+        "1",
+        "--json",
+        "--only",
+        "capability_check,noop_syscall",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
+    let measured: Vec<&str> = json
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .filter(|key| !["repeat", "quick"].contains(key))
+        .collect();
+    assert_eq!(measured, ["capability_check_ns", "noop_syscall_ns"]);
+
+    let out = estactl(&["bench", "--quick", "--only", "noop_syscall,no_such_thing"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("\"no_such_thing\""),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -729,9 +729,7 @@ impl Kernel {
             self.factory.clone(),
             restart_policy,
         );
-        for task in self.pending.drain(..) {
-            kernel_loop.add(task);
-        }
+        kernel_loop.add_all(self.pending.drain(..));
         for listener in &self.exit_listeners {
             kernel_loop.notify_exits(listener.clone());
         }

@@ -334,6 +334,38 @@ pub(crate) fn hand_off(kernel: &Arc<KernelShared>, from: Pid, to: Pid, on_fiber:
     kernel_loop.hand_off(from, to, on_fiber)
 }
 
+/// True if an ended process's exit needs its manifest: a trap with
+/// `restart: on_failure` (the restart policy decides), or a supervisor to
+/// notify.
+fn needs_supervision(process: &Process, outcome: &Outcome) -> bool {
+    let trapped = matches!(outcome.status, ExitStatus::Trapped { .. });
+    (trapped && process.restart_on_failure) || process.supervised
+}
+
+/// Counts an exit, tells the listeners and keeps the report (the most
+/// recent [`MAX_REPORTS`]).
+fn record_exit(core: &mut Core, report: ProcessReport) {
+    core.events.exited += 1;
+    core.events.messages += report.sent;
+    core.listeners
+        .retain(|listener| listener.send(report.clone()).is_ok());
+    if core.reports.len() >= MAX_REPORTS {
+        core.reports.pop_front();
+        core.reports_dropped += 1;
+    }
+    core.reports.push_back(report);
+}
+
+impl ProcessReport {
+    /// Fills in the figures of the scheduler's account.
+    fn add_account(&mut self, account: &crate::core::scheduler::Account) {
+        self.preemptions = account.preemptions;
+        self.requeues = account.rotations;
+        self.cpu_ns = account.cpu_ns;
+        self.max_wait_ns = account.max_wait_ns;
+    }
+}
+
 /// A live task's pid, process record (for its module name) and scheduling
 /// state. Per-process references only: nothing every process shares.
 type LiveTask = (Pid, Arc<Process>, Arc<TaskState>);
@@ -422,10 +454,13 @@ impl KernelLoop {
         self.core.lock()
     }
 
-    /// Adds a spawned task; it is ready at once.
-    pub(crate) fn add(&self, task: Task) {
+    /// Adds spawned tasks, ready at once, all under one hold of the core
+    /// lock.
+    pub(crate) fn add_all(&self, tasks: impl IntoIterator<Item = Task>) {
         let mut core = self.lock();
-        self.admit(&mut core, task);
+        for task in tasks {
+            self.admit(&mut core, task);
+        }
     }
 
     fn admit(&self, core: &mut Core, task: Task) {
@@ -641,12 +676,22 @@ impl KernelLoop {
                     Box::pin(std::future::pending()),
                 ));
             }
+            if let Poll::Ready(outcome) = poll {
+                // The common exit, reaped here with only its scheduler
+                // bookkeeping under the core lock. A handed-off turn's is
+                // deferred as below (the lender's fiber has little room).
+                if !HANDING_OFF.get() && !needs_supervision(&task.process, &outcome) {
+                    return self.finish_unsupervised(task, outcome);
+                }
+                let mut core = self.lock();
+                if !HANDING_OFF.get() {
+                    self.reap_deferred(&mut core);
+                }
+                break (core, TurnEnd::Finished(outcome));
+            }
             let mut core = self.lock();
             if !HANDING_OFF.get() {
                 self.reap_deferred(&mut core);
-            }
-            if let Poll::Ready(outcome) = poll {
-                break (core, TurnEnd::Finished(outcome));
             }
             let now = self.shared.clock.now_nanos();
             if task
@@ -737,23 +782,10 @@ impl KernelLoop {
         let pid = process.pid;
         drop(future);
         let now = self.shared.clock.now_nanos();
-        let account = core.scheduler.exited(pid, now).unwrap_or_default();
-        core.live -= 1;
-        if let Some(slot) = core.states.get_mut(pid.index() as usize)
-            && slot.as_ref().is_some_and(|(p, ..)| *p == pid)
-        {
-            *slot = None;
-        }
-        // Most processes never hold a capability, and their exit leaves
-        // the engine's lock alone.
-        if process.close_capabilities() {
-            let mut engine = self.shared.capabilities();
-            engine.revoke_all_of(pid, now);
-            self.shared.flush_audit(&mut engine);
-        }
+        let account = self.retire(core, pid, now);
+        self.revoke_capabilities(&process, now);
         // The manifest is looked up only when the exit needs it.
-        let trapped = matches!(outcome.status, ExitStatus::Trapped { .. });
-        let loaded = ((trapped && process.restart_on_failure) || process.supervised)
+        let loaded = needs_supervision(&process, &outcome)
             .then(|| self.factory.module(&process.module))
             .flatten();
         let manifest = loaded.as_ref().map(|m| &m.manifest);
@@ -776,31 +808,8 @@ impl KernelLoop {
             Some((_, RestartAction::RestartSameState)) => take_all(&process),
             _ => Vec::new(),
         };
-        let dropped = process.lock_mailbox().mailbox.dropped();
-        let undelivered = close_mailbox(&self.shared, &process) + dropped;
-        self.shared
-            .table
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(pid);
-        let counters = &process.counters;
-        let report = ProcessReport {
-            pid,
-            module: process.module.to_string(),
-            priority: process.priority,
-            status: outcome.status,
-            sent: counters.sent.load(Ordering::Relaxed),
-            received: counters.received.load(Ordering::Relaxed),
-            send_failures: counters.send_failures.load(Ordering::Relaxed),
-            delivery_failures: counters.delivery_failures.load(Ordering::Relaxed),
-            blocked_sends: counters.blocked_sends.load(Ordering::Relaxed),
-            undelivered,
-            fuel_used: outcome.fuel_used,
-            preemptions: account.preemptions,
-            requeues: account.rotations,
-            cpu_ns: account.cpu_ns,
-            max_wait_ns: account.max_wait_ns,
-        };
+        let mut report = self.close_out(&process, outcome);
+        report.add_account(&account);
         if let Some(supervisor) = manifest.as_ref().and_then(|m| m.supervisor.as_deref()) {
             let (kind, code) = match &report.status {
                 ExitStatus::Exited(code) => (0, *code),
@@ -811,16 +820,8 @@ impl KernelLoop {
             self.shared
                 .notify_module(supervisor, MessageType::EXIT_NOTIFICATION, &notice.encode());
         }
-        core.events.exited += 1;
-        core.events.messages += report.sent;
-        core.listeners
-            .retain(|listener| listener.send(report.clone()).is_ok());
         let module = decision.is_some().then(|| report.module.clone());
-        if core.reports.len() >= MAX_REPORTS {
-            core.reports.pop_front();
-            core.reports_dropped += 1;
-        }
-        core.reports.push_back(report);
+        record_exit(core, report);
         if let (Some((code, action)), Some(module)) = (decision, module) {
             let new_pid = self.restart(core, &module, manifest, action, inherited);
             tracing::info!(
@@ -836,6 +837,78 @@ impl KernelLoop {
                 at: now,
             });
         }
+    }
+
+    /// Takes an ended process off the scheduler and the live-task table;
+    /// returns its scheduling account.
+    fn retire(&self, core: &mut Core, pid: Pid, now: u64) -> crate::core::scheduler::Account {
+        let account = core.scheduler.exited(pid, now).unwrap_or_default();
+        core.live -= 1;
+        if let Some(slot) = core.states.get_mut(pid.index() as usize)
+            && slot.as_ref().is_some_and(|(p, ..)| *p == pid)
+        {
+            *slot = None;
+        }
+        account
+    }
+
+    /// Revokes what an ended process holds. Most processes never hold a
+    /// capability, and their exit leaves the engine's lock alone.
+    fn revoke_capabilities(&self, process: &Process, now: u64) {
+        if process.close_capabilities() {
+            let mut engine = self.shared.capabilities();
+            engine.revoke_all_of(process.pid, now);
+            self.shared.flush_audit(&mut engine);
+        }
+    }
+
+    /// Steps 3 and 4 of [`KernelLoop::finish`] (the mailbox, then the pid)
+    /// and the process's report, without its scheduling account. Needs
+    /// nothing the core lock guards.
+    fn close_out(&self, process: &Process, outcome: Outcome) -> ProcessReport {
+        let dropped = process.lock_mailbox().mailbox.dropped();
+        let undelivered = close_mailbox(&self.shared, process) + dropped;
+        self.shared
+            .table
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(process.pid);
+        let counters = &process.counters;
+        ProcessReport {
+            pid: process.pid,
+            module: process.module.to_string(),
+            priority: process.priority,
+            status: outcome.status,
+            sent: counters.sent.load(Ordering::Relaxed),
+            received: counters.received.load(Ordering::Relaxed),
+            send_failures: counters.send_failures.load(Ordering::Relaxed),
+            delivery_failures: counters.delivery_failures.load(Ordering::Relaxed),
+            blocked_sends: counters.blocked_sends.load(Ordering::Relaxed),
+            undelivered,
+            fuel_used: outcome.fuel_used,
+            preemptions: 0,
+            requeues: 0,
+            cpu_ns: 0,
+            max_wait_ns: 0,
+        }
+    }
+
+    /// Reaps a process that ended on its own and needs no supervision (see
+    /// [`needs_supervision`]): everything [`KernelLoop::finish`] does, in
+    /// the same order of resources, but only the scheduler's part under
+    /// the core lock, which every worker takes for every process it runs.
+    /// Returns with the lock held, as `run_turn` does.
+    fn finish_unsupervised(&self, task: Task, outcome: Outcome) -> MutexGuard<'_, Core> {
+        let Task { process, .. } = task;
+        self.revoke_capabilities(&process, self.shared.clock.now_nanos());
+        let mut report = self.close_out(&process, outcome);
+        let mut core = self.lock();
+        self.reap_deferred(&mut core);
+        let now = self.shared.clock.now_nanos();
+        let account = self.retire(&mut core, process.pid, now);
+        report.add_account(&account);
+        record_exit(&mut core, report);
+        core
     }
 
     /// Carries out a restart decision for `module`; returns the new pid.

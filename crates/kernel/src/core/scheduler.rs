@@ -205,6 +205,14 @@ struct Entry {
 #[derive(Debug)]
 pub struct Scheduler {
     policy: SlicePolicy,
+    /// Per level (by `Priority as usize`): the slice in checkpoints
+    /// (`u64::MAX` for `SYSTEM`), and the wait after which a ready process
+    /// counts as starving. Derived from `policy` once: `next` runs for
+    /// every dispatch, and these cost divisions.
+    full_slices: [u64; 6],
+    starving_after: [u64; 6],
+    /// `policy.checkpoint_ns()`, at least 1.
+    checkpoint_ns: u64,
     queues: [VecDeque<(Pid, u64)>; 6],
     entries: HashMap<Pid, Entry>,
     queued: usize,
@@ -217,7 +225,15 @@ pub struct Scheduler {
 impl Scheduler {
     /// An empty scheduler.
     pub fn new(policy: SlicePolicy) -> Self {
+        let level = |index: usize| Priority::try_from(index as u8).expect("six levels");
         Scheduler {
+            full_slices: std::array::from_fn(|i| {
+                policy.slice_checkpoints(level(i)).unwrap_or(u64::MAX)
+            }),
+            starving_after: std::array::from_fn(|i| {
+                SlicePolicy::service_window_ns(level(i)).saturating_sub(policy.service_margin_ns)
+            }),
+            checkpoint_ns: policy.checkpoint_ns().max(1),
             policy,
             queues: Default::default(),
             entries: HashMap::default(),
@@ -282,9 +298,7 @@ impl Scheduler {
             let Some(&(_, since)) = queue.front() else {
                 continue;
             };
-            let base = Priority::try_from(level as u8).expect("six levels");
-            let window = SlicePolicy::service_window_ns(base);
-            let trigger = window.saturating_sub(self.policy.service_margin_ns);
+            let trigger = self.starving_after[level];
             if now.saturating_sub(since) >= trigger && best.is_none_or(|(b, _)| since < b) {
                 best = Some((since, level));
             }
@@ -338,13 +352,12 @@ impl Scheduler {
             self.policy.service_turn_checkpoints.max(1)
         } else {
             let competitors: usize = self.queues[queue_index..].iter().map(VecDeque::len).sum();
-            let window =
-                SlicePolicy::service_window_ns(base).saturating_sub(self.policy.service_margin_ns);
-            let fair = window / (competitors as u64 + 1) / self.policy.checkpoint_ns().max(1);
-            let full = self.policy.slice_checkpoints(level).unwrap_or(u64::MAX);
+            let full = self.full_slices[level as usize];
             if competitors == 0 {
                 full
             } else {
+                let window = self.starving_after[base as usize];
+                let fair = window / (competitors as u64 + 1) / self.checkpoint_ns;
                 fair.clamp(1, full)
             }
         };
@@ -378,7 +391,6 @@ impl Scheduler {
 
     /// A running process reached a checkpoint; see policy step 4.
     pub fn checkpoint(&mut self, pid: Pid, now: u64) -> Verdict {
-        let policy = self.policy;
         let (level, service_turn, in_slice, consecutive, slice) = {
             let Some(entry) = self.entries.get_mut(&pid) else {
                 return Verdict::Continue;
@@ -414,7 +426,7 @@ impl Scheduler {
         let entry = self.entries.get_mut(&pid).expect("known");
         entry.checkpoints_in_slice = 0;
         entry.consecutive_slices += 1;
-        entry.slice = policy.slice_checkpoints(level).unwrap_or(u64::MAX);
+        entry.slice = self.full_slices[level as usize];
         Verdict::Continue
     }
 

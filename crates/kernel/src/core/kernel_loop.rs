@@ -30,7 +30,10 @@
 //!
 //! 1. One mutex guards the scheduler and the parked tasks (`Core`). A worker
 //!    takes it to pick a task, releases it while the guest runs, and takes
-//!    it again at every `Pending` (a checkpoint or a block).
+//!    it again at every `Pending` (a checkpoint or a block) and at an
+//!    exit. An exit that needs no supervision releases the process's
+//!    capabilities, mailbox and pid before taking it, so the lock covers
+//!    only the scheduler's bookkeeping and the next dispatch.
 //! 2. The `RUNNING → IDLE` transition and `Scheduler::blocked` happen under
 //!    that lock, and the inbox is drained into the scheduler only under it,
 //!    so a wake can never be applied before the block it answers.

@@ -440,7 +440,9 @@ async fn send(
 ) -> Result<u64, ErrorCode> {
     let target = Pid::from_u64(request.target as u64);
     let context = caller.data();
-    let Some(receiver) = context.peer(target) else {
+    // Out of the peer cache, and back into it once posted; a send that
+    // fails drops it (the next one looks the target up again).
+    let Some(receiver) = context.take_peer(target) else {
         context
             .process
             .counters
@@ -490,7 +492,9 @@ async fn send(
         match kernel.post_to(&receiver, message) {
             Ok(woke) => {
                 Counters::bump_own(&sender.counters.sent, 1);
-                caller.data_mut().hand_off = woke.then_some(receiver.pid);
+                let context = caller.data_mut();
+                context.hand_off = woke.then_some(receiver_pid);
+                context.keep_peer(receiver);
                 return Ok(sequence);
             }
             Err(PostError::Full(refused, OverflowMode::BlockSender, receiver))

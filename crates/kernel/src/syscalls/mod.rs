@@ -111,17 +111,20 @@ impl Drop for ProcessContext {
 }
 
 impl ProcessContext {
-    /// The live process `pid`, from the one-entry peer cache or the table.
-    pub(crate) fn peer(&self, pid: Pid) -> Option<Arc<Process>> {
-        if let Some(peer) = self.last_peer.borrow().as_ref()
-            && peer.pid == pid
-            && peer.alive.load(std::sync::atomic::Ordering::Acquire)
-        {
-            return Some(peer.clone());
-        }
-        let peer = self.kernel.process(pid)?;
-        *self.last_peer.borrow_mut() = Some(peer.clone());
-        Some(peer)
+    /// The live process `pid`, moved out of the one-entry peer cache (no
+    /// reference count touched: a send takes it and
+    /// [`ProcessContext::keep_peer`] puts it back) or else looked up in the
+    /// table.
+    pub(crate) fn take_peer(&self, pid: Pid) -> Option<Arc<Process>> {
+        let cached = self.last_peer.borrow_mut().take_if(|peer| {
+            peer.pid == pid && peer.alive.load(std::sync::atomic::Ordering::Acquire)
+        });
+        cached.or_else(|| self.kernel.process(pid))
+    }
+
+    /// Caches `peer` for the next send (see [`ProcessContext::take_peer`]).
+    pub(crate) fn keep_peer(&self, peer: Arc<Process>) {
+        *self.last_peer.borrow_mut() = Some(peer);
     }
 
     /// The capability choke point: may this process make this syscall on

@@ -41,10 +41,62 @@ pub enum ProcessState {
 pub struct MailboxSlot {
     /// The queued messages.
     pub mailbox: Mailbox,
-    /// Set while the owner waits in `receive`.
-    pub waiter: Option<Waker>,
+    /// The owner's waker, kept from one wait to the next so that waiting
+    /// again clones nothing.
+    waker: Option<Waker>,
+    /// True while the owner waits in `receive` ([`MailboxSlot::park`]); the
+    /// first message after that wakes it ([`MailboxSlot::wake_waiter`]).
+    waiting: bool,
     /// Senders waiting for room, oldest first.
     pub blocked_senders: VecDeque<Waker>,
+}
+
+impl MailboxSlot {
+    /// An empty slot around `mailbox`.
+    pub fn new(mailbox: Mailbox) -> Self {
+        MailboxSlot {
+            mailbox,
+            waker: None,
+            waiting: false,
+            blocked_senders: VecDeque::new(),
+        }
+    }
+
+    /// The owner waits: the next [`MailboxSlot::wake_waiter`] wakes `waker`.
+    pub fn park(&mut self, waker: &Waker) {
+        if !self.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            self.waker = Some(waker.clone());
+        }
+        self.waiting = true;
+    }
+
+    /// The owner stopped waiting (its receive timed out).
+    pub fn unpark(&mut self) {
+        self.waiting = false;
+    }
+
+    /// True while the owner waits.
+    pub fn is_waiting(&self) -> bool {
+        self.waiting
+    }
+
+    /// Wakes the owner if it waits (once: it is no longer waiting after);
+    /// returns whether it did.
+    pub fn wake_waiter(&mut self) -> bool {
+        if !std::mem::take(&mut self.waiting) {
+            return false;
+        }
+        if let Some(waker) = &self.waker {
+            waker.wake_by_ref();
+        }
+        true
+    }
+
+    /// Forgets the owner's waker: the mailbox is closed.
+    pub fn close(&mut self) {
+        self.waiting = false;
+        self.waker = None;
+    }
 }
 
 /// Per-process message counters.
@@ -136,11 +188,7 @@ impl Process {
             pid,
             module,
             priority,
-            mailbox: parking_lot::Mutex::new(MailboxSlot {
-                mailbox,
-                waiter: None,
-                blocked_senders: VecDeque::new(),
-            }),
+            mailbox: parking_lot::Mutex::new(MailboxSlot::new(mailbox)),
             counters: Counters::default(),
             alive: AtomicBool::new(true),
             receives,
@@ -345,6 +393,56 @@ mod tests {
             Mailbox::new(4, OverflowMode::NotifySender),
             true,
         )
+    }
+
+    /// Counts its wakes.
+    struct CountingWaker(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn a_parked_owner_is_woken_once_per_wait_and_never_after_close() {
+        let count = Arc::new(CountingWaker(std::sync::atomic::AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let wakes = || count.0.load(Ordering::Relaxed);
+        let mut slot = MailboxSlot::new(Mailbox::new(4, OverflowMode::NotifySender));
+        // Nobody waits yet: nothing to wake.
+        assert!(!slot.wake_waiter());
+        slot.park(&waker);
+        assert!(slot.is_waiting());
+        assert!(slot.wake_waiter());
+        assert_eq!(wakes(), 1);
+        // One wake per wait: a second message finds the owner awake.
+        assert!(!slot.wake_waiter());
+        assert_eq!(wakes(), 1);
+        // Waiting again with the same waker reuses it.
+        slot.park(&waker);
+        assert!(slot.wake_waiter());
+        assert_eq!(wakes(), 2);
+        // A receive that timed out no longer waits.
+        slot.park(&waker);
+        slot.unpark();
+        assert!(!slot.wake_waiter());
+        // A closed mailbox forgets the waker.
+        slot.park(&waker);
+        slot.close();
+        assert!(!slot.is_waiting());
+        assert!(!slot.wake_waiter());
+        assert_eq!(wakes(), 2);
+        drop(slot);
+        assert_eq!(
+            Arc::strong_count(&count),
+            2,
+            "only the test's waker is left"
+        );
     }
 
     #[test]

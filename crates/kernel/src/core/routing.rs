@@ -68,7 +68,7 @@ impl KernelShared {
         message: Message,
     ) -> Result<bool, PostError> {
         self.trace_send(&message.header, message.payload.len());
-        let (delivery, waiter) = {
+        let (delivery, woke) = {
             let mut slot = target.lock_mailbox();
             // Checked under the mailbox lock: `close_mailbox` clears `alive`
             // under the same lock, so nothing lands in a closed mailbox.
@@ -77,16 +77,14 @@ impl KernelShared {
             }
             let mode = slot.mailbox.mode();
             match slot.mailbox.push(message) {
-                Ok(delivery) => (delivery, slot.waiter.take()),
+                // Woken under the lock with the waker the slot keeps (no
+                // clone to take out): a wake only queues the pid.
+                Ok(delivery) => (delivery, slot.wake_waiter()),
                 Err(MailboxFull(message)) => {
                     return Err(PostError::Full(message, mode, target.clone()));
                 }
             }
         };
-        let woke = waiter.is_some();
-        if let Some(waker) = waiter {
-            waker.wake();
-        }
         match delivery {
             Delivery::Queued => {}
             Delivery::DroppedNewest(dropped) => {
@@ -247,7 +245,7 @@ pub(crate) fn close_mailbox(kernel: &KernelShared, process: &Process) -> u64 {
     let (left, blocked) = {
         let mut slot = process.lock_mailbox();
         process.alive.store(false, Ordering::Release);
-        slot.waiter = None;
+        slot.close();
         let left = slot.mailbox.drain();
         let blocked: Vec<_> = slot.blocked_senders.drain(..).collect();
         (left, blocked)

@@ -798,16 +798,13 @@ impl Future for Receive<'_> {
                 |m| m.payload.len() <= capacity || m.header.flags.contains(Flags::DELIVERY_FAILURE),
                 |slot| {
                     if expired {
-                        slot.waiter = None;
+                        slot.unpark();
                         return;
                     }
                     if !park {
                         return;
                     }
-                    match &slot.waiter {
-                        Some(waker) if waker.will_wake(cx.waker()) => {}
-                        _ => slot.waiter = Some(cx.waker().clone()),
-                    }
+                    slot.park(cx.waker());
                 },
             );
             match taken {

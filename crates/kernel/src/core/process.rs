@@ -13,7 +13,8 @@
 
 use crate::core::message_router::Mailbox;
 use estalogic_abi::{Pid, Priority};
-use std::collections::{HashMap, VecDeque};
+use rustc_hash::FxHashMap;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::task::Waker;
@@ -265,7 +266,9 @@ struct Slot {
 pub struct ProcessTable {
     slots: Vec<Slot>,
     free: Vec<u32>,
-    names: HashMap<Arc<str>, Pid>,
+    /// Module name → its registered process. FxHash: names come from
+    /// loaded manifests, and every spawn and exit looks one up.
+    names: FxHashMap<Arc<str>, Pid>,
     live: usize,
 }
 
@@ -278,7 +281,7 @@ impl Default for ProcessTable {
                 process: None,
             }],
             free: Vec::new(),
-            names: HashMap::new(),
+            names: FxHashMap::default(),
             live: 0,
         }
     }

@@ -491,8 +491,85 @@ pub struct AuditEvent {
     pub holder: Pid,
     /// The capability concerned, if the request named one that exists.
     pub capability: Option<CapabilityId>,
-    /// A human-readable account.
-    pub detail: String,
+    /// A human-readable account (its `Display`).
+    pub detail: AuditDetail,
+}
+
+/// The account an [`AuditEvent`] gives. Grants and revocations happen at
+/// every spawn and exit of a process that holds a capability, so they are
+/// kept as data and written out as text only when read (`Display`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuditDetail {
+    /// A root capability was issued.
+    Granted {
+        /// What it refers to.
+        resource: Resource,
+        /// What it allows.
+        rights: Rights,
+        /// Which items it reaches.
+        scope: Scope,
+        /// The holder's handle for it.
+        handle: u32,
+    },
+    /// A capability was revoked.
+    Revoked {
+        /// The holder's handle for it.
+        handle: u32,
+        /// The capability whose revocation cascaded to it, if not itself.
+        derived_from: Option<CapabilityId>,
+        /// Why.
+        reason: RevokeReason,
+    },
+    /// Any other event (delegations, exports, denials), as text.
+    Text(String),
+}
+
+/// Why a capability was revoked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RevokeReason {
+    /// Its holder closed it.
+    ClosedByHolder,
+    /// Its holder exited.
+    HolderExited,
+    /// A holder of it or of an ancestor with the `REVOKE` right revoked it.
+    RevokedBy(Pid),
+}
+
+impl std::fmt::Display for RevokeReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RevokeReason::ClosedByHolder => f.write_str("closed by its holder"),
+            RevokeReason::HolderExited => f.write_str("its holder exited"),
+            RevokeReason::RevokedBy(pid) => write!(f, "revoked by {pid}"),
+        }
+    }
+}
+
+impl std::fmt::Display for AuditDetail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AuditDetail::Granted {
+                resource,
+                rights,
+                scope,
+                handle,
+            } => write!(
+                f,
+                "root {resource:?} {rights:?} scope {scope:?} as handle {handle}"
+            ),
+            AuditDetail::Revoked {
+                handle,
+                derived_from: None,
+                reason,
+            } => write!(f, "handle {handle}: {reason}"),
+            AuditDetail::Revoked {
+                handle,
+                derived_from: Some(root),
+                reason,
+            } => write!(f, "handle {handle}: derived from {root}, {reason}"),
+            AuditDetail::Text(text) => f.write_str(text),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -590,17 +667,26 @@ impl CapabilityEngine {
         capability: Capability,
         now: u64,
     ) -> Result<Handle, CapError> {
-        let summary = format!(
-            "root {:?} {:?} scope {:?}",
-            capability.resource, capability.rights, capability.scope
+        let (resource, rights, scope) = (
+            capability.resource.clone(),
+            capability.rights,
+            capability.scope.clone(),
         );
         match self.insert(holder, capability, None) {
             Ok((handle, id)) => {
-                let detail = format!("{summary} as handle {}", handle.0);
+                let detail = AuditDetail::Granted {
+                    resource,
+                    rights,
+                    scope,
+                    handle: handle.0,
+                };
                 self.record(now, AuditKind::Granted, holder, Some(id), detail);
                 Ok(handle)
             }
-            Err(error) => Err(self.denied(now, holder, None, format!("grant {summary}"), error)),
+            Err(error) => {
+                let what = format!("grant root {resource:?} {rights:?} scope {scope:?}");
+                Err(self.denied(now, holder, None, what, error))
+            }
         }
     }
 
@@ -631,6 +717,7 @@ impl CapabilityEngine {
                     "from {from} handle {} ({id}) as handle {}",
                     handle.0, child_handle.0
                 );
+                let detail = AuditDetail::Text(detail);
                 self.record(now, AuditKind::Delegated, to, Some(child), detail);
                 Ok(child_handle)
             }
@@ -659,7 +746,7 @@ impl CapabilityEngine {
         let id = self.lookup(pid, handle).map_err(|error| {
             self.denied(now, pid, None, format!("close handle {}", handle.0), error)
         })?;
-        let revoked = self.revoke_subtree(id, true, "closed by its holder", None, now);
+        let revoked = self.revoke_subtree(id, true, RevokeReason::ClosedByHolder, None, now);
         if let Some(table) = self.tables.get_mut(&pid) {
             table.slots.remove(&handle);
         }
@@ -677,7 +764,7 @@ impl CapabilityEngine {
         let revoked = table
             .slots
             .values()
-            .map(|&id| self.revoke_subtree(id, true, "its holder exited", Some(holder), now))
+            .map(|&id| self.revoke_subtree(id, true, RevokeReason::HolderExited, Some(holder), now))
             .sum();
         for &id in table.slots.values() {
             self.free(id);
@@ -831,7 +918,7 @@ impl CapabilityEngine {
         };
         self.tokens.insert(token_id, id);
         self.node_mut(id).tokens.push(token_id);
-        let detail = format!("handle {} as token {token_id:032x}", handle.0);
+        let detail = AuditDetail::Text(format!("handle {} as token {token_id:032x}", handle.0));
         self.record(now, AuditKind::Exported, pid, Some(id), detail);
         Ok(Token {
             id: token_id,
@@ -1111,8 +1198,8 @@ impl CapabilityEngine {
         if let Some(error) = refusal {
             return Err(self.denied(now, by, Some(id), what(), error));
         }
-        let reason = format!("revoked by {by}");
-        Ok(self.revoke_subtree(id, include_self, &reason, None, now))
+        let reason = RevokeReason::RevokedBy(by);
+        Ok(self.revoke_subtree(id, include_self, reason, None, now))
     }
 
     /// Bumps the generation: positive decisions cached by the kernel at an
@@ -1130,7 +1217,7 @@ impl CapabilityEngine {
         &mut self,
         root: CapabilityId,
         include_root: bool,
-        reason: &str,
+        reason: RevokeReason,
         exiting: Option<Pid>,
         now: u64,
     ) -> usize {
@@ -1154,10 +1241,10 @@ impl CapabilityEngine {
                 self.invalidate();
             }
             revoked += 1;
-            let detail = if id == root {
-                format!("handle {}: {reason}", handle.0)
-            } else {
-                format!("handle {}: derived from {root}, {reason}", handle.0)
+            let detail = AuditDetail::Revoked {
+                handle: handle.0,
+                derived_from: (id != root).then_some(root),
+                reason,
             };
             self.record(now, AuditKind::Revoked, holder, Some(id), detail);
         }
@@ -1234,7 +1321,7 @@ impl CapabilityEngine {
         kind: AuditKind,
         holder: Pid,
         capability: Option<CapabilityId>,
-        detail: String,
+        detail: AuditDetail,
     ) {
         self.audit.push(AuditEvent {
             at,
@@ -1254,7 +1341,7 @@ impl CapabilityEngine {
         what: String,
         error: CapError,
     ) -> CapError {
-        let detail = format!("{what}: {error}");
+        let detail = AuditDetail::Text(format!("{what}: {error}"));
         self.record(now, AuditKind::Denied, holder, capability, detail);
         error
     }

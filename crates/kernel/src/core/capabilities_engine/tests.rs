@@ -787,7 +787,7 @@ fn grants_delegations_denials_exports_and_revocations_are_audited() {
     ];
     assert_eq!(summary, expected);
     assert!(
-        events[2].detail.contains("required right"),
+        events[2].detail.to_string().contains("required right"),
         "{}",
         events[2].detail
     );
@@ -992,4 +992,52 @@ proptest! {
         }
         prop_assert!(total <= parent_max && by_child <= child_max);
     }
+}
+
+#[test]
+fn audit_details_read_as_the_grant_and_revocation_they_record() {
+    let mut engine = CapabilityEngine::new([7; 32]);
+    let holder = Pid::new(3, 1);
+    let handle = engine
+        .grant(
+            holder,
+            Capability::new(Resource::Channel, Rights::WRITE, Scope::All),
+            10,
+        )
+        .unwrap();
+    engine.revoke_all_of(holder, 20);
+    let events = engine.drain_audit();
+    assert_eq!(events.len(), 2);
+    assert_eq!(
+        events[0].detail.to_string(),
+        format!(
+            "root Channel {:?} scope All as handle {}",
+            Rights::WRITE,
+            handle.0
+        )
+    );
+    assert_eq!(
+        events[1].detail,
+        AuditDetail::Revoked {
+            handle: handle.0,
+            derived_from: None,
+            reason: RevokeReason::HolderExited,
+        }
+    );
+    assert_eq!(
+        events[1].detail.to_string(),
+        format!("handle {}: its holder exited", handle.0)
+    );
+    let derived = AuditDetail::Revoked {
+        handle: 4,
+        derived_from: events[1].capability,
+        reason: RevokeReason::RevokedBy(holder),
+    };
+    assert_eq!(
+        derived.to_string(),
+        format!(
+            "handle 4: derived from {}, revoked by {holder}",
+            events[1].capability.unwrap()
+        )
+    );
 }

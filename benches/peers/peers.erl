@@ -26,21 +26,19 @@
 %% Entry point for `erl -noshell -s peers main`: prints the results and
 %% halts the VM with status 0, or 1 if a benchmark failed.
 main() ->
-    try
-        run(params(init:get_plain_arguments())),
-        halt(0)
-    catch
-        Class:Reason:Stack ->
-            io:format(standard_error, "peers: ~p:~p~n~p~n", [Class, Reason, Stack]),
-            halt(1)
-    end.
+    run_and_halt(fun run/1).
 
 %% Entry point for one paired round of compare.sh (`-s peers paired`):
 %% only the benchmarks with a ratio target, ping-pong and spawn-run-exit,
-%% so that they can alternate with ours within seconds.
+%% so that they can alternate with ours within seconds. Halts like main/0.
 paired() ->
+    run_and_halt(fun run_paired/1).
+
+%% Runs Benchmarks with the parameters of the command line and halts the
+%% VM with status 0, or 1 (the error on stderr) if one failed.
+run_and_halt(Benchmarks) ->
     try
-        run_paired(params(init:get_plain_arguments())),
+        Benchmarks(params(init:get_plain_arguments())),
         halt(0)
     catch
         Class:Reason:Stack ->

@@ -18,7 +18,7 @@
 #   PEERS_M  processes per spawn run      (Erlang side; default 1000)
 #   PEERS_K  idle processes               (Erlang side; default 100000)
 #   PEERS_R  runs per benchmark, best kept (both sides; default 5)
-#   PEERS_ROUNDS  paired rounds (default 3; 0 skips them)
+#   PEERS_ROUNDS  paired rounds (default 5; 0 skips them)
 # estactl uses its own fixed counts (100,000 round trips, 1,000 spawns), so
 # leave N and M at their defaults for a like-for-like comparison.
 #
@@ -43,7 +43,7 @@ done
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 runs=${PEERS_R:-5}
-rounds=${PEERS_ROUNDS:-3}
+rounds=${PEERS_ROUNDS:-5}
 case "$rounds" in
     '' | *[!0-9]*)
         echo "compare.sh: PEERS_ROUNDS must be a whole number, not '$rounds'" >&2

@@ -220,3 +220,71 @@ fn missing_dependencies_and_cycles_stop_the_boot_with_names() {
     let error = kernel.spawn_all().unwrap_err().to_string();
     assert!(error.contains("a -> b -> a"), "{error}");
 }
+
+/// Exits that need no supervision free their pid before the scheduler hears
+/// of them (only the scheduler's part of reaping waits for the core lock),
+/// so a restart on another worker may reuse that pid's slot while the old
+/// process is still being reaped. Many short processes ending beside a
+/// restarting crasher, on two workers: every process is reported once, with
+/// a status that makes sense, and the ladder runs to its end.
+#[test]
+fn restarts_reuse_pid_slots_while_other_exits_are_reaped() {
+    for round in 0..10 {
+        let mut kernel = Kernel::builder().workers(2).build().unwrap();
+        load_wat(
+            &mut kernel,
+            "quick",
+            r#"(module (memory (export "memory") 1) (func (export "run")))"#,
+            "normal",
+        );
+        load_wat_with(
+            &mut kernel,
+            "crasher",
+            &trapper("unreachable"),
+            r#""restart":"on_failure""#,
+        );
+        kernel.spawn("crasher").unwrap();
+        for _ in 0..300 {
+            kernel.spawn("quick").unwrap();
+        }
+        let report = kernel.run();
+        let mut pids: Vec<_> = report.processes.iter().map(|p| p.pid).collect();
+        pids.sort_by_key(|pid| (pid.index(), pid.generation()));
+        pids.dedup();
+        assert_eq!(
+            pids.len(),
+            report.processes.len(),
+            "round {round}: a pid twice"
+        );
+        let crashes = report
+            .processes
+            .iter()
+            .filter(|p| p.module == "crasher")
+            .count();
+        assert_eq!(crashes, 15, "round {round}");
+        assert_eq!(report.restarts.len(), 15, "round {round}");
+        assert_eq!(
+            report.restarts.last().map(|r| r.action),
+            Some(RestartAction::GiveUp)
+        );
+        // A system restart stops what is parked; everything else ran.
+        let quick: Vec<_> = report
+            .processes
+            .iter()
+            .filter(|p| p.module == "quick")
+            .collect();
+        assert!(quick.len() >= 300, "round {round}: {} quick", quick.len());
+        for p in quick {
+            assert!(
+                matches!(
+                    p.status,
+                    ExitStatus::Exited(0) | ExitStatus::Stopped(ErrorCode::RESTARTED)
+                ),
+                "round {round}: {} {}",
+                p.pid,
+                p.status
+            );
+        }
+        assert_eq!(report.stats.events.exited as usize, report.processes.len());
+    }
+}

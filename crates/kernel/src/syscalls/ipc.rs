@@ -19,9 +19,11 @@
 //!    does not park the waker (the process stays running, and an answer
 //!    posted during the lent turn is simply found); every look that may be
 //!    followed by a wait does.
-//! 4. Otherwise the process waits: its waker is parked in its mailbox slot
-//!    (a sender wakes it) and, with a timeout, a timer is armed (the kernel
-//!    loop wakes it at the deadline, when the receive returns `TIMEOUT`).
+//! 4. Otherwise the process waits: its mailbox slot is marked waiting (the
+//!    slot keeps the process's waker from one wait to the next, so a wait
+//!    clones nothing; the first message after that wakes it) and, with a
+//!    timeout, a timer is armed (the kernel loop wakes it at the deadline,
+//!    when the receive returns `TIMEOUT`).
 //!
 //! `send_receive` checks everything step 1 checks before it sends, then
 //! sends, then receives from step 2 on.

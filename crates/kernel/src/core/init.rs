@@ -408,6 +408,7 @@ impl KernelBuilder {
             pending: Vec::new(),
             exit_listeners: Vec::new(),
             restart_policy: None,
+            pool: None,
         })
     }
 }
@@ -464,6 +465,9 @@ pub struct Kernel {
     pending: Vec<Task>,
     exit_listeners: Vec<std::sync::mpsc::Sender<ProcessReport>>,
     restart_policy: Option<Box<dyn RestartPolicy>>,
+    /// The worker threads besides the one that calls [`Kernel::run`],
+    /// started at the first run and kept for the next ones.
+    pool: Option<rayon_core::ThreadPool>,
 }
 
 impl Kernel {
@@ -716,7 +720,9 @@ impl Kernel {
     }
 
     /// Runs every spawned process until all have ended (or a shutdown is
-    /// requested) and reports how each ended.
+    /// requested) and reports how each ended. The calling thread is one of
+    /// the workers; the others are started by the first run and kept for
+    /// the next ones, so a kernel run once per batch pays no thread starts.
     pub fn run(&mut self) -> RunReport {
         let started = std::time::Instant::now();
         let restart_policy = self
@@ -747,7 +753,16 @@ impl Kernel {
                 })
                 .expect("spawn the epoch ticker thread")
         });
-        let (processes, stats, restarts, restart_policy) = kernel_loop.run(self.workers);
+        if self.workers > 1 && self.pool.is_none() {
+            self.pool = Some(
+                rayon_core::ThreadPoolBuilder::new()
+                    .num_threads(self.workers - 1)
+                    .thread_name(|n| format!("estalogic-worker-{}", n + 1))
+                    .build()
+                    .expect("start the kernel's worker threads"),
+            );
+        }
+        let (processes, stats, restarts, restart_policy) = kernel_loop.run(self.pool.as_ref());
         self.restart_policy = Some(restart_policy);
         ticker_stop.store(true, Ordering::Relaxed);
         if let Some(ticker) = ticker {

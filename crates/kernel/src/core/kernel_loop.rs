@@ -502,27 +502,29 @@ impl KernelLoop {
     /// included); returns the reports in order of exit and the loop's stats.
     pub(crate) fn run(
         self,
-        workers: usize,
+        pool: Option<&rayon_core::ThreadPool>,
     ) -> (
         Vec<ProcessReport>,
         LoopStats,
         Vec<RestartRecord>,
         Box<dyn RestartPolicy>,
     ) {
-        let workers = workers.max(1);
+        let workers = 1 + pool.map_or(0, rayon_core::ThreadPool::current_num_threads);
         {
             let mut core = self.lock();
             let _ = core.state.transition(LoopState::Running);
         }
-        std::thread::scope(|scope| {
-            for n in 1..workers {
-                std::thread::Builder::new()
-                    .name(format!("estalogic-worker-{n}"))
-                    .spawn_scoped(scope, || self.work())
-                    .expect("spawn a kernel worker thread");
-            }
-            self.work();
-        });
+        match pool {
+            // The other workers are the kernel's own threads, kept from run
+            // to run (see `Kernel::run`); this thread is one more.
+            Some(pool) => pool.in_place_scope(|scope| {
+                for _ in 1..workers {
+                    scope.spawn(|_| self.work());
+                }
+                self.work();
+            }),
+            None => self.work(),
+        }
         let mut core = self.core.into_inner();
         if core.state != LoopState::ShuttingDown {
             let _ = core.state.transition(LoopState::ShuttingDown);

@@ -301,3 +301,31 @@ fn a_capability_scope_that_escapes_is_a_manifest_error() {
     assert!(text.contains("capabilities_required[0].scope"), "{text}");
     assert!(text.contains("../etc"), "{text}");
 }
+
+/// Freed pool slots wait in a batch before their pages go back to the
+/// host, and a slot in the batch is not reused until then: a pool that is
+/// full of such slots must flush the batch and go on, not refuse to spawn.
+/// Fifty runs of four processes through a four-slot pool (a batch holds
+/// far more than four).
+#[test]
+fn a_small_pool_reuses_its_slots_run_after_run() {
+    let mut kernel = Kernel::builder().max_processes(4).build().unwrap();
+    load_wat(
+        &mut kernel,
+        "touch",
+        // Dirties a page of its memory, so its slot has pages to return.
+        r#"(module (memory (export "memory") 1)
+             (func (export "run") (i32.store (i32.const 4096) (i32.const 7))))"#,
+        "normal",
+    );
+    for run in 0..50 {
+        for _ in 0..4 {
+            kernel.spawn("touch").unwrap();
+        }
+        let report = kernel.run();
+        assert_eq!(report.processes.len(), 4, "run {run}");
+        for process in &report.processes {
+            assert_eq!(process.status, ExitStatus::Exited(0), "run {run}");
+        }
+    }
+}

@@ -285,9 +285,11 @@ impl KernelBuilder {
             .max_memory_size(MEMORY_SLOT as usize)
             .table_elements(TABLE_ELEMENTS)
             .max_unused_warm_slots(1_024)
-            // Return freed pages to the host in batches: one `madvise` per
-            // 32 exits instead of one per exit.
-            .decommit_batch_size(32)
+            // Return freed pages to the host in batches: one
+            // `process_madvise` per 256 exits instead of one per exit. A slot
+            // waiting in the batch is not reused, but an allocation that
+            // finds the pool full flushes the batch and tries again.
+            .decommit_batch_size(256)
             // Reset a reused table with memset instead of a system call.
             .table_keep_resident(KEEP_RESIDENT);
         // Initialise memories by copying data segments rather than mapping

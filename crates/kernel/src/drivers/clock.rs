@@ -8,9 +8,10 @@
 //! a counter read costs about 9 ns here against 22 ns for
 //! `clock_gettime` through the vDSO. Where the counter is not invariant
 //! (it would drift with power states), `quanta` uses the OS's monotonic
-//! clock instead. Readings never go below zero, and one that lands a few
-//! nanoseconds before an earlier one on another core reads as equal to
-//! the boot instant or later, never wraps.
+//! clock instead. A reading never goes below zero (nor wraps): a counter
+//! value at or before the boot reading counts as zero. Across cores the
+//! readings are as monotonic as the counter, which Linux uses as its own
+//! clock source only when the cores' counters agree.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -111,16 +112,21 @@ mod tests {
     #[test]
     fn real_clock_keeps_pace_with_the_os_clock() {
         let clock = Clock::real();
+        // The counter's interval lies inside the OS clock's, whatever
+        // preempts this thread between the reads.
         let os = std::time::Instant::now();
         let before = clock.now_nanos();
         std::thread::sleep(Duration::from_millis(50));
         let elapsed = clock.now_nanos() - before;
         let reference = os.elapsed().as_nanos() as u64;
-        // Both measured the same sleep; allow for the reads around it.
+        // Calibration is good to a few parts per million; allow 1 %.
         assert!(
-            elapsed.abs_diff(reference) < 2_000_000,
+            elapsed <= reference + reference / 100,
             "counter {elapsed} ns against OS {reference} ns"
         );
-        assert!(elapsed >= 50_000_000 - 1_000_000, "{elapsed}");
+        assert!(
+            elapsed >= 50_000_000 - 500_000,
+            "{elapsed} ns for a 50 ms sleep"
+        );
     }
 }

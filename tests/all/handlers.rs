@@ -161,7 +161,10 @@ fn a_handler_that_never_returns_is_stopped_and_its_peers_go_on() {
     kernel.spawn("ping").unwrap();
     let report = kernel.run();
     match &report.process("spinner").unwrap().status {
-        ExitStatus::Trapped { code, .. } => assert_eq!(*code, ErrorCode::TIMEOUT),
+        ExitStatus::Trapped { code, detail } => {
+            assert_eq!(*code, ErrorCode::TIMEOUT);
+            assert!(detail.contains("fuel budget"), "{detail}");
+        }
         other => panic!("the spinner ended {other:?}"),
     }
     for name in ["ping", "pong"] {
@@ -401,4 +404,57 @@ fn the_bundled_rust_echo_handler_answers_every_request() {
         ExitStatus::Exited(8)
     );
     assert_eq!(report.process("echo").unwrap().received, 2);
+}
+
+#[test]
+fn every_trap_kind_in_a_handler_is_reported_with_its_code_and_peers_go_on() {
+    // A handler's call runs on the worker's own stack, not a fiber: a stack
+    // overflow there (the `$recurse` case) must end that process only.
+    for &(body, code) in estalogic_tests::TRAP_CASES {
+        let trapper = format!(
+            r#"(module (memory (export "memory") 1) (table 1 funcref)
+  {INBOX}
+  (func $recurse (call $recurse))
+  (func (export "handle") (param i32) (result i32) {body} (i32.const 0)))"#
+        );
+        for workers in [1, 2] {
+            let mut kernel = Kernel::builder().workers(workers).build().unwrap();
+            load_handler(&mut kernel, "trapper", &trapper);
+            kernel.spawn("trapper").unwrap();
+            spawn_ping_pong(&mut kernel, 100);
+            let report = kernel.run();
+            match &report.process("trapper").unwrap().status {
+                ExitStatus::Trapped { code: got, .. } => assert_eq!(*got, code, "{body}"),
+                other => panic!("{body}: expected a trap, got {other}"),
+            }
+            for name in ["ping", "pong"] {
+                let status = &report.process(name).unwrap().status;
+                assert_eq!(*status, ExitStatus::Exited(0), "{body}: {name}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_handler_growing_memory_and_tables_past_their_limits_gets_failures_not_a_crash() {
+    // memory.grow and table.grow far past their limits (the user class's
+    // 16 MiB, the pool's table slot) return -1, and the handler exits with
+    // 3; 1 or 2 would say which growth was granted. (Fuel charges a
+    // memory.grow per page asked for, so the request stays within one
+    // call's budget: 1,000 pages.)
+    let grower = format!(
+        r#"(module (memory (export "memory") 1) (table 1 funcref)
+  {INBOX}
+  (func (export "handle") (param i32) (result i32)
+    (if (i32.ne (memory.grow (i32.const 1000)) (i32.const -1)) (then (return (i32.const 1))))
+    (if (i32.ne (table.grow (ref.null func) (i32.const 20000)) (i32.const -1))
+      (then (return (i32.const 2))))
+    (return (i32.const 3))))"#
+    );
+    let mut kernel = Kernel::builder().build().unwrap();
+    load_handler(&mut kernel, "grower", &grower);
+    kernel.spawn("grower").unwrap();
+    let report = kernel.run();
+    let status = &report.process("grower").unwrap().status;
+    assert_eq!(*status, ExitStatus::Exited(3), "{status:?}");
 }

@@ -295,7 +295,19 @@ async fn run_handler(
     let result = serve(&mut store, &loaded, checkpoint_fuel, &mut fuel_used).await;
     let status = match result {
         Ok(code) => ExitStatus::Exited(code),
-        Err(error) => classify(&error, store.data().limiter.refused()),
+        Err(error) => match classify(&error, store.data().limiter.refused()) {
+            // Say which budget ran out: a handler's call has its own.
+            ExitStatus::Trapped { code, detail } if code == ErrorCode::TIMEOUT => {
+                ExitStatus::Trapped {
+                    code,
+                    detail: format!(
+                        "a call used up its fuel budget ({} units, {HANDLER_CALL_SLICES} slices): {detail}",
+                        checkpoint_fuel.saturating_mul(HANDLER_CALL_SLICES)
+                    ),
+                }
+            }
+            other => other,
+        },
     };
     Outcome { status, fuel_used }
 }
@@ -450,14 +462,19 @@ async fn call_entry(
 }
 
 /// Maps a Wasmtime error to how the process ended: `exit` is an exit, a
-/// refused memory growth makes any trap `OUT_OF_MEMORY`, and each trap kind
+/// refused memory growth makes any later trap `OUT_OF_MEMORY` except a
+/// budget stop (out of fuel, interrupted: `TIMEOUT`), and each trap kind
 /// has its code ([`trap_code`]).
 pub fn classify(error: &wasmtime::Error, memory_refused: bool) -> ExitStatus {
     if let Some(ProcessExit(code)) = error.downcast_ref::<ProcessExit>() {
         return ExitStatus::Exited(*code);
     }
     let detail = first_line(error);
-    if memory_refused {
+    let trap = error.downcast_ref::<Trap>().copied();
+    // A refused growth explains a guest's later abort (its allocator
+    // failed), not a budget stop: running out of fuel stays `TIMEOUT`.
+    let budget = matches!(trap, Some(Trap::OutOfFuel | Trap::Interrupt));
+    if memory_refused && !budget {
         return ExitStatus::Trapped {
             code: ErrorCode::OUT_OF_MEMORY,
             detail,
@@ -469,10 +486,7 @@ pub fn classify(error: &wasmtime::Error, memory_refused: bool) -> ExitStatus {
             detail,
         };
     }
-    let code = match error.downcast_ref::<Trap>() {
-        Some(trap) => trap_code(*trap),
-        None => ErrorCode::TRAP_OTHER,
-    };
+    let code = trap.map_or(ErrorCode::TRAP_OTHER, trap_code);
     ExitStatus::Trapped { code, detail }
 }
 
@@ -506,4 +520,35 @@ fn first_line(error: &wasmtime::Error) -> String {
         .find(|line| !line.is_empty() && !line.ends_with("backtrace:"))
         .unwrap_or("")
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trapped(trap: Trap, memory_refused: bool) -> ErrorCode {
+        match classify(&wasmtime::Error::new(trap), memory_refused) {
+            ExitStatus::Trapped { code, .. } => code,
+            other => panic!("{trap:?} classified as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_refused_growth_explains_an_abort_but_not_a_budget_stop() {
+        assert_eq!(
+            trapped(Trap::UnreachableCodeReached, false),
+            ErrorCode::TRAP_UNREACHABLE
+        );
+        assert_eq!(
+            trapped(Trap::UnreachableCodeReached, true),
+            ErrorCode::OUT_OF_MEMORY
+        );
+        assert_eq!(trapped(Trap::OutOfFuel, false), ErrorCode::TIMEOUT);
+        assert_eq!(trapped(Trap::OutOfFuel, true), ErrorCode::TIMEOUT);
+        assert_eq!(trapped(Trap::Interrupt, true), ErrorCode::TIMEOUT);
+        assert_eq!(
+            classify(&wasmtime::Error::new(ProcessExit(7)), true),
+            ExitStatus::Exited(7)
+        );
+    }
 }

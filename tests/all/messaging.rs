@@ -750,3 +750,44 @@ fn a_call_whose_request_is_never_read_gets_the_failure_code_even_with_a_small_bu
         assert_eq!(caller.undelivered, 0, "nothing was left queued");
     }
 }
+
+#[test]
+fn a_process_flooding_its_own_drop_oldest_mailbox_loses_one_message_per_send() {
+    // Each send past the capacity evicts the oldest message, which is the
+    // sender's own: its notice finds the mailbox full and is dropped, and
+    // evicts nothing (a cascade once emptied the mailbox, and its recursion
+    // overflowed the host stack past ~1,000 messages).
+    const SENDS: i32 = 5_000;
+    const CAPACITY: i32 = 1_024;
+    let flooder = format!(
+        r#"(module
+  (import "estalogic" "self_pid" (func $self (result i64)))
+  (import "estalogic" "send" (func $send (param i64 i32 i32 i32 i32) (result i64)))
+  (memory (export "memory") 1)
+  (func (export "run") (result i32) (local $i i32)
+    (loop $l
+      (if (i64.lt_s (call $send (call $self) (i32.const 0x1000) (i32.const 0) (i32.const 0) (i32.const 0))
+                    (i64.const 0))
+        (then (return (i32.const 1))))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $l (i32.lt_u (local.get $i) (i32.const {SENDS}))))
+    (i32.const 0)))"#
+    );
+    for workers in [1, 2] {
+        let mut kernel = Kernel::builder().workers(workers).build().unwrap();
+        load_wat_with(
+            &mut kernel,
+            "flooder",
+            &flooder,
+            &format!(r#""mailbox":{{"capacity":{CAPACITY},"overflow":"drop_oldest"}}"#),
+        );
+        kernel.spawn("flooder").unwrap();
+        let report = kernel.run();
+        let flooder = report.process("flooder").unwrap();
+        assert_eq!(flooder.status, ExitStatus::Exited(0), "{flooder:?}");
+        // Every message failed in the end, each counted once: the evicted
+        // ones when evicted, the last CAPACITY when left at exit.
+        assert_eq!(flooder.delivery_failures, SENDS as u64);
+        assert_eq!(flooder.sent, SENDS as u64);
+    }
+}

@@ -157,6 +157,15 @@ impl Mailbox {
         let mut delivery = Delivery::Queued;
         let size = message.payload.len();
         if !self.fits(size) {
+            // A delivery-failure notice never makes room for itself,
+            // whatever the mode: evicting a message to report another would
+            // cascade (each eviction is reported in turn, and one send could
+            // empty a mailbox of everything it had accepted), and the kernel
+            // never waits for room. It is dropped and counted.
+            if message.header.flags.contains(Flags::DELIVERY_FAILURE) {
+                self.dropped += 1;
+                return Ok(Delivery::DroppedNewest(message));
+            }
             match self.mode {
                 OverflowMode::NotifySender | OverflowMode::BlockSender => {
                     return Err(MailboxFull(message));
@@ -347,6 +356,30 @@ mod tests {
         }
         assert_eq!(oldest.dropped(), 1);
         assert_eq!(oldest.len(), 2);
+    }
+
+    #[test]
+    fn a_delivery_failure_notice_never_evicts_or_waits() {
+        for mode in [
+            OverflowMode::DropOldest,
+            OverflowMode::NotifySender,
+            OverflowMode::BlockSender,
+            OverflowMode::DropNewest,
+        ] {
+            let mut mailbox = Mailbox::new(2, mode);
+            mailbox.push(message(1, 0, 1, 0)).unwrap();
+            mailbox.push(message(1, 0, 1, 1)).unwrap();
+            let mut notice = message(0, 7, 1, 0);
+            notice.header.flags = Flags::DELIVERY_FAILURE;
+            assert_eq!(
+                mailbox.push(notice.clone()),
+                Ok(Delivery::DroppedNewest(notice)),
+                "{mode:?}"
+            );
+            assert_eq!(mailbox.len(), 2, "{mode:?}: what it had accepted stays");
+            assert_eq!(mailbox.take(Filter::Any).unwrap().header.sequence, 0);
+            assert_eq!(mailbox.dropped(), 1, "{mode:?}");
+        }
     }
 
     #[test]

@@ -13,7 +13,9 @@
 //!    the mailbox of a process that ends — is reported to its sender with a
 //!    kernel `DELIVERY_FAILURE` notice (correlation = the message's
 //!    sequence), and counted. Kernel notices are never themselves reported,
-//!    so there are no notice loops.
+//!    and a notice that finds its mailbox full is dropped (it evicts
+//!    nothing), so there are no notice loops or cascades; the reports a
+//!    post causes are made from a work list, never by recursion.
 //! 4. `take` is the only way a message leaves a mailbox to a process: it
 //!    frees a blocked sender and answers an `ACK_REQUESTED` message with an
 //!    `ACK` (correlation = the message's sequence).
@@ -67,6 +69,22 @@ impl KernelShared {
         target: &Arc<Process>,
         message: Message,
     ) -> Result<bool, PostError> {
+        let (woke, dropped) = self.post_quietly(target, message)?;
+        if let Some(dropped) = dropped {
+            self.report_all(dropped);
+        }
+        Ok(woke)
+    }
+
+    /// Queues `message` and hands back the headers of the messages the
+    /// overflow mode dropped to make room (or the message itself), for
+    /// the caller to report: reporting posts notices, which can drop more
+    /// (see [`KernelShared::report_all`]).
+    fn post_quietly(
+        &self,
+        target: &Arc<Process>,
+        message: Message,
+    ) -> Result<(bool, Option<Vec<Header>>), PostError> {
         self.trace_send(&message.header, message.payload.len());
         let (delivery, woke) = {
             let mut slot = target.lock_mailbox();
@@ -85,18 +103,14 @@ impl KernelShared {
                 }
             }
         };
-        match delivery {
-            Delivery::Queued => {}
-            Delivery::DroppedNewest(dropped) => {
-                self.report_failure(&dropped.header, ErrorCode::MESSAGE_DROPPED);
-            }
+        let dropped = match delivery {
+            Delivery::Queued => None,
+            Delivery::DroppedNewest(dropped) => Some(vec![dropped.header]),
             Delivery::QueuedDroppingOldest(dropped) => {
-                for message in &dropped {
-                    self.report_failure(&message.header, ErrorCode::MESSAGE_DROPPED);
-                }
+                Some(dropped.into_iter().map(|m| m.header).collect())
             }
-        }
-        Ok(woke)
+        };
+        Ok((woke, dropped))
     }
 
     /// Sends a kernel message (source `Pid::KERNEL`, highest priority) to
@@ -130,6 +144,26 @@ impl KernelShared {
     /// Sends the sender of `failed` a `DELIVERY_FAILURE` notice and counts
     /// it. Kernel messages and notices are never reported.
     pub(crate) fn report_failure(&self, failed: &Header, code: ErrorCode) {
+        let mut dropped = Vec::new();
+        self.report(failed, code, &mut dropped);
+        self.report_all(dropped);
+    }
+
+    /// Reports every message of `dropped` (`MESSAGE_DROPPED`), and what
+    /// posting those notices drops in turn, until nothing is left: a
+    /// notice posted to a full `DropOldest` mailbox evicts another message,
+    /// whose sender is told too. A loop, not recursion: a process that
+    /// floods its own mailbox would otherwise nest one report per message
+    /// it holds. It ends: each round evicts a process's message and queues
+    /// a kernel notice, and notices are never reported.
+    fn report_all(&self, mut dropped: Vec<Header>) {
+        while let Some(failed) = dropped.pop() {
+            self.report(&failed, ErrorCode::MESSAGE_DROPPED, &mut dropped);
+        }
+    }
+
+    /// One notice for `failed`; what posting it dropped goes to `dropped`.
+    fn report(&self, failed: &Header, code: ErrorCode, dropped: &mut Vec<Header>) {
         if failed.source == Pid::KERNEL || failed.flags.contains(Flags::DELIVERY_FAILURE) {
             return;
         }
@@ -157,13 +191,13 @@ impl KernelShared {
         };
         // The kernel never blocks: if even this does not fit, it is dropped
         // and counted by the mailbox.
-        let _ = self.post_to(
-            &sender,
-            Message {
-                header,
-                payload: Box::new(notice.encode()),
-            },
-        );
+        let notice = Message {
+            header,
+            payload: Box::new(notice.encode()),
+        };
+        if let Ok((_, Some(more))) = self.post_quietly(&sender, notice) {
+            dropped.extend(more);
+        }
     }
 }
 

@@ -68,6 +68,48 @@ fn receive_times_out_with_a_code_not_a_trap() {
 }
 
 #[test]
+fn a_wait_longer_than_the_clock_can_count_is_still_a_timed_wait() {
+    // Real clock: alone, waiting i64::MAX ms is a wait with a timer, not a
+    // deadlock; it lasts until the kernel is stopped.
+    let forever = guest(
+        "(i32.wrap_i64 (call $receive (i32.const 0) (i64.const 0x7fffffffffffffff) (i32.const 64) (i32.const 128) (i32.const 64)))",
+    );
+    let mut kernel = Kernel::builder().build().unwrap();
+    load_wat(&mut kernel, "waiter", &forever, "normal");
+    kernel.spawn("waiter").unwrap();
+    let exits = kernel.subscribe_exits();
+    let shutdown = kernel.shutdown_handle();
+    let runner = std::thread::spawn(move || kernel.run());
+    let early = exits.recv_timeout(std::time::Duration::from_millis(300));
+    shutdown.request();
+    let report = runner.join().unwrap();
+    assert!(early.is_err(), "ended early: {early:?}");
+    assert_eq!(
+        report.process("waiter").unwrap().status,
+        ExitStatus::Stopped(ErrorCode::SHUTDOWN)
+    );
+    // Virtual clock: the longest wait moves time to its end and times out;
+    // a 5 ms wait after it still times out, and the clock still reads.
+    let timeout = -(ErrorCode::TIMEOUT.0 as i64);
+    let twice = format!(
+        r#"(module
+  (import "estalogic" "receive" (func $receive (param i32 i64 i32 i32 i32) (result i64)))
+  (import "estalogic" "clock_now" (func $now (result i64)))
+  (memory (export "memory") 1)
+  (func (export "run") (result i32)
+    (if (i64.ne (call $receive (i32.const 0) (i64.const 18446744073709) (i32.const 64) (i32.const 128) (i32.const 64))
+                (i64.const {timeout}))
+      (then (return (i32.const 1))))
+    (if (i64.ne (call $receive (i32.const 0) (i64.const 5) (i32.const 64) (i32.const 128) (i32.const 64))
+                (i64.const {timeout}))
+      (then (return (i32.const 2))))
+    (if (i64.lt_s (call $now) (i64.const 0)) (then (return (i32.const 3))))
+    (i32.const 0)))"#
+    );
+    assert_eq!(run_one("waiter", &twice, true), ExitStatus::Exited(0));
+}
+
+#[test]
 fn send_to_an_unknown_pid_fails_with_no_such_process() {
     let wat = guest(
         "(i32.wrap_i64 (call $send (i64.const 0x0000000500000007) (i32.const 1) (i32.const 0) (i32.const 0) (i32.const 0)))",

@@ -338,7 +338,8 @@ impl KernelShared {
         let sequence = timers.next_sequence;
         timers.next_sequence += 1;
         timers.heap.push(Reverse(TimerEntry {
-            deadline,
+            // `u64::MAX` means "no timer" in `next_deadline`.
+            deadline: deadline.min(crate::drivers::clock::END_OF_TIME),
             sequence,
             waker,
             cancelled: cancelled.clone(),

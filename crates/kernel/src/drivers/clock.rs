@@ -16,6 +16,12 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+/// The last instant a deadline may name: 2^63 − 1 ns (about 292 years)
+/// after boot. Deadlines are capped here, so a timed wait, however long,
+/// stays a wait with a timer (never mistaken for one without), and
+/// `clock_now`, which returns an `i64`, can always say what time it is.
+pub const END_OF_TIME: u64 = i64::MAX as u64;
+
 /// Nanoseconds since boot, from a real or a virtual source.
 #[derive(Debug)]
 pub enum Clock {
@@ -71,11 +77,21 @@ impl Clock {
         }
     }
 
-    /// Moves a virtual clock forward by `nanos`. A real clock ignores this.
+    /// Moves a virtual clock forward by `nanos` (saturating, never
+    /// wrapping). A real clock ignores this.
     pub fn advance_by(&self, nanos: u64) {
         if let Clock::Virtual { now } = self {
-            now.fetch_add(nanos, Ordering::AcqRel);
+            let _ = now.fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
+                Some(t.saturating_add(nanos))
+            });
         }
+    }
+
+    /// The deadline `ms` milliseconds from now, capped at [`END_OF_TIME`].
+    pub fn deadline_after_ms(&self, ms: u64) -> u64 {
+        self.now_nanos()
+            .saturating_add(ms.saturating_mul(1_000_000))
+            .min(END_OF_TIME)
     }
 
     /// How long from now until `deadline` (zero if it has passed).
@@ -87,6 +103,24 @@ impl Clock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deadlines_stop_at_the_end_of_time_and_the_virtual_clock_never_wraps() {
+        let clock = Clock::virtual_clock();
+        assert_eq!(clock.deadline_after_ms(5), 5_000_000);
+        assert_eq!(clock.deadline_after_ms(u64::MAX), END_OF_TIME);
+        clock.advance_to(END_OF_TIME);
+        assert_eq!(clock.deadline_after_ms(5), END_OF_TIME);
+        clock.advance_by(u64::MAX);
+        assert_eq!(clock.now_nanos(), u64::MAX);
+        clock.advance_by(1);
+        assert_eq!(
+            clock.now_nanos(),
+            u64::MAX,
+            "saturates, never wraps to zero"
+        );
+        assert!(Clock::real().deadline_after_ms(u64::MAX) <= END_OF_TIME);
+    }
 
     #[test]
     fn virtual_clock_moves_only_forward_and_only_when_told() {

@@ -709,12 +709,8 @@ async fn wait_and_take(
     let hand_off = caller.data_mut().hand_off.take();
     let context = caller.data();
     let kernel = &context.kernel;
-    let deadline = (timeout_ms != TIMEOUT_INFINITE).then(|| {
-        kernel
-            .clock
-            .now_nanos()
-            .saturating_add((timeout_ms as u64).saturating_mul(1_000_000))
-    });
+    let deadline =
+        (timeout_ms != TIMEOUT_INFINITE).then(|| kernel.clock.deadline_after_ms(timeout_ms as u64));
     let taken = Receive {
         process: &context.process,
         task: &context.task,

@@ -97,3 +97,37 @@ fn exported_tokens_are_verified_on_every_use() {
     kernel.run();
     assert!(kernel.redeem_capability(&parsed).is_err());
 }
+
+#[test]
+fn a_guest_can_close_a_handle_and_a_bad_length_is_an_invalid_argument() {
+    // Exit code: the number of the first check that failed, or 0.
+    let wat = r#"(module
+  (import "estalogic" "self_pid" (func $self (result i64)))
+  (import "estalogic" "cap_inspect" (func $inspect (param i32 i32 i32) (result i64)))
+  (import "estalogic" "cap_delegate" (func $delegate (param i32 i64 i32 i64 i64 i32 i32) (result i64)))
+  (import "estalogic" "cap_revoke" (func $revoke (param i32 i32) (result i64)))
+  (memory (export "memory") 1)
+  (func (export "run") (result i32) (local $copy i32)
+    (if (i64.ne (call $inspect (i32.const 1) (i32.const 64) (i32.const -1)) (i64.const -1001))
+      (then (return (i32.const 1))))
+    (local.set $copy (i32.wrap_i64
+      (call $delegate (i32.const 1) (call $self) (i32.const 0) (i64.const -1) (i64.const -1) (i32.const 0) (i32.const 0))))
+    (if (i32.le_s (local.get $copy) (i32.const 1)) (then (return (i32.const 2))))
+    (if (i64.ne (call $revoke (local.get $copy) (i32.const 2)) (i64.const 1))
+      (then (return (i32.const 3))))
+    (if (i64.ne (call $inspect (local.get $copy) (i32.const 64) (i32.const 256)) (i64.const -2003))
+      (then (return (i32.const 4))))
+    (if (i64.ne (call $revoke (i32.const 1) (i32.const 3)) (i64.const -1001))
+      (then (return (i32.const 5))))
+    (if (i64.lt_s (call $inspect (i32.const 1) (i32.const 64) (i32.const 256)) (i64.const 0))
+      (then (return (i32.const 6))))
+    (i32.const 0)))"#;
+    let mut kernel = Kernel::builder().build().unwrap();
+    estalogic_tests::load_wat(&mut kernel, "closer", wat, "normal");
+    kernel.spawn("closer").unwrap();
+    let report = kernel.run();
+    assert_eq!(
+        report.process("closer").unwrap().status,
+        ExitStatus::Exited(0)
+    );
+}

@@ -98,13 +98,15 @@ pub enum Syscall {
     Broadcast = 12,
     /// `cap_handles(buffer_ptr: i32, max: i32) -> i64`: writes up to `max`
     /// of the caller's capability handles (`u32` little-endian each) and
-    /// returns how many it holds in all.
+    /// returns how many it holds in all, revoked ones included (until
+    /// closed, or dropped by a full table).
     CapHandles = 13,
     /// `cap_inspect(handle: i32, out_ptr: i32, out_len: i32) -> i64`: writes
     /// the capability's [`CapabilityRecord`](crate::capabilities::CapabilityRecord)
-    /// and returns its length (`BUFFER_TOO_SMALL` if it does not fit).
-    /// `INVALID_HANDLE` for a handle the caller was never given;
-    /// `PERMISSION_DENIED` for a revoked one.
+    /// and returns its length (`BUFFER_TOO_SMALL` if it does not fit,
+    /// `INVALID_ARGUMENT` for a negative `out_len`). A revoked
+    /// capability's record says so (`revoked` = 1). `INVALID_HANDLE` for a
+    /// handle the caller was never given, or closed.
     CapInspect = 14,
     /// `cap_delegate(handle: i32, target: i64, rights: i32, expires_at: i64,
     /// max_uses: i64, scope_ptr: i32, scope_len: i32) -> i64`: gives the
@@ -117,8 +119,11 @@ pub enum Syscall {
     CapDelegate = 15,
     /// `cap_revoke(handle: i32, mode: i32) -> i64`: mode 0 revokes the
     /// capability and everything derived from it; mode 1 only what was
-    /// derived from it. Returns how many capabilities were revoked. Needs
-    /// the `revoke` right.
+    /// derived from it (both need the `revoke` right); mode 2 closes the
+    /// handle: it leaves the caller's table, and the capability and
+    /// everything derived from it are revoked, as at exit (no right
+    /// needed; the number is never reused). Returns how many capabilities
+    /// were revoked.
     CapRevoke = 16,
     /// `send_receive(target: i64, correlation: i64, message_type: i32,
     /// options: i32, payload_ptr: i32, payload_len: i32, wait_for: i64,

@@ -42,7 +42,10 @@
 //!    capability's handle answers [`CapError::Revoked`] until its holder
 //!    closes it, and [`CapError::InvalidHandle`] after. Tables hold at most
 //!    [`MAX_HANDLES`] handles and delegation is at most [`MAX_DEPTH`] deep,
-//!    so a guest cannot grow kernel memory or check cost without bound.
+//!    so a guest cannot grow kernel memory or check cost without bound. A
+//!    full table drops the handles that can never validate again (revoked,
+//!    expired, used up; as if closed) before it refuses a new one, so dead
+//!    capabilities never fill it for good.
 //! 6. **Audit.** Every grant, delegation, export, revocation and denial
 //!    appends an [`AuditEvent`]; the kernel drains them with
 //!    [`CapabilityEngine::drain_audit`] into the durable audit log.
@@ -533,6 +536,9 @@ pub enum RevokeReason {
     HolderExited,
     /// A holder of it or of an ancestor with the `REVOKE` right revoked it.
     RevokedBy(Pid),
+    /// It could never validate again (expired or used up) and its holder's
+    /// full table needed the slot.
+    Reclaimed,
 }
 
 impl std::fmt::Display for RevokeReason {
@@ -541,6 +547,9 @@ impl std::fmt::Display for RevokeReason {
             RevokeReason::ClosedByHolder => f.write_str("closed by its holder"),
             RevokeReason::HolderExited => f.write_str("its holder exited"),
             RevokeReason::RevokedBy(pid) => write!(f, "revoked by {pid}"),
+            RevokeReason::Reclaimed => {
+                f.write_str("expired or used up, reclaimed from its holder's full table")
+            }
         }
     }
 }
@@ -672,7 +681,7 @@ impl CapabilityEngine {
             capability.rights,
             capability.scope.clone(),
         );
-        match self.insert(holder, capability, None) {
+        match self.insert(holder, capability, None, now) {
             Ok((handle, id)) => {
                 let detail = AuditDetail::Granted {
                     resource,
@@ -710,7 +719,7 @@ impl CapabilityEngine {
         let checked = self
             .require(id, Rights::DELEGATE, now)
             .and_then(|()| self.check_attenuation(id, &narrowed))
-            .and_then(|()| self.insert(to, narrowed, Some(id)));
+            .and_then(|()| self.insert(to, narrowed, Some(id), now));
         match checked {
             Ok((child_handle, child)) => {
                 let detail = format!(
@@ -1133,10 +1142,18 @@ impl CapabilityEngine {
         holder: Pid,
         capability: Capability,
         parent: Option<CapabilityId>,
+        now: u64,
     ) -> Result<(Handle, CapabilityId), CapError> {
         let depth = parent.map_or(0, |p| self.node(p).depth + 1);
         if depth > MAX_DEPTH {
             return Err(CapError::LimitReached("delegation is too deep"));
+        }
+        if self
+            .tables
+            .get(&holder)
+            .is_some_and(|table| table.slots.len() >= MAX_HANDLES)
+        {
+            self.reclaim_dead(holder, now);
         }
         let table = self.tables.entry(holder).or_default();
         if table.slots.len() >= MAX_HANDLES {
@@ -1254,6 +1271,41 @@ impl CapabilityEngine {
     /// Forgets a revoked capability whose table slot is gone. Its tokens go
     /// too (a valid MAC for an unknown id then answers Revoked); children
     /// keep its id as their parent and count as revoked through it.
+    /// Drops every capability that can never validate again (revoked,
+    /// expired or used up) from `holder`'s full table, as if its holder had
+    /// closed each: such handles would otherwise fill a table for good
+    /// (another process can delegate to it, and revoke what it delegated,
+    /// as often as it likes; a server's clients exit). Their numbers are not
+    /// reused and answer `InvalidHandle` from now on.
+    fn reclaim_dead(&mut self, holder: Pid, now: u64) {
+        let Some(table) = self.tables.get(&holder) else {
+            return;
+        };
+        let dead: Vec<(Handle, CapabilityId)> = table
+            .slots
+            .iter()
+            .map(|(&handle, &id)| (handle, id))
+            .filter(|&(_, id)| {
+                self.is_revoked(id)
+                    || matches!(
+                        self.live(id, now),
+                        Err(CapError::Expired | CapError::UsedUp)
+                    )
+            })
+            .collect();
+        if let Some(table) = self.tables.get_mut(&holder) {
+            for (handle, _) in &dead {
+                table.slots.remove(handle);
+            }
+        }
+        for (_, id) in dead {
+            if !self.node(id).revoked {
+                self.revoke_subtree(id, true, RevokeReason::Reclaimed, None, now);
+            }
+            self.free(id);
+        }
+    }
+
     fn free(&mut self, id: CapabilityId) {
         let Some(node) = self.nodes.remove(&id) else {
             return;

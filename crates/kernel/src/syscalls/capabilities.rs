@@ -234,6 +234,9 @@ fn cap_inspect(
     len: i32,
 ) -> Result<u64, ErrorCode> {
     let handle = handle_of(handle)?;
+    if len < 0 {
+        return Err(ErrorCode::INVALID_ARGUMENT);
+    }
     let record = {
         let context = caller.data();
         let engine = context.kernel.capabilities();
@@ -242,7 +245,7 @@ fn cap_inspect(
             .map_err(|e| e.code())?;
         encode_record(&info)
     };
-    if len < 0 || (len as usize) < record.len() {
+    if (len as usize) < record.len() {
         return Err(ErrorCode::BUFFER_TOO_SMALL);
     }
     write_guest(caller, ptr, &record)?;
@@ -335,6 +338,7 @@ fn cap_revoke(
     let result = match mode {
         0 => engine.revoke(pid, handle, now),
         1 => engine.revoke_derived(pid, handle, now),
+        2 => engine.close(pid, handle, now),
         _ => return Err(ErrorCode::INVALID_ARGUMENT),
     };
     kernel.flush_audit(&mut engine);

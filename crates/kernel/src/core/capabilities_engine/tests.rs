@@ -667,6 +667,65 @@ fn limits_bound_depth_and_tables() {
 }
 
 #[test]
+fn a_full_table_drops_what_can_never_validate_before_refusing() {
+    // Process 1 fills process 2's table with copies, then revokes them:
+    // process 2 can still be given a capability, and the revoked handles it
+    // lost answer InvalidHandle.
+    let mut world = World::new();
+    let root = world.grant(1, file(RWDR));
+    let spare = world.grant(1, file(RWD));
+    let copies: Vec<Handle> = (0..MAX_HANDLES)
+        .map(|_| world.give(1, root, 2, file(Rights::READ)))
+        .collect();
+    let full = world.try_give(1, spare, 2, file(Rights::READ));
+    assert!(
+        matches!(full, Err(LimitReached(_))),
+        "live handles are kept: {full:?}"
+    );
+    world.0.revoke_derived(pid(1), root, 1).unwrap();
+    assert_eq!(
+        world.0.handles(pid(2)).len(),
+        MAX_HANDLES,
+        "listed until needed"
+    );
+    let given = world.give(1, spare, 2, file(Rights::READ));
+    assert_eq!(world.0.handles(pid(2)).len(), 1);
+    assert_eq!(world.read(2, given, Some("x")), Ok(()));
+    assert_eq!(world.0.inspect(pid(2), copies[0]), Err(InvalidHandle));
+
+    // Expired and used-up copies are dropped the same way (revoked with
+    // the reason in the audit); a not-yet-valid one is kept.
+    let mut world = World::new();
+    let root = world.grant(1, file(RWD));
+    let later = file(Rights::READ).with_validity(window(Some(100), None, None));
+    let kept = world.give(1, root, 2, later);
+    let expiring = file(Rights::READ).with_validity(window(None, Some(5), None));
+    for _ in 1..MAX_HANDLES {
+        world.give(1, root, 2, expiring.clone());
+    }
+    let full = world
+        .0
+        .delegate(pid(1), root, pid(2), file(Rights::READ), 4);
+    assert!(
+        matches!(full, Err(LimitReached(_))),
+        "not expired yet: {full:?}"
+    );
+    let given = world
+        .0
+        .delegate(pid(1), root, pid(2), file(Rights::READ), 5);
+    assert!(given.is_ok(), "{given:?}");
+    assert_eq!(world.0.handles(pid(2)).len(), 2);
+    assert!(world.0.inspect(pid(2), kept).is_ok());
+    let audit = world.0.drain_audit();
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.detail.to_string().contains("reclaimed")),
+        "the reclaim is audited"
+    );
+}
+
+#[test]
 fn tokens_round_trip_and_authenticate() {
     let mut world = World::new();
     let handle = world.grant(1, scoped(RWDR, prefixes(&["data"])));

@@ -458,3 +458,33 @@ fn a_handler_growing_memory_and_tables_past_their_limits_gets_failures_not_a_cra
     let status = &report.process("grower").unwrap().status;
     assert_eq!(*status, ExitStatus::Exited(3), "{status:?}");
 }
+
+#[test]
+fn a_handler_call_pays_for_its_host_work_from_its_budget() {
+    // One call that logs 64 KiB 200 times asks the kernel for 13 MB of
+    // copying, twice its call's budget (6.4 million units at one a byte):
+    // stopped with TIMEOUT, as the same work done in wasm would be.
+    let logger = format!(
+        r#"(module
+  (import "estalogic" "log" (func $log (param i32 i32 i32) (result i64)))
+  (memory (export "memory") 2)
+  {INBOX}
+  (func (export "handle") (param i32) (result i32) (local $i i32)
+    (loop
+      (drop (call $log (i32.const 4) (i32.const 0) (i32.const 65536)))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if 0 (i32.lt_u (local.get $i) (i32.const 200))))
+    (i32.const 1)))"#
+    );
+    let mut kernel = Kernel::builder().build().unwrap();
+    load_handler(&mut kernel, "logger", &logger);
+    kernel.spawn("logger").unwrap();
+    let report = kernel.run();
+    match &report.process("logger").unwrap().status {
+        ExitStatus::Trapped { code, detail } => {
+            assert_eq!(*code, ErrorCode::TIMEOUT, "{detail}");
+            assert!(detail.contains("fuel budget"), "{detail}");
+        }
+        other => panic!("the logger ended {other:?}"),
+    }
+}

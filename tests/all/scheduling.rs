@@ -198,3 +198,49 @@ fn deterministic_runs_repeat_exactly() {
         "same exits, fuel and CPU accounting"
     );
 }
+
+/// Logs a 64 KiB line `LINES` times (the line is all zero bytes), then
+/// exits 0: almost no wasm instructions, a lot of host work.
+const LOGGER: &str = r#"(module
+  (import "estalogic" "log" (func $log (param i32 i32 i32) (result i64)))
+  (memory (export "memory") 2)
+  (func (export "run") (result i32) (local $i i32)
+    (loop
+      (drop (call $log (i32.const 4) (i32.const 0) (i32.const 65536)))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if 0 (i32.lt_u (local.get $i) (i32.const 400))))
+    (i32.const 0)))"#;
+
+#[test]
+fn host_work_in_syscalls_is_charged_like_the_guests_own_and_yields_the_cpu() {
+    // 400 log lines of 64 KiB are 26 MB of copying for a handful of wasm
+    // instructions: charged one fuel unit a byte (as memory.copy is), they
+    // are hundreds of slices, so a peer of the same level is let in between
+    // them instead of waiting for the logger to finish.
+    for deterministic in [false, true] {
+        let mut kernel = Kernel::builder()
+            .deterministic(deterministic)
+            .workers(1)
+            .build()
+            .unwrap();
+        load_wat(&mut kernel, "logger", LOGGER, "normal");
+        load_wat(&mut kernel, "worker", WORKER, "normal");
+        kernel.spawn("logger").unwrap();
+        kernel.spawn("worker").unwrap();
+        let report = kernel.run();
+        let logger = report.process("logger").unwrap();
+        assert_eq!(logger.status, ExitStatus::Exited(0));
+        assert!(
+            logger.fuel_used >= 400 * 65_536,
+            "the copies are charged: {logger:?}"
+        );
+        assert!(
+            logger.preemptions + logger.requeues > 0,
+            "the logger was taken off the CPU for its peer: {logger:?}"
+        );
+        assert_eq!(
+            report.process("worker").unwrap().status,
+            ExitStatus::Exited(0)
+        );
+    }
+}

@@ -203,6 +203,9 @@ impl ProcessFactory {
             last_peer: Default::default(),
             hand_off: None,
             syscalls: Default::default(),
+            host_work: Default::default(),
+            host_fuel: Default::default(),
+            checkpoint_fuel: self.checkpoint_fuel,
         };
         let future: ProcessFuture = if loaded.entry == EntryKind::Handler {
             Box::pin(run_handler(
@@ -252,7 +255,8 @@ async fn run_process(
         store.set_epoch_deadline(BACKSTOP_TICKS);
     }
     let result = call_entry(&mut store, &loaded).await;
-    let fuel_used = FUEL_BUDGET - store.get_fuel().unwrap_or(FUEL_BUDGET);
+    let fuel_used =
+        FUEL_BUDGET - store.get_fuel().unwrap_or(FUEL_BUDGET) + store.data().host_fuel.get();
     let status = match result {
         Ok(code) => ExitStatus::Exited(code),
         Err(error) => classify(&error, store.data().limiter.refused()),
@@ -322,7 +326,9 @@ fn metered<R>(
 ) -> wasmtime::Result<R> {
     store.set_fuel(budget)?;
     let result = call(store);
-    let spent = budget - store.get_fuel().unwrap_or(0);
+    // With the host work not yet taken off the store's fuel (see
+    // `syscalls::charge`).
+    let spent = budget - store.get_fuel().unwrap_or(0) + store.data().host_work.take();
     *used += spent;
     result
 }
@@ -391,6 +397,10 @@ async fn serve(
             .map_err(|e| wasmtime::Error::msg(format!("a message header did not encode: {e}")))?;
         memory.write(&mut *store, at, &header)?;
         memory.write(&mut *store, at + HEADER_LEN, &message.payload)?;
+        // The copy into the inbox is host work for this handler, charged
+        // with its call (see `syscalls::charge`).
+        let copied = store.data().host_work.get() + message.payload.len() as u64;
+        store.data().host_work.set(copied);
         let len = message.payload.len() as i32;
         let before = *used;
         let code = metered(store, budget, used, |store| handle.call(store, len))?;

@@ -36,7 +36,8 @@
 //!    the receiver takes a message or ends; the message is then offered
 //!    again. Every other refusal is returned at once as a code.
 
-use super::{ProcessContext, check_guest, poll_once, read_guest, to_return, write_guest};
+use super::process::YieldOnce;
+use super::{ProcessContext, charge, check_guest, poll_once, read_guest, to_return, write_guest};
 use crate::core::kernel_loop::{HandOff, KernelShared, TaskState, hand_off};
 use crate::core::kernel_shared::TimerGuard;
 use crate::core::message_router::{Filter, Message, OverflowMode};
@@ -184,6 +185,20 @@ pub fn add_to_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()
             })
         },
     )?;
+    linker.func_wrap_async(
+        IMPORT_MODULE,
+        Syscall::Broadcast.import_name(),
+        |mut caller: Caller<'_, ProcessContext>,
+         (message_type, options, ptr, len): (i32, i32, i32, i32)| {
+            Box::new(async move {
+                let result = broadcast(&mut caller, message_type, options, ptr, len);
+                if let Ok((_, true)) = result {
+                    YieldOnce::new().await;
+                }
+                Ok(to_return(result.map(|(accepted, _)| accepted)))
+            })
+        },
+    )?;
     add_never_waiting(linker)
 }
 
@@ -307,11 +322,6 @@ pub fn add_to_handler_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::R
          _buffer_len: i32|
          -> i64 { to_return(Err(ErrorCode::WOULD_BLOCK)) },
     )?;
-    add_never_waiting(linker)
-}
-
-/// The syscalls of this family that never wait, the same for every process.
-fn add_never_waiting(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()> {
     linker.func_wrap(
         IMPORT_MODULE,
         Syscall::Broadcast.import_name(),
@@ -320,8 +330,18 @@ fn add_never_waiting(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()
          options: i32,
          ptr: i32,
          len: i32|
-         -> i64 { to_return(broadcast(&mut caller, message_type, options, ptr, len)) },
+         -> i64 {
+            // A handler's host work is taken off its call's fuel; nothing
+            // is due here (see `charge`).
+            let result = broadcast(&mut caller, message_type, options, ptr, len);
+            to_return(result.map(|(accepted, _)| accepted))
+        },
     )?;
+    add_never_waiting(linker)
+}
+
+/// The syscalls of this family that never wait, the same for every process.
+fn add_never_waiting(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()> {
     linker.func_wrap(
         IMPORT_MODULE,
         Syscall::Peek.import_name(),
@@ -468,6 +488,7 @@ async fn send(
     if request.syscall == Syscall::Reply {
         flags = flags | Flags::REPLY;
     }
+    let copied = payload.len();
     // Fields, not the context itself: it is not `Sync`, and these are held
     // across a wait for room.
     let (sender, kernel, task) = {
@@ -497,6 +518,9 @@ async fn send(
                 let context = caller.data_mut();
                 context.hand_off = woke.then_some(receiver_pid);
                 context.keep_peer(receiver);
+                if charge(caller, copied) {
+                    YieldOnce::new().await;
+                }
                 return Ok(sequence);
             }
             Err(PostError::Full(refused, OverflowMode::BlockSender, receiver))
@@ -561,13 +585,15 @@ impl Future for RoomIn {
     }
 }
 
+/// Broadcasts; returns how many accepted a copy, and whether the copies'
+/// host work makes a checkpoint due (see [`charge`]).
 fn broadcast(
     caller: &mut Caller<'_, ProcessContext>,
     message_type: i32,
     options: i32,
     ptr: i32,
     len: i32,
-) -> Result<u64, ErrorCode> {
+) -> Result<(u64, bool), ErrorCode> {
     caller.data().admit(Syscall::Broadcast, None)?;
     let Parts {
         priority,
@@ -607,7 +633,10 @@ fn broadcast(
         }
     }
     Counters::bump_own(&sender.counters.sent, accepted);
-    Ok(accepted)
+    // Every copy is host work for the sender (see `charge`).
+    let copies = (payload.len() as u64).saturating_mul(accepted);
+    let due = charge(caller, usize::try_from(copies).unwrap_or(usize::MAX));
+    Ok((accepted, due))
 }
 
 fn peek(
@@ -735,6 +764,9 @@ async fn wait_and_take(
             // (see `Receive`); it is written as far as the buffer goes.
             let fits = message.payload.len().min(buffers.buffer_len as usize);
             write_guest(caller, buffers.buffer_ptr, &message.payload[..fits])?;
+            if charge(caller, fits) {
+                YieldOnce::new().await;
+            }
             if message.header.flags.contains(Flags::DELIVERY_FAILURE) {
                 let notice = DeliveryFailure::decode(&message.payload);
                 return Err(notice.map_or(ErrorCode::INTERNAL, |n| n.code));

@@ -95,6 +95,15 @@ pub struct ProcessContext {
     /// the process ends (one shared counter bumped on every syscall was a
     /// cache line every worker fought over).
     pub(crate) syscalls: std::cell::Cell<u64>,
+    /// Host work charged (see [`charge`]) and not yet accounted: a task's
+    /// since its last checkpoint, a handler's not yet taken off its call's
+    /// fuel.
+    pub(crate) host_work: std::cell::Cell<u64>,
+    /// A task's host work in all, added to the fuel its report shows (a
+    /// handler's is taken off the store's fuel, which already counts it).
+    pub(crate) host_fuel: std::cell::Cell<u64>,
+    /// Fuel units between two checkpoints.
+    pub(crate) checkpoint_fuel: u64,
 }
 
 impl Drop for ProcessContext {
@@ -240,6 +249,52 @@ pub(crate) fn check_guest(
     }
     let memory = memory_of(caller)?;
     guest_range(ptr, len, memory.data_size(&*caller)).map(|_| ())
+}
+
+/// Handler host work below this many units gathers in
+/// [`ProcessContext::host_work`] until the call ends, so a short message
+/// costs no fuel bookkeeping of its own.
+const HOST_WORK_BATCH: u64 = 4 << 10;
+
+/// Charges the caller for `bytes` of work a syscall did for it (copying
+/// into or out of its memory, a log line) at the price of its own
+/// `memory.copy`: one fuel unit a byte. Without this a guest could make
+/// the kernel copy megabytes per slice of fuel and hold its worker far
+/// past a slice.
+///
+/// A handler's call pays from its fuel budget, as its own instructions do
+/// (past it, `TIMEOUT`); small amounts are taken at the end of the call.
+/// A task's store keeps its fuel (setting it would restart the interval
+/// to its next checkpoint); instead, once a slice's worth of host work has
+/// gathered since its last checkpoint this returns true, and the syscall
+/// passes a checkpoint ([`process::YieldOnce`]) before it returns, where
+/// the scheduler may preempt it. Never true for a handler, whose syscalls
+/// never wait.
+pub(crate) fn charge(caller: &mut Caller<'_, ProcessContext>, bytes: usize) -> bool {
+    let context = caller.data();
+    let work = context.host_work.get().saturating_add(bytes as u64);
+    if context.process.handler {
+        if work < HOST_WORK_BATCH {
+            context.host_work.set(work);
+        } else {
+            context.host_work.set(0);
+            if let Ok(fuel) = caller.get_fuel() {
+                // Cannot fail: fuel is on for every store.
+                let _ = caller.set_fuel(fuel.saturating_sub(work));
+            }
+        }
+        return false;
+    }
+    context
+        .host_fuel
+        .set(context.host_fuel.get().saturating_add(bytes as u64));
+    let slice = context.checkpoint_fuel.max(1);
+    if work < slice {
+        context.host_work.set(work);
+        return false;
+    }
+    context.host_work.set(work % slice);
+    true
 }
 
 /// Copies `len` bytes at `ptr` out of the guest's memory.

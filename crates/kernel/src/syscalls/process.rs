@@ -1,6 +1,6 @@
 //! Process syscalls: `exit`, `yield_now`, `self_pid`, `lookup`, `log`.
 
-use super::{ProcessContext, ProcessExit, read_guest, to_return};
+use super::{ProcessContext, ProcessExit, charge, read_guest, to_return};
 use estalogic_abi::{ErrorCode, IMPORT_MODULE, Syscall};
 use std::future::Future;
 use std::pin::Pin;
@@ -22,6 +22,20 @@ pub fn add_to_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()
             })
         },
     )?;
+    // A task's log line can make a checkpoint due (see `charge`).
+    linker.func_wrap_async(
+        IMPORT_MODULE,
+        Syscall::Log.import_name(),
+        |mut caller: Caller<'_, ProcessContext>, (level, ptr, len): (i32, i32, i32)| {
+            Box::new(async move {
+                let result = log(&mut caller, level, ptr, len);
+                if let Ok((_, true)) = result {
+                    YieldOnce::new().await;
+                }
+                Ok(to_return(result.map(|(code, _)| code)))
+            })
+        },
+    )?;
     add_never_waiting(linker)
 }
 
@@ -32,6 +46,13 @@ pub fn add_to_handler_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::R
         IMPORT_MODULE,
         Syscall::Yield.import_name(),
         |_caller: Caller<'_, ProcessContext>| -> i64 { 0 },
+    )?;
+    linker.func_wrap(
+        IMPORT_MODULE,
+        Syscall::Log.import_name(),
+        |mut caller: Caller<'_, ProcessContext>, level: i32, ptr: i32, len: i32| -> i64 {
+            to_return(log(&mut caller, level, ptr, len).map(|(code, _)| code))
+        },
     )?;
     add_never_waiting(linker)
 }
@@ -55,13 +76,6 @@ fn add_never_waiting(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()
         Syscall::Lookup.import_name(),
         |mut caller: Caller<'_, ProcessContext>, ptr: i32, len: i32| -> i64 {
             to_return(lookup(&mut caller, ptr, len))
-        },
-    )?;
-    linker.func_wrap(
-        IMPORT_MODULE,
-        Syscall::Log.import_name(),
-        |mut caller: Caller<'_, ProcessContext>, level: i32, ptr: i32, len: i32| -> i64 {
-            to_return(log(&mut caller, level, ptr, len))
         },
     )?;
     Ok(())
@@ -89,29 +103,33 @@ fn lookup(caller: &mut Caller<'_, ProcessContext>, ptr: i32, len: i32) -> Result
 /// The longest guest log line, in bytes.
 const MAX_LOG_LINE: i32 = 64 << 10;
 
+/// Writes a guest's log line; returns 0, and whether its host work makes a
+/// checkpoint due (see [`charge`]). The line is decoded only if the level
+/// is enabled, but charged either way (the cost does not depend on the
+/// host's log settings, so deterministic runs stay deterministic).
 fn log(
     caller: &mut Caller<'_, ProcessContext>,
     level: i32,
     ptr: i32,
     len: i32,
-) -> Result<u64, ErrorCode> {
+) -> Result<(u64, bool), ErrorCode> {
     caller.data().admit(Syscall::Log, None)?;
     if !(0..=MAX_LOG_LINE).contains(&len) {
         return Err(ErrorCode::INVALID_ARGUMENT);
     }
     let bytes = read_guest(caller, ptr, len)?;
-    let text = String::from_utf8_lossy(&bytes);
+    let text = || String::from_utf8_lossy(&bytes);
     let process = &caller.data().process;
     let (pid, module) = (process.pid, &process.module);
     match level {
-        0 => tracing::error!(target: "guest", %pid, %module, "{text}"),
-        1 => tracing::warn!(target: "guest", %pid, %module, "{text}"),
-        2 => tracing::info!(target: "guest", %pid, %module, "{text}"),
-        3 => tracing::debug!(target: "guest", %pid, %module, "{text}"),
-        4 => tracing::trace!(target: "guest", %pid, %module, "{text}"),
+        0 => tracing::error!(target: "guest", %pid, %module, "{}", text()),
+        1 => tracing::warn!(target: "guest", %pid, %module, "{}", text()),
+        2 => tracing::info!(target: "guest", %pid, %module, "{}", text()),
+        3 => tracing::debug!(target: "guest", %pid, %module, "{}", text()),
+        4 => tracing::trace!(target: "guest", %pid, %module, "{}", text()),
         _ => return Err(ErrorCode::INVALID_ARGUMENT),
     }
-    Ok(0)
+    Ok((0, charge(caller, bytes.len())))
 }
 
 /// A future that is pending exactly once, waking itself: it hands control

@@ -340,7 +340,16 @@ async fn serve(
     used: &mut u64,
 ) -> wasmtime::Result<i32> {
     let budget = checkpoint_fuel.saturating_mul(HANDLER_CALL_SLICES);
-    let instance = metered(store, budget, used, |store| loaded.pre.instantiate(store))?;
+    let mut attempt = 0;
+    let instance = loop {
+        match metered(store, budget, used, |store| loaded.pre.instantiate(store)) {
+            Err(error) if attempt < POOL_RETRIES && is_pool_full(&error) => {
+                attempt += 1;
+                pool_backoff(attempt).await;
+            }
+            result => break result?,
+        }
+    };
     let memory = loaded
         .memory_export
         .as_ref()
@@ -433,6 +442,29 @@ async fn serve(
     }
 }
 
+/// How many times a process tries again to instantiate when the pool has
+/// no free slot. The kernel admits at most `max_processes` processes and
+/// the pool holds a slot of each kind for every one, so "no slot" means one
+/// is on its way back: Wasmtime returns a batch of freed slots
+/// (`decommit_batch_size`) after letting go of its queue's lock, and an
+/// allocation on another worker that finds the queue already taken fails
+/// rather than wait. A try after that worker is done succeeds.
+const POOL_RETRIES: u32 = 50;
+
+fn is_pool_full(error: &wasmtime::Error) -> bool {
+    error.downcast_ref::<PoolConcurrencyLimitError>().is_some()
+}
+
+/// Before try `attempt` (from 1): a checkpoint, so other processes run
+/// meanwhile, and from the third on a short sleep, since the slots are a
+/// system call away on another worker (at most 50 × 20 µs in all).
+async fn pool_backoff(attempt: u32) {
+    YieldOnce::new().await;
+    if attempt > 2 {
+        std::thread::sleep(std::time::Duration::from_micros(20));
+    }
+}
+
 async fn call_entry(
     store: &mut Store<ProcessContext>,
     loaded: &LoadedModule,
@@ -440,7 +472,16 @@ async fn call_entry(
     // Boxed for the moment it runs: instantiation's future is about 1 KB,
     // five times the call's, and unboxed it would size the state that every
     // process keeps for its whole life (a parked process would carry it).
-    let instance = Box::pin(loaded.pre.instantiate_async(&mut *store)).await?;
+    let mut attempt = 0;
+    let instance = loop {
+        match Box::pin(loaded.pre.instantiate_async(&mut *store)).await {
+            Err(error) if attempt < POOL_RETRIES && is_pool_full(&error) => {
+                attempt += 1;
+                pool_backoff(attempt).await;
+            }
+            result => break result?,
+        }
+    };
     store.data_mut().memory = loaded
         .memory_export
         .as_ref()

@@ -335,3 +335,68 @@ fn a_small_pool_reuses_its_slots_run_after_run() {
         }
     }
 }
+
+#[test]
+fn module_files_outside_the_app_or_not_regular_files_are_refused() {
+    let load = |module: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            &dir.path().join("svc/manifest.json"),
+            &format!(
+                r#"{{"name":"svc","version":"0.1.0","entry_point":"run","runtime":"wasm32","module":"{module}"}}"#
+            ),
+        );
+        std::fs::create_dir_all(dir.path().join("svc/adir")).unwrap();
+        let mut kernel = Kernel::builder().build().unwrap();
+        kernel.load_app_dir(dir.path()).unwrap_err().to_string()
+    };
+    // /dev/zero would be read forever; a path may not leave the app.
+    for outside in ["/dev/zero", "../svc/manifest.json", "adir/../../x.wasm"] {
+        let error = load(outside);
+        assert!(
+            error.contains("module") && error.contains("inside"),
+            "{outside}: {error}"
+        );
+    }
+    let error = load("adir");
+    assert!(error.contains("not a regular file"), "{error}");
+}
+
+#[test]
+fn a_manifest_json_that_is_not_a_file_is_an_error_not_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("svc/manifest.json")).unwrap();
+    let mut kernel = Kernel::builder().build().unwrap();
+    let error = kernel.load_app_dir(dir.path()).unwrap_err().to_string();
+    assert!(error.contains("svc/manifest.json"), "{error}");
+    assert!(error.contains("not a readable regular file"), "{error}");
+}
+
+#[test]
+fn a_shutdown_stops_one_run_and_the_next_run_starts_afresh() {
+    let mut kernel = Kernel::builder().build().unwrap();
+    load_wat(
+        &mut kernel,
+        "quick",
+        r#"(module (memory (export "memory") 1) (func (export "run")))"#,
+        "normal",
+    );
+    // Requested between runs: the next run stops at once...
+    kernel.shutdown_handle().request();
+    kernel.spawn("quick").unwrap();
+    let stopped = kernel.run();
+    let status = &stopped.process("quick").unwrap().status;
+    assert!(
+        matches!(status, ExitStatus::Stopped(_) | ExitStatus::Exited(0)),
+        "{status:?}"
+    );
+    // ...and uses the request up: the one after runs normally.
+    for _ in 0..3 {
+        kernel.spawn("quick").unwrap();
+        let report = kernel.run();
+        assert_eq!(
+            report.process("quick").unwrap().status,
+            ExitStatus::Exited(0)
+        );
+    }
+}

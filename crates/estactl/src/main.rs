@@ -242,10 +242,10 @@ fn boot_app(app_dir: &Path, options: BootOptions, trace: bool) -> Result<Kernel>
     }
     let shutdown = kernel.shutdown_handle();
     ctrlc::set_handler(move || {
-        eprintln!("stopping: Ctrl-C");
+        eprintln!("stopping: interrupted (Ctrl-C, SIGTERM or SIGHUP)");
         shutdown.request();
     })
-    .context("cannot install the Ctrl-C handler")?;
+    .context("cannot install the Ctrl-C (SIGINT, SIGTERM, SIGHUP) handler")?;
     Ok(kernel)
 }
 

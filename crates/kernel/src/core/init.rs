@@ -420,7 +420,10 @@ impl KernelBuilder {
 pub struct ShutdownHandle(Arc<KernelShared>);
 
 impl ShutdownHandle {
-    /// Stops every process at its next checkpoint; `run` then returns.
+    /// Stops every process at its next checkpoint; `run` then returns. A
+    /// request made while no run is in progress stops the next run at once
+    /// (a Ctrl-C during boot is not lost); either way the run it stops
+    /// uses it up, and a later run starts afresh.
     pub fn request(&self) {
         self.0.request_shutdown();
     }
@@ -606,8 +609,20 @@ impl Kernel {
                 (bytes.into(), PathBuf::from(format!("bundled:{name}")))
             }
             ModuleSource::File(relative) => {
+                if !stays_inside(Path::new(relative)) {
+                    return Err(KernelError::Manifest {
+                        path: path.to_path_buf(),
+                        error: ManifestError {
+                            field: "module".into(),
+                            problem: format!(
+                                "{relative:?} must be a path inside the manifest's directory \
+                                 (relative, without `..`)"
+                            ),
+                        },
+                    });
+                }
                 let file = path.parent().unwrap_or(Path::new(".")).join(relative);
-                let bytes = std::fs::read(&file).map_err(|error| KernelError::ModuleFile {
+                let bytes = read_module_file(&file).map_err(|error| KernelError::ModuleFile {
                     path: file.clone(),
                     error,
                 })?;
@@ -765,6 +780,9 @@ impl Kernel {
             );
         }
         let (processes, stats, restarts, restart_policy) = kernel_loop.run(self.pool.as_ref());
+        // A shutdown request is used up by the run it stopped: the next run
+        // starts afresh.
+        self.shared.clear_shutdown();
         self.restart_policy = Some(restart_policy);
         ticker_stop.store(true, Ordering::Relaxed);
         if let Some(ticker) = ticker {
@@ -797,6 +815,49 @@ fn check_capability_scopes(manifest: &Manifest, path: &Path) -> Result<(), Kerne
     Ok(())
 }
 
+/// The largest module file an app directory may hold.
+pub const MAX_MODULE_FILE_BYTES: u64 = 256 << 20;
+
+/// True for a relative path with no `..`, root or prefix component.
+fn stays_inside(path: &Path) -> bool {
+    path.components().all(|c| {
+        matches!(
+            c,
+            std::path::Component::Normal(_) | std::path::Component::CurDir
+        )
+    })
+}
+
+/// Reads a module file: a regular file (a device or a FIFO would never
+/// end) of at most [`MAX_MODULE_FILE_BYTES`].
+fn read_module_file(file: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let metadata = std::fs::metadata(file)?;
+    if !metadata.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let too_large = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {MAX_MODULE_FILE_BYTES} bytes"),
+        )
+    };
+    if metadata.len() > MAX_MODULE_FILE_BYTES {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::with_capacity(metadata.len() as usize);
+    std::fs::File::open(file)?
+        .take(MAX_MODULE_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_MODULE_FILE_BYTES {
+        return Err(too_large());
+    }
+    Ok(bytes)
+}
+
 fn find_manifests(dir: &Path) -> Result<Vec<PathBuf>, KernelError> {
     let app_error = |problem: String| KernelError::App {
         path: dir.to_path_buf(),
@@ -805,20 +866,27 @@ fn find_manifests(dir: &Path) -> Result<Vec<PathBuf>, KernelError> {
     let entries = std::fs::read_dir(dir)
         .map_err(|e| app_error(format!("cannot read the app directory: {e}")))?;
     let mut manifests = Vec::new();
-    let top = dir.join("manifest.json");
-    if top.is_file() {
-        manifests.push(top);
-    }
+    // A `manifest.json` that is there but is not a file (a directory, a
+    // dangling or looping link) is an error, not a module quietly left out.
+    let mut take = |manifest: PathBuf| -> Result<(), KernelError> {
+        if manifest.is_file() {
+            manifests.push(manifest);
+        } else if manifest.symlink_metadata().is_ok() {
+            return Err(KernelError::App {
+                path: manifest,
+                problem: "is not a readable regular file".to_string(),
+            });
+        }
+        Ok(())
+    };
+    take(dir.join("manifest.json"))?;
     let mut subdirs: Vec<PathBuf> = entries
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|path| path.is_dir())
         .collect();
     subdirs.sort();
     for subdir in subdirs {
-        let manifest = subdir.join("manifest.json");
-        if manifest.is_file() {
-            manifests.push(manifest);
-        }
+        take(subdir.join("manifest.json"))?;
     }
     if manifests.is_empty() {
         return Err(app_error(

@@ -422,6 +422,11 @@ impl KernelShared {
     }
 
     /// Asks the kernel loop to stop every process and return.
+    /// Forgets a shutdown request (the run it stopped has returned).
+    pub(crate) fn clear_shutdown(&self) {
+        self.shutdown.store(false, Ordering::Release);
+    }
+
     pub(crate) fn request_shutdown(&self) {
         self.shutdown.store(true, Ordering::Release);
         self.inbox.notify();

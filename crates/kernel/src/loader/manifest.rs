@@ -17,6 +17,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+/// The largest manifest file [`Manifest::load`] reads.
+pub const MAX_MANIFEST_BYTES: u64 = 1 << 20;
+
 /// A manifest that failed to parse or validate, with the field at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {problem}")]
@@ -306,8 +309,17 @@ impl Manifest {
 
     /// Reads and parses `path`.
     pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
-        let json = std::fs::read_to_string(path)
-            .map_err(|e| ManifestError::new(".", format!("cannot read the file: {e}")))?;
+        let cannot = |e: &dyn std::fmt::Display| {
+            ManifestError::new(".", format!("cannot read the file: {e}"))
+        };
+        let metadata = std::fs::metadata(path).map_err(|e| cannot(&e))?;
+        if !metadata.is_file() {
+            return Err(cannot(&"not a regular file"));
+        }
+        if metadata.len() > MAX_MANIFEST_BYTES {
+            return Err(cannot(&format!("larger than {MAX_MANIFEST_BYTES} bytes")));
+        }
+        let json = std::fs::read_to_string(path).map_err(|e| cannot(&e))?;
         Manifest::parse(&json)
     }
 }

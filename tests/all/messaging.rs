@@ -833,3 +833,51 @@ fn a_process_flooding_its_own_drop_oldest_mailbox_loses_one_message_per_send() {
         assert_eq!(flooder.sent, SENDS as u64);
     }
 }
+
+#[test]
+fn an_ack_for_a_sender_that_exited_is_not_reported_to_the_receiver() {
+    // `acker` sends an ACK_REQUESTED message to `sink` and exits. `sink`
+    // waits 50 ms (so the sender is gone), takes the message (the kernel's
+    // ack then has no one to go to), and must find nothing more: no notice
+    // about an ack it never sent itself. Exit: 0, or the failed step.
+    let acker = r#"(module
+  (import "estalogic" "send" (func $send (param i64 i32 i32 i32 i32) (result i64)))
+  (import "estalogic" "lookup" (func $lookup (param i32 i32) (result i64)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "sink")
+  (func (export "run") (result i32)
+    (if (i64.lt_s (call $send (call $lookup (i32.const 0) (i32.const 4)) (i32.const 0x2000)
+                              (i32.const 0x200) (i32.const 0) (i32.const 0))
+                  (i64.const 0))
+      (then (return (i32.const 1))))
+    (i32.const 0)))"#;
+    let timeout = -(ErrorCode::TIMEOUT.0 as i64);
+    let sink = format!(
+        r#"(module
+  (import "estalogic" "receive" (func $receive (param i32 i64 i32 i32 i32) (result i64)))
+  (memory (export "memory") 1)
+  (func (export "run") (result i32)
+    (drop (call $receive (i32.const 0x7777) (i64.const 50) (i32.const 64) (i32.const 128) (i32.const 64)))
+    (if (i64.ne (call $receive (i32.const 0x2000) (i64.const 1000) (i32.const 64) (i32.const 128) (i32.const 64))
+                (i64.const 0))
+      (then (return (i32.const 2))))
+    (if (i64.ne (call $receive (i32.const 0) (i64.const 0) (i32.const 64) (i32.const 128) (i32.const 64))
+                (i64.const {timeout}))
+      (then (return (i32.const 3))))
+    (i32.const 0)))"#
+    );
+    let mut kernel = Kernel::builder().workers(1).build().unwrap();
+    load_wat(&mut kernel, "sink", &sink, "normal");
+    load_wat(&mut kernel, "acker", acker, "normal");
+    kernel.spawn("sink").unwrap();
+    kernel.spawn("acker").unwrap();
+    let report = kernel.run();
+    for name in ["acker", "sink"] {
+        assert_eq!(
+            report.process(name).unwrap().status,
+            ExitStatus::Exited(0),
+            "{name}"
+        );
+    }
+    assert_eq!(report.process("sink").unwrap().delivery_failures, 0);
+}

@@ -157,12 +157,13 @@ impl Mailbox {
         let mut delivery = Delivery::Queued;
         let size = message.payload.len();
         if !self.fits(size) {
-            // A delivery-failure notice never makes room for itself,
-            // whatever the mode: evicting a message to report another would
-            // cascade (each eviction is reported in turn, and one send could
-            // empty a mailbox of everything it had accepted), and the kernel
-            // never waits for room. It is dropped and counted.
-            if message.header.flags.contains(Flags::DELIVERY_FAILURE) {
+            // A kernel message (a delivery-failure notice, an exit
+            // notification) never makes room for itself, whatever the mode:
+            // evicting a message to report another would cascade (each
+            // eviction is reported in turn, and one send could empty a
+            // mailbox of everything it had accepted), and the kernel never
+            // waits for room. It is dropped and counted.
+            if message.header.source == Pid::KERNEL {
                 self.dropped += 1;
                 return Ok(Delivery::DroppedNewest(message));
             }
@@ -195,6 +196,12 @@ impl Mailbox {
         self.queues[message.header.priority.get() as usize].push_back(message);
         self.len += 1;
         Ok(delivery)
+    }
+
+    /// Counts a message meant for this mailbox that was dropped on the
+    /// way (an acknowledgement that found no room).
+    pub fn note_dropped(&mut self) {
+        self.dropped += 1;
     }
 
     fn find(&self, filter: Filter) -> Option<(usize, usize)> {
@@ -359,7 +366,7 @@ mod tests {
     }
 
     #[test]
-    fn a_delivery_failure_notice_never_evicts_or_waits() {
+    fn a_kernel_message_never_evicts_or_waits() {
         for mode in [
             OverflowMode::DropOldest,
             OverflowMode::NotifySender,
@@ -370,6 +377,7 @@ mod tests {
             mailbox.push(message(1, 0, 1, 0)).unwrap();
             mailbox.push(message(1, 0, 1, 1)).unwrap();
             let mut notice = message(0, 7, 1, 0);
+            notice.header.source = Pid::KERNEL;
             notice.header.flags = Flags::DELIVERY_FAILURE;
             assert_eq!(
                 mailbox.push(notice.clone()),

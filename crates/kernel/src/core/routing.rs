@@ -18,7 +18,9 @@
 //!    post causes are made from a work list, never by recursion.
 //! 4. `take` is the only way a message leaves a mailbox to a process: it
 //!    frees a blocked sender and answers an `ACK_REQUESTED` message with an
-//!    `ACK` (correlation = the message's sequence).
+//!    `ACK` (correlation = the message's sequence). An ack that cannot be
+//!    delivered is never reported to the receiver (the kernel sent it): it
+//!    is dropped, and counted by the sender's mailbox if that was full.
 
 use crate::core::kernel_loop::KernelShared;
 use crate::core::message_router::{Delivery, Filter, MailboxFull, Message, OverflowMode};
@@ -28,11 +30,12 @@ use estalogic_abi::{ErrorCode, Flags, Header, MessagePriority, MessageType, Pid}
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-/// Why `KernelShared::post` did not queue a message; it is handed back.
+/// Why `KernelShared::post` did not queue a message (a full mailbox hands
+/// it back).
 #[derive(Debug)]
 pub(crate) enum PostError {
     /// No live process has the target pid.
-    NoSuchProcess(Message),
+    NoSuchProcess,
     /// The mailbox is full; its mode (`NotifySender` or `BlockSender`) says
     /// what the sender does next.
     Full(Message, OverflowMode, Arc<Process>),
@@ -41,7 +44,7 @@ pub(crate) enum PostError {
 impl PostError {
     pub(crate) fn code(&self) -> ErrorCode {
         match self {
-            PostError::NoSuchProcess(_) => ErrorCode::NO_SUCH_PROCESS,
+            PostError::NoSuchProcess => ErrorCode::NO_SUCH_PROCESS,
             PostError::Full(..) => ErrorCode::MAILBOX_FULL,
         }
     }
@@ -58,7 +61,7 @@ impl KernelShared {
     /// means the target was waiting in a receive and has been woken.
     pub(crate) fn post(&self, message: Message) -> Result<bool, PostError> {
         let Some(target) = self.process(message.header.target) else {
-            return Err(PostError::NoSuchProcess(message));
+            return Err(PostError::NoSuchProcess);
         };
         self.post_to(&target, message)
     }
@@ -91,7 +94,7 @@ impl KernelShared {
             // Checked under the mailbox lock: `close_mailbox` clears `alive`
             // under the same lock, so nothing lands in a closed mailbox.
             if !target.alive.load(Ordering::Acquire) {
-                return Err(PostError::NoSuchProcess(message));
+                return Err(PostError::NoSuchProcess);
             }
             let mode = slot.mailbox.mode();
             match slot.mailbox.push(message) {
@@ -242,14 +245,15 @@ pub(crate) fn take(
             timestamp: kernel.clock.now_nanos(),
             correlation: message.header.sequence,
         };
-        // An ack that cannot be queued is reported like any other message.
-        if let Err(error) = kernel.post(Message {
+        // The kernel acknowledges for the receiver, so an ack it cannot
+        // deliver is not the receiver's to hear about: to a sender that
+        // has exited there is no one to tell, and one that finds the
+        // sender's mailbox full is counted there, as a dropped message.
+        if let Err(PostError::Full(_, _, sender)) = kernel.post(Message {
             header: ack,
             payload: Box::new([]),
         }) {
-            let code = error.code();
-            let (PostError::Full(refused, ..) | PostError::NoSuchProcess(refused)) = error;
-            kernel.report_failure(&refused.header, code);
+            sender.lock_mailbox().mailbox.note_dropped();
         }
     }
     Taken::Message(message)

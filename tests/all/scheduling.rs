@@ -244,3 +244,73 @@ fn host_work_in_syscalls_is_charged_like_the_guests_own_and_yields_the_cpu() {
         );
     }
 }
+
+/// Queues 1,000 messages of type 0x3000 to itself, then searches for type
+/// 0x3001 (never there) `SEARCHES` times with `peek`, then exits 0.
+fn searcher(entry: &str, searches: u32, result: &str) -> String {
+    format!(
+        r#"(module
+  (import "estalogic" "self_pid" (func $self (result i64)))
+  (import "estalogic" "send" (func $send (param i64 i32 i32 i32 i32) (result i64)))
+  (import "estalogic" "peek" (func $peek (param i32 i32) (result i64)))
+  (memory (export "memory") 1)
+  (func (export "estalogic_inbox") (result i64) (i64.const 0x0000004000000400))
+  (func (export "{entry}") {result} (local $i i32)
+    (loop
+      (drop (call $send (call $self) (i32.const 0x3000) (i32.const 0) (i32.const 0) (i32.const 0)))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if 0 (i32.lt_u (local.get $i) (i32.const 1000))))
+    (local.set $i (i32.const 0))
+    (loop
+      (drop (call $peek (i32.const 0x3001) (i32.const 64)))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if 0 (i32.lt_u (local.get $i) (i32.const {searches}))))
+    (i32.const 0)))"#
+    )
+}
+
+#[test]
+fn searching_a_long_mailbox_is_charged_and_yields_the_cpu() {
+    // 5,000 searches past 984 messages each (16 are free) at 8 units a
+    // message: 39 million units, hundreds of slices, for few instructions.
+    for deterministic in [false, true] {
+        let mut kernel = Kernel::builder()
+            .deterministic(deterministic)
+            .workers(1)
+            .build()
+            .unwrap();
+        load_wat(
+            &mut kernel,
+            "searcher",
+            &searcher("run", 5_000, "(param) (result i32)"),
+            "normal",
+        );
+        load_wat(&mut kernel, "worker", WORKER, "normal");
+        kernel.spawn("searcher").unwrap();
+        kernel.spawn("worker").unwrap();
+        let report = kernel.run();
+        let searcher = report.process("searcher").unwrap();
+        assert_eq!(searcher.status, ExitStatus::Exited(0));
+        assert!(searcher.fuel_used >= 5_000 * 984 * 8, "{searcher:?}");
+        assert!(
+            searcher.preemptions + searcher.requeues > 0,
+            "the searcher was taken off the CPU for its peer: {searcher:?}"
+        );
+    }
+    // A handler's call pays from its budget: 2,000 searches (16 million
+    // units) are past it.
+    let mut kernel = Kernel::builder().build().unwrap();
+    kernel
+        .load_module(
+            estalogic_tests::manifest("searcher", "handle", estalogic_tests::ALL_CAPS, "normal"),
+            searcher("handle", 2_000, "(param i32) (result i32)").as_bytes(),
+            std::path::Path::new("searcher"),
+        )
+        .unwrap();
+    kernel.spawn("searcher").unwrap();
+    let report = kernel.run();
+    match &report.process("searcher").unwrap().status {
+        ExitStatus::Trapped { code, .. } => assert_eq!(*code, ErrorCode::TIMEOUT),
+        other => panic!("the handler ended {other:?}"),
+    }
+}

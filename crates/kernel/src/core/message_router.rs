@@ -131,7 +131,16 @@ pub struct Mailbox {
     capacity: usize,
     mode: OverflowMode,
     dropped: u64,
+    /// Messages a selective search looked at beyond [`FREE_SCAN`] per
+    /// search, since [`Mailbox::take_scanned`] last asked: work the
+    /// searching process is charged for.
+    scanned: std::cell::Cell<u64>,
 }
+
+/// Messages a selective search may look at for free; past them, each is
+/// work charged to the process searching (see `syscalls::charge`), so a
+/// guest cannot hold its worker by searching a long mailbox over and over.
+pub const FREE_SCAN: u64 = 16;
 
 impl Mailbox {
     /// An empty mailbox. A capacity of 0 is raised to 1.
@@ -143,6 +152,7 @@ impl Mailbox {
             capacity: capacity.max(1),
             mode,
             dropped: 0,
+            scanned: std::cell::Cell::new(0),
         }
     }
 
@@ -208,17 +218,33 @@ impl Mailbox {
         if self.len == 0 {
             return None;
         }
+        let mut examined = 0;
+        let mut found = None;
         for priority in (0..MessagePriority::LEVELS).rev() {
             let queue = &self.queues[priority];
-            let found = match filter {
+            let at = match filter {
                 Filter::Any => (!queue.is_empty()).then_some(0),
-                _ => queue.iter().position(|m| filter.accepts(&m.header)),
+                _ => {
+                    let at = queue.iter().position(|m| filter.accepts(&m.header));
+                    examined += at.map_or(queue.len(), |at| at + 1) as u64;
+                    at
+                }
             };
-            if let Some(at) = found {
-                return Some((priority, at));
+            if let Some(at) = at {
+                found = Some((priority, at));
+                break;
             }
         }
-        None
+        if examined > FREE_SCAN {
+            self.scanned.set(self.scanned.get() + examined - FREE_SCAN);
+        }
+        found
+    }
+
+    /// The messages searches looked at past their free allowance since the
+    /// last call (see [`FREE_SCAN`]); resets the count.
+    pub fn take_scanned(&self) -> u64 {
+        self.scanned.replace(0)
     }
 
     /// The message the next [`Mailbox::take`] with the same filter returns.

@@ -163,6 +163,10 @@ pub struct Process {
     /// process's fiber.
     pub handler: bool,
     next_sequence: AtomicU64,
+    /// Messages its receives' searches looked at past their free
+    /// allowance and not yet charged to it (written only by its own
+    /// syscalls, like the counters it bumps with [`Counters::bump_own`]).
+    pub scanned: AtomicU64,
     /// [`NO_CAPABILITIES`], [`MAY_HOLD_CAPABILITIES`] or
     /// [`CAPABILITIES_CLOSED`]: lets an exit skip the capability engine's
     /// lock when the process never held a capability.
@@ -197,6 +201,7 @@ impl Process {
             supervised: false,
             handler: false,
             next_sequence: AtomicU64::new(0),
+            scanned: AtomicU64::new(0),
             capabilities: AtomicU8::new(NO_CAPABILITIES),
         }
     }

@@ -220,7 +220,12 @@ pub(crate) fn take(
 ) -> Taken {
     let (message, sender) = {
         let mut slot = process.lock_mailbox();
-        let message = match slot.mailbox.take_if(filter, fits) {
+        let taken = slot.mailbox.take_if(filter, fits);
+        let scanned = slot.mailbox.take_scanned();
+        if scanned > 0 {
+            Counters::bump_own(&process.scanned, scanned);
+        }
+        let message = match taken {
             Ok(Some(message)) => message,
             Ok(None) => {
                 park(&mut slot);

@@ -37,7 +37,10 @@
 //!    again. Every other refusal is returned at once as a code.
 
 use super::process::YieldOnce;
-use super::{ProcessContext, charge, check_guest, poll_once, read_guest, to_return, write_guest};
+use super::{
+    ProcessContext, charge, charge_scans, check_guest, poll_once, read_guest, to_return,
+    write_guest,
+};
 use crate::core::kernel_loop::{HandOff, KernelShared, TaskState, hand_off};
 use crate::core::kernel_shared::TimerGuard;
 use crate::core::message_router::{Filter, Message, OverflowMode};
@@ -199,7 +202,20 @@ pub fn add_to_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()
             })
         },
     )?;
-    add_never_waiting(linker)
+    linker.func_wrap_async(
+        IMPORT_MODULE,
+        Syscall::Peek.import_name(),
+        |mut caller: Caller<'_, ProcessContext>, (filter, header_ptr): (i32, i32)| {
+            Box::new(async move {
+                let (result, due) = peek(&mut caller, filter, header_ptr);
+                if due {
+                    YieldOnce::new().await;
+                }
+                Ok(to_return(result))
+            })
+        },
+    )?;
+    Ok(())
 }
 
 /// Registers this family's syscalls for handler processes: the same calls,
@@ -337,16 +353,11 @@ pub fn add_to_handler_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::R
             to_return(result.map(|(accepted, _)| accepted))
         },
     )?;
-    add_never_waiting(linker)
-}
-
-/// The syscalls of this family that never wait, the same for every process.
-fn add_never_waiting(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()> {
     linker.func_wrap(
         IMPORT_MODULE,
         Syscall::Peek.import_name(),
         |mut caller: Caller<'_, ProcessContext>, filter: i32, header_ptr: i32| -> i64 {
-            to_return(peek(&mut caller, filter, header_ptr))
+            to_return(peek(&mut caller, filter, header_ptr).0)
         },
     )?;
     Ok(())
@@ -639,24 +650,36 @@ fn broadcast(
     Ok((accepted, due))
 }
 
+/// Peeks; returns the syscall's result and whether the search's work
+/// makes a checkpoint due (see [`charge`]).
 fn peek(
     caller: &mut Caller<'_, ProcessContext>,
     filter: i32,
     header_ptr: i32,
-) -> Result<u64, ErrorCode> {
-    caller.data().admit(Syscall::Peek, None)?;
-    check_guest(caller, header_ptr, HEADER_LEN as i32)?;
+) -> (Result<u64, ErrorCode>, bool) {
+    if let Err(code) = caller
+        .data()
+        .admit(Syscall::Peek, None)
+        .and_then(|()| check_guest(caller, header_ptr, HEADER_LEN as i32))
+    {
+        return (Err(code), false);
+    }
     let filter = type_filter(filter);
-    let found = {
+    let (found, scanned) = {
         let slot = caller.data().process.lock_mailbox();
-        slot.mailbox
+        let found = slot
+            .mailbox
             .peek(filter)
-            .map(|m| (m.header, m.payload.len()))
+            .map(|m| (m.header, m.payload.len()));
+        (found, slot.mailbox.take_scanned())
     };
-    let (header, len) = found.ok_or(ErrorCode::NOT_FOUND)?;
-    let encoded = header.encode(len).map_err(|_| ErrorCode::INTERNAL)?;
-    write_guest(caller, header_ptr, &encoded)?;
-    Ok(len as u64)
+    let due = charge_scans(caller, scanned);
+    let result = found.ok_or(ErrorCode::NOT_FOUND).and_then(|(header, len)| {
+        let encoded = header.encode(len).map_err(|_| ErrorCode::INTERNAL)?;
+        write_guest(caller, header_ptr, &encoded)?;
+        Ok(len as u64)
+    });
+    (result, due)
 }
 
 /// `send_receive`: checks the wait first (arguments, buffers, the receive
@@ -753,8 +776,32 @@ async fn wait_and_take(
         timer: None,
     }
     .await;
-    match taken {
-        Ok(message) => {
+    let (result, due) = hand_over(caller, taken, buffers);
+    if due {
+        YieldOnce::new().await;
+    }
+    result
+}
+
+/// Writes what a wait found into the guest's buffers and charges the work
+/// (see [`charge`]); returns the syscall's result and whether a checkpoint
+/// is due.
+fn hand_over(
+    caller: &mut Caller<'_, ProcessContext>,
+    taken: Result<Message, Missed>,
+    buffers: Buffers,
+) -> (Result<u64, ErrorCode>, bool) {
+    let scanned = {
+        let process = &caller.data().process;
+        let scanned = process.scanned.load(Ordering::Relaxed);
+        if scanned > 0 {
+            process.scanned.store(0, Ordering::Relaxed);
+        }
+        scanned
+    };
+    let mut due = charge_scans(caller, scanned);
+    let result = match taken {
+        Ok(message) => (|| {
             let header = message
                 .header
                 .encode(message.payload.len())
@@ -764,22 +811,21 @@ async fn wait_and_take(
             // (see `Receive`); it is written as far as the buffer goes.
             let fits = message.payload.len().min(buffers.buffer_len as usize);
             write_guest(caller, buffers.buffer_ptr, &message.payload[..fits])?;
-            if charge(caller, fits) {
-                YieldOnce::new().await;
-            }
+            due |= charge(caller, fits);
             if message.header.flags.contains(Flags::DELIVERY_FAILURE) {
                 let notice = DeliveryFailure::decode(&message.payload);
                 return Err(notice.map_or(ErrorCode::INTERNAL, |n| n.code));
             }
             Ok(message.payload.len() as u64)
-        }
-        Err(Missed::TooLarge(header, len)) => {
-            let header = header.encode(len).map_err(|_| ErrorCode::INTERNAL)?;
-            write_guest(caller, buffers.header_ptr, &header)?;
-            Err(ErrorCode::BUFFER_TOO_SMALL)
-        }
+        })(),
+        Err(Missed::TooLarge(header, len)) => header
+            .encode(len)
+            .map_err(|_| ErrorCode::INTERNAL)
+            .and_then(|header| write_guest(caller, buffers.header_ptr, &header))
+            .and(Err(ErrorCode::BUFFER_TOO_SMALL)),
         Err(Missed::Timeout) => Err(ErrorCode::TIMEOUT),
-    }
+    };
+    (result, due)
 }
 
 enum Missed {

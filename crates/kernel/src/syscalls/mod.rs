@@ -297,6 +297,21 @@ pub(crate) fn charge(caller: &mut Caller<'_, ProcessContext>, bytes: usize) -> b
     true
 }
 
+/// Fuel units per message a search looks at past its free allowance
+/// (`message_router::FREE_SCAN`): about what comparing one header costs
+/// next to the guest's own instructions.
+pub(crate) const SCAN_FUEL: u64 = 8;
+
+/// Charges (see [`charge`]) the messages the caller's searches of its
+/// mailbox looked at past their free allowance since the last charge.
+pub(crate) fn charge_scans(caller: &mut Caller<'_, ProcessContext>, scanned: u64) -> bool {
+    if scanned == 0 {
+        return false;
+    }
+    let work = scanned.saturating_mul(SCAN_FUEL);
+    charge(caller, usize::try_from(work).unwrap_or(usize::MAX))
+}
+
 /// Copies `len` bytes at `ptr` out of the guest's memory.
 pub(crate) fn read_guest(
     caller: &mut Caller<'_, ProcessContext>,

@@ -288,3 +288,85 @@ fn restarts_reuse_pid_slots_while_other_exits_are_reaped() {
         assert_eq!(report.stats.events.exited as usize, report.processes.len());
     }
 }
+
+/// Always restarts with the same state, `limit` times, then gives up.
+struct SameState {
+    left: u32,
+}
+
+impl estalogic_kernel::core::supervision::RestartPolicy for SameState {
+    fn on_failure(
+        &mut self,
+        _failure: &estalogic_kernel::core::supervision::Failure,
+        _now: u64,
+    ) -> RestartAction {
+        if self.left == 0 {
+            return RestartAction::GiveUp;
+        }
+        self.left -= 1;
+        RestartAction::RestartSameState
+    }
+}
+
+#[test]
+fn no_message_is_lost_silently_around_same_state_restarts() {
+    // A feeder on one worker sends to whichever process holds the name
+    // `c` while `c`, on the other, takes five messages and traps, forty
+    // times over. Every message the feeder sent was either taken by some
+    // incarnation of `c` or reported back to the feeder: none vanishes
+    // between a mailbox and its restart's.
+    let consumer = r#"(module
+      (import "estalogic" "receive" (func $receive (param i32 i64 i32 i32 i32) (result i64)))
+      (memory (export "memory") 1)
+      (func (export "run") (local $i i32)
+        (loop
+          (drop (call $receive (i32.const 0) (i64.const -1) (i32.const 0) (i32.const 64) (i32.const 64)))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br_if 0 (i32.lt_u (local.get $i) (i32.const 5))))
+        unreachable))"#;
+    let feeder = r#"(module
+      (import "estalogic" "send" (func $send (param i64 i32 i32 i32 i32) (result i64)))
+      (import "estalogic" "lookup" (func $lookup (param i32 i32) (result i64)))
+      (import "estalogic" "yield_now" (func $yield (result i64)))
+      (memory (export "memory") 1)
+      (data (i32.const 0) "c")
+      (func (export "run") (local $i i32)
+        (loop
+          (drop (call $send (call $lookup (i32.const 0) (i32.const 1)) (i32.const 0x2000)
+                            (i32.const 0) (i32.const 0) (i32.const 0)))
+          (if (i32.eqz (i32.rem_u (local.get $i) (i32.const 8))) (then (drop (call $yield))))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br_if 0 (i32.lt_u (local.get $i) (i32.const 3000))))))"#;
+    for mode in ["notify_sender", "drop_oldest"] {
+        for round in 0..5 {
+            let mut kernel = Kernel::builder().workers(2).build().unwrap();
+            kernel.set_restart_policy(Box::new(SameState { left: 40 }));
+            load_wat_with(
+                &mut kernel,
+                "c",
+                consumer,
+                &format!(
+                    r#""restart":"on_failure","mailbox":{{"capacity":8,"overflow":"{mode}"}}"#
+                ),
+            );
+            load_wat(&mut kernel, "feeder", feeder, "normal");
+            kernel.spawn_all().unwrap();
+            let report = kernel.run();
+            let feeder = report.process("feeder").unwrap();
+            assert_eq!(feeder.status, ExitStatus::Exited(0), "{mode} {round}");
+            let taken: u64 = report
+                .processes
+                .iter()
+                .filter(|p| p.module == "c")
+                .map(|p| p.received)
+                .sum();
+            assert_eq!(
+                feeder.sent,
+                taken + feeder.delivery_failures,
+                "{mode} round {round}: {} sent, {taken} taken, {} reported",
+                feeder.sent,
+                feeder.delivery_failures
+            );
+        }
+    }
+}

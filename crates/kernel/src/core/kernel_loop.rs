@@ -937,7 +937,7 @@ impl KernelLoop {
             RestartAction::RestartSupervisor => {
                 if let Some(supervisor) = manifest.and_then(|m| m.supervisor.as_deref()) {
                     self.stop_module(core, supervisor);
-                    if let Ok(task) = self.factory.spawn(supervisor) {
+                    if let Ok(task) = self.factory.spawn_with(supervisor, &mut Vec::new(), true) {
                         self.admit(core, task);
                     }
                 }
@@ -954,22 +954,28 @@ impl KernelLoop {
                     self.stop_module(core, other);
                 }
                 for other in &others {
-                    if let Ok(task) = self.factory.spawn(other) {
+                    if let Ok(task) = self.factory.spawn_with(other, &mut Vec::new(), true) {
                         self.admit(core, task);
                     }
                 }
             }
         }
-        let task = self.factory.spawn(module).ok()?;
-        let new_pid = task.process.pid;
-        if !inherited.is_empty() {
-            let mut slot = task.process.lock_mailbox();
-            for mut message in inherited {
-                message.header.target = new_pid;
-                // The new mailbox has the same capacity; nothing overflows.
-                let _ = slot.mailbox.push(message);
+        // The inherited mail goes in before the new process can be found,
+        // and a predecessor still on its way out (a supervisor or system
+        // restart stops running processes at their next checkpoint) hands
+        // its name over: see `ProcessFactory::spawn_with`.
+        let mut inherited = inherited;
+        let task = match self.factory.spawn_with(module, &mut inherited, true) {
+            Ok(task) => task,
+            Err(_) => {
+                for message in &inherited {
+                    self.shared
+                        .report_failure(&message.header, ErrorCode::NO_SUCH_PROCESS);
+                }
+                return None;
             }
-        }
+        };
+        let new_pid = task.process.pid;
         self.admit(core, task);
         Some(new_pid)
     }

@@ -306,6 +306,19 @@ impl ProcessTable {
         register_name: bool,
         make: impl FnOnce(Pid) -> Arc<Process>,
     ) -> Arc<Process> {
+        self.insert_named(register_name, false, make)
+    }
+
+    /// [`ProcessTable::insert`]; with `take_over` the process takes its
+    /// module's name even from a live holder (a restart replacing a
+    /// process that is still on its way out: the name then stays with the
+    /// replacement when the old one is removed).
+    pub fn insert_named(
+        &mut self,
+        register_name: bool,
+        take_over: bool,
+        make: impl FnOnce(Pid) -> Arc<Process>,
+    ) -> Arc<Process> {
         let pid = match self.free.pop() {
             Some(index) => Pid::new(index, self.slots[index as usize].generation),
             None => {
@@ -319,7 +332,7 @@ impl ProcessTable {
         };
         let process = make(pid);
         debug_assert_eq!(process.pid, pid);
-        if register_name && !self.names.contains_key(&process.module) {
+        if register_name && (take_over || !self.names.contains_key(&process.module)) {
             self.names.insert(process.module.clone(), pid);
         }
         self.slots[pid.index() as usize].process = Some(process.clone());
@@ -414,6 +427,38 @@ mod tests {
         fn wake_by_ref(self: &Arc<Self>) {
             self.0.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    #[test]
+    fn a_replacement_takes_the_name_and_keeps_it_when_the_old_one_goes() {
+        let mut table = ProcessTable::new();
+        let old = spawn(&mut table, "sup");
+        let make = |pid| {
+            Arc::new(Process::new(
+                pid,
+                "sup".into(),
+                Priority::Normal,
+                Mailbox::new(4, OverflowMode::NotifySender),
+                true,
+            ))
+        };
+        let second = table.insert(true, make).pid;
+        assert_eq!(
+            table.lookup("sup"),
+            Some(old),
+            "a plain insert leaves the name"
+        );
+        let replacement = table.insert_named(true, true, make).pid;
+        assert_eq!(table.lookup("sup"), Some(replacement));
+        table.remove(old);
+        table.remove(second);
+        assert_eq!(
+            table.lookup("sup"),
+            Some(replacement),
+            "kept past the old one"
+        );
+        table.remove(replacement);
+        assert_eq!(table.lookup("sup"), None);
     }
 
     #[test]

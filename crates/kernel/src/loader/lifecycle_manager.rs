@@ -16,7 +16,7 @@
 
 use crate::core::init::KernelError;
 use crate::core::kernel_loop::{ExitStatus, KernelShared, Outcome, ProcessFuture, Task};
-use crate::core::message_router::{Mailbox, Message};
+use crate::core::message_router::{Delivery, Mailbox, MailboxFull, Message};
 use crate::core::process::Process;
 use crate::loader::manifest::RestartMode;
 use crate::loader::wasm_loader::{self, EntryKind, LoadedModule, ModuleError};
@@ -138,6 +138,21 @@ impl ProcessFactory {
 
     /// Creates a process of module `name`, ready to hand to the kernel loop.
     pub(crate) fn spawn(&self, name: &str) -> Result<Task, KernelError> {
+        self.spawn_with(name, &mut Vec::new(), false)
+    }
+
+    /// [`ProcessFactory::spawn`] for a restart: the process starts with
+    /// `inherited` in its mailbox, queued before the process can be found
+    /// (so no sender gets in ahead of them), and takes its module's name
+    /// from a predecessor still on its way out. A message the new mailbox
+    /// refuses is reported to its sender; if the spawn fails, `inherited`
+    /// is left for the caller to report.
+    pub(crate) fn spawn_with(
+        &self,
+        name: &str,
+        inherited: &mut Vec<Message>,
+        take_over_name: bool,
+    ) -> Result<Task, KernelError> {
         let loaded = self
             .module(name)
             .ok_or_else(|| KernelError::UnknownModule(name.to_string()))?;
@@ -157,18 +172,32 @@ impl ProcessFactory {
         let level = loaded.manifest.priority.level();
         let mailbox = loaded.manifest.mailbox;
         let receives = loaded.manifest.requires("messaging:receive");
+        let mut refused = Vec::new();
         let process = self
             .shared
             .table
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(true, |pid| {
+            .insert_named(true, take_over_name, |pid| {
+                let mut queue = Mailbox::new(mailbox.capacity, mailbox.overflow);
+                for mut message in inherited.drain(..) {
+                    message.header.target = pid;
+                    match queue.push(message) {
+                        Ok(Delivery::Queued) => {}
+                        Ok(Delivery::DroppedNewest(message)) | Err(MailboxFull(message)) => {
+                            refused.push(message.header);
+                        }
+                        Ok(Delivery::QueuedDroppingOldest(dropped)) => {
+                            refused.extend(dropped.into_iter().map(|message| message.header));
+                        }
+                    }
+                }
                 Arc::new(
                     Process::new(
                         pid,
                         loaded.manifest.name.as_str().into(),
                         level,
-                        Mailbox::new(mailbox.capacity, mailbox.overflow),
+                        queue,
                         receives,
                     )
                     .with_exit_policy(
@@ -178,6 +207,12 @@ impl ProcessFactory {
                     .as_handler(loaded.entry == EntryKind::Handler),
                 )
             });
+        // Reported once the table's lock is released (a report looks the
+        // sender up in it).
+        for header in &refused {
+            self.shared
+                .report_failure(header, ErrorCode::MESSAGE_DROPPED);
+        }
         let pid = process.pid;
         if !loaded.manifest.capabilities_required.is_empty() {
             // Validated at load, so every request maps to a capability.

@@ -400,3 +400,23 @@ fn a_shutdown_stops_one_run_and_the_next_run_starts_afresh() {
         );
     }
 }
+
+#[test]
+fn a_second_manifest_with_a_loaded_name_is_named_in_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    for sub in ["one", "two"] {
+        write(
+            &dir.path().join(format!("{sub}/manifest.json")),
+            r#"{"name":"same","version":"0.1.0","entry_point":"run","runtime":"wasm32","module":"noop.wasm"}"#,
+        );
+        std::fs::write(
+            dir.path().join(format!("{sub}/noop.wasm")),
+            estalogic_services::get("noop").unwrap(),
+        )
+        .unwrap();
+    }
+    let mut kernel = Kernel::builder().build().unwrap();
+    let error = kernel.load_app_dir(dir.path()).unwrap_err().to_string();
+    assert!(error.contains("two/manifest.json"), "{error}");
+    assert!(error.contains("already loaded"), "{error}");
+}

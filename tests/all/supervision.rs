@@ -370,3 +370,23 @@ fn no_message_is_lost_silently_around_same_state_restarts() {
         }
     }
 }
+
+#[test]
+fn a_supervisor_that_is_not_loaded_or_is_the_module_itself_stops_the_boot() {
+    let quick = r#"(module (memory (export "memory") 1) (func (export "run")))"#;
+    for (supervisor, expected) in [
+        ("ghost", "\"ghost\", which is not loaded"),
+        ("a", "names itself"),
+    ] {
+        let mut kernel = Kernel::builder().build().unwrap();
+        load_wat_with(
+            &mut kernel,
+            "a",
+            quick,
+            &format!(r#""supervisor":"{supervisor}""#),
+        );
+        let error = kernel.spawn_all().unwrap_err().to_string();
+        assert!(error.contains(expected), "{error}");
+        assert!(kernel.run().processes.is_empty(), "nothing was spawned");
+    }
+}

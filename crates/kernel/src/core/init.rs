@@ -585,6 +585,15 @@ impl Kernel {
             error,
         })?;
         check_capability_scopes(&manifest, path)?;
+        if self.registry.latest(&manifest.name).is_some() {
+            return Err(KernelError::App {
+                path: path.to_path_buf(),
+                problem: format!(
+                    "a module named {:?} is already loaded (from another manifest)",
+                    manifest.name
+                ),
+            });
+        }
         let (bytes, origin): (std::borrow::Cow<'static, [u8]>, PathBuf) = match &manifest.module {
             ModuleSource::Bundled(name) => {
                 let bytes = self
@@ -655,7 +664,9 @@ impl Kernel {
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
                 .join("; ")),
-            Ok(()) => self.registry.load_order().map_err(|e| e.to_string()),
+            Ok(()) => self
+                .check_supervisors()
+                .and_then(|()| self.registry.load_order().map_err(|e| e.to_string())),
         };
         let order = match checked {
             Ok(order) => {
@@ -680,6 +691,33 @@ impl Kernel {
             }
         };
         order.iter().map(|key| self.spawn(&key.name)).collect()
+    }
+
+    /// Every `supervisor` a manifest names is another loaded module.
+    fn check_supervisors(&self) -> Result<(), String> {
+        let problems: Vec<String> = self
+            .factory
+            .modules()
+            .iter()
+            .filter_map(|module| {
+                let name = &module.manifest.name;
+                let supervisor = module.manifest.supervisor.as_deref()?;
+                if supervisor == name {
+                    Some(format!("{name} names itself as its supervisor"))
+                } else if self.registry.latest(supervisor).is_none() {
+                    Some(format!(
+                        "{name} names supervisor {supervisor:?}, which is not loaded"
+                    ))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
     }
 
     /// Spawns a process running the loaded module `name`; it becomes the
@@ -783,6 +821,7 @@ impl Kernel {
         // A shutdown request is used up by the run it stopped: the next run
         // starts afresh.
         self.shared.clear_shutdown();
+        self.shared.drop_cancelled_timers();
         self.restart_policy = Some(restart_policy);
         ticker_stop.store(true, Ordering::Relaxed);
         if let Some(ticker) = ticker {

@@ -421,12 +421,25 @@ impl KernelShared {
             .len()
     }
 
-    /// Asks the kernel loop to stop every process and return.
     /// Forgets a shutdown request (the run it stopped has returned).
     pub(crate) fn clear_shutdown(&self) {
         self.shutdown.store(false, Ordering::Release);
     }
 
+    /// Drops the timers whose wait ended (at the end of a run, every one:
+    /// they would keep ended processes' wakers until the next run).
+    pub(crate) fn drop_cancelled_timers(&self) {
+        let mut timers = self.timers.lock().unwrap_or_else(|p| p.into_inner());
+        timers
+            .heap
+            .retain(|Reverse(entry)| !entry.cancelled.load(Ordering::Acquire));
+        self.cancelled_timers.store(0, Ordering::Relaxed);
+        let next = timers.heap.peek().map(|Reverse(entry)| entry.deadline);
+        self.next_deadline
+            .store(next.unwrap_or(u64::MAX), Ordering::Release);
+    }
+
+    /// Asks the kernel loop to stop every process and return.
     pub(crate) fn request_shutdown(&self) {
         self.shutdown.store(true, Ordering::Release);
         self.inbox.notify();

@@ -131,3 +131,29 @@ fn a_guest_can_close_a_handle_and_a_bad_length_is_an_invalid_argument() {
         ExitStatus::Exited(0)
     );
 }
+
+#[test]
+fn a_token_of_one_deterministic_kernel_is_not_valid_in_another() {
+    // The MAC key is random in every mode: a token cannot be rebuilt from
+    // its id by someone who knows the source.
+    let boot = || {
+        let mut kernel = Kernel::builder().deterministic(true).build().unwrap();
+        estalogic_tests::load_wat(
+            &mut kernel,
+            "holder",
+            r#"(module (memory (export "memory") 1) (func (export "run")))"#,
+            "normal",
+        );
+        let pid = kernel.spawn("holder").unwrap();
+        (kernel, pid)
+    };
+    let (first, pid) = boot();
+    let (second, _) = boot();
+    let handle = first.capabilities_of(pid)[0].0;
+    let token = first.export_capability(pid, handle).unwrap();
+    assert!(first.redeem_capability(&token).is_ok());
+    assert_eq!(
+        second.redeem_capability(&token).unwrap_err(),
+        estalogic_kernel::core::capabilities_engine::CapError::BadToken
+    );
+}

@@ -123,6 +123,21 @@ fn initial_memory_must_fit_the_memory_class() {
         "{error}"
     );
     assert!(error.to_string().contains("memory class `user`"), "{error}");
+    // Exported or not: an unexported memory is the process's memory too.
+    let error = load_error(r#"(module (memory 512) (func (export "run")))"#);
+    assert!(
+        matches!(
+            error,
+            KernelError::Module {
+                error: ModuleError::MemoryOutOfClass { .. },
+                ..
+            }
+        ),
+        "{error}"
+    );
+    // 64-bit memories are not supported, exported or not.
+    let error = load_error(r#"(module (memory i64 1) (func (export "run")))"#);
+    assert!(error.to_string().contains("64"), "{error}");
 }
 
 #[test]

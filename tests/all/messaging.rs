@@ -877,3 +877,39 @@ fn an_ack_for_a_sender_that_exited_is_not_reported_to_the_receiver() {
     }
     assert_eq!(report.process("sink").unwrap().delivery_failures, 0);
 }
+
+#[test]
+fn the_ipc_trace_records_queued_messages_not_refused_attempts() {
+    // Three sends into a one-message notify_sender mailbox that is never
+    // read: one is queued, two are refused (MAILBOX_FULL). The trace holds
+    // the one message.
+    let sender = r#"(module
+      (import "estalogic" "send" (func $send (param i64 i32 i32 i32 i32) (result i64)))
+      (import "estalogic" "lookup" (func $lookup (param i32 i32) (result i64)))
+      (memory (export "memory") 1)
+      (data (i32.const 0) "sink")
+      (func (export "run") (local $pid i64)
+        (local.set $pid (call $lookup (i32.const 0) (i32.const 4)))
+        (drop (call $send (local.get $pid) (i32.const 0x2000) (i32.const 0) (i32.const 0) (i32.const 0)))
+        (drop (call $send (local.get $pid) (i32.const 0x2000) (i32.const 0) (i32.const 0) (i32.const 0)))
+        (drop (call $send (local.get $pid) (i32.const 0x2000) (i32.const 0) (i32.const 0) (i32.const 0)))))"#;
+    let sink = r#"(module
+      (import "estalogic" "receive" (func $receive (param i32 i64 i32 i32 i32) (result i64)))
+      (memory (export "memory") 1)
+      (func (export "run")
+        (drop (call $receive (i32.const 0x7777) (i64.const 50) (i32.const 64) (i32.const 128) (i32.const 64)))))"#;
+    let mut kernel = Kernel::builder().trace_ipc(true).build().unwrap();
+    load_wat_with(&mut kernel, "sink", sink, r#""mailbox":{"capacity":1}"#);
+    load_wat(&mut kernel, "sender", sender, "normal");
+    kernel.spawn("sink").unwrap();
+    kernel.spawn("sender").unwrap();
+    let report = kernel.run();
+    assert_eq!(report.process("sender").unwrap().send_failures, 2);
+    let to_sink: Vec<_> = report
+        .trace
+        .iter()
+        .filter(|r| r.header.message_type.0 == 0x2000)
+        .collect();
+    assert_eq!(to_sink.len(), 1, "{to_sink:?}");
+    assert_eq!(report.trace_dropped, 0);
+}

@@ -261,10 +261,12 @@ fn run(app_dir: &Path, json: bool, trace: bool, options: BootOptions) -> Result<
     let mut kernel = boot_app(app_dir, options, trace)?;
     let report = kernel.run();
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&output::summary_json(&report))?
-        );
+        let mut summary = output::summary_json(&report);
+        if trace {
+            summary["trace"] = output::trace_json(&report);
+            summary["trace_dropped"] = report.trace_dropped.into();
+        }
+        println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         output::print_summary(&report);
         if trace {

@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 use estalogic_kernel::abi::{Flags, Pid};
-use estalogic_kernel::{ExitStatus, RunReport};
+use estalogic_kernel::{ExitStatus, RunReport, TraceRecord};
 use std::collections::HashMap;
 
 /// The per-process summary table.
@@ -138,11 +138,7 @@ fn flag_names(flags: Flags) -> String {
 
 /// The IPC trace: one line per message (at most `limit`, 0 = all).
 pub fn print_trace(report: &RunReport, limit: usize, json: bool) -> Result<()> {
-    let names: HashMap<Pid, &str> = report
-        .processes
-        .iter()
-        .map(|p| (p.pid, p.module.as_str()))
-        .collect();
+    let names = module_names(report);
     let name = |pid: Pid| {
         if pid == Pid::KERNEL {
             "kernel".to_string()
@@ -158,15 +154,7 @@ pub fn print_trace(report: &RunReport, limit: usize, json: bool) -> Result<()> {
     for record in &report.trace[..shown] {
         let h = &record.header;
         if json {
-            println!(
-                "{}",
-                serde_json::json!({
-                    "at_ns": h.timestamp, "from": h.source.to_u64(), "to": h.target.to_u64(),
-                    "from_module": names.get(&h.source), "to_module": names.get(&h.target),
-                    "type": h.message_type.0, "sequence": h.sequence, "priority": h.priority.get(),
-                    "correlation": h.correlation, "flags": h.flags.bits(), "bytes": record.payload_len,
-                })
-            );
+            println!("{}", record_json(record, &names));
         } else {
             let flags = flag_names(h.flags);
             println!(
@@ -197,5 +185,42 @@ pub fn print_trace(report: &RunReport, limit: usize, json: bool) -> Result<()> {
             report.trace.len() - shown
         );
     }
+    if report.trace_dropped > 0 {
+        eprintln!(
+            "note: the trace holds the first {} messages; {} more were not recorded",
+            report.trace.len(),
+            report.trace_dropped
+        );
+    }
     Ok(())
+}
+
+/// Module names by pid, for the trace.
+fn module_names(report: &RunReport) -> HashMap<Pid, &str> {
+    report
+        .processes
+        .iter()
+        .map(|p| (p.pid, p.module.as_str()))
+        .collect()
+}
+
+/// One trace record as JSON.
+fn record_json(record: &TraceRecord, names: &HashMap<Pid, &str>) -> serde_json::Value {
+    let h = &record.header;
+    serde_json::json!({
+        "at_ns": h.timestamp, "from": h.source.to_u64(), "to": h.target.to_u64(),
+        "from_module": names.get(&h.source), "to_module": names.get(&h.target),
+        "type": h.message_type.0, "sequence": h.sequence, "priority": h.priority.get(),
+        "correlation": h.correlation, "flags": h.flags.bits(), "bytes": record.payload_len,
+    })
+}
+
+/// The whole trace as a JSON array (for `run --json --trace`).
+pub fn trace_json(report: &RunReport) -> serde_json::Value {
+    let names = module_names(report);
+    report
+        .trace
+        .iter()
+        .map(|record| record_json(record, &names))
+        .collect()
 }

@@ -227,3 +227,17 @@ fn bench_only_takes_a_list_and_names_a_fragment_that_matches_nothing() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn run_json_with_trace_includes_the_trace() {
+    let out = estactl(&["run", "--json", "--trace", "examples/supervised"]);
+    assert_eq!(out.status.code(), Some(1), "processes trapped");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
+    let trace = summary["trace"].as_array().expect("a trace array");
+    assert!(!trace.is_empty(), "the supervisor's exit notifications");
+    assert!(trace.iter().all(|r| r["to_module"].is_string()));
+    assert_eq!(summary["trace_dropped"], 0);
+    let plain = estactl(&["run", "--json", "examples/supervised"]);
+    let summary: serde_json::Value = serde_json::from_slice(&plain.stdout).expect("valid JSON");
+    assert!(summary.get("trace").is_none(), "only with --trace");
+}

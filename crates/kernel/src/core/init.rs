@@ -254,6 +254,10 @@ impl KernelBuilder {
         };
         let mut config = Config::new();
         config.consume_fuel(true);
+        // 64-bit memories are not supported: a module that declares one is a
+        // load error, not a surprise at run time. (Shared memories need the
+        // threads proposal, which this build of Wasmtime leaves out.)
+        config.wasm_memory64(false);
         // No wasm backtrace is captured when a guest traps or calls `exit`
         // (which unwinds it with an error): a process's report carries the
         // trap's own message only (`lifecycle_manager::classify`), and the
@@ -306,17 +310,12 @@ impl KernelBuilder {
             }
             None => None,
         };
-        // Deterministic runs use no host randomness: the MAC key is fixed.
-        let capabilities = if self.deterministic {
-            CapabilityEngine::new(blake3::derive_key(
-                "estalogic 2026-11 deterministic capability key",
-                b"",
-            ))
-        } else {
-            CapabilityEngine::with_random_key().map_err(|e| {
-                KernelError::Engine(format!("no randomness for capability keys: {e}"))
-            })?
-        };
+        // The tokens' MAC key is random in every mode, deterministic runs
+        // included: it changes nothing a run does (token ids are random
+        // anyway), only which tokens verify, and a key written in the
+        // source would let anyone forge a token from an id in the audit.
+        let capabilities = CapabilityEngine::with_random_key()
+            .map_err(|e| KernelError::Engine(format!("no randomness for capability keys: {e}")))?;
         let clock = if self.deterministic {
             Clock::virtual_clock()
         } else {
@@ -440,9 +439,11 @@ pub struct RunReport {
     pub stats: LoopStats,
     /// Every restart decision the supervisor made, in order.
     pub restarts: Vec<RestartRecord>,
-    /// Every message offered to a mailbox, in order (only with
-    /// [`KernelBuilder::trace_ipc`]).
+    /// Every message queued in a mailbox, in order (only with
+    /// [`KernelBuilder::trace_ipc`]): at most the first 1,000,000.
     pub trace: Vec<TraceRecord>,
+    /// Messages queued after the trace was full, not in `trace`.
+    pub trace_dropped: u64,
 }
 
 impl RunReport {
@@ -827,12 +828,14 @@ impl Kernel {
         if let Some(ticker) = ticker {
             let _ = ticker.join();
         }
+        let (trace, trace_dropped) = self.shared.take_trace();
         RunReport {
             processes,
             elapsed: started.elapsed(),
             stats,
             restarts,
-            trace: self.shared.take_trace(),
+            trace,
+            trace_dropped,
         }
     }
 }

@@ -211,7 +211,15 @@ impl std::fmt::Debug for Timers {
 /// The most IPC trace records kept for one run.
 const MAX_TRACE: usize = 1_000_000;
 
-/// One message offered to a mailbox, as the IPC trace records it.
+/// The IPC trace: the messages queued so far, at most [`MAX_TRACE`], and
+/// how many more were not recorded.
+#[derive(Debug, Default)]
+struct Trace {
+    records: Vec<TraceRecord>,
+    dropped: u64,
+}
+
+/// One message queued in a mailbox, as the IPC trace records it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TraceRecord {
     /// The message header (source, target, type, sequence, time, flags).
@@ -245,7 +253,7 @@ pub struct KernelShared {
     pub(crate) syscalls: AtomicU64,
     /// The capability engine's generation as of its last change.
     pub(crate) capability_generation: AtomicU64,
-    trace: Option<Mutex<Vec<TraceRecord>>>,
+    trace: Option<Mutex<Trace>>,
 }
 
 /// Capability audit events not yet taken by the embedder.
@@ -269,7 +277,7 @@ impl KernelShared {
             shutdown: AtomicBool::new(false),
             syscalls: AtomicU64::new(0),
             capability_generation: AtomicU64::new(0),
-            trace: trace.then(|| Mutex::new(Vec::new())),
+            trace: trace.then(|| Mutex::new(Trace::default())),
         }
     }
 
@@ -464,18 +472,22 @@ impl KernelShared {
     pub(crate) fn trace_send(&self, header: &Header, payload_len: usize) {
         let Some(trace) = &self.trace else { return };
         let mut trace = trace.lock().unwrap_or_else(|p| p.into_inner());
-        if trace.len() < MAX_TRACE {
-            trace.push(TraceRecord {
+        if trace.records.len() < MAX_TRACE {
+            trace.records.push(TraceRecord {
                 header: *header,
                 payload_len,
             });
+        } else {
+            trace.dropped += 1;
         }
     }
 
-    /// Takes the IPC trace recorded so far (empty unless tracing is on).
-    pub(crate) fn take_trace(&self) -> Vec<TraceRecord> {
-        self.trace.as_ref().map_or_else(Vec::new, |trace| {
-            std::mem::take(&mut *trace.lock().unwrap_or_else(|p| p.into_inner()))
+    /// Takes the IPC trace recorded so far (empty unless tracing is on)
+    /// and how many messages went past [`MAX_TRACE`] unrecorded.
+    pub(crate) fn take_trace(&self) -> (Vec<TraceRecord>, u64) {
+        self.trace.as_ref().map_or_else(Default::default, |trace| {
+            let trace = std::mem::take(&mut *trace.lock().unwrap_or_else(|p| p.into_inner()));
+            (trace.records, trace.dropped)
         })
     }
 }

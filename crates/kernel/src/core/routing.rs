@@ -88,7 +88,7 @@ impl KernelShared {
         target: &Arc<Process>,
         message: Message,
     ) -> Result<(bool, Option<Vec<Header>>), PostError> {
-        self.trace_send(&message.header, message.payload.len());
+        let (header, len) = (message.header, message.payload.len());
         let (delivery, woke) = {
             let mut slot = target.lock_mailbox();
             // Checked under the mailbox lock: `close_mailbox` clears `alive`
@@ -106,6 +106,12 @@ impl KernelShared {
                 }
             }
         };
+        // Recorded once queued: a refused or blocked attempt is not a
+        // message in the trace (a blocked sender's retry is recorded when
+        // it gets in), and one the mode dropped at once was never queued.
+        if !matches!(delivery, Delivery::DroppedNewest(_)) {
+            self.trace_send(&header, len);
+        }
         let dropped = match delivery {
             Delivery::Queued => None,
             Delivery::DroppedNewest(dropped) => Some(vec![dropped.header]),

@@ -65,10 +65,16 @@
 //! # Trust and limits
 //!
 //! The directory is trusted like the kernel binary: whoever can write it
-//! with a matching checksum can make the kernel run their machine code. On
-//! Unix the directories it creates are private (mode 0700). There is no
-//! eviction, and a temporary file left by a crash between write and rename
-//! stays (it starts with `.` and ends in `.tmp`).
+//! with a matching checksum can make the kernel run their machine code. So
+//! on Unix the directories it creates are private (mode 0700), and a cache
+//! refuses to open a directory that is not owned by the user running it or
+//! that its group or others may write (a directory someone else created
+//! first, at a predictable path, would be theirs to fill); and it reads an
+//! entry only if it is a regular file (not a link, a FIFO or a device, which
+//! could block or never end) owned by that user, of at most
+//! [`MAX_ENTRY_BYTES`]. There is no eviction, and a temporary file left by a
+//! crash between write and rename stays (it starts with `.` and ends in
+//! `.tmp`).
 
 use std::ffi::OsString;
 use std::fs;
@@ -84,6 +90,10 @@ const HEADER_LEN: usize = MAGIC.len() + KEY_LEN + KEY_LEN;
 /// blake3 derive-key context: keys of this cache hash nothing else.
 const KEY_CONTEXT: &str = "ESTA Logic kernel 2025-01 compiled module cache key";
 const EXTENSION: &str = "cwasm";
+
+/// The largest entry the cache reads (a compiled module is a few times its
+/// wasm, and a module file is at most 256 MiB).
+pub const MAX_ENTRY_BYTES: u64 = 1 << 30;
 
 /// Makes temporary file names unique within this process.
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -155,10 +165,12 @@ impl ModuleCache {
     /// if needed.
     pub fn new(dir: impl Into<PathBuf>) -> Result<Self, CacheError> {
         let dir = dir.into();
-        create_private_dir(&dir).map_err(|source| CacheError::CreateDir {
-            path: dir.clone(),
-            source,
-        })?;
+        create_private_dir(&dir)
+            .and_then(|()| check_private(&dir))
+            .map_err(|source| CacheError::CreateDir {
+                path: dir.clone(),
+                source,
+            })?;
         Ok(Self {
             dir,
             hits: AtomicU64::new(0),
@@ -170,7 +182,7 @@ impl ModuleCache {
 
     /// The default directory: `$ESTALOGIC_CACHE_DIR`, else
     /// `$XDG_CACHE_HOME/estalogic/modules`, else
-    /// `$HOME/.cache/estalogic/modules`, else `<temp>/estalogic-modules`.
+    /// `$HOME/.cache/estalogic/modules`, else `<temp>/estalogic-modules-<uid>`.
     /// Empty variables, and a relative `XDG_CACHE_HOME`, are ignored.
     pub fn default_dir() -> PathBuf {
         default_dir_from(|name| std::env::var_os(name))
@@ -309,6 +321,23 @@ impl ModuleCache {
 
 /// Step 1 and the checks of step 3.
 fn read_entry(path: &Path, key: &blake3::Hash) -> Lookup {
+    // Looked at before opening: opening a FIFO blocks, and a device or a
+    // link could lead anywhere (see "Trust and limits").
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Lookup::Absent,
+        Err(e) => return Lookup::Unreadable(e),
+        Ok(meta) => {
+            if !meta.file_type().is_file() {
+                return Lookup::Invalid("not a regular file".into());
+            }
+            if meta.len() > MAX_ENTRY_BYTES {
+                return Lookup::Invalid(format!("larger than {MAX_ENTRY_BYTES} bytes"));
+            }
+            if let Err(e) = owned_by_this_user(&meta) {
+                return Lookup::Invalid(e.to_string());
+            }
+        }
+    }
     let entry = match fs::read(path) {
         Ok(entry) => entry,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Lookup::Absent,
@@ -385,6 +414,48 @@ fn create_private_dir(dir: &Path) -> io::Result<()> {
     builder.create(dir)
 }
 
+/// Refuses a directory another user could write into (see "Trust and
+/// limits").
+fn check_private(dir: &Path) -> io::Result<()> {
+    let meta = fs::metadata(dir)?;
+    owned_by_this_user(&meta)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode();
+        if mode & 0o022 != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "its group or others may write it (mode {:o}); make it private \
+                     (chmod 700) or use another directory",
+                    mode & 0o7777
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Fails unless `meta` belongs to the user this process runs as.
+fn owned_by_this_user(meta: &fs::Metadata) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        // SAFETY: `geteuid` has no preconditions and cannot fail.
+        let uid = unsafe { libc::geteuid() };
+        if meta.uid() != uid {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("owned by uid {}, not by this user (uid {uid})", meta.uid()),
+            ));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = meta;
+    Ok(())
+}
+
 fn default_dir_from(var: impl Fn(&str) -> Option<OsString>) -> PathBuf {
     let set = |name: &str| var(name).filter(|v| !v.is_empty()).map(PathBuf::from);
     if let Some(dir) = set("ESTALOGIC_CACHE_DIR") {
@@ -396,7 +467,14 @@ fn default_dir_from(var: impl Fn(&str) -> Option<OsString>) -> PathBuf {
     if let Some(home) = set("HOME") {
         return home.join(".cache").join("estalogic").join("modules");
     }
-    std::env::temp_dir().join("estalogic-modules")
+    // Per user: a shared name would be whoever's created it first (and the
+    // cache refuses a directory that is not the user's own).
+    #[cfg(unix)]
+    // SAFETY: `geteuid` has no preconditions and cannot fail.
+    let user = unsafe { libc::geteuid() }.to_string();
+    #[cfg(not(unix))]
+    let user = String::from("user");
+    std::env::temp_dir().join(format!("estalogic-modules-{user}"))
 }
 
 #[cfg(test)]

@@ -307,25 +307,34 @@ fn check_handler_exports(module: &Module) -> Result<(), ModuleError> {
 }
 
 fn check_memory(module: &Module, class: MemoryClass) -> Result<(), ModuleError> {
-    let mut memories = 0;
+    // Every memory the module defines, exported or not (imports are refused
+    // by `check_imports`; 64-bit and shared memories by the engine, which
+    // has those proposals off).
+    let required = module.resources_required();
+    if required.num_memories > 1 {
+        return Err(ModuleError::UnsupportedMemory(format!(
+            "{} memories; at most one",
+            required.num_memories
+        )));
+    }
     for export in module.exports() {
-        if let ExternType::Memory(memory) = export.ty() {
-            memories += 1;
-            if memory.is_64() || memory.is_shared() {
-                return Err(ModuleError::UnsupportedMemory(
-                    "64-bit and shared memories are not supported".to_string(),
-                ));
-            }
-            let declared = memory.minimum() * memory.page_size();
-            if declared < class.min_bytes() || declared > class.max_bytes() {
-                return Err(ModuleError::MemoryOutOfClass { declared, class });
-            }
+        if let ExternType::Memory(memory) = export.ty()
+            && (memory.is_64() || memory.is_shared())
+        {
+            return Err(ModuleError::UnsupportedMemory(
+                "64-bit and shared memories are not supported".to_string(),
+            ));
         }
     }
-    if memories > 1 {
-        return Err(ModuleError::UnsupportedMemory(format!(
-            "{memories} exported memories; at most one"
-        )));
+    if required.num_memories == 1 {
+        let declared = required.max_initial_memory_size.unwrap_or(0) * WASM_PAGE;
+        if declared < class.min_bytes() || declared > class.max_bytes() {
+            return Err(ModuleError::MemoryOutOfClass { declared, class });
+        }
     }
     Ok(())
 }
+
+/// Bytes in a wasm page (memories here are 32-bit, with the default page
+/// size).
+const WASM_PAGE: u64 = 64 << 10;

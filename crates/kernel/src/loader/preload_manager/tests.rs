@@ -22,6 +22,13 @@ impl TempDir {
         ));
         let _ = fs::remove_dir_all(&path);
         fs::create_dir_all(&path).unwrap();
+        // Private whatever the umask: a cache refuses a directory others
+        // may write.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o700)).unwrap();
+        }
         Self(path)
     }
 }
@@ -355,7 +362,43 @@ fn default_dir_precedence() {
         ]),
         lookup(&all[2..])
     );
-    assert_eq!(lookup(&[]), std::env::temp_dir().join("estalogic-modules"));
+    let fallback = lookup(&[]);
+    assert_eq!(fallback.parent(), Some(std::env::temp_dir().as_path()));
+    let name = fallback.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.starts_with("estalogic-modules-"), "per user: {name}");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_directory_others_may_write_or_a_strange_entry_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new();
+    let shared = dir.0.join("shared");
+    fs::create_dir(&shared).unwrap();
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o777)).unwrap();
+    let Err(error) = ModuleCache::new(&shared) else {
+        panic!("a directory others may write is refused");
+    };
+    let error = error.to_string();
+    assert!(error.contains("others may write"), "{error}");
+
+    // A FIFO (opening it would block) or a link at an entry's name is
+    // rejected without being opened, and the module is compiled.
+    let cache = ModuleCache::new(dir.0.join("private")).unwrap();
+    let engine = engine(false);
+    let wasm = RUN_SEVEN.as_bytes();
+    let path = cache.entry_path(&engine, wasm);
+    let status = std::process::Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (_, outcome) = cache.load_or_compile(&engine, wasm).unwrap();
+    assert_ne!(outcome, CacheOutcome::Hit, "{outcome:?}");
+    let _ = fs::remove_file(&path);
+    std::os::unix::fs::symlink("/dev/zero", &path).unwrap();
+    let (_, outcome) = cache.load_or_compile(&engine, wasm).unwrap();
+    assert_ne!(outcome, CacheOutcome::Hit, "{outcome:?}");
 }
 
 proptest! {

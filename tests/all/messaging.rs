@@ -913,3 +913,45 @@ fn the_ipc_trace_records_queued_messages_not_refused_attempts() {
     assert_eq!(to_sink.len(), 1, "{to_sink:?}");
     assert_eq!(report.trace_dropped, 0);
 }
+
+#[test]
+fn a_broadcast_pays_for_every_copy_it_offers_accepted_or_not() {
+    // Twenty receivers whose one-message drop_newest mailboxes are soon
+    // full, and 1,000 empty broadcasts: each offer costs the sender 256
+    // fuel units whether or not the copy is kept.
+    let listener = r#"(module
+      (import "estalogic" "receive" (func $receive (param i32 i64 i32 i32 i32) (result i64)))
+      (memory (export "memory") 1)
+      (func (export "run")
+        (drop (call $receive (i32.const 0x7777) (i64.const 200) (i32.const 64) (i32.const 128) (i32.const 64)))))"#;
+    let broadcaster = r#"(module
+      (import "estalogic" "broadcast" (func $broadcast (param i32 i32 i32 i32) (result i64)))
+      (memory (export "memory") 1)
+      (func (export "run") (local $i i32)
+        (loop
+          (drop (call $broadcast (i32.const 0x2000) (i32.const 0) (i32.const 0) (i32.const 0)))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br_if 0 (i32.lt_u (local.get $i) (i32.const 1000))))))"#;
+    let mut kernel = Kernel::builder().build().unwrap();
+    load_wat_with(
+        &mut kernel,
+        "listener",
+        listener,
+        r#""mailbox":{"capacity":1,"overflow":"drop_newest"}"#,
+    );
+    kernel
+        .load_module(
+            manifest("broadcaster", "run", &["messaging:broadcast"], "normal"),
+            broadcaster.as_bytes(),
+            Path::new("broadcaster"),
+        )
+        .unwrap();
+    for _ in 0..20 {
+        kernel.spawn("listener").unwrap();
+    }
+    kernel.spawn("broadcaster").unwrap();
+    let report = kernel.run();
+    let broadcaster = report.process("broadcaster").unwrap();
+    assert_eq!(broadcaster.status, ExitStatus::Exited(0));
+    assert!(broadcaster.fuel_used >= 1_000 * 20 * 256, "{broadcaster:?}");
+}

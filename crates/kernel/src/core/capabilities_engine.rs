@@ -479,6 +479,9 @@ pub enum AuditKind {
     Revoked,
     /// A capability left the kernel as a token.
     Exported,
+    /// A handle left its holder's table: closed by the holder, or dropped
+    /// from a full table because it could never validate again.
+    Closed,
 }
 
 /// One entry of the capability audit trail.
@@ -759,6 +762,8 @@ impl CapabilityEngine {
         if let Some(table) = self.tables.get_mut(&pid) {
             table.slots.remove(&handle);
         }
+        let detail = AuditDetail::Text(format!("handle {} closed by its holder", handle.0));
+        self.record(now, AuditKind::Closed, pid, Some(id), detail);
         self.free(id);
         Ok(revoked)
     }
@@ -1298,10 +1303,15 @@ impl CapabilityEngine {
                 table.slots.remove(handle);
             }
         }
-        for (_, id) in dead {
+        for (handle, id) in dead {
             if !self.node(id).revoked {
                 self.revoke_subtree(id, true, RevokeReason::Reclaimed, None, now);
             }
+            let detail = AuditDetail::Text(format!(
+                "handle {} dropped from its holder's full table (could never validate again)",
+                handle.0
+            ));
+            self.record(now, AuditKind::Closed, holder, Some(id), detail);
             self.free(id);
         }
     }

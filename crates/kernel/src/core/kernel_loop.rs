@@ -925,6 +925,11 @@ impl KernelLoop {
         action: RestartAction,
         inherited: Vec<Message>,
     ) -> Option<Pid> {
+        // Processes told to stop (a supervisor or system restart; a running
+        // one leaves at its next checkpoint) and the modules to start again
+        // after the failed one.
+        let mut replacing: Vec<Pid> = Vec::new();
+        let mut respawn: Vec<String> = Vec::new();
         match action {
             RestartAction::GiveUp => return None,
             RestartAction::RestartSameState | RestartAction::RestartCleanState => {}
@@ -936,38 +941,34 @@ impl KernelLoop {
             }
             RestartAction::RestartSupervisor => {
                 if let Some(supervisor) = manifest.and_then(|m| m.supervisor.as_deref()) {
-                    self.stop_module(core, supervisor);
-                    if let Ok(task) = self.factory.spawn_with(supervisor, &mut Vec::new(), true) {
-                        self.admit(core, task);
-                    }
+                    replacing.extend(self.stop_module(core, supervisor));
+                    respawn.push(supervisor.to_string());
                 }
             }
             RestartAction::RestartSystem => {
-                let others: Vec<String> = self
+                respawn = self
                     .factory
                     .modules()
                     .into_iter()
                     .map(|m| m.manifest.name.clone())
                     .filter(|name| name != module)
                     .collect();
-                for other in &others {
-                    self.stop_module(core, other);
-                }
-                for other in &others {
-                    if let Ok(task) = self.factory.spawn_with(other, &mut Vec::new(), true) {
-                        self.admit(core, task);
-                    }
+                for other in &respawn {
+                    replacing.extend(self.stop_module(core, other));
                 }
             }
         }
-        // The inherited mail goes in before the new process can be found,
-        // and a predecessor still on its way out (a supervisor or system
-        // restart stops running processes at their next checkpoint) hands
-        // its name over: see `ProcessFactory::spawn_with`.
+        // The failed module first: its restart is the decision carried out,
+        // and in a full pool (a stopped process holds its slot until it
+        // leaves) it is the others that cannot start, and say so. Its
+        // inherited mail goes in before it can be found, and each new
+        // process takes its name from the one it replaces (see
+        // `ProcessFactory::spawn_with`).
         let mut inherited = inherited;
-        let task = match self.factory.spawn_with(module, &mut inherited, true) {
+        let task = match self.factory.spawn_with(module, &mut inherited, &replacing) {
             Ok(task) => task,
-            Err(_) => {
+            Err(error) => {
+                tracing::error!(target: "estalogic::supervision", %module, %error, "restart failed");
                 for message in &inherited {
                     self.shared
                         .report_failure(&message.header, ErrorCode::NO_SUCH_PROCESS);
@@ -977,12 +978,21 @@ impl KernelLoop {
         };
         let new_pid = task.process.pid;
         self.admit(core, task);
+        for other in &respawn {
+            match self.factory.spawn_with(other, &mut Vec::new(), &replacing) {
+                Ok(task) => self.admit(core, task),
+                Err(error) => {
+                    tracing::error!(target: "estalogic::supervision", module = %other, %error, "restart failed");
+                }
+            }
+        }
         Some(new_pid)
     }
 
     /// Stops every process of `module`: parked ones now, running ones at
-    /// their next checkpoint.
-    fn stop_module(&self, core: &mut Core, module: &str) {
+    /// their next checkpoint; returns the pids of the running ones (still
+    /// in the table for a while).
+    fn stop_module(&self, core: &mut Core, module: &str) -> Vec<Pid> {
         let parked: Vec<Pid> = core
             .tasks
             .iter()
@@ -996,11 +1006,14 @@ impl KernelLoop {
                 self.finish(core, task, outcome);
             }
         }
-        for (_, running, state) in core.states.iter().flatten() {
+        let mut running_pids = Vec::new();
+        for (pid, running, state) in core.states.iter().flatten() {
             if &*running.module == module {
                 state.kill.store(true, Ordering::Release);
+                running_pids.push(*pid);
             }
         }
+        running_pids
     }
 
     /// Stops every parked task (ready or waiting) with `reason`.

@@ -306,17 +306,17 @@ impl ProcessTable {
         register_name: bool,
         make: impl FnOnce(Pid) -> Arc<Process>,
     ) -> Arc<Process> {
-        self.insert_named(register_name, false, make)
+        self.insert_named(register_name, |_| false, make)
     }
 
-    /// [`ProcessTable::insert`]; with `take_over` the process takes its
-    /// module's name even from a live holder (a restart replacing a
-    /// process that is still on its way out: the name then stays with the
-    /// replacement when the old one is removed).
+    /// [`ProcessTable::insert`], and the process also takes its module's
+    /// name from a live holder for which `take_over` is true (a restart
+    /// replacing a process still on its way out: the name then stays with
+    /// the replacement when the old one is removed).
     pub fn insert_named(
         &mut self,
         register_name: bool,
-        take_over: bool,
+        take_over: impl Fn(Pid) -> bool,
         make: impl FnOnce(Pid) -> Arc<Process>,
     ) -> Arc<Process> {
         let pid = match self.free.pop() {
@@ -332,7 +332,12 @@ impl ProcessTable {
         };
         let process = make(pid);
         debug_assert_eq!(process.pid, pid);
-        if register_name && (take_over || !self.names.contains_key(&process.module)) {
+        if register_name
+            && self
+                .names
+                .get(&process.module)
+                .is_none_or(|&holder| take_over(holder))
+        {
             self.names.insert(process.module.clone(), pid);
         }
         self.slots[pid.index() as usize].process = Some(process.clone());
@@ -448,8 +453,17 @@ mod tests {
             Some(old),
             "a plain insert leaves the name"
         );
-        let replacement = table.insert_named(true, true, make).pid;
+        let unrelated = table
+            .insert_named(true, |holder| holder == second, make)
+            .pid;
+        assert_eq!(
+            table.lookup("sup"),
+            Some(old),
+            "only from the one it replaces"
+        );
+        let replacement = table.insert_named(true, |holder| holder == old, make).pid;
         assert_eq!(table.lookup("sup"), Some(replacement));
+        table.remove(unrelated);
         table.remove(old);
         table.remove(second);
         assert_eq!(

@@ -138,20 +138,20 @@ impl ProcessFactory {
 
     /// Creates a process of module `name`, ready to hand to the kernel loop.
     pub(crate) fn spawn(&self, name: &str) -> Result<Task, KernelError> {
-        self.spawn_with(name, &mut Vec::new(), false)
+        self.spawn_with(name, &mut Vec::new(), &[])
     }
 
     /// [`ProcessFactory::spawn`] for a restart: the process starts with
     /// `inherited` in its mailbox, queued before the process can be found
     /// (so no sender gets in ahead of them), and takes its module's name
-    /// from a predecessor still on its way out. A message the new mailbox
-    /// refuses is reported to its sender; if the spawn fails, `inherited`
-    /// is left for the caller to report.
+    /// from a holder in `replacing` (predecessors still on their way out).
+    /// A message the new mailbox refuses is reported to its sender; if the
+    /// spawn fails, `inherited` is left for the caller to report.
     pub(crate) fn spawn_with(
         &self,
         name: &str,
         inherited: &mut Vec<Message>,
-        take_over_name: bool,
+        replacing: &[Pid],
     ) -> Result<Task, KernelError> {
         let loaded = self
             .module(name)
@@ -178,35 +178,39 @@ impl ProcessFactory {
             .table
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert_named(true, take_over_name, |pid| {
-                let mut queue = Mailbox::new(mailbox.capacity, mailbox.overflow);
-                for mut message in inherited.drain(..) {
-                    message.header.target = pid;
-                    match queue.push(message) {
-                        Ok(Delivery::Queued) => {}
-                        Ok(Delivery::DroppedNewest(message)) | Err(MailboxFull(message)) => {
-                            refused.push(message.header);
-                        }
-                        Ok(Delivery::QueuedDroppingOldest(dropped)) => {
-                            refused.extend(dropped.into_iter().map(|message| message.header));
+            .insert_named(
+                true,
+                |holder| replacing.contains(&holder),
+                |pid| {
+                    let mut queue = Mailbox::new(mailbox.capacity, mailbox.overflow);
+                    for mut message in inherited.drain(..) {
+                        message.header.target = pid;
+                        match queue.push(message) {
+                            Ok(Delivery::Queued) => {}
+                            Ok(Delivery::DroppedNewest(message)) | Err(MailboxFull(message)) => {
+                                refused.push(message.header);
+                            }
+                            Ok(Delivery::QueuedDroppingOldest(dropped)) => {
+                                refused.extend(dropped.into_iter().map(|message| message.header));
+                            }
                         }
                     }
-                }
-                Arc::new(
-                    Process::new(
-                        pid,
-                        loaded.manifest.name.as_str().into(),
-                        level,
-                        queue,
-                        receives,
+                    Arc::new(
+                        Process::new(
+                            pid,
+                            loaded.manifest.name.as_str().into(),
+                            level,
+                            queue,
+                            receives,
+                        )
+                        .with_exit_policy(
+                            loaded.manifest.restart == RestartMode::OnFailure,
+                            loaded.manifest.supervisor.is_some(),
+                        )
+                        .as_handler(loaded.entry == EntryKind::Handler),
                     )
-                    .with_exit_policy(
-                        loaded.manifest.restart == RestartMode::OnFailure,
-                        loaded.manifest.supervisor.is_some(),
-                    )
-                    .as_handler(loaded.entry == EntryKind::Handler),
-                )
-            });
+                },
+            );
         // Reported once the table's lock is released (a report looks the
         // sender up in it).
         for header in &refused {

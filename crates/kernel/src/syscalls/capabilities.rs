@@ -19,7 +19,7 @@
 //!    attenuated; revocation cascades; process exit revokes everything the
 //!    process held.
 
-use super::{ProcessContext, read_guest, to_return, write_guest};
+use super::{ProcessContext, charge, read_guest, to_return, write_guest};
 use crate::core::capabilities_engine::{
     Capability, CapabilityInfo, Handle, Resource, Scope, Validity,
 };
@@ -201,6 +201,9 @@ fn handle_of(raw: i32) -> Result<Handle, ErrorCode> {
         .map_err(|_| ErrorCode::INVALID_HANDLE)
 }
 
+/// Fuel units `cap_handles` pays per handle in the table it snapshots.
+const HANDLE_FUEL: u64 = 64;
+
 fn cap_handles(
     caller: &mut Caller<'_, ProcessContext>,
     ptr: i32,
@@ -224,6 +227,13 @@ fn cap_handles(
         .flat_map(|h| h.0.to_le_bytes())
         .collect();
     write_guest(caller, ptr, &bytes)?;
+    // Host work (see `charge`): the table's snapshot and the copy. A
+    // handler pays from its call's budget; a task's share is counted and
+    // passes a checkpoint at its next waitable syscall.
+    let _ = charge(
+        caller,
+        handles.len().saturating_mul(HANDLE_FUEL as usize) + bytes.len(),
+    );
     Ok(handles.len() as u64)
 }
 

@@ -596,6 +596,11 @@ impl Future for RoomIn {
     }
 }
 
+/// Fuel units a broadcast pays per receiver it offers a copy to, besides
+/// the copy's bytes: about what one post costs next to the guest's own
+/// instructions.
+const POST_FUEL: u64 = 256;
+
 /// Broadcasts; returns how many accepted a copy, and whether the copies'
 /// host work makes a checkpoint due (see [`charge`]).
 fn broadcast(
@@ -623,6 +628,7 @@ fn broadcast(
             .cloned()
             .collect()
     };
+    let attempted = targets.len() as u64;
     let mut accepted = 0;
     for target in targets {
         let message = Message {
@@ -644,9 +650,11 @@ fn broadcast(
         }
     }
     Counters::bump_own(&sender.counters.sent, accepted);
-    // Every copy is host work for the sender (see `charge`).
-    let copies = (payload.len() as u64).saturating_mul(accepted);
-    let due = charge(caller, usize::try_from(copies).unwrap_or(usize::MAX));
+    // Every copy offered is host work for the sender (see `charge`),
+    // accepted or not: the post, and the notice a dropped copy sends back,
+    // cost the kernel the same.
+    let work = (payload.len() as u64 + POST_FUEL).saturating_mul(attempted);
+    let due = charge(caller, usize::try_from(work).unwrap_or(usize::MAX));
     Ok((accepted, due))
 }
 

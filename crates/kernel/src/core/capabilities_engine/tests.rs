@@ -688,8 +688,16 @@ fn a_full_table_drops_what_can_never_validate_before_refusing() {
         MAX_HANDLES,
         "listed until needed"
     );
+    world.0.drain_audit();
     let given = world.give(1, spare, 2, file(Rights::READ));
     assert_eq!(world.0.handles(pid(2)).len(), 1);
+    let closed = world
+        .0
+        .drain_audit()
+        .iter()
+        .filter(|e| e.kind == AuditKind::Closed)
+        .count();
+    assert_eq!(closed, MAX_HANDLES, "each dropped handle is audited");
     assert_eq!(world.read(2, given, Some("x")), Ok(()));
     assert_eq!(world.0.inspect(pid(2), copies[0]), Err(InvalidHandle));
 

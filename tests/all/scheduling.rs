@@ -314,3 +314,59 @@ fn searching_a_long_mailbox_is_charged_and_yields_the_cpu() {
         other => panic!("the handler ended {other:?}"),
     }
 }
+
+#[test]
+fn denied_checks_against_a_full_capability_table_are_charged_and_yield_the_cpu() {
+    // The searcher fills its table with copies of its lookup capability
+    // (scope "a" only), then asks 2,000 times to look up "b": each denied
+    // check searches all 4,096 handles, 16 fuel units a handle.
+    let wat = r#"(module
+      (import "estalogic" "self_pid" (func $self (result i64)))
+      (import "estalogic" "cap_delegate" (func $delegate (param i32 i64 i32 i64 i64 i32 i32) (result i64)))
+      (import "estalogic" "lookup" (func $lookup (param i32 i32) (result i64)))
+      (memory (export "memory") 1)
+      (data (i32.const 0) "b")
+      (func (export "run") (result i32) (local $i i32)
+        (loop
+          (drop (call $delegate (i32.const 1) (call $self) (i32.const 1) (i64.const -1) (i64.const -1) (i32.const 0) (i32.const 0)))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br_if 0 (i32.lt_u (local.get $i) (i32.const 4095))))
+        (local.set $i (i32.const 0))
+        (loop
+          (drop (call $lookup (i32.const 0) (i32.const 1)))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br_if 0 (i32.lt_u (local.get $i) (i32.const 2000))))
+        (i32.const 0)))"#;
+    let mut kernel = Kernel::builder()
+        .workers(1)
+        .deterministic(true)
+        .build()
+        .unwrap();
+    kernel
+        .load_module(
+            lookup_of_a_only_manifest(),
+            wat.as_bytes(),
+            std::path::Path::new("searcher"),
+        )
+        .unwrap();
+    load_wat(&mut kernel, "worker", WORKER, "normal");
+    kernel.spawn("searcher").unwrap();
+    kernel.spawn("worker").unwrap();
+    let report = kernel.run();
+    let searcher = report.process("searcher").unwrap();
+    assert_eq!(searcher.status, ExitStatus::Exited(0));
+    assert!(searcher.fuel_used >= 2_000 * 4_096 * 16, "{searcher:?}");
+    assert!(
+        searcher.preemptions + searcher.requeues > 0,
+        "the searcher was taken off the CPU for its peer: {searcher:?}"
+    );
+}
+
+/// `searcher`, allowed to look up only the module `a`.
+fn lookup_of_a_only_manifest() -> estalogic_kernel::Manifest {
+    estalogic_kernel::Manifest::parse(
+        r#"{"name":"searcher","version":"0.1.0","entry_point":"run","runtime":"wasm32",
+            "capabilities_required":[{"name":"process:lookup","scope":"a"}]}"#,
+    )
+    .unwrap()
+}

@@ -815,6 +815,12 @@ impl CapabilityEngine {
         Ok(())
     }
 
+    /// How many handles `pid`'s table holds (what a [`CapabilityEngine::find`]
+    /// for it may look at).
+    pub fn table_len(&self, pid: Pid) -> usize {
+        self.tables.get(&pid).map_or(0, |table| table.slots.len())
+    }
+
     /// Finds the first capability, in handle order, in `pid`'s table that
     /// allows `right` on `resource` for `item` now; counts one use of it.
     /// When none does, the error is the one from the candidate of that

@@ -161,6 +161,16 @@ impl ProcessContext {
         let now = self.kernel.clock.now_nanos();
         let mut engine = self.kernel.capabilities();
         let pid = self.process.pid;
+        // The search is host work for this process (see `charge`), counted
+        // here and charged by the syscall: an uncached check looks at
+        // every handle of the table (and a denial is never cached).
+        let searched = (engine.table_len(pid) as u64).saturating_mul(FIND_FUEL);
+        self.host_work
+            .set(self.host_work.get().saturating_add(searched));
+        if !self.process.handler {
+            self.host_fuel
+                .set(self.host_fuel.get().saturating_add(searched));
+        }
         match engine.find(pid, &resource, rights, item, now) {
             Ok(handle) => {
                 if engine.is_unlimited(pid, handle) {
@@ -250,6 +260,10 @@ pub(crate) fn check_guest(
     let memory = memory_of(caller)?;
     guest_range(ptr, len, memory.data_size(&*caller)).map(|_| ())
 }
+
+/// Fuel units an uncached capability check pays per handle of the table it
+/// searches.
+pub(crate) const FIND_FUEL: u64 = 16;
 
 /// Handler host work below this many units gathers in
 /// [`ProcessContext::host_work`] until the call ends, so a short message

@@ -22,6 +22,21 @@ pub fn add_to_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()
             })
         },
     )?;
+    // A task's lookup can make a checkpoint due: an uncached check
+    // searches its capability table (see `ProcessContext::admit`).
+    linker.func_wrap_async(
+        IMPORT_MODULE,
+        Syscall::Lookup.import_name(),
+        |mut caller: Caller<'_, ProcessContext>, (ptr, len): (i32, i32)| {
+            Box::new(async move {
+                let result = lookup(&mut caller, ptr, len);
+                if charge(&mut caller, 0) {
+                    YieldOnce::new().await;
+                }
+                Ok(to_return(result))
+            })
+        },
+    )?;
     // A task's log line can make a checkpoint due (see `charge`).
     linker.func_wrap_async(
         IMPORT_MODULE,
@@ -54,6 +69,16 @@ pub fn add_to_handler_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::R
             to_return(log(&mut caller, level, ptr, len).map(|(code, _)| code))
         },
     )?;
+    linker.func_wrap(
+        IMPORT_MODULE,
+        Syscall::Lookup.import_name(),
+        |mut caller: Caller<'_, ProcessContext>, ptr: i32, len: i32| -> i64 {
+            let result = lookup(&mut caller, ptr, len);
+            // Takes the search's host work off the call's fuel.
+            let _ = charge(&mut caller, 0);
+            to_return(result)
+        },
+    )?;
     add_never_waiting(linker)
 }
 
@@ -70,13 +95,6 @@ fn add_never_waiting(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()
         IMPORT_MODULE,
         Syscall::SelfPid.import_name(),
         |caller: Caller<'_, ProcessContext>| -> i64 { caller.data().process.pid.to_u64() as i64 },
-    )?;
-    linker.func_wrap(
-        IMPORT_MODULE,
-        Syscall::Lookup.import_name(),
-        |mut caller: Caller<'_, ProcessContext>, ptr: i32, len: i32| -> i64 {
-            to_return(lookup(&mut caller, ptr, len))
-        },
     )?;
     Ok(())
 }

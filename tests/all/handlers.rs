@@ -215,6 +215,21 @@ fn a_handler_never_waits() {
     (if (i64.ne (call $receive (i32.const 0) (i64.const -2) (i32.const 4096) (i32.const 4160) (i32.const 64))
                 (i64.const -{invalid}))
       (then (return (i32.const 8))))
+    ;; So is a negative buffer length, and a send_receive's bad wait_for or
+    ;; reserved option bit.
+    (if (i64.ne (call $receive (i32.const 0) (i64.const 5) (i32.const 4096) (i32.const 4160) (i32.const -1))
+                (i64.const -{invalid}))
+      (then (return (i32.const 10))))
+    (if (i64.ne (call $call (local.get $full) (i64.const 0) (i32.const 7) (i32.const 0) (i32.const 0)
+                            (i32.const 0) (i64.const -2) (i64.const -1) (i32.const 4096)
+                            (i32.const 4160) (i32.const 64))
+                (i64.const -{invalid}))
+      (then (return (i32.const 11))))
+    (if (i64.ne (call $call (local.get $full) (i64.const 0) (i32.const 7) (i32.const 8) (i32.const 0)
+                            (i32.const 0) (i64.const 0) (i64.const -1) (i32.const 4096)
+                            (i32.const 4160) (i32.const 64))
+                (i64.const -{invalid}))
+      (then (return (i32.const 12))))
     ;; Timeout 0 takes what is queued: a 3-byte message to itself.
     (drop (call $send (call $self) (i32.const 9) (i32.const 0) (i32.const 0) (i32.const 3)))
     (if (i64.ne (call $receive (i32.const 9) (i64.const 0) (i32.const 4096) (i32.const 4160) (i32.const 64))

@@ -954,4 +954,9 @@ fn a_broadcast_pays_for_every_copy_it_offers_accepted_or_not() {
     let broadcaster = report.process("broadcaster").unwrap();
     assert_eq!(broadcaster.status, ExitStatus::Exited(0));
     assert!(broadcaster.fuel_used >= 1_000 * 20 * 256, "{broadcaster:?}");
+    // Each listener kept one copy; the drop_newest mailboxes' drops are
+    // not counted as accepted (`sent` counts accepted copies), and each
+    // is reported back.
+    assert_eq!(broadcaster.sent, 20, "{broadcaster:?}");
+    assert_eq!(broadcaster.delivery_failures, 1_000 * 20 - 20);
 }

@@ -71,7 +71,9 @@ pub enum Syscall {
     /// (negated) is the result.
     Receive = 6,
     /// `log(level: i32, ptr: i32, len: i32) -> i64`: writes a UTF-8 line to
-    /// the kernel log at level 0 (error) .. 4 (trace).
+    /// the kernel log at level 0 (error) .. 4 (trace), at most 64 KiB.
+    /// Bytes that are not UTF-8 are written as U+FFFD, not refused: a log
+    /// line is for people, and a guest's half-written line is still news.
     Log = 7,
     /// `clock_now() -> i64`: the kernel clock in nanoseconds since boot
     /// (virtual in deterministic mode).

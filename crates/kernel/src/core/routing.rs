@@ -79,6 +79,26 @@ impl KernelShared {
         Ok(woke)
     }
 
+    /// Like [`KernelShared::post_to`]; `Ok(true)` if the message was
+    /// queued, `Ok(false)` if the mailbox's mode dropped it at once
+    /// (`DropNewest`; reported to its sender like any drop).
+    pub(crate) fn post_queued(
+        &self,
+        target: &Arc<Process>,
+        message: Message,
+    ) -> Result<bool, PostError> {
+        let own = (message.header.source, message.header.sequence);
+        let (_, dropped) = self.post_quietly(target, message)?;
+        let Some(dropped) = dropped else {
+            return Ok(true);
+        };
+        let queued = !dropped
+            .iter()
+            .any(|header| (header.source, header.sequence) == own);
+        self.report_all(dropped);
+        Ok(queued)
+    }
+
     /// Queues `message` and hands back the headers of the messages the
     /// overflow mode dropped to make room (or the message itself), for
     /// the caller to report: reporting posts notices, which can drop more

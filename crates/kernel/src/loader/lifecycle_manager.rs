@@ -409,6 +409,8 @@ async fn serve(
         .typed::<(), i64>(&*store)?;
     let raw = metered(store, budget, used, |store| inbox.call(store, ()))? as u64;
     let (at, capacity) = ((raw & 0xFFFF_FFFF) as usize, (raw >> 32) as usize);
+    // What is used of it: at most one largest payload.
+    let capacity = capacity.min(MAX_PAYLOAD_LEN);
     if at
         .checked_add(HEADER_LEN + capacity)
         .is_none_or(|end| end > memory.data_size(&*store))
@@ -422,7 +424,6 @@ async fn serve(
             "`{INBOX_EXPORT}` gave {capacity} bytes of payload; an inbox holds at least {MIN_INBOX_CAPACITY}"
         )));
     }
-    let capacity = capacity.min(MAX_PAYLOAD_LEN);
     let pid = store.data().process.pid;
     let mut message = Message {
         header: Header {

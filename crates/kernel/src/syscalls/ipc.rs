@@ -327,16 +327,31 @@ pub fn add_to_handler_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::R
         |_caller: Caller<'_, ProcessContext>,
          _target: i64,
          _correlation: i64,
-         _message_type: i32,
-         _options: i32,
+         message_type: i32,
+         options: i32,
          _ptr: i32,
-         _len: i32,
-         _wait_for: i64,
-         _timeout_ms: i64,
+         len: i32,
+         wait_for: i64,
+         timeout_ms: i64,
          _header_ptr: i32,
          _buffer_ptr: i32,
-         _buffer_len: i32|
-         -> i64 { to_return(Err(ErrorCode::WOULD_BLOCK)) },
+         buffer_len: i32|
+         -> i64 {
+            // Bad arguments are INVALID_ARGUMENT (as for a task) before
+            // the wait, which a handler never makes, is WOULD_BLOCK;
+            // nothing is sent either way.
+            let bad = send_options::unpack(options).is_none()
+                || message_type == 0
+                || len < 0
+                || !(-1..=i64::from(u32::MAX)).contains(&wait_for)
+                || timeout_ms < TIMEOUT_INFINITE
+                || buffer_len < 0;
+            to_return(Err(if bad {
+                ErrorCode::INVALID_ARGUMENT
+            } else {
+                ErrorCode::WOULD_BLOCK
+            }))
+        },
     )?;
     linker.func_wrap(
         IMPORT_MODULE,
@@ -372,7 +387,8 @@ fn receive_now(
     timeout_ms: i64,
     buffers: Buffers,
 ) -> Result<u64, ErrorCode> {
-    if timeout_ms < TIMEOUT_INFINITE {
+    // Bad arguments are INVALID_ARGUMENT before a wait is WOULD_BLOCK.
+    if timeout_ms < TIMEOUT_INFINITE || buffers.buffer_len < 0 {
         return Err(ErrorCode::INVALID_ARGUMENT);
     }
     if timeout_ms != 0 {
@@ -644,8 +660,9 @@ fn broadcast(
             },
             payload: payload.clone(),
         };
-        // A broadcast never blocks: a full mailbox just does not get a copy.
-        if kernel.post_to(&target, message).is_ok() {
+        // A broadcast never blocks: a full mailbox just does not get a copy
+        // (and a drop_newest one that drops it did not accept it).
+        if let Ok(true) = kernel.post_queued(&target, message) {
             accepted += 1;
         }
     }

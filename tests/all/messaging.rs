@@ -960,3 +960,79 @@ fn a_broadcast_pays_for_every_copy_it_offers_accepted_or_not() {
     assert_eq!(broadcaster.sent, 20, "{broadcaster:?}");
     assert_eq!(broadcaster.delivery_failures, 1_000 * 20 - 20);
 }
+
+#[test]
+fn a_client_that_leaves_before_its_answer_does_not_stop_a_bundled_server() {
+    // `leaver` sends one request and exits at once; `stayer` then makes a
+    // call after 50 ms and must get its answer: the server skipped the
+    // reply it could not deliver. For `pong` (a task) and `echo` (a
+    // handler).
+    for (server, request_type) in [("pong", 1), ("echo", 0x1000)] {
+        let leaver = format!(
+            r#"(module
+      (import "estalogic" "send" (func $send (param i64 i32 i32 i32 i32) (result i64)))
+      (import "estalogic" "lookup" (func $lookup (param i32 i32) (result i64)))
+      (memory (export "memory") 1)
+      (data (i32.const 0) "{server}")
+      (func (export "run")
+        (drop (call $send (call $lookup (i32.const 0) (i32.const {len})) (i32.const {request_type})
+                          (i32.const 0) (i32.const 0) (i32.const 4)))))"#,
+            len = server.len()
+        );
+        let stayer = format!(
+            r#"(module
+      (import "estalogic" "send_receive" (func $call
+        (param i64 i64 i32 i32 i32 i32 i64 i64 i32 i32 i32) (result i64)))
+      (import "estalogic" "receive" (func $receive (param i32 i64 i32 i32 i32) (result i64)))
+      (import "estalogic" "lookup" (func $lookup (param i32 i32) (result i64)))
+      (memory (export "memory") 1)
+      (data (i32.const 0) "{server}")
+      (func (export "run") (result i32)
+        (drop (call $receive (i32.const 0x7777) (i64.const 50) (i32.const 64) (i32.const 128) (i32.const 64)))
+        (if (i64.ne (call $call (call $lookup (i32.const 0) (i32.const {len})) (i64.const 0)
+                                (i32.const {request_type}) (i32.const 0) (i32.const 16) (i32.const 4)
+                                (i64.const -1) (i64.const 2000) (i32.const 64) (i32.const 128) (i32.const 64))
+                    (i64.const 4))
+          (then (return (i32.const 1))))
+        (i32.const 0)))"#,
+            len = server.len()
+        );
+        let mut kernel = Kernel::builder().build().unwrap();
+        if server == "pong" {
+            load_bundled(&mut kernel, "pong", "run");
+        } else {
+            kernel
+                .load_module(
+                    manifest(
+                        "echo",
+                        "handle",
+                        &["messaging:send", "messaging:receive"],
+                        "normal",
+                    ),
+                    estalogic_services::get("echo").unwrap(),
+                    Path::new("echo"),
+                )
+                .unwrap();
+        }
+        load_wat(&mut kernel, "leaver", &leaver, "normal");
+        load_wat(&mut kernel, "stayer", &stayer, "normal");
+        for name in [server, "leaver", "stayer"] {
+            kernel.spawn(name).unwrap();
+        }
+        let exits = kernel.subscribe_exits();
+        let shutdown = kernel.shutdown_handle();
+        let runner = std::thread::spawn(move || kernel.run());
+        loop {
+            let exit = exits
+                .recv_timeout(std::time::Duration::from_secs(30))
+                .expect("the stayer ends");
+            if exit.module == "stayer" {
+                assert_eq!(exit.status, ExitStatus::Exited(0), "{server}");
+                break;
+            }
+            assert_ne!(exit.module, server, "{server} ended: {exit:?}");
+        }
+        shutdown.request();
+        runner.join().unwrap();
+    }
+}

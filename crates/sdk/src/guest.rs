@@ -211,7 +211,9 @@ pub fn reply(
 
 /// Waits for the answer to the message this process sent with sequence
 /// number `sequence`: a reply, an acknowledgement, or — as `Err` with its
-/// code — the kernel's notice that the message was not delivered.
+/// code — the kernel's notice that the message was not delivered. Any
+/// process can send a reply with that correlation: check the answer's
+/// `header.source` when it matters ([`call`] accepts only its target).
 pub fn receive_reply(
     sequence: u64,
     wait: Wait,
@@ -274,7 +276,8 @@ fn send_receive<'a>(
 /// so the kernel can hand the CPU straight to `to` and back. If the wait
 /// times out the request was still sent, and a late reply is queued like
 /// any message: when that matters, use [`send`] and [`receive_reply`],
-/// which keep the sequence number.
+/// which keep the sequence number (and check the answer's source: any
+/// process may reply to a sequence number it guesses).
 pub fn call<'a>(
     to: Pid,
     message_type: MessageType,

@@ -2,10 +2,11 @@
 //! The kernel calls its entry point `handle` once per message; it answers
 //! every PING with a PONG (its reply) carrying the same payload, and an
 //! empty PING ends it with exit code 0. Anything else (the kernel's
-//! `STARTED`, notices) is ignored. Exit code 2: a reply could not be sent.
+//! `STARTED`, notices) is ignored. A reply to a client that has exited is
+//! skipped; exit code 2: a reply could not be sent for another reason.
 #![no_std]
 
-use estalogic_sdk::{self as sdk, Message, MessageType, Next};
+use estalogic_sdk::{self as sdk, ErrorCode, Message, MessageType, Next};
 
 /// One message: answer a PING.
 fn on_message(ping: Message<'_>) -> Next {
@@ -16,7 +17,8 @@ fn on_message(ping: Message<'_>) -> Next {
         return Next::Exit(0);
     }
     match sdk::reply(&ping.header, MessageType::PONG, ping.payload) {
-        Ok(_) => Next::Wait,
+        // The client left before its answer: serve the others.
+        Ok(_) | Err(ErrorCode::NO_SUCH_PROCESS) => Next::Wait,
         Err(_) => Next::Exit(2),
     }
 }

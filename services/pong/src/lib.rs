@@ -1,10 +1,12 @@
 //! The `pong` service: answers every PING with a PONG (its reply) carrying
 //! the same payload; an empty PING means "stop", and `pong` exits.
-//! Exit codes: 0 stopped, 2 a reply or the wait after it failed, 3 the
-//! first receive failed.
+//! A reply to a client that has exited is skipped. Exit codes: 0 stopped,
+//! 2 a reply or the wait after it failed otherwise, 3 the first receive
+//! failed. It takes PINGs of at most 64 bytes: a larger one stays queued
+//! and ends it (code 2 or 3).
 #![no_std]
 
-use estalogic_sdk::{self as sdk, MessageType};
+use estalogic_sdk::{self as sdk, ErrorCode, MessageType};
 
 /// Entry point: serve PINGs until an empty one arrives. Each PONG is the
 /// PING's reply, sent together with the wait for the next PING
@@ -33,6 +35,14 @@ pub extern "C" fn run() -> i32 {
             &mut buffer,
         ) {
             Ok(next) => next,
+            // The client left before its answer (nothing was waited for):
+            // serve the next one.
+            Err(ErrorCode::NO_SUCH_PROCESS) => {
+                match sdk::receive_with(Some(MessageType::PING), sdk::Wait::Forever, &mut buffer) {
+                    Ok(next) => next,
+                    Err(_) => return 2,
+                }
+            }
             Err(_) => return 2,
         };
     }

@@ -218,30 +218,9 @@ fn host_work_in_syscalls_is_charged_like_the_guests_own_and_yields_the_cpu() {
     // are hundreds of slices, so a peer of the same level is let in between
     // them instead of waiting for the logger to finish.
     for deterministic in [false, true] {
-        let mut kernel = Kernel::builder()
-            .deterministic(deterministic)
-            .workers(1)
-            .build()
-            .unwrap();
-        load_wat(&mut kernel, "logger", LOGGER, "normal");
-        load_wat(&mut kernel, "worker", WORKER, "normal");
-        kernel.spawn("logger").unwrap();
-        kernel.spawn("worker").unwrap();
-        let report = kernel.run();
-        let logger = report.process("logger").unwrap();
-        assert_eq!(logger.status, ExitStatus::Exited(0));
-        assert!(
-            logger.fuel_used >= 400 * 65_536,
-            "the copies are charged: {logger:?}"
-        );
-        assert!(
-            logger.preemptions + logger.requeues > 0,
-            "the logger was taken off the CPU for its peer: {logger:?}"
-        );
-        assert_eq!(
-            report.process("worker").unwrap().status,
-            ExitStatus::Exited(0)
-        );
+        charged_and_yields_to_a_peer(deterministic, "logger", 400 * 65_536, |kernel| {
+            load_wat(kernel, "logger", LOGGER, "normal");
+        });
     }
 }
 
@@ -274,28 +253,10 @@ fn searching_a_long_mailbox_is_charged_and_yields_the_cpu() {
     // 5,000 searches past 984 messages each (16 are free) at 8 units a
     // message: 39 million units, hundreds of slices, for few instructions.
     for deterministic in [false, true] {
-        let mut kernel = Kernel::builder()
-            .deterministic(deterministic)
-            .workers(1)
-            .build()
-            .unwrap();
-        load_wat(
-            &mut kernel,
-            "searcher",
-            &searcher("run", 5_000, "(param) (result i32)"),
-            "normal",
-        );
-        load_wat(&mut kernel, "worker", WORKER, "normal");
-        kernel.spawn("searcher").unwrap();
-        kernel.spawn("worker").unwrap();
-        let report = kernel.run();
-        let searcher = report.process("searcher").unwrap();
-        assert_eq!(searcher.status, ExitStatus::Exited(0));
-        assert!(searcher.fuel_used >= 5_000 * 984 * 8, "{searcher:?}");
-        assert!(
-            searcher.preemptions + searcher.requeues > 0,
-            "the searcher was taken off the CPU for its peer: {searcher:?}"
-        );
+        charged_and_yields_to_a_peer(deterministic, "searcher", 5_000 * 984 * 8, |kernel| {
+            let wat = searcher("run", 5_000, "(param) (result i32)");
+            load_wat(kernel, "searcher", &wat, "normal");
+        });
     }
     // A handler's call pays from its budget: 2,000 searches (16 million
     // units) are past it.
@@ -337,29 +298,15 @@ fn denied_checks_against_a_full_capability_table_are_charged_and_yield_the_cpu()
           (local.set $i (i32.add (local.get $i) (i32.const 1)))
           (br_if 0 (i32.lt_u (local.get $i) (i32.const 2000))))
         (i32.const 0)))"#;
-    let mut kernel = Kernel::builder()
-        .workers(1)
-        .deterministic(true)
-        .build()
-        .unwrap();
-    kernel
-        .load_module(
-            lookup_of_a_only_manifest(),
-            wat.as_bytes(),
-            std::path::Path::new("searcher"),
-        )
-        .unwrap();
-    load_wat(&mut kernel, "worker", WORKER, "normal");
-    kernel.spawn("searcher").unwrap();
-    kernel.spawn("worker").unwrap();
-    let report = kernel.run();
-    let searcher = report.process("searcher").unwrap();
-    assert_eq!(searcher.status, ExitStatus::Exited(0));
-    assert!(searcher.fuel_used >= 2_000 * 4_096 * 16, "{searcher:?}");
-    assert!(
-        searcher.preemptions + searcher.requeues > 0,
-        "the searcher was taken off the CPU for its peer: {searcher:?}"
-    );
+    charged_and_yields_to_a_peer(true, "searcher", 2_000 * 4_096 * 16, |kernel| {
+        kernel
+            .load_module(
+                lookup_of_a_only_manifest(),
+                wat.as_bytes(),
+                std::path::Path::new("searcher"),
+            )
+            .unwrap();
+    });
 }
 
 /// `searcher`, allowed to look up only the module `a`.
@@ -369,4 +316,40 @@ fn lookup_of_a_only_manifest() -> estalogic_kernel::Manifest {
             "capabilities_required":[{"name":"process:lookup","scope":"a"}]}"#,
     )
     .unwrap()
+}
+
+/// Runs the process `name` (loaded by `load`) beside the `worker` peer of
+/// the same level on one worker, and checks it exited 0, was charged at
+/// least `fuel` units, and was taken off the CPU for its peer (which
+/// exited 0 too).
+fn charged_and_yields_to_a_peer(
+    deterministic: bool,
+    name: &str,
+    fuel: u64,
+    load: impl FnOnce(&mut Kernel),
+) {
+    let mut kernel = Kernel::builder()
+        .deterministic(deterministic)
+        .workers(1)
+        .build()
+        .unwrap();
+    load(&mut kernel);
+    load_wat(&mut kernel, "worker", WORKER, "normal");
+    kernel.spawn(name).unwrap();
+    kernel.spawn("worker").unwrap();
+    let report = kernel.run();
+    let process = report.process(name).unwrap();
+    assert_eq!(process.status, ExitStatus::Exited(0));
+    assert!(
+        process.fuel_used >= fuel,
+        "the work is charged: {process:?}"
+    );
+    assert!(
+        process.preemptions + process.requeues > 0,
+        "{name} was taken off the CPU for its peer: {process:?}"
+    );
+    assert_eq!(
+        report.process("worker").unwrap().status,
+        ExitStatus::Exited(0)
+    );
 }

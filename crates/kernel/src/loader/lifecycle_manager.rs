@@ -448,8 +448,7 @@ async fn serve(
         memory.write(&mut *store, at + HEADER_LEN, &message.payload)?;
         // The copy into the inbox is host work for this handler, charged
         // with its call (see `syscalls::charge`).
-        let copied = store.data().host_work.get() + message.payload.len() as u64;
-        store.data().host_work.set(copied);
+        store.data().add_host_work(message.payload.len() as u64);
         let len = message.payload.len() as i32;
         let before = *used;
         let code = metered(store, budget, used, |store| handle.call(store, len))?;

@@ -442,8 +442,7 @@ fn owned_by_this_user(meta: &fs::Metadata) -> io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
-        // SAFETY: `geteuid` has no preconditions and cannot fail.
-        let uid = unsafe { libc::geteuid() };
+        let uid = this_user();
         if meta.uid() != uid {
             return Err(io::Error::new(
                 io::ErrorKind::PermissionDenied,
@@ -454,6 +453,13 @@ fn owned_by_this_user(meta: &fs::Metadata) -> io::Result<()> {
     #[cfg(not(unix))]
     let _ = meta;
     Ok(())
+}
+
+/// The effective user id of this process.
+#[cfg(unix)]
+fn this_user() -> u32 {
+    // SAFETY: `geteuid` has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
 }
 
 fn default_dir_from(var: impl Fn(&str) -> Option<OsString>) -> PathBuf {
@@ -470,8 +476,7 @@ fn default_dir_from(var: impl Fn(&str) -> Option<OsString>) -> PathBuf {
     // Per user: a shared name would be whoever's created it first (and the
     // cache refuses a directory that is not the user's own).
     #[cfg(unix)]
-    // SAFETY: `geteuid` has no preconditions and cannot fail.
-    let user = unsafe { libc::geteuid() }.to_string();
+    let user = this_user().to_string();
     #[cfg(not(unix))]
     let user = String::from("user");
     std::env::temp_dir().join(format!("estalogic-modules-{user}"))

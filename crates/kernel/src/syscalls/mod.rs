@@ -136,6 +136,18 @@ impl ProcessContext {
         *self.last_peer.borrow_mut() = Some(peer);
     }
 
+    /// Records `units` of host work done for this process, for the
+    /// syscall doing it to charge (see [`charge`]); a task's also counts in
+    /// the fuel its report shows.
+    pub(crate) fn add_host_work(&self, units: u64) {
+        self.host_work
+            .set(self.host_work.get().saturating_add(units));
+        if !self.process.handler {
+            self.host_fuel
+                .set(self.host_fuel.get().saturating_add(units));
+        }
+    }
+
     /// The capability choke point: may this process make this syscall on
     /// `item` (a target module, a looked-up name; `None` for the syscall's
     /// whole resource)? Every denial is audited by the engine.
@@ -164,13 +176,7 @@ impl ProcessContext {
         // The search is host work for this process (see `charge`), counted
         // here and charged by the syscall: an uncached check looks at
         // every handle of the table (and a denial is never cached).
-        let searched = (engine.table_len(pid) as u64).saturating_mul(FIND_FUEL);
-        self.host_work
-            .set(self.host_work.get().saturating_add(searched));
-        if !self.process.handler {
-            self.host_fuel
-                .set(self.host_fuel.get().saturating_add(searched));
-        }
+        self.add_host_work((engine.table_len(pid) as u64).saturating_mul(FIND_FUEL));
         match engine.find(pid, &resource, rights, item, now) {
             Ok(handle) => {
                 if engine.is_unlimited(pid, handle) {
@@ -286,11 +292,10 @@ const HOST_WORK_BATCH: u64 = 4 << 10;
 /// never wait.
 pub(crate) fn charge(caller: &mut Caller<'_, ProcessContext>, bytes: usize) -> bool {
     let context = caller.data();
-    let work = context.host_work.get().saturating_add(bytes as u64);
+    context.add_host_work(bytes as u64);
+    let work = context.host_work.get();
     if context.process.handler {
-        if work < HOST_WORK_BATCH {
-            context.host_work.set(work);
-        } else {
+        if work >= HOST_WORK_BATCH {
             context.host_work.set(0);
             if let Ok(fuel) = caller.get_fuel() {
                 // Cannot fail: fuel is on for every store.
@@ -299,12 +304,8 @@ pub(crate) fn charge(caller: &mut Caller<'_, ProcessContext>, bytes: usize) -> b
         }
         return false;
     }
-    context
-        .host_fuel
-        .set(context.host_fuel.get().saturating_add(bytes as u64));
     let slice = context.checkpoint_fuel.max(1);
     if work < slice {
-        context.host_work.set(work);
         return false;
     }
     context.host_work.set(work % slice);

@@ -416,3 +416,76 @@ fn a_supervisor_that_is_not_loaded_or_is_the_module_itself_stops_the_boot() {
         assert!(kernel.run().processes.is_empty(), "nothing was spawned");
     }
 }
+
+/// Restarts the supervisor at the first failure, then gives up.
+struct SupervisorOnce {
+    used: bool,
+}
+
+impl estalogic_kernel::core::supervision::RestartPolicy for SupervisorOnce {
+    fn on_failure(
+        &mut self,
+        _failure: &estalogic_kernel::core::supervision::Failure,
+        _now: u64,
+    ) -> RestartAction {
+        if std::mem::replace(&mut self.used, true) {
+            RestartAction::GiveUp
+        } else {
+            RestartAction::RestartSupervisor
+        }
+    }
+}
+
+#[test]
+fn a_supervisor_restart_into_a_full_pool_starts_once_the_old_one_leaves() {
+    // A pool of two: the supervisor (HIGH, so `w` never takes its worker)
+    // spins on one worker while `w`, on the other, waits 20 ms and traps.
+    // The restart brings `w` back first (the pool then holds `w` and the
+    // old supervisor, told to stop but still running) and the new
+    // supervisor as soon as the old one has left.
+    let spinner = r#"(module
+      (memory (export "memory") 1)
+      (func (export "run") (local $i i32)
+        (loop
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br_if 0 (i32.lt_u (local.get $i) (i32.const 100000000))))))"#;
+    let waiter = r#"(module
+      (import "estalogic" "receive" (func $receive (param i32 i64 i32 i32 i32) (result i64)))
+      (memory (export "memory") 1)
+      (func (export "run")
+        (drop (call $receive (i32.const 0) (i64.const 20) (i32.const 0) (i32.const 64) (i32.const 64)))
+        unreachable))"#;
+    for _ in 0..3 {
+        let mut kernel = Kernel::builder()
+            .workers(2)
+            .max_processes(2)
+            .build()
+            .unwrap();
+        kernel.set_restart_policy(Box::new(SupervisorOnce { used: false }));
+        load_wat(&mut kernel, "sup", spinner, "high");
+        load_wat_with(
+            &mut kernel,
+            "w",
+            waiter,
+            r#""restart":"on_failure","supervisor":"sup""#,
+        );
+        kernel.spawn_all().unwrap();
+        let report = kernel.run();
+        let statuses = |module: &str| -> Vec<ExitStatus> {
+            report
+                .processes
+                .iter()
+                .filter(|p| p.module == module)
+                .map(|p| p.status.clone())
+                .collect()
+        };
+        let sups = statuses("sup");
+        assert_eq!(sups.len(), 2, "the supervisor was started again: {sups:?}");
+        assert!(
+            sups.contains(&ExitStatus::Stopped(ErrorCode::RESTARTED)),
+            "{sups:?}"
+        );
+        assert!(sups.contains(&ExitStatus::Exited(0)), "{sups:?}");
+        assert_eq!(statuses("w").len(), 2, "restarted once, then given up");
+    }
+}

@@ -79,6 +79,7 @@
 //! they are stopped with `DEADLOCKED`. A shutdown request stops every
 //! process with `SHUTDOWN` (a running one at its next checkpoint).
 
+use crate::core::init::KernelError;
 use crate::core::kernel_shared::{IDLE, QUEUED, RUNNING};
 use crate::core::lifecycle::{KernelEvent, LoopState, LoopStats as EventCounts};
 use crate::core::message_router::Message;
@@ -401,6 +402,21 @@ struct Core {
     /// Every live task's scheduling state by pid index, parked or running,
     /// so a running task can be told to stop.
     states: Vec<Option<LiveTask>>,
+    /// Restarts that found the pool full while processes they replace were
+    /// still on their way out; retried as those leave.
+    pending_respawns: Vec<PendingRespawn>,
+}
+
+/// A module a supervisor or system restart could not start yet: the pool
+/// was full, and a process it replaces (told to stop, still running) holds
+/// a slot until it leaves.
+struct PendingRespawn {
+    module: String,
+    /// The replaced processes that have not left yet.
+    waiting_for: Vec<Pid>,
+    /// Every process the restart replaces (the new one takes the module's
+    /// name from these).
+    replacing: Vec<Pid>,
 }
 
 enum TurnEnd {
@@ -449,6 +465,7 @@ impl KernelLoop {
                 idle_workers: 0,
                 fresh_now: None,
                 states: Vec::new(),
+                pending_respawns: Vec::new(),
             }),
         }
     }
@@ -827,6 +844,7 @@ impl KernelLoop {
         }
         let module = decision.is_some().then(|| report.module.clone());
         record_exit(core, report);
+        self.respawn_pending(core, pid);
         if let (Some((code, action)), Some(module)) = (decision, module) {
             let new_pid = self.restart(core, &module, manifest, action, inherited);
             tracing::info!(
@@ -913,6 +931,7 @@ impl KernelLoop {
         let account = self.retire(&mut core, process.pid, now);
         report.add_account(&account);
         record_exit(&mut core, report);
+        self.respawn_pending(&mut core, process.pid);
         core
     }
 
@@ -960,7 +979,7 @@ impl KernelLoop {
         }
         // The failed module first: its restart is the decision carried out,
         // and in a full pool (a stopped process holds its slot until it
-        // leaves) it is the others that cannot start, and say so. Its
+        // leaves) it is the others that wait for a slot. Its
         // inherited mail goes in before it can be found, and each new
         // process takes its name from the one it replaces (see
         // `ProcessFactory::spawn_with`).
@@ -978,15 +997,68 @@ impl KernelLoop {
         };
         let new_pid = task.process.pid;
         self.admit(core, task);
-        for other in &respawn {
-            match self.factory.spawn_with(other, &mut Vec::new(), &replacing) {
+        for other in respawn {
+            match self.factory.spawn_with(&other, &mut Vec::new(), &replacing) {
                 Ok(task) => self.admit(core, task),
+                // Full only until the processes told to stop have left: it
+                // starts as soon as one does (see `respawn_pending`).
+                Err(KernelError::TooManyProcesses { .. })
+                    if replacing
+                        .iter()
+                        .any(|pid| self.shared.process(*pid).is_some()) =>
+                {
+                    let waiting_for = replacing
+                        .iter()
+                        .copied()
+                        .filter(|pid| self.shared.process(*pid).is_some())
+                        .collect();
+                    core.pending_respawns.push(PendingRespawn {
+                        module: other,
+                        waiting_for,
+                        replacing: replacing.clone(),
+                    });
+                }
                 Err(error) => {
                     tracing::error!(target: "estalogic::supervision", module = %other, %error, "restart failed");
                 }
             }
         }
         Some(new_pid)
+    }
+
+    /// `left` has left the process table: starts the restarts that waited
+    /// for it (see [`PendingRespawn`]), in the order they were decided. One
+    /// that still finds the pool full waits for the others it replaces;
+    /// when none is left, it has failed and says so. A shutdown cancels
+    /// them.
+    fn respawn_pending(&self, core: &mut Core, left: Pid) {
+        if core.pending_respawns.is_empty() {
+            return;
+        }
+        let pending = std::mem::take(&mut core.pending_respawns);
+        let shutting_down = self.shared.shutdown_requested();
+        for mut entry in pending {
+            if !entry.waiting_for.contains(&left) {
+                core.pending_respawns.push(entry);
+                continue;
+            }
+            entry.waiting_for.retain(|pid| *pid != left);
+            if shutting_down {
+                continue;
+            }
+            match self
+                .factory
+                .spawn_with(&entry.module, &mut Vec::new(), &entry.replacing)
+            {
+                Ok(task) => self.admit(core, task),
+                Err(KernelError::TooManyProcesses { .. }) if !entry.waiting_for.is_empty() => {
+                    core.pending_respawns.push(entry);
+                }
+                Err(error) => {
+                    tracing::error!(target: "estalogic::supervision", module = %entry.module, %error, "restart failed");
+                }
+            }
+        }
     }
 
     /// Stops every process of `module`: parked ones now, running ones at

@@ -1036,3 +1036,56 @@ fn a_client_that_leaves_before_its_answer_does_not_stop_a_bundled_server() {
         runner.join().unwrap();
     }
 }
+
+#[test]
+fn pong_answers_any_size_and_skips_what_is_not_a_ping() {
+    // A hostile client sends `pong` 2,000 messages of another type (more
+    // than its mailbox holds), then a 100,000-byte PING, then a 3-byte
+    // one: `pong` takes and skips the others, answers both PINGs with
+    // their payloads, and stops only at the empty PING.
+    let client = r#"(module
+      (import "estalogic" "send" (func $send (param i64 i32 i32 i32 i32) (result i64)))
+      (import "estalogic" "send_receive" (func $call
+        (param i64 i64 i32 i32 i32 i32 i64 i64 i32 i32 i32) (result i64)))
+      (import "estalogic" "lookup" (func $lookup (param i32 i32) (result i64)))
+      (import "estalogic" "yield_now" (func $yield (result i64)))
+      (memory (export "memory") 5)
+      (data (i32.const 0) "pong")
+      (data (i32.const 1000) "abc")
+      (func (export "run") (result i32) (local $pid i64) (local $i i32)
+        (local.set $pid (call $lookup (i32.const 0) (i32.const 4)))
+        (loop
+          ;; Sent until accepted: the mailbox may be full for a moment.
+          (if (i64.lt_s (call $send (local.get $pid) (i32.const 0x4242) (i32.const 0) (i32.const 0) (i32.const 8))
+                        (i64.const 0))
+            (then (drop (call $yield)) (br 1)))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br_if 0 (i32.lt_u (local.get $i) (i32.const 2000))))
+        ;; 100,000 bytes of 7s at 0x10000, answered into 0x30000.
+        (memory.fill (i32.const 0x10000) (i32.const 7) (i32.const 100000))
+        (if (i64.ne (call $call (local.get $pid) (i64.const 0) (i32.const 1) (i32.const 0)
+                                (i32.const 0x10000) (i32.const 100000)
+                                (i64.const -1) (i64.const 5000) (i32.const 2000) (i32.const 0x30000) (i32.const 100000))
+                    (i64.const 100000))
+          (then (return (i32.const 1))))
+        (if (i32.ne (i32.load8_u (i32.const 0x30000)) (i32.const 7)) (then (return (i32.const 2))))
+        (if (i32.ne (i32.load8_u (i32.const 0x4869f)) (i32.const 7)) (then (return (i32.const 2))))
+        (if (i64.ne (call $call (local.get $pid) (i64.const 0) (i32.const 1) (i32.const 0)
+                                (i32.const 1000) (i32.const 3)
+                                (i64.const -1) (i64.const 5000) (i32.const 2000) (i32.const 3000) (i32.const 64))
+                    (i64.const 3))
+          (then (return (i32.const 3))))
+        (drop (call $send (local.get $pid) (i32.const 1) (i32.const 0) (i32.const 0) (i32.const 0)))
+        (i32.const 0)))"#;
+    let mut kernel = Kernel::builder().build().unwrap();
+    load_bundled(&mut kernel, "pong", "run");
+    load_wat(&mut kernel, "client", client, "normal");
+    kernel.spawn_all().unwrap();
+    let report = kernel.run();
+    let client = report.process("client").unwrap();
+    assert_eq!(client.status, ExitStatus::Exited(0), "{client:?}");
+    let pong = report.process("pong").unwrap();
+    assert_eq!(pong.status, ExitStatus::Exited(0), "{pong:?}");
+    assert_eq!(pong.received, 2_003, "{pong:?}");
+    assert_eq!(pong.sent, 2, "{pong:?}");
+}

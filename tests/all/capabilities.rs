@@ -157,3 +157,47 @@ fn a_token_of_one_deterministic_kernel_is_not_valid_in_another() {
         estalogic_kernel::core::capabilities_engine::CapError::BadToken
     );
 }
+
+#[test]
+fn a_delegated_scope_is_bounded_in_bytes_and_names() {
+    // Handle 1 (messaging:send, every module) delegated to itself with a
+    // scope of 32 names (allowed), 33 names, and 1,025 bytes in one name
+    // (both INVALID_ARGUMENT): what one capability holds in kernel memory
+    // is bounded, so a table of them is.
+    let names = |count: usize| {
+        (0..count)
+            .map(|i| format!("m{i}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let cases = [
+        (names(32), true),
+        (names(33), false),
+        ("x".repeat(1_024), true),
+        ("x".repeat(1_025), false),
+    ];
+    for (scope, allowed) in cases {
+        let wat = format!(
+            r#"(module
+  (import "estalogic" "self_pid" (func $self (result i64)))
+  (import "estalogic" "cap_delegate" (func $delegate (param i32 i64 i32 i64 i64 i32 i32) (result i64)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "{scope}")
+  (func (export "run") (result i32)
+    (i32.wrap_i64 (call $delegate (i32.const 1) (call $self) (i32.const 0) (i64.const -1) (i64.const -1)
+                                  (i32.const 0) (i32.const {len})))))"#,
+            len = scope.len()
+        );
+        let mut kernel = Kernel::builder().build().unwrap();
+        estalogic_tests::load_wat(&mut kernel, "delegator", &wat, "normal");
+        kernel.spawn("delegator").unwrap();
+        let report = kernel.run();
+        let status = &report.process("delegator").unwrap().status;
+        if allowed {
+            // The new handle's number (the table held 5).
+            assert_eq!(*status, ExitStatus::Exited(6), "{} bytes", scope.len());
+        } else {
+            assert_eq!(*status, ExitStatus::Exited(-1001), "{} bytes", scope.len());
+        }
+    }
+}

@@ -309,6 +309,39 @@ fn denied_checks_against_a_full_capability_table_are_charged_and_yield_the_cpu()
     });
 }
 
+#[test]
+fn capability_syscalls_are_charged_and_yield_the_cpu() {
+    // The delegator fills its table with 4,095 copies of its capability,
+    // then tries 500 more delegations to itself: each finds the table
+    // full and searches all 4,096 handles for dead ones before it fails
+    // (16 units a handle), a handful of wasm instructions apiece.
+    let wat = r#"(module
+      (import "estalogic" "self_pid" (func $self (result i64)))
+      (import "estalogic" "cap_delegate" (func $delegate (param i32 i64 i32 i64 i64 i32 i32) (result i64)))
+      (memory (export "memory") 1)
+      (func (export "run") (result i32) (local $i i32)
+        (loop
+          (drop (call $delegate (i32.const 1) (call $self) (i32.const 1) (i64.const -1) (i64.const -1) (i32.const 0) (i32.const 0)))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br_if 0 (i32.lt_u (local.get $i) (i32.const 4595))))
+        (i32.const 0)))"#;
+    for deterministic in [false, true] {
+        charged_and_yields_to_a_peer(deterministic, "delegator", 500 * 4_096 * 16, |kernel| {
+            kernel
+                .load_module(
+                    estalogic_kernel::Manifest::parse(
+                        r#"{"name":"delegator","version":"0.1.0","entry_point":"run","runtime":"wasm32",
+                            "capabilities_required":["process:lookup"]}"#,
+                    )
+                    .unwrap(),
+                    wat.as_bytes(),
+                    std::path::Path::new("delegator"),
+                )
+                .unwrap();
+        });
+    }
+}
+
 /// `searcher`, allowed to look up only the module `a`.
 fn lookup_of_a_only_manifest() -> estalogic_kernel::Manifest {
     estalogic_kernel::Manifest::parse(

@@ -19,9 +19,10 @@
 //!    attenuated; revocation cascades; process exit revokes everything the
 //!    process held.
 
-use super::{ProcessContext, charge, read_guest, to_return, write_guest};
+use super::process::YieldOnce;
+use super::{FIND_FUEL, ProcessContext, charge, read_guest, to_return, write_guest};
 use crate::core::capabilities_engine::{
-    Capability, CapabilityInfo, Handle, Resource, Scope, Validity,
+    Capability, CapabilityInfo, Handle, MAX_HANDLES, Resource, Scope, Validity,
 };
 use crate::loader::manifest::CapabilityRequest;
 use estalogic_abi::capabilities::CapabilityRecord;
@@ -145,20 +146,105 @@ pub fn encode_record(info: &CapabilityInfo) -> Vec<u8> {
     out
 }
 
-/// Registers this family's syscalls.
+/// The arguments of `cap_delegate`.
+struct Delegation {
+    handle: i32,
+    target: i64,
+    rights: i32,
+    expires_at: i64,
+    max_uses: i64,
+    scope_ptr: i32,
+    scope_len: i32,
+}
+
+/// Registers this family's syscalls for task processes: each charges its
+/// host work (see [`charge`]) and, when that makes a checkpoint due, passes
+/// one before it returns, where the scheduler may preempt the caller.
 pub fn add_to_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()> {
+    linker.func_wrap_async(
+        IMPORT_MODULE,
+        Syscall::CapHandles.import_name(),
+        |mut caller: Caller<'_, ProcessContext>, (ptr, max): (i32, i32)| {
+            Box::new(async move {
+                let result = cap_handles(&mut caller, ptr, max);
+                checkpoint_if_due(&mut caller).await;
+                Ok(to_return(result))
+            })
+        },
+    )?;
+    linker.func_wrap_async(
+        IMPORT_MODULE,
+        Syscall::CapInspect.import_name(),
+        |mut caller: Caller<'_, ProcessContext>, (handle, ptr, len): (i32, i32, i32)| {
+            Box::new(async move {
+                let result = cap_inspect(&mut caller, handle, ptr, len);
+                checkpoint_if_due(&mut caller).await;
+                Ok(to_return(result))
+            })
+        },
+    )?;
+    linker.func_wrap_async(
+        IMPORT_MODULE,
+        Syscall::CapDelegate.import_name(),
+        |mut caller: Caller<'_, ProcessContext>,
+         (handle, target, rights, expires_at, max_uses, scope_ptr, scope_len): (
+            i32,
+            i64,
+            i32,
+            i64,
+            i64,
+            i32,
+            i32,
+        )| {
+            Box::new(async move {
+                let request = Delegation {
+                    handle,
+                    target,
+                    rights,
+                    expires_at,
+                    max_uses,
+                    scope_ptr,
+                    scope_len,
+                };
+                let result = cap_delegate(&mut caller, request);
+                checkpoint_if_due(&mut caller).await;
+                Ok(to_return(result))
+            })
+        },
+    )?;
+    linker.func_wrap_async(
+        IMPORT_MODULE,
+        Syscall::CapRevoke.import_name(),
+        |mut caller: Caller<'_, ProcessContext>, (handle, mode): (i32, i32)| {
+            Box::new(async move {
+                let result = cap_revoke(&mut caller, handle, mode);
+                checkpoint_if_due(&mut caller).await;
+                Ok(to_return(result))
+            })
+        },
+    )?;
+    Ok(())
+}
+
+/// Registers this family's syscalls for handler processes: synchronous,
+/// their host work paid from the call's fuel budget (see [`charge`]).
+pub fn add_to_handler_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()> {
     linker.func_wrap(
         IMPORT_MODULE,
         Syscall::CapHandles.import_name(),
         |mut caller: Caller<'_, ProcessContext>, ptr: i32, max: i32| -> i64 {
-            to_return(cap_handles(&mut caller, ptr, max))
+            let result = cap_handles(&mut caller, ptr, max);
+            let _ = charge(&mut caller, 0);
+            to_return(result)
         },
     )?;
     linker.func_wrap(
         IMPORT_MODULE,
         Syscall::CapInspect.import_name(),
         |mut caller: Caller<'_, ProcessContext>, handle: i32, ptr: i32, len: i32| -> i64 {
-            to_return(cap_inspect(&mut caller, handle, ptr, len))
+            let result = cap_inspect(&mut caller, handle, ptr, len);
+            let _ = charge(&mut caller, 0);
+            to_return(result)
         },
     )?;
     linker.func_wrap(
@@ -182,18 +268,52 @@ pub fn add_to_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()
                 scope_ptr,
                 scope_len,
             };
-            to_return(cap_delegate(&mut caller, request))
+            let result = cap_delegate(&mut caller, request);
+            let _ = charge(&mut caller, 0);
+            to_return(result)
         },
     )?;
     linker.func_wrap(
         IMPORT_MODULE,
         Syscall::CapRevoke.import_name(),
-        |caller: Caller<'_, ProcessContext>, handle: i32, mode: i32| -> i64 {
-            to_return(cap_revoke(&caller, handle, mode))
+        |mut caller: Caller<'_, ProcessContext>, handle: i32, mode: i32| -> i64 {
+            let result = cap_revoke(&mut caller, handle, mode);
+            let _ = charge(&mut caller, 0);
+            to_return(result)
         },
     )?;
     Ok(())
 }
+
+/// Charges the host work the syscall recorded and, for a task whose host
+/// work adds up to a slice, passes a checkpoint (see [`charge`]).
+async fn checkpoint_if_due(caller: &mut Caller<'_, ProcessContext>) {
+    if charge(caller, 0) {
+        YieldOnce::new().await;
+    }
+}
+
+/// Fuel units every capability syscall pays besides its copies: the
+/// engine's lock, a lookup in the caller's table and an audit record
+/// (about what one post costs; compare `ipc::POST_FUEL`).
+const CAP_CALL_FUEL: u64 = 256;
+
+/// Fuel units a revocation pays per capability it revokes (each is marked,
+/// invalidates cached decisions and is audited).
+const REVOKE_FUEL: u64 = 256;
+
+/// Fuel units a delegation pays per byte of the scope it parses (the
+/// names become a set of strings in the engine).
+const SCOPE_BYTE_FUEL: u64 = 4;
+
+/// The longest scope a delegation may name, in bytes.
+pub const MAX_DELEGATED_SCOPE_BYTES: i32 = 1_024;
+
+/// The most names or prefixes a delegated scope may list: with
+/// [`MAX_DELEGATED_SCOPE_BYTES`], this bounds what one capability holds in
+/// kernel memory, and so what a full table of them can (another process
+/// can delegate into any table).
+pub const MAX_DELEGATED_SCOPE_ITEMS: usize = 32;
 
 fn handle_of(raw: i32) -> Result<Handle, ErrorCode> {
     u32::try_from(raw)
@@ -226,14 +346,13 @@ fn cap_handles(
         .take(max as usize)
         .flat_map(|h| h.0.to_le_bytes())
         .collect();
-    write_guest(caller, ptr, &bytes)?;
-    // Host work (see `charge`): the table's snapshot and the copy. A
-    // handler pays from its call's budget; a task's share is counted and
-    // passes a checkpoint at its next waitable syscall.
-    let _ = charge(
-        caller,
-        handles.len().saturating_mul(HANDLE_FUEL as usize) + bytes.len(),
+    // Host work (see `charge`): the table's snapshot and the copy.
+    caller.data().add_host_work(
+        (handles.len() as u64)
+            .saturating_mul(HANDLE_FUEL)
+            .saturating_add(bytes.len() as u64),
     );
+    write_guest(caller, ptr, &bytes)?;
     Ok(handles.len() as u64)
 }
 
@@ -247,6 +366,7 @@ fn cap_inspect(
     if len < 0 {
         return Err(ErrorCode::INVALID_ARGUMENT);
     }
+    caller.data().add_host_work(CAP_CALL_FUEL);
     let record = {
         let context = caller.data();
         let engine = context.kernel.capabilities();
@@ -255,21 +375,13 @@ fn cap_inspect(
             .map_err(|e| e.code())?;
         encode_record(&info)
     };
+    // The record and its copy into the guest.
+    caller.data().add_host_work(record.len() as u64);
     if (len as usize) < record.len() {
         return Err(ErrorCode::BUFFER_TOO_SMALL);
     }
     write_guest(caller, ptr, &record)?;
     Ok(record.len() as u64)
-}
-
-struct Delegation {
-    handle: i32,
-    target: i64,
-    rights: i32,
-    expires_at: i64,
-    max_uses: i64,
-    scope_ptr: i32,
-    scope_len: i32,
 }
 
 fn inherit_or(raw: i64, inherited: Option<u64>) -> Result<Option<u64>, ErrorCode> {
@@ -289,11 +401,17 @@ fn cap_delegate(
         .ok()
         .and_then(Rights::from_bits)
         .ok_or(ErrorCode::INVALID_ARGUMENT)?;
-    if !(0..=4096).contains(&request.scope_len) {
+    if !(0..=MAX_DELEGATED_SCOPE_BYTES).contains(&request.scope_len) {
         return Err(ErrorCode::INVALID_ARGUMENT);
     }
+    caller
+        .data()
+        .add_host_work(CAP_CALL_FUEL + (request.scope_len as u64).saturating_mul(SCOPE_BYTE_FUEL));
     let scope_bytes = read_guest(caller, request.scope_ptr, request.scope_len)?;
     let scope_text = std::str::from_utf8(&scope_bytes).map_err(|_| ErrorCode::INVALID_UTF8)?;
+    if scope_list(scope_text).len() > MAX_DELEGATED_SCOPE_ITEMS {
+        return Err(ErrorCode::INVALID_ARGUMENT);
+    }
     let context = caller.data();
     let kernel = &context.kernel;
     let from = context.process.pid;
@@ -325,6 +443,12 @@ fn cap_delegate(
         };
         let narrowed =
             Capability::new(source.resource.clone(), rights, scope).with_validity(validity);
+        // A full target table is searched for handles that can never
+        // validate again before it refuses (see `CapabilityEngine::delegate`).
+        let searched = engine.table_len(target);
+        if searched >= MAX_HANDLES {
+            context.add_host_work((searched as u64).saturating_mul(FIND_FUEL));
+        }
         engine
             .delegate(from, handle, target, narrowed, now)
             .map(|h| u64::from(h.0))
@@ -335,12 +459,13 @@ fn cap_delegate(
 }
 
 fn cap_revoke(
-    caller: &Caller<'_, ProcessContext>,
+    caller: &mut Caller<'_, ProcessContext>,
     handle: i32,
     mode: i32,
 ) -> Result<u64, ErrorCode> {
     let handle = handle_of(handle)?;
     let context = caller.data();
+    context.add_host_work(CAP_CALL_FUEL);
     let kernel = &context.kernel;
     let now = kernel.clock.now_nanos();
     let mut engine = kernel.capabilities();
@@ -352,5 +477,8 @@ fn cap_revoke(
         _ => return Err(ErrorCode::INVALID_ARGUMENT),
     };
     kernel.flush_audit(&mut engine);
-    result.map(|n| n as u64).map_err(|e| e.code())
+    drop(engine);
+    let revoked = result.map_err(|e| e.code())?;
+    context.add_host_work((revoked as u64).saturating_mul(REVOKE_FUEL));
+    Ok(revoked as u64)
 }

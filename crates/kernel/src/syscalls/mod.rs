@@ -394,7 +394,7 @@ pub fn add_to_handler_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::R
     process::add_to_handler_linker(linker)?;
     ipc::add_to_handler_linker(linker)?;
     time::add_to_linker(linker)?;
-    capabilities::add_to_linker(linker)?;
+    capabilities::add_to_handler_linker(linker)?;
     Ok(())
 }
 

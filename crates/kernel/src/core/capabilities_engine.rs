@@ -45,7 +45,10 @@
 //!    so a guest cannot grow kernel memory or check cost without bound. A
 //!    full table drops the handles that can never validate again (revoked,
 //!    expired, used up; as if closed) before it refuses a new one, so dead
-//!    capabilities never fill it for good.
+//!    capabilities never fill it for good. A process may have at most
+//!    [`MAX_LIVE_DELEGATIONS`] live delegated capabilities at a time (the
+//!    expired and used-up ones are revoked when it reaches the limit), since
+//!    anyone may delegate into any table.
 //! 6. **Audit.** Every grant, delegation, export, revocation and denial
 //!    appends an [`AuditEvent`]; the kernel drains them with
 //!    [`CapabilityEngine::drain_audit`] into the durable audit log.
@@ -57,7 +60,7 @@
 //! processes exist.
 
 use estalogic_abi::{ErrorCode, Pid, ResourceKind, Rights};
-use rustc_hash::FxHashMap as HashMap;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
@@ -67,6 +70,12 @@ pub const MAX_HANDLES: usize = 4_096;
 
 /// The most delegation steps between a capability and its root grant.
 pub const MAX_DEPTH: u32 = 16;
+
+/// The most live (not revoked) capabilities one process may have delegated
+/// at a time: anyone may delegate into any table, so this bounds the kernel
+/// memory one process can pin in others' tables, and the work of revoking
+/// what it handed out.
+pub const MAX_LIVE_DELEGATIONS: usize = 4_096;
 
 /// What a capability refers to.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -588,6 +597,9 @@ impl std::fmt::Display for AuditDetail {
 struct Node {
     capability: Capability,
     holder: Pid,
+    /// The process that delegated it (`None` for a root grant); counted in
+    /// [`CapabilityEngine::live_delegations`] until it is revoked.
+    delegator: Option<Pid>,
     handle: Handle,
     parent: Option<CapabilityId>,
     children: Vec<CapabilityId>,
@@ -634,6 +646,9 @@ pub struct CapabilityEngine {
     /// Bumped by every revocation: a positive decision taken at an older
     /// generation may no longer hold.
     generation: u64,
+    /// Live (not revoked) delegated capabilities per delegating process (at
+    /// most [`MAX_LIVE_DELEGATIONS`] each).
+    live_delegations: HashMap<Pid, HashSet<CapabilityId>>,
 }
 
 /// Counts only: the MAC key never appears in logs.
@@ -660,6 +675,7 @@ impl CapabilityEngine {
             fallback_ids: 0,
             audit: Vec::new(),
             generation: 0,
+            live_delegations: HashMap::default(),
         }
     }
 
@@ -722,7 +738,17 @@ impl CapabilityEngine {
         let checked = self
             .require(id, Rights::DELEGATE, now)
             .and_then(|()| self.check_attenuation(id, &narrowed))
-            .and_then(|()| self.insert(to, narrowed, Some(id), now));
+            .and_then(|()| {
+                if self.live_delegations_of(from) >= MAX_LIVE_DELEGATIONS {
+                    self.reclaim_dead_delegations(from, now);
+                }
+                if self.live_delegations_of(from) >= MAX_LIVE_DELEGATIONS {
+                    return Err(CapError::LimitReached(
+                        "the delegator has 4,096 live delegations; revoke some first",
+                    ));
+                }
+                self.insert(to, narrowed, Some(id), now)
+            });
         match checked {
             Ok((child_handle, child)) => {
                 let detail = format!(
@@ -1181,11 +1207,19 @@ impl CapabilityEngine {
         if let Some(parent) = parent {
             self.node_mut(parent).children.push(id);
         }
+        let delegator = parent.map(|p| self.node(p).holder);
+        if let Some(delegator) = delegator {
+            self.live_delegations
+                .entry(delegator)
+                .or_default()
+                .insert(id);
+        }
         self.nodes.insert(
             id,
             Node {
                 capability,
                 holder,
+                delegator,
                 handle,
                 parent,
                 children: Vec::new(),
@@ -1264,7 +1298,16 @@ impl CapabilityEngine {
             }
             node.revoked = true;
             pending.extend_from_slice(&node.children);
-            let (holder, handle) = (node.holder, node.handle);
+            let (holder, handle, delegator) = (node.holder, node.handle, node.delegator);
+            if let Some(delegator) = delegator
+                && let std::collections::hash_map::Entry::Occupied(mut live) =
+                    self.live_delegations.entry(delegator)
+            {
+                live.get_mut().remove(&id);
+                if live.get().is_empty() {
+                    live.remove();
+                }
+            }
             if exiting != Some(holder) {
                 self.invalidate();
             }
@@ -1319,6 +1362,34 @@ impl CapabilityEngine {
             ));
             self.record(now, AuditKind::Closed, holder, Some(id), detail);
             self.free(id);
+        }
+    }
+
+    /// How many live (not revoked) capabilities `pid` has delegated.
+    pub fn live_delegations_of(&self, pid: Pid) -> usize {
+        self.live_delegations.get(&pid).map_or(0, HashSet::len)
+    }
+
+    /// Revokes (reason [`RevokeReason::Reclaimed`]) the capabilities `from`
+    /// delegated that can never validate again (expired, used up), which
+    /// would otherwise count against its [`MAX_LIVE_DELEGATIONS`] until
+    /// their holders' tables fill. Their handles answer `Revoked`.
+    fn reclaim_dead_delegations(&mut self, from: Pid, now: u64) {
+        let Some(live) = self.live_delegations.get(&from) else {
+            return;
+        };
+        let dead: Vec<CapabilityId> = live
+            .iter()
+            .copied()
+            .filter(|&id| {
+                matches!(
+                    self.live(id, now),
+                    Err(CapError::Expired | CapError::UsedUp)
+                )
+            })
+            .collect();
+        for id in dead {
+            self.revoke_subtree(id, true, RevokeReason::Reclaimed, None, now);
         }
     }
 

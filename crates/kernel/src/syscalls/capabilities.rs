@@ -22,7 +22,8 @@
 use super::process::YieldOnce;
 use super::{FIND_FUEL, ProcessContext, charge, read_guest, to_return, write_guest};
 use crate::core::capabilities_engine::{
-    Capability, CapabilityInfo, Handle, MAX_HANDLES, Resource, Scope, Validity,
+    Capability, CapabilityInfo, Handle, MAX_HANDLES, MAX_LIVE_DELEGATIONS, Resource, Scope,
+    Validity,
 };
 use crate::loader::manifest::CapabilityRequest;
 use estalogic_abi::capabilities::CapabilityRecord;
@@ -448,6 +449,11 @@ fn cap_delegate(
         let searched = engine.table_len(target);
         if searched >= MAX_HANDLES {
             context.add_host_work((searched as u64).saturating_mul(FIND_FUEL));
+        }
+        // So is the caller's set of live delegations at its limit.
+        let delegated = engine.live_delegations_of(from);
+        if delegated >= MAX_LIVE_DELEGATIONS {
+            context.add_host_work((delegated as u64).saturating_mul(FIND_FUEL));
         }
         engine
             .delegate(from, handle, target, narrowed, now)

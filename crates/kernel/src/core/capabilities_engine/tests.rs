@@ -1108,3 +1108,55 @@ fn audit_details_read_as_the_grant_and_revocation_they_record() {
         )
     );
 }
+
+#[test]
+fn a_process_has_at_most_so_many_live_delegations() {
+    // Process 1 hands 4,096 copies to processes 2 and 3 (half each): the
+    // next delegation, to anyone, is refused until one of them is revoked.
+    let mut world = World::new();
+    let root = world.grant(1, file(RWDR));
+    let mut copies = Vec::new();
+    for i in 0..MAX_LIVE_DELEGATIONS {
+        let to = 2 + (i % 2) as u32;
+        copies.push((to, world.give(1, root, to, file(Rights::READ))));
+    }
+    assert_eq!(world.0.live_delegations_of(pid(1)), MAX_LIVE_DELEGATIONS);
+    let refused = world.try_give(1, root, 4, file(Rights::READ));
+    assert!(matches!(refused, Err(LimitReached(_))), "{refused:?}");
+    let (holder, handle) = copies[0];
+    world.0.close(pid(holder), handle, 0).unwrap();
+    let given = world.give(1, root, 4, file(Rights::READ));
+    assert_eq!(world.read(4, given, Some("x")), Ok(()));
+    // Revoking what it delegated gives the whole allowance back.
+    world.0.revoke_derived(pid(1), root, 0).unwrap();
+    assert_eq!(world.0.live_delegations_of(pid(1)), 0);
+    world.give(1, root, 4, file(Rights::READ));
+}
+
+#[test]
+fn expired_delegations_stop_counting_once_the_limit_is_reached() {
+    let mut world = World::new();
+    let root = world.grant(1, file(RWDR));
+    let expiring = file(Rights::READ).with_validity(window(None, Some(5), None));
+    let copies: Vec<(u32, Handle)> = (0..MAX_LIVE_DELEGATIONS)
+        .map(|i| {
+            let to = 2 + (i % 2) as u32;
+            (to, world.give(1, root, to, expiring.clone()))
+        })
+        .collect();
+    let early = world
+        .0
+        .delegate(pid(1), root, pid(4), file(Rights::READ), 4);
+    assert!(
+        matches!(early, Err(LimitReached(_))),
+        "still valid: {early:?}"
+    );
+    let later = world
+        .0
+        .delegate(pid(1), root, pid(4), file(Rights::READ), 5)
+        .unwrap();
+    assert_eq!(world.read_at(4, later, Some("x"), 5), Ok(()));
+    let (holder, handle) = copies[0];
+    assert!(world.0.inspect(pid(holder), handle).unwrap().revoked);
+    assert_eq!(world.0.live_delegations_of(pid(1)), 1);
+}

@@ -342,6 +342,59 @@ fn capability_syscalls_are_charged_and_yield_the_cpu() {
     }
 }
 
+#[test]
+fn a_handlers_instantiation_counts_toward_its_checkpoints() {
+    // The start function burns about 4 million fuel units (40 slices) in
+    // one call; the first message's call then sends the handler a message
+    // and the second exits. Between the two the handler passes the
+    // checkpoints its instantiation made due, where it may be preempted.
+    let wat = r#"(module
+      (import "estalogic" "send" (func $send (param i64 i32 i32 i32 i32) (result i64)))
+      (import "estalogic" "self_pid" (func $self (result i64)))
+      (import "estalogic" "exit" (func $exit (param i32)))
+      (memory (export "memory") 1)
+      (global $spun (mut i32) (i32.const 0))
+      (func $spin (local $i i32)
+        (loop
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br_if 0 (i32.lt_u (local.get $i) (i32.const 500000))))
+        (global.set $spun (local.get $i)))
+      (start $spin)
+      (func (export "estalogic_inbox") (result i64) (i64.const 0x0000004000000400))
+      (func (export "handle") (param i32) (result i32)
+        (if (i32.eq (i32.load (i32.const 1028)) (i32.const 0xFF02))
+          (then
+            (drop (call $send (call $self) (i32.const 0x1000) (i32.const 0) (i32.const 0) (i32.const 0)))
+            (return (i32.const 0))))
+        (call $exit (i32.const 0))
+        (i32.const 0)))"#;
+    for deterministic in [false, true] {
+        let mut kernel = Kernel::builder()
+            .deterministic(deterministic)
+            .build()
+            .unwrap();
+        kernel
+            .load_module(
+                estalogic_tests::manifest("starter", "handle", estalogic_tests::ALL_CAPS, "normal"),
+                wat.as_bytes(),
+                std::path::Path::new("starter"),
+            )
+            .unwrap();
+        kernel.spawn("starter").unwrap();
+        let report = kernel.run();
+        let starter = report.process("starter").unwrap();
+        assert_eq!(starter.status, ExitStatus::Exited(0));
+        assert!(starter.fuel_used >= 4_000_000, "{starter:?}");
+        // A checkpoint per slice of the instantiation's work (it used to
+        // pass none).
+        assert!(
+            report.stats.checkpoints >= 39,
+            "{deterministic}: {:?}",
+            report.stats
+        );
+    }
+}
+
 /// `searcher`, allowed to look up only the module `a`.
 fn lookup_of_a_only_manifest() -> estalogic_kernel::Manifest {
     estalogic_kernel::Manifest::parse(

@@ -53,8 +53,21 @@ fn the_ladder_climbs_on_repeated_failure_until_it_gives_up() {
     let mut kernel = Kernel::builder().deterministic(true).build().unwrap();
     load_testkit(&mut kernel, "watcher", "watcher", "");
     load_wat_with(&mut kernel, "crasher", &trapper("unreachable"), SUPERVISED);
+    let crasher = |kernel: &Kernel| {
+        kernel
+            .modules()
+            .into_iter()
+            .find(|m| m.manifest.name == "crasher")
+            .unwrap()
+    };
+    let loaded = crasher(&kernel);
     kernel.spawn_all().unwrap();
     let report = kernel.run();
+    // The reloads made a fresh module of the same compiled code: a module
+    // is never recompiled under the kernel loop's lock.
+    let reloaded = crasher(&kernel);
+    assert!(!std::sync::Arc::ptr_eq(&loaded, &reloaded), "reloaded");
+    assert!(wasmtime::Module::same(&loaded.module, &reloaded.module));
     use RestartAction::*;
     let expected = [
         RestartSameState,

@@ -273,6 +273,10 @@ impl KernelBuilder {
         costs.variable.memory_grow_per_page = 255;
         config.operator_cost(costs);
         config.cranelift_nan_canonicalization(self.deterministic);
+        // Relaxed SIMD's results may differ by host CPU (a fused
+        // multiply-add where the CPU has one): deterministic mode pins
+        // them to one answer on every host.
+        config.relaxed_simd_deterministic(self.deterministic);
         // Linear memories live in fixed slots of a pool: spawning a process
         // maps nothing and exiting unmaps nothing, and a slot is as large as
         // the largest memory class, so bounds checks stay explicit but cheap.

@@ -61,7 +61,7 @@
 //!    checks included); its CPU time is its own, and is taken off the
 //!    lender's turn and runnable time ([`Scheduler::lend`]). If the turn
 //!    ends the process, reaping it (`finish`: revocation, supervision, a
-//!    restart that may recompile a module) is deferred to the worker's own
+//!    restart that may reload a module) is deferred to the worker's own
 //!    stack, at the lender's next stop or the loop's next turn: the lent
 //!    turn runs on the lender's fiber, which has little room for host
 //!    frames.
@@ -758,8 +758,8 @@ impl KernelLoop {
         };
         match end {
             // A handed-off turn runs on the lender's fiber stack, which has
-            // little room for host frames; `finish` (which may reload and
-            // recompile a module to restart it) runs later on a worker's
+            // little room for host frames; `finish` (which may reload a
+            // module to restart it) runs later on a worker's
             // own stack, at the lender's next stop or the loop's next turn.
             TurnEnd::Finished(outcome) if HANDING_OFF.get() => core.deferred.push((task, outcome)),
             TurnEnd::Stop(reason) if HANDING_OFF.get() => {

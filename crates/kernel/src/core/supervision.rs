@@ -56,8 +56,9 @@ pub enum RestartAction {
     /// Restart the process with a fresh mailbox and its capabilities
     /// re-granted from its manifest.
     RestartCleanState,
-    /// Recompile and reload the module from its source, then restart the
-    /// process with a clean state.
+    /// Reload the module (its compiled code checked and its imports
+    /// resolved anew; never recompiled, since the same bytes give the same
+    /// code), then restart the process with a clean state.
     ReloadModule,
     /// Restart the supervising process and all its children.
     RestartSupervisor,

@@ -12,7 +12,7 @@
 //!    call the entry point; classify the result ([`classify`]).
 //!
 //! The kernel loop calls `ProcessFactory::spawn` again to restart a
-//! process and [`ProcessFactory::reload`] to recompile a module first.
+//! process and [`ProcessFactory::reload`] to reload a module first.
 
 use crate::core::init::KernelError;
 use crate::core::kernel_loop::{ExitStatus, KernelShared, Outcome, ProcessFuture, Task};
@@ -114,21 +114,18 @@ impl ProcessFactory {
             .cloned()
     }
 
-    /// Recompiles module `name` from its bytes (never from the cache) and
-    /// replaces it, so later spawns use the fresh compilation.
+    /// Reloads module `name`: checks its compiled code again and resolves
+    /// its imports anew, and replaces it, so later spawns use the fresh
+    /// one. It is not recompiled: the same bytes compile to the same code,
+    /// and this runs under the kernel loop's lock, where a module built to
+    /// compile slowly would stop every process for as long as it took.
     pub fn reload(&self, name: &str) -> Result<(), ModuleError> {
         let Some(old) = self.module(name) else {
             return Err(ModuleError::Invalid(format!(
                 "no module named {name:?} is loaded"
             )));
         };
-        let fresh = wasm_loader::load(
-            &self.engine,
-            &self.linker,
-            old.manifest.clone(),
-            &old.bytes,
-            None,
-        )?;
+        let fresh = wasm_loader::reload(&self.linker, &old)?;
         let mut modules = self.modules.write().unwrap_or_else(|p| p.into_inner());
         if let Some(slot) = modules.iter_mut().find(|m| m.manifest.name == name) {
             *slot = Arc::new(fresh);
@@ -344,7 +341,7 @@ async fn run_handler(
                 ExitStatus::Trapped {
                     code,
                     detail: format!(
-                        "a call used up its fuel budget ({} units, {HANDLER_CALL_SLICES} slices): {detail}",
+                        "a call used up its fuel budget ({} units, {HANDLER_CALL_SLICES} slices; instantiation, a unit per byte of data segments plus the start function, is one call too): {detail}",
                         checkpoint_fuel.saturating_mul(HANDLER_CALL_SLICES)
                     ),
                 }
@@ -386,6 +383,8 @@ async fn serve(
                 attempt += 1;
                 pool_backoff(attempt).await;
             }
+            // Copying the data segments (a unit a byte) and running the
+            // start function is paid from one call's budget too.
             result => break result?,
         }
     };
@@ -438,7 +437,9 @@ async fn serve(
         },
         payload: Box::default(),
     };
-    let mut turn = 0;
+    // Instantiation (data segments, the start function) and the inbox call
+    // count toward the first checkpoint like any call's work.
+    let mut turn = *used;
     loop {
         let header = message
             .header

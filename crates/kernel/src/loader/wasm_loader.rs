@@ -181,6 +181,29 @@ pub fn load(
         },
         None => Module::new(engine, bytes).map_err(|e| ModuleError::Invalid(format!("{e:#}")))?,
     };
+    prepare(linkers, manifest, module, bytes.into())
+}
+
+/// A fresh [`LoadedModule`] of the code `old` was compiled to: checked
+/// again and resolved against the kernel's linker anew, but not recompiled
+/// (the same bytes compile to the same code, and a compilation may take
+/// long enough to be a guest's weapon; see `ProcessFactory::reload`).
+pub fn reload(linkers: &Linkers, old: &LoadedModule) -> Result<LoadedModule, ModuleError> {
+    prepare(
+        linkers,
+        old.manifest.clone(),
+        old.module.clone(),
+        old.bytes.clone(),
+    )
+}
+
+/// The checks and the import resolution of a compiled module.
+fn prepare(
+    linkers: &Linkers,
+    manifest: Manifest,
+    module: Module,
+    bytes: std::sync::Arc<[u8]>,
+) -> Result<LoadedModule, ModuleError> {
     check_imports(&module)?;
     let entry = check_entry_point(&module, &manifest.entry_point)?;
     check_memory(&module, manifest.memory_class)?;
@@ -215,7 +238,7 @@ pub fn load(
         entry_export,
         memory_export,
         inbox_export,
-        bytes: bytes.into(),
+        bytes,
     })
 }
 

@@ -435,3 +435,25 @@ fn a_second_manifest_with_a_loaded_name_is_named_in_the_error() {
     assert!(error.contains("two/manifest.json"), "{error}");
     assert!(error.contains("already loaded"), "{error}");
 }
+
+#[test]
+fn a_module_built_to_compile_slowly_is_refused_before_compiling() {
+    // 30,000 nested loops compile for minutes (the time grows with the
+    // square of the nesting); the kernel refuses them at once, saying why.
+    let bomb = format!(
+        "(module (func (export \"run\") {}{}))",
+        "(loop ".repeat(30_000),
+        ")".repeat(30_000)
+    );
+    let mut kernel = Kernel::builder().build().unwrap();
+    let error = kernel
+        .load_module(
+            estalogic_tests::manifest("bomb", "run", &[], "normal"),
+            bomb.as_bytes(),
+            std::path::Path::new("bomb"),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("refused before compiling"), "{error}");
+    assert!(error.contains("nests loops 30000 deep"), "{error}");
+}

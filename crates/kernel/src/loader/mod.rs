@@ -1,5 +1,6 @@
 //! Module loading: manifests, binary validation and compilation.
 
+pub mod compile_budget;
 pub mod lifecycle_manager;
 pub mod manifest;
 pub mod preload_manager;

@@ -16,6 +16,7 @@
 //!    Growth beyond the class maximum is refused at run time by the
 //!    process's resource limiter.
 
+use crate::loader::compile_budget;
 use crate::loader::manifest::{Manifest, MemoryClass};
 use crate::loader::preload_manager::{CacheError, ModuleCache};
 use crate::syscalls::{Linkers, ProcessContext};
@@ -30,6 +31,10 @@ pub enum ModuleError {
     /// Not valid WebAssembly, or Wasmtime could not compile it.
     #[error("not a valid WebAssembly module: {0}")]
     Invalid(String),
+    /// Past a limit of the compile budget (`loader::compile_budget`):
+    /// refused before compiling.
+    #[error("refused before compiling: {0}")]
+    OverBudget(String),
     /// An import outside the kernel ABI.
     #[error(
         "imports `{module}.{name}`, but only the kernel ABI (`{IMPORT_MODULE}`: {known}) may be imported",
@@ -173,6 +178,17 @@ pub fn load(
     bytes: &[u8],
     cache: Option<&ModuleCache>,
 ) -> Result<LoadedModule, ModuleError> {
+    // Refused before anything is compiled (or a cache entry trusted).
+    // Text is converted to see its structure; text that does not parse is
+    // left to Wasmtime's own error.
+    let binary = if bytes.starts_with(b"\0asm") {
+        Some(std::borrow::Cow::Borrowed(bytes))
+    } else {
+        wat::parse_bytes(bytes).ok()
+    };
+    if let Some(binary) = binary {
+        compile_budget::check(&binary).map_err(ModuleError::OverBudget)?;
+    }
     let module = match cache {
         Some(cache) => match cache.load_or_compile(engine, bytes) {
             Ok((module, _)) => module,

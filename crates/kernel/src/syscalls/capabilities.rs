@@ -159,7 +159,7 @@ struct Delegation {
 }
 
 /// Registers this family's syscalls for task processes: each charges its
-/// host work (see [`charge`]) and, when that makes a checkpoint due, passes
+/// host work (see `syscalls::charge`) and, when that makes a checkpoint due, passes
 /// one before it returns, where the scheduler may preempt the caller.
 pub fn add_to_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()> {
     linker.func_wrap_async(
@@ -228,7 +228,7 @@ pub fn add_to_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()
 }
 
 /// Registers this family's syscalls for handler processes: synchronous,
-/// their host work paid from the call's fuel budget (see [`charge`]).
+/// their host work paid from the call's fuel budget (see `syscalls::charge`).
 pub fn add_to_handler_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()> {
     linker.func_wrap(
         IMPORT_MODULE,

@@ -453,16 +453,19 @@ fn every_trap_kind_in_a_handler_is_reported_with_its_code_and_peers_go_on() {
 #[test]
 fn a_handler_growing_memory_and_tables_past_their_limits_gets_failures_not_a_crash() {
     // memory.grow and table.grow far past their limits (the user class's
-    // 16 MiB, the pool's table slot) return -1, and the handler exits with
-    // 3; 1 or 2 would say which growth was granted. (Fuel charges a
-    // memory.grow per page asked for, so the request stays within one
-    // call's budget: 1,000 pages.)
+    // 16 MiB, the pool's table slot), up to the largest requests there
+    // are, return -1, and the handler exits with 3; 1 or 2 would say which
+    // growth was granted (a TIMEOUT, that asking was charged past the
+    // call's budget).
     let grower = format!(
         r#"(module (memory (export "memory") 1) (table 1 funcref)
   {INBOX}
   (func (export "handle") (param i32) (result i32)
     (if (i32.ne (memory.grow (i32.const 1000)) (i32.const -1)) (then (return (i32.const 1))))
+    (if (i32.ne (memory.grow (i32.const 65535)) (i32.const -1)) (then (return (i32.const 1))))
     (if (i32.ne (table.grow (ref.null func) (i32.const 20000)) (i32.const -1))
+      (then (return (i32.const 2))))
+    (if (i32.ne (table.grow (ref.null func) (i32.const -1)) (i32.const -1))
       (then (return (i32.const 2))))
     (return (i32.const 3))))"#
     );

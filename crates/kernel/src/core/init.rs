@@ -268,9 +268,16 @@ impl KernelBuilder {
         // Fuel measures work, not instructions: bulk memory and table
         // operations cost per byte or element (Wasmtime's defaults) and
         // growing memory costs per page, so a checkpoint comes after a
-        // bounded amount of real work even for `memory.fill` loops.
+        // bounded amount of real work even for `memory.fill` loops. A
+        // growth is charged for what it asks before it is granted or
+        // refused, so its price stays low enough that the largest request
+        // (65,535 pages; 2^32 - 1 table elements) fits in one handler call's
+        // budget and fails with -1, as in a task, instead of `TIMEOUT`:
+        // granted growth is bounded by the memory class and the table slot
+        // anyway, and a page's first touch is paid by the guest's stores.
         let mut costs = OperatorCost::new();
-        costs.variable.memory_grow_per_page = 255;
+        costs.variable.memory_grow_per_page = 64;
+        costs.variable.table_grow_per_element = 0;
         config.operator_cost(costs);
         config.cranelift_nan_canonicalization(self.deterministic);
         // Relaxed SIMD's results may differ by host CPU (a fused

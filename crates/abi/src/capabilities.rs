@@ -7,7 +7,7 @@
 //! |      1 |    1 | revoked (0 or 1)                                     |
 //! |      2 |    2 | rights ([`Rights`] bits)                             |
 //! |      4 |    4 | delegation depth (0 = granted by the kernel)         |
-//! |      8 |    8 | uses so far                                          |
+//! |      8 |    8 | uses so far (see below)                              |
 //! |     16 |    8 | not before (kernel clock ns; `u64::MAX` = none)      |
 //! |     24 |    8 | expires at (kernel clock ns; `u64::MAX` = none)      |
 //! |     32 |    8 | max uses (`u64::MAX` = unlimited)                    |
@@ -15,6 +15,13 @@
 //! |     44 |    4 | scope text length in bytes                           |
 //! |     48 |    n | scope text: `*` for everything, else `names:a,b` or  |
 //! |        |      | `prefixes:data/x,logs`                               |
+//!
+//! `uses` counts the checks the kernel's capability engine made of the
+//! capability and of everything derived from it. Every check of a limited
+//! capability (a use limit or a validity window anywhere up its chain) is
+//! one, so for those it is exact; a process's repeated checks of an
+//! unlimited one are answered from its own cache after the first (until a
+//! revocation anywhere) and are not counted.
 
 use crate::types::{ResourceKind, Rights};
 
@@ -33,7 +40,8 @@ pub struct CapabilityRecord {
     pub rights: Rights,
     /// Delegation steps from the kernel's grant.
     pub depth: u32,
-    /// Uses so far.
+    /// Checks counted so far (exact for limited capabilities; see the
+    /// module docs).
     pub uses: u64,
     /// Valid from (ns), if limited.
     pub not_before: Option<u64>,

@@ -345,7 +345,10 @@ pub struct CapabilityInfo {
     pub handle: Handle,
     /// Resource, rights, scope and validity.
     pub capability: Capability,
-    /// Successful checks of it and of everything derived from it.
+    /// Successful checks of it and of everything derived from it made by
+    /// this engine. (The kernel answers a process's repeated checks of an
+    /// unlimited capability from its own cache, uncounted; every check of
+    /// a limited one comes here.)
     pub uses: u64,
     /// Uses left, counting every ancestor's limit; `None` if unlimited.
     pub uses_left: Option<u64>,

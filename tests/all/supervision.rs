@@ -461,13 +461,17 @@ fn a_supervisor_restart_into_a_full_pool_starts_once_the_old_one_leaves() {
       (func (export "run") (local $i i32)
         (loop
           (local.set $i (i32.add (local.get $i) (i32.const 1)))
-          (br_if 0 (i32.lt_u (local.get $i) (i32.const 100000000))))))"#;
+          (br_if 0 (i32.lt_u (local.get $i) (i32.const 300000000))))))"#;
     let waiter = r#"(module
       (import "estalogic" "receive" (func $receive (param i32 i64 i32 i32 i32) (result i64)))
       (memory (export "memory") 1)
       (func (export "run")
         (drop (call $receive (i32.const 0) (i64.const 20) (i32.const 0) (i32.const 64) (i32.const 64)))
         unreachable))"#;
+    // Rounds in which the old supervisor was still running when `w`
+    // trapped (on a starved host it may have finished its spin first; the
+    // new one must start either way).
+    let mut while_running = 0;
     for _ in 0..3 {
         let mut kernel = Kernel::builder()
             .workers(2)
@@ -494,11 +498,11 @@ fn a_supervisor_restart_into_a_full_pool_starts_once_the_old_one_leaves() {
         };
         let sups = statuses("sup");
         assert_eq!(sups.len(), 2, "the supervisor was started again: {sups:?}");
-        assert!(
-            sups.contains(&ExitStatus::Stopped(ErrorCode::RESTARTED)),
-            "{sups:?}"
-        );
         assert!(sups.contains(&ExitStatus::Exited(0)), "{sups:?}");
+        if sups.contains(&ExitStatus::Stopped(ErrorCode::RESTARTED)) {
+            while_running += 1;
+        }
         assert_eq!(statuses("w").len(), 2, "restarted once, then given up");
     }
+    assert!(while_running > 0, "the pool was never full at the restart");
 }

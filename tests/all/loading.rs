@@ -457,3 +457,47 @@ fn a_module_built_to_compile_slowly_is_refused_before_compiling() {
     assert!(error.contains("refused before compiling"), "{error}");
     assert!(error.contains("nests loops 30000 deep"), "{error}");
 }
+
+#[test]
+fn links_out_of_the_app_directory_are_refused() {
+    // A module file, a manifest and a whole subdirectory that are links to
+    // things outside the app directory: each is refused, naming the link.
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(
+        outside.path().join("secret.wat"),
+        r#"(module (func (export "run") (result i32) (i32.const 42)))"#,
+    )
+    .unwrap();
+    let other_app = outside.path().join("app");
+    std::fs::create_dir(&other_app).unwrap();
+    let manifest = |module: &str| {
+        format!(
+            r#"{{"name":"t","version":"0.1.0","entry_point":"run","runtime":"wasm32","module":"{module}"}}"#
+        )
+    };
+    std::fs::write(other_app.join("manifest.json"), manifest("m.wat")).unwrap();
+    std::fs::write(other_app.join("m.wat"), r#"(module (func (export "run")))"#).unwrap();
+    type MakeApp<'a> = &'a dyn Fn(&Path);
+    let cases: [(&str, MakeApp); 3] = [
+        ("module", &|app: &Path| {
+            std::fs::write(app.join("manifest.json"), manifest("m.wat")).unwrap();
+            std::os::unix::fs::symlink(outside.path().join("secret.wat"), app.join("m.wat"))
+                .unwrap();
+        }),
+        ("manifest", &|app: &Path| {
+            std::os::unix::fs::symlink(other_app.join("manifest.json"), app.join("manifest.json"))
+                .unwrap();
+        }),
+        ("subdirectory", &|app: &Path| {
+            std::os::unix::fs::symlink(&other_app, app.join("sub")).unwrap();
+        }),
+    ];
+    for (what, make) in cases {
+        let app = tempfile::tempdir().unwrap();
+        make(app.path());
+        let mut kernel = Kernel::builder().build().unwrap();
+        let error = kernel.load_app_dir(app.path()).unwrap_err().to_string();
+        assert!(error.contains("leads outside"), "{what}: {error}");
+        assert!(kernel.modules().is_empty(), "{what}: nothing loaded");
+    }
+}

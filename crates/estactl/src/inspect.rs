@@ -39,7 +39,7 @@ pub fn list_modules(kernel: &Kernel, json: bool) -> Result<()> {
                 let m = entry.manifest();
                 serde_json::json!({
                     "name": m.name, "version": m.version.to_string(), "description": m.description,
-                    "state": entry.state().to_string(), "priority": m.priority.level().name(),
+                    "state": entry.state().to_string(), "priority": m.priority.name(),
                     "memory_class": m.memory_class.name(), "preload": m.preload,
                     "entry_point": m.entry_point,
                     "dependencies": m.dependencies.iter().map(|(n, r)| format!("{n} {r}")).collect::<Vec<_>>(),
@@ -69,7 +69,7 @@ pub fn list_modules(kernel: &Kernel, json: bool) -> Result<()> {
             "{:<16} {:<9} {:<9} {:<11} {:<8} {:<14} {}",
             m.name,
             m.version.to_string(),
-            m.priority.level().name(),
+            m.priority.name(),
             m.memory_class.name(),
             entry.state().name(),
             source,
@@ -80,7 +80,7 @@ pub fn list_modules(kernel: &Kernel, json: bool) -> Result<()> {
             }
         );
         if !m.description.is_empty() {
-            println!("{:<16} {}", "", m.description);
+            println!("{:<16} {}", "", one_line(&m.description));
         }
     }
     Ok(())
@@ -137,4 +137,20 @@ pub fn show_capabilities(kernel: &Kernel, module: &str, json: bool) -> Result<()
     }
     println!("Everything else it touches is refused with PERMISSION_DENIED.");
     Ok(())
+}
+
+/// `text` with its control characters (newlines, escape sequences)
+/// escaped, so a manifest's text cannot add rows to a table or drive the
+/// terminal.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
 }

@@ -126,6 +126,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    restore_sigpipe();
     let cli = Cli::parse();
     init_logging();
     match execute(cli.command) {
@@ -134,6 +135,19 @@ fn main() -> ExitCode {
             eprintln!("error: {error:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// Output piped into a reader that stops early (`estactl bench --list |
+/// head`) ends the program quietly, as for any Unix tool, instead of a
+/// panic on the failed write: Rust ignores SIGPIPE by default.
+fn restore_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called first thing in `main`, before any other thread
+    // exists; setting a signal's disposition to its default has no other
+    // precondition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
@@ -170,6 +184,11 @@ fn execute(command: Command) -> Result<ExitCode> {
         Command::ListModules { app_dir, json } => {
             let kernel = load_app(&app_dir, BootOptions::default_inspect(), false)?;
             inspect::list_modules(&kernel, json)?;
+            // Loaded is not bootable: say what would stop `run`.
+            if let Err(error) = kernel.check_boot() {
+                eprintln!("error: the app would not boot: {error}");
+                return Ok(ExitCode::from(2));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::ShowCapabilities {
@@ -249,9 +268,29 @@ fn boot_app(app_dir: &Path, options: BootOptions, trace: bool) -> Result<Kernel>
     Ok(kernel)
 }
 
+/// 0 if every process exited with code 0; 1 if one trapped, exited with
+/// another code, or was stopped as deadlocked; 130 if the run was stopped
+/// by a signal (SIGINT, SIGTERM, SIGHUP) and nothing failed before. A
+/// process stopped because its supervisor or the system was restarted was
+/// replaced, and counts as its replacement does.
 fn exit_code(report: &estalogic_kernel::RunReport) -> ExitCode {
-    if report.any_trapped() {
+    use estalogic_kernel::ExitStatus;
+    use estalogic_kernel::abi::ErrorCode;
+    let failed = report.processes.iter().any(|p| match p.status {
+        ExitStatus::Exited(code) => code != 0,
+        ExitStatus::Trapped { .. } => true,
+        ExitStatus::Stopped(reason) => {
+            reason != ErrorCode::RESTARTED && reason != ErrorCode::SHUTDOWN
+        }
+    });
+    let interrupted = report
+        .processes
+        .iter()
+        .any(|p| p.status == ExitStatus::Stopped(ErrorCode::SHUTDOWN));
+    if failed {
         ExitCode::from(1)
+    } else if interrupted {
+        ExitCode::from(130)
     } else {
         ExitCode::SUCCESS
     }

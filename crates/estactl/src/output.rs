@@ -26,7 +26,10 @@ pub fn print_summary(report: &RunReport) {
             ));
         }
         if p.undelivered > 0 {
-            notes.push_str(&format!(" ({} messages left unread)", p.undelivered));
+            notes.push_str(&format!(
+                " ({} messages not taken: dropped by its mailbox or left at exit)",
+                p.undelivered
+            ));
         }
         println!(
             "{:<8} {:<16} {:<8} {:>9} {:>9} {:>14}  {}{}",

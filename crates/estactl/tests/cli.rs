@@ -241,3 +241,53 @@ fn run_json_with_trace_includes_the_trace() {
     let summary: serde_json::Value = serde_json::from_slice(&plain.stdout).expect("valid JSON");
     assert!(summary.get("trace").is_none(), "only with --trace");
 }
+
+#[test]
+fn the_exit_code_is_zero_only_if_every_process_exited_with_zero() {
+    // One module's entry point returns `code`: 0 succeeds, 7 fails.
+    for (code, expected) in [(0, 0), (7, 1)] {
+        let app = tempfile::tempdir().unwrap();
+        std::fs::write(
+            app.path().join("manifest.json"),
+            r#"{"name":"t","version":"0.1.0","entry_point":"run","runtime":"wasm32","module":"m.wat"}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            app.path().join("m.wat"),
+            format!(r#"(module (func (export "run") (result i32) (i32.const {code})))"#),
+        )
+        .unwrap();
+        let out = estactl(&["run", "--no-cache", app.path().to_str().unwrap()]);
+        assert_eq!(
+            out.status.code(),
+            Some(expected),
+            "exit {code}: {}",
+            text(&out.stdout)
+        );
+    }
+}
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_estactl"))
+        .args(["trace-ipc", "examples/ping-pong"])
+        .current_dir(repo_root())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run estactl");
+    // Read a little of 20,000 lines, then stop reading.
+    let mut first = [0u8; 64];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_ne!(status.code(), Some(101), "{stderr}");
+}

@@ -642,7 +642,27 @@ impl Kernel {
                         },
                     });
                 }
-                let file = path.parent().unwrap_or(Path::new(".")).join(relative);
+                let dir = path.parent().unwrap_or(Path::new("."));
+                let file = dir.join(relative);
+                // Links are followed only as far as the manifest's own
+                // directory: a module that is, or lies under, a link to a
+                // file elsewhere is refused (a file that is not there is
+                // left to the read below, which says so).
+                if let (Ok(root), Ok(real)) = (dir.canonicalize(), file.canonicalize())
+                    && !real.starts_with(&root)
+                {
+                    return Err(KernelError::Manifest {
+                        path: path.to_path_buf(),
+                        error: ManifestError {
+                            field: "module".into(),
+                            problem: format!(
+                                "{relative:?} leads outside the manifest's directory (through a \
+                                 link, to {})",
+                                real.display()
+                            ),
+                        },
+                    });
+                }
                 let bytes = read_module_file(&file).map_err(|error| KernelError::ModuleFile {
                     path: file.clone(),
                     error,
@@ -664,13 +684,17 @@ impl Kernel {
         Ok(names)
     }
 
-    /// Checks every dependency and spawns one process of every loaded
-    /// module, dependencies first (a topological order, ties by name).
-    /// Missing dependencies, version mismatches and cycles are errors that
-    /// name the modules; nothing is spawned then.
-    pub fn spawn_all(&mut self) -> Result<Vec<Pid>, KernelError> {
-        let _ = self.boot.begin(InitPhase::PostInit);
-        let checked = match self.registry.check_dependencies() {
+    /// Checks what [`Kernel::spawn_all`] checks before it spawns anything
+    /// (dependencies, versions, cycles, supervisors), spawning nothing.
+    pub fn check_boot(&self) -> Result<(), KernelError> {
+        self.boot_order()
+            .map(|_| ())
+            .map_err(KernelError::Dependencies)
+    }
+
+    /// The order to spawn the loaded modules in, or what stops the boot.
+    fn boot_order(&self) -> Result<Vec<ModuleKey>, String> {
+        match self.registry.check_dependencies() {
             Err(errors) => Err(errors
                 .iter()
                 .map(ToString::to_string)
@@ -679,7 +703,16 @@ impl Kernel {
             Ok(()) => self
                 .check_supervisors()
                 .and_then(|()| self.registry.load_order().map_err(|e| e.to_string())),
-        };
+        }
+    }
+
+    /// Checks every dependency and spawns one process of every loaded
+    /// module, dependencies first (a topological order, ties by name).
+    /// Missing dependencies, version mismatches and cycles are errors that
+    /// name the modules; nothing is spawned then.
+    pub fn spawn_all(&mut self) -> Result<Vec<Pid>, KernelError> {
+        let _ = self.boot.begin(InitPhase::PostInit);
+        let checked = self.boot_order();
         let order = match checked {
             Ok(order) => {
                 let names: Vec<String> = order.iter().map(ToString::to_string).collect();
@@ -916,27 +949,48 @@ fn find_manifests(dir: &Path) -> Result<Vec<PathBuf>, KernelError> {
         path: dir.to_path_buf(),
         problem,
     };
+    let root = dir
+        .canonicalize()
+        .map_err(|e| app_error(format!("cannot read the app directory: {e}")))?;
     let entries = std::fs::read_dir(dir)
         .map_err(|e| app_error(format!("cannot read the app directory: {e}")))?;
     let mut manifests = Vec::new();
     // A `manifest.json` that is there but is not a file (a directory, a
-    // dangling or looping link) is an error, not a module quietly left out.
+    // dangling or looping link), that cannot be looked at, or that is a
+    // link out of the app directory is an error, not a module quietly left
+    // out or brought in from elsewhere.
     let mut take = |manifest: PathBuf| -> Result<(), KernelError> {
-        if manifest.is_file() {
-            manifests.push(manifest);
-        } else if manifest.symlink_metadata().is_ok() {
-            return Err(KernelError::App {
-                path: manifest,
-                problem: "is not a readable regular file".to_string(),
-            });
-        }
-        Ok(())
+        let problem = match std::fs::symlink_metadata(&manifest) {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(error) => format!("cannot be read: {error}"),
+            Ok(_) => match manifest.canonicalize() {
+                Ok(real) if !real.starts_with(&root) => format!(
+                    "leads outside the app directory (through a link, to {})",
+                    real.display()
+                ),
+                Ok(_) if manifest.is_file() => {
+                    manifests.push(manifest);
+                    return Ok(());
+                }
+                Ok(_) => "is not a readable regular file".to_string(),
+                Err(error) => format!("is not a readable regular file: {error}"),
+            },
+        };
+        Err(KernelError::App {
+            path: manifest,
+            problem,
+        })
     };
     take(dir.join("manifest.json"))?;
-    let mut subdirs: Vec<PathBuf> = entries
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|path| path.is_dir())
-        .collect();
+    let mut subdirs = Vec::new();
+    for entry in entries {
+        let path = entry
+            .map_err(|e| app_error(format!("cannot list the app directory: {e}")))?
+            .path();
+        if path.is_dir() {
+            subdirs.push(path);
+        }
+    }
     subdirs.sort();
     for subdir in subdirs {
         take(subdir.join("manifest.json"))?;

@@ -65,6 +65,17 @@ pub enum ModulePriority {
 }
 
 impl ModulePriority {
+    /// The word a manifest uses for it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ModulePriority::Critical => "critical",
+            ModulePriority::High => "high",
+            ModulePriority::Normal => "normal",
+            ModulePriority::Low => "low",
+            ModulePriority::Lazy => "lazy",
+        }
+    }
+
     /// The scheduler level a process of this module starts at. `SYSTEM` is
     /// reserved for the kernel's own services and cannot be asked for.
     pub fn level(self) -> Priority {
@@ -291,14 +302,19 @@ fn valid_name(name: &str) -> bool {
 impl Manifest {
     /// Parses and validates manifest JSON.
     pub fn parse(json: &str) -> Result<Manifest, ManifestError> {
+        // Is it JSON at all, one value and nothing after it? (serde_json
+        // appends " at line L column C"; keep it, it helps.)
+        serde_json::from_str::<serde::de::IgnoredAny>(json)
+            .map_err(|e| ManifestError::new(".", format!("not valid JSON: {e}")))?;
+        // Then the manifest's shape: what fails now is a field's type or
+        // value (serde_json calls some type mismatches syntax errors).
         let deserializer = &mut serde_json::Deserializer::from_str(json);
         let raw: RawManifest = serde_path_to_error::deserialize(deserializer).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
-            // serde_json appends " at line L column C"; keep it, it helps.
             let problem = match inner.classify() {
                 serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
-                    format!("not valid JSON: {inner}")
+                    format!("not of the expected type: {inner}")
                 }
                 _ => inner.to_string(),
             };

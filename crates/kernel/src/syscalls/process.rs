@@ -118,6 +118,25 @@ fn lookup(caller: &mut Caller<'_, ProcessContext>, ptr: i32, len: i32) -> Result
         .ok_or(ErrorCode::NOT_FOUND)
 }
 
+/// A guest's log text as one line of the kernel log: control characters
+/// (a newline, a carriage return, an escape sequence) are written escaped,
+/// `\n` or `\u{1b}`, so a guest cannot forge lines or terminal output that
+/// look like the kernel's.
+pub(crate) fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut line = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            line.extend(c.escape_default());
+        } else {
+            line.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(line)
+}
+
 /// The longest guest log line, in bytes.
 const MAX_LOG_LINE: i32 = 64 << 10;
 
@@ -136,7 +155,7 @@ fn log(
         return Err(ErrorCode::INVALID_ARGUMENT);
     }
     let bytes = read_guest(caller, ptr, len)?;
-    let text = || String::from_utf8_lossy(&bytes);
+    let text = || one_line(&String::from_utf8_lossy(&bytes)).into_owned();
     let process = &caller.data().process;
     let (pid, module) = (process.pid, &process.module);
     match level {
@@ -174,5 +193,19 @@ impl Future for YieldOnce {
             cx.waker().wake_by_ref();
             Poll::Pending
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn a_guest_log_line_stays_one_line() {
+        assert_eq!(one_line("plain text, ünïcode"), "plain text, ünïcode");
+        assert_eq!(
+            one_line("ok\nINFO estalogic::supervision: forged\r\x1b[2K"),
+            "ok\\nINFO estalogic::supervision: forged\\r\\u{1b}[2K"
+        );
     }
 }

@@ -127,3 +127,33 @@ fn malformed_json_is_an_error_not_a_panic() {
     let error = error_of("{\"name\": ");
     assert!(error.problem.contains("EOF"), "{error}");
 }
+
+#[test]
+fn anything_after_the_manifest_is_an_error() {
+    let base = r#"{"name":"a","version":"0.1.0","entry_point":"run","runtime":"wasm32"}"#;
+    for trailer in [r#" {"name":"other"}"#, ",,, garbage {{{"] {
+        let error = error_of(&format!("{base}{trailer}"));
+        assert!(error.problem.contains("not valid JSON"), "{error}");
+        assert!(error.problem.contains("trailing characters"), "{error}");
+    }
+    assert!(
+        Manifest::parse(&format!("{base}\n  \n")).is_ok(),
+        "whitespace is fine"
+    );
+}
+
+#[test]
+fn a_value_of_the_wrong_type_is_named_as_such_not_as_bad_json() {
+    for (field, value) in [
+        ("priority", "5"),
+        ("priority", "null"),
+        ("restart", "5"),
+        ("memory_class", "true"),
+    ] {
+        let error = error_of(&format!(
+            r#"{{"name":"a","version":"0.1.0","entry_point":"run","runtime":"wasm32","{field}":{value}}}"#
+        ));
+        assert_eq!(error.field, field, "{error}");
+        assert!(!error.problem.contains("not valid JSON"), "{error}");
+    }
+}

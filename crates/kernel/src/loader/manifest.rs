@@ -249,7 +249,7 @@ struct RawManifest {
     runtime: String,
     #[serde(default)]
     module: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys")]
     dependencies: BTreeMap<String, String>,
     #[serde(default)]
     capabilities_required: Vec<RawCapability>,
@@ -338,6 +338,35 @@ impl Manifest {
         let json = std::fs::read_to_string(path).map_err(|e| cannot(&e))?;
         Manifest::parse(&json)
     }
+}
+
+/// A JSON object as a map, refusing a key given twice (serde's maps keep
+/// the last one silently).
+fn unique_keys<'de, D>(deserializer: D) -> Result<BTreeMap<String, String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct Unique;
+    impl<'de> serde::de::Visitor<'de> for Unique {
+        type Value = BTreeMap<String, String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an object of module names to version requirements")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut entries = BTreeMap::new();
+            while let Some((key, value)) = map.next_entry::<String, String>()? {
+                if entries.contains_key(&key) {
+                    return Err(serde::de::Error::custom(format!("{key:?} is listed twice")));
+                }
+                entries.insert(key, value);
+            }
+            Ok(entries)
+        }
+    }
+    deserializer.deserialize_map(Unique)
 }
 
 impl RawManifest {

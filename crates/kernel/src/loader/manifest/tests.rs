@@ -157,3 +157,12 @@ fn a_value_of_the_wrong_type_is_named_as_such_not_as_bad_json() {
         assert!(!error.problem.contains("not valid JSON"), "{error}");
     }
 }
+
+#[test]
+fn a_dependency_listed_twice_is_an_error() {
+    let error = error_of(
+        r#"{"name":"a","version":"0.1.0","entry_point":"run","runtime":"wasm32","dependencies":{"b":"9.9.9","b":"0.1.0"}}"#,
+    );
+    assert_eq!(error.field, "dependencies", "{error}");
+    assert!(error.problem.contains("\"b\" is listed twice"), "{error}");
+}

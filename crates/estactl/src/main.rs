@@ -47,7 +47,7 @@ struct BootOptions {
     no_cache: bool,
     /// How many processes may be alive at once (default 4,096; more may
     /// need a higher vm.max_map_count, which the error names).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     max_processes: Option<u32>,
     /// Also preempt on wall-clock time (epoch interruption, every 10 ms),
     /// at a run-time cost for tight loops; fuel alone is the default.
@@ -106,7 +106,7 @@ enum Command {
     Bench {
         /// Runs of each measurement (the best time, or the median memory,
         /// is reported).
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
         repeat: u32,
         /// Print one JSON object on stdout: `{"<name>": value, ..., "repeat": N}`.
         #[arg(long)]
@@ -206,8 +206,7 @@ fn execute(command: Command) -> Result<ExitCode> {
             only,
             quick,
             list,
-        } => bench::run(repeat.max(1), json, only.as_deref(), quick, list)
-            .map(|()| ExitCode::SUCCESS),
+        } => bench::run(repeat, json, only.as_deref(), quick, list).map(|()| ExitCode::SUCCESS),
     }
 }
 

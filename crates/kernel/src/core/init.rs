@@ -205,7 +205,8 @@ impl KernelBuilder {
     /// only as a process touches it) and up to ten memory mappings while it
     /// lives, so `build` fails with the `sysctl` to run if the host's
     /// `vm.max_map_count` is too low; a spawn past the limit fails with
-    /// [`KernelError::TooManyProcesses`].
+    /// [`KernelError::TooManyProcesses`]. A count of 0 is taken as 1 (the
+    /// CLI refuses 0).
     pub fn max_processes(mut self, count: u32) -> Self {
         self.max_processes = Some(count);
         self

@@ -367,10 +367,17 @@ fn a_bad_inbox_ends_the_handler_with_a_clear_reason() {
             "outside memory",
             "do not lie in its memory",
         ),
+        // All ones: the error gives the capacity as declared.
+        (
+            u64::MAX,
+            "declared past 1 MiB",
+            "gave 4294967295 bytes of payload at 0xffffffff (of which the kernel would use 1048576)",
+        ),
     ] {
+        let inbox_value = inbox as i64;
         let handler = format!(
             r#"(module (memory (export "memory") 1)
-      (func (export "estalogic_inbox") (result i64) (i64.const {inbox}))
+      (func (export "estalogic_inbox") (result i64) (i64.const {inbox_value}))
       (func (export "handle") (param i32) (result i32) (i32.const 0)))"#
         );
         let mut kernel = Kernel::builder().build().unwrap();

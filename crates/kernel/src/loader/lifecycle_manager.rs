@@ -407,15 +407,15 @@ async fn serve(
         .ok_or_else(|| wasmtime::Error::msg(format!("the `{INBOX_EXPORT}` export is missing")))?
         .typed::<(), i64>(&*store)?;
     let raw = metered(store, budget, used, |store| inbox.call(store, ()))? as u64;
-    let (at, capacity) = ((raw & 0xFFFF_FFFF) as usize, (raw >> 32) as usize);
+    let (at, declared) = ((raw & 0xFFFF_FFFF) as usize, (raw >> 32) as usize);
     // What is used of it: at most one largest payload.
-    let capacity = capacity.min(MAX_PAYLOAD_LEN);
+    let capacity = declared.min(MAX_PAYLOAD_LEN);
     if at
         .checked_add(HEADER_LEN + capacity)
         .is_none_or(|end| end > memory.data_size(&*store))
     {
         return Err(wasmtime::Error::msg(format!(
-            "`{INBOX_EXPORT}` gave {capacity} bytes of payload at {at:#x}, which do not lie in its memory"
+            "`{INBOX_EXPORT}` gave {declared} bytes of payload at {at:#x} (of which the kernel would use {capacity}), which do not lie in its memory"
         )));
     }
     if capacity < MIN_INBOX_CAPACITY {

@@ -506,3 +506,75 @@ fn a_supervisor_restart_into_a_full_pool_starts_once_the_old_one_leaves() {
     }
     assert!(while_running > 0, "the pool was never full at the restart");
 }
+
+#[test]
+fn a_blocked_sender_that_is_stopped_does_not_use_up_a_wake_up() {
+    // `target`'s one-message block_sender mailbox is full (`filler`); `s1`
+    // then `s2` block sending to it. `w` traps and its supervisor `s1` is
+    // restarted while blocked; the new `s1` blocks again, behind `s2`.
+    // When `target` takes its three messages, each take frees the next
+    // live sender: the stopped `s1`'s wait leaves nothing behind.
+    let sender = |to: &str| {
+        format!(
+            r#"(module
+      (import "estalogic" "send" (func $send (param i64 i32 i32 i32 i32) (result i64)))
+      (import "estalogic" "lookup" (func $lookup (param i32 i32) (result i64)))
+      (memory (export "memory") 1)
+      (data (i32.const 0) "{to}")
+      (func (export "run") (result i32)
+        (i32.wrap_i64 (call $send (call $lookup (i32.const 0) (i32.const {len})) (i32.const 0x1001)
+                                  (i32.const 0) (i32.const 0) (i32.const 0)))))"#,
+            len = to.len()
+        )
+    };
+    let sleeper_then = |ms: u32, then: &str| {
+        format!(
+            r#"(module
+      (import "estalogic" "receive" (func $receive (param i32 i64 i32 i32 i32) (result i64)))
+      (memory (export "memory") 1)
+      (func (export "run") (result i32) (local $taken i32)
+        (drop (call $receive (i32.const 0x7777) (i64.const {ms}) (i32.const 64) (i32.const 128) (i32.const 64)))
+        {then}))"#
+        )
+    };
+    let take_three = r#"(loop
+          (if (i64.ge_s (call $receive (i32.const 0) (i64.const -1) (i32.const 64) (i32.const 128) (i32.const 64))
+                        (i64.const 0))
+            (then (local.set $taken (i32.add (local.get $taken) (i32.const 1)))))
+          (br_if 0 (i32.lt_u (local.get $taken) (i32.const 3))))
+        (i32.const 0)"#;
+    let mut kernel = Kernel::builder().deterministic(true).build().unwrap();
+    kernel.set_restart_policy(Box::new(SupervisorOnce { used: false }));
+    load_wat_with(
+        &mut kernel,
+        "target",
+        &sleeper_then(30, take_three),
+        r#""mailbox":{"capacity":1,"overflow":"block_sender"}"#,
+    );
+    load_wat(&mut kernel, "filler", &sender("target"), "normal");
+    load_wat(&mut kernel, "s1", &sender("target"), "normal");
+    load_wat(&mut kernel, "s2", &sender("target"), "normal");
+    load_wat_with(
+        &mut kernel,
+        "w",
+        &sleeper_then(10, "unreachable"),
+        r#""restart":"on_failure","supervisor":"s1""#,
+    );
+    for name in ["target", "filler", "s1", "s2", "w"] {
+        kernel.spawn(name).unwrap();
+    }
+    let report = kernel.run();
+    let target = report.process("target").unwrap();
+    assert_eq!(target.status, ExitStatus::Exited(0), "{target:?}");
+    assert_eq!(target.received, 3, "{target:?}");
+    let s1: Vec<&ExitStatus> = report
+        .processes
+        .iter()
+        .filter(|p| p.module == "s1")
+        .map(|p| &p.status)
+        .collect();
+    assert!(
+        s1.contains(&&ExitStatus::Stopped(ErrorCode::RESTARTED)),
+        "s1 was stopped while blocked: {s1:?}"
+    );
+}

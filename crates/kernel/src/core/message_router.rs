@@ -168,12 +168,13 @@ impl Mailbox {
         let size = message.payload.len();
         if !self.fits(size) {
             // A kernel message (a delivery-failure notice, an exit
-            // notification) never makes room for itself, whatever the mode:
+            // notification, an acknowledgement the kernel sends for a
+            // receiver) never makes room for itself, whatever the mode:
             // evicting a message to report another would cascade (each
             // eviction is reported in turn, and one send could empty a
             // mailbox of everything it had accepted), and the kernel never
             // waits for room. It is dropped and counted.
-            if message.header.source == Pid::KERNEL {
+            if message.header.source == Pid::KERNEL || message.header.flags.contains(Flags::ACK) {
                 self.dropped += 1;
                 return Ok(Delivery::DroppedNewest(message));
             }

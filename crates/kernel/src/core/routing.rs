@@ -12,10 +12,11 @@
 //! 3. A message dropped later — by `DropNewest`, by `DropOldest`, or left in
 //!    the mailbox of a process that ends — is reported to its sender with a
 //!    kernel `DELIVERY_FAILURE` notice (correlation = the message's
-//!    sequence), and counted. Kernel notices are never themselves reported,
-//!    and a notice that finds its mailbox full is dropped (it evicts
-//!    nothing), so there are no notice loops or cascades; the reports a
-//!    post causes are made from a work list, never by recursion.
+//!    sequence), and counted. Kernel notices and the acks the kernel sends
+//!    for a receiver are never themselves reported, and one that finds its
+//!    mailbox full is dropped (it evicts nothing), so there are no notice
+//!    loops or cascades; the reports a post causes are made from a work
+//!    list, never by recursion.
 //! 4. `take` is the only way a message leaves a mailbox to a process: it
 //!    frees a blocked sender and answers an `ACK_REQUESTED` message with an
 //!    `ACK` (correlation = the message's sequence). An ack that cannot be
@@ -89,12 +90,14 @@ impl KernelShared {
     ) -> Result<bool, PostError> {
         let own = (message.header.source, message.header.sequence);
         let (_, dropped) = self.post_quietly(target, message)?;
-        let Some(dropped) = dropped else {
+        let Some(mut dropped) = dropped else {
             return Ok(true);
         };
-        let queued = !dropped
-            .iter()
-            .any(|header| (header.source, header.sequence) == own);
+        // The copy itself, dropped at the door, was not accepted: the
+        // caller counts it so, and it is not reported as a loss too.
+        let before = dropped.len();
+        dropped.retain(|header| (header.source, header.sequence) != own);
+        let queued = dropped.len() == before;
         self.report_all(dropped);
         Ok(queued)
     }
@@ -192,17 +195,22 @@ impl KernelShared {
     }
 
     /// One notice for `failed`; what posting it dropped goes to `dropped`.
+    /// Counted in the sender's `delivery_failures` if the notice was queued
+    /// or dropped by a full mailbox (counted there); a sender whose
+    /// mailbox has closed (it is exiting) has no one left to tell.
     fn report(&self, failed: &Header, code: ErrorCode, dropped: &mut Vec<Header>) {
-        if failed.source == Pid::KERNEL || failed.flags.contains(Flags::DELIVERY_FAILURE) {
+        // What the kernel made (its notices, and the acks it sends for a
+        // receiver) is never reported: to no one for a notice, and not to
+        // the receiver, who did not send it, for an ack.
+        if failed.source == Pid::KERNEL
+            || failed.flags.contains(Flags::DELIVERY_FAILURE)
+            || failed.flags.contains(Flags::ACK)
+        {
             return;
         }
         let Some(sender) = self.process(failed.source) else {
             return;
         };
-        sender
-            .counters
-            .delivery_failures
-            .fetch_add(1, Ordering::Relaxed);
         let notice = DeliveryFailure {
             code,
             target: failed.target,
@@ -224,9 +232,15 @@ impl KernelShared {
             header,
             payload: Box::new(notice.encode()),
         };
-        if let Ok((_, Some(more))) = self.post_quietly(&sender, notice) {
-            dropped.extend(more);
+        match self.post_quietly(&sender, notice) {
+            Err(_) => return,
+            Ok((_, Some(more))) => dropped.extend(more),
+            Ok((_, None)) => {}
         }
+        sender
+            .counters
+            .delivery_failures
+            .fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -302,9 +316,15 @@ pub(crate) enum Taken {
 }
 
 /// Takes every message out of the mailbox of a process that has ended,
-/// without reporting them: they move to its same-state restart.
+/// without reporting them: they move to its same-state restart. The
+/// mailbox closes in the same lock hold, so nothing can be queued in it
+/// between the two and then be failed back instead of moving
+/// ([`close_mailbox`] later only releases blocked senders).
 pub(crate) fn take_all(process: &Process) -> Vec<Message> {
-    process.lock_mailbox().mailbox.drain()
+    let mut slot = process.lock_mailbox();
+    process.alive.store(false, Ordering::Release);
+    slot.close();
+    slot.mailbox.drain()
 }
 
 /// Empties the mailbox of a process that has ended: every message left is

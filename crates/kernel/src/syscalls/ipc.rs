@@ -56,7 +56,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use wasmtime::{Caller, Linker};
 
 /// Registers this family's syscalls.
@@ -561,6 +561,7 @@ async fn send(
                     receiver,
                     task: task.clone(),
                     size: refused.payload.len(),
+                    queued: None,
                 }
                 .await;
                 message = refused;
@@ -595,20 +596,61 @@ struct RoomIn {
     task: Arc<TaskState>,
     /// Payload bytes of the message waiting to go in.
     size: usize,
+    /// The waker left in the receiver's queue of blocked senders, while
+    /// this wait has one there (or was woken through it and has not run).
+    queued: Option<Waker>,
 }
 
 impl Future for RoomIn {
     type Output = ();
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let mut slot = self.receiver.lock_mailbox();
-        if slot.mailbox.fits(self.size) || !self.receiver.alive.load(Ordering::Acquire) {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let receiver = self.receiver.clone();
+        let mut slot = receiver.lock_mailbox();
+        if slot.mailbox.fits(self.size) || !receiver.alive.load(Ordering::Acquire) {
             self.task.set_blocked(false);
+            // Woken, or never queued: nothing of this wait is left there.
+            if let Some(mine) = self.queued.take() {
+                slot.blocked_senders.retain(|waker| !waker.will_wake(&mine));
+            }
             return Poll::Ready(());
         }
-        slot.blocked_senders.push_back(cx.waker().clone());
+        let waker = cx.waker().clone();
+        if !slot
+            .blocked_senders
+            .iter()
+            .any(|queued| queued.will_wake(&waker))
+        {
+            slot.blocked_senders.push_back(waker.clone());
+        }
+        self.queued = Some(waker);
         self.task.set_blocked(true);
         Poll::Pending
+    }
+}
+
+/// A sender stopped while it waits for room (its supervisor restarted, a
+/// shutdown) leaves no waker behind: a `take` frees one blocked sender per
+/// message, and a dead one would use up that wake-up. If it was woken and
+/// never ran, the wake-up passes to the next blocked sender.
+impl Drop for RoomIn {
+    fn drop(&mut self) {
+        let Some(mine) = self.queued.take() else {
+            return;
+        };
+        let next = {
+            let mut slot = self.receiver.lock_mailbox();
+            let before = slot.blocked_senders.len();
+            slot.blocked_senders.retain(|waker| !waker.will_wake(&mine));
+            if slot.blocked_senders.len() == before {
+                slot.blocked_senders.pop_front()
+            } else {
+                None
+            }
+        };
+        if let Some(next) = next {
+            next.wake();
+        }
     }
 }
 

@@ -201,3 +201,49 @@ fn a_delegated_scope_is_bounded_in_bytes_and_names() {
         }
     }
 }
+
+#[test]
+fn one_process_denied_over_and_over_cannot_flood_the_audit_trail() {
+    // 3,000 denied clock reads: the first 1,000 denials are kept one by
+    // one, the rest are counted in one event; everyone else's events stay.
+    let wat = r#"(module
+      (import "estalogic" "clock_now" (func $now (result i64)))
+      (memory (export "memory") 1)
+      (func (export "run") (local $i i32)
+        (loop
+          (drop (call $now))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br_if 0 (i32.lt_u (local.get $i) (i32.const 3000))))))"#;
+    let mut kernel = Kernel::builder().deterministic(true).build().unwrap();
+    kernel
+        .load_module(
+            estalogic_tests::manifest("denied", "run", &[], "normal"),
+            wat.as_bytes(),
+            std::path::Path::new("denied"),
+        )
+        .unwrap();
+    estalogic_tests::load_wat(
+        &mut kernel,
+        "granted",
+        "(module (func (export \"run\")))",
+        "normal",
+    );
+    kernel.spawn_all().unwrap();
+    let report = kernel.run();
+    let denied = report.process("denied").unwrap().pid;
+    let granted = report.process("granted").unwrap().pid;
+    let audit = kernel.take_audit();
+    let denials: Vec<_> = audit
+        .iter()
+        .filter(|e| e.kind == AuditKind::Denied && e.holder == denied)
+        .collect();
+    assert_eq!(denials.len(), 1_001, "1,000 kept and one count");
+    let summary = denials.last().unwrap().detail.to_string();
+    assert!(summary.contains("2000 more denials"), "{summary}");
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.kind == AuditKind::Granted && e.holder == granted),
+        "the other process's grants are kept"
+    );
+}

@@ -13,7 +13,7 @@
 //!
 //! [task-states]: crate::core::kernel_loop#task-states-and-wakeups
 
-use crate::core::capabilities_engine::{AuditEvent, CapabilityEngine};
+use crate::core::capabilities_engine::{AuditDetail, AuditEvent, AuditKind, CapabilityEngine};
 use crate::core::process::ProcessTable;
 use crate::drivers::clock::Clock;
 use estalogic_abi::{Header, Pid};
@@ -256,11 +256,65 @@ pub struct KernelShared {
     trace: Option<Mutex<Trace>>,
 }
 
+/// The most denials of one process the audit buffer keeps between two
+/// drains: a guest that loops on refused requests would otherwise push
+/// everything else (others' grants, revocations, denials) out of the
+/// bounded buffer. Past it, its denials are counted and reported as one
+/// event when the buffer is drained.
+const AUDIT_DENIALS_PER_PROCESS: usize = 1_000;
+
 /// Capability audit events not yet taken by the embedder.
 #[derive(Debug, Default)]
 struct AuditBuffer {
     events: std::collections::VecDeque<AuditEvent>,
     overflowed: u64,
+    /// Denials in `events`, by process.
+    denials: rustc_hash::FxHashMap<Pid, usize>,
+    /// Denials not kept, by process (see [`AUDIT_DENIALS_PER_PROCESS`]).
+    suppressed: rustc_hash::FxHashMap<Pid, u64>,
+}
+
+impl AuditBuffer {
+    fn push(&mut self, event: AuditEvent) {
+        if event.kind == AuditKind::Denied {
+            let kept = self.denials.entry(event.holder).or_default();
+            if *kept >= AUDIT_DENIALS_PER_PROCESS {
+                *self.suppressed.entry(event.holder).or_default() += 1;
+                return;
+            }
+            *kept += 1;
+        }
+        if self.events.len() >= AUDIT_BUFFER
+            && let Some(oldest) = self.events.pop_front()
+        {
+            self.overflowed += 1;
+            if oldest.kind == AuditKind::Denied
+                && let Some(kept) = self.denials.get_mut(&oldest.holder)
+            {
+                *kept = kept.saturating_sub(1);
+            }
+        }
+        self.events.push_back(event);
+    }
+
+    /// Every event kept, oldest first, then one per process whose denials
+    /// were not all kept; the buffer starts afresh.
+    fn drain(&mut self, now: u64) -> Vec<AuditEvent> {
+        let mut events: Vec<AuditEvent> = self.events.drain(..).collect();
+        self.denials.clear();
+        let mut suppressed: Vec<(Pid, u64)> = self.suppressed.drain().collect();
+        suppressed.sort_by_key(|(pid, _)| pid.to_u64());
+        events.extend(suppressed.into_iter().map(|(holder, count)| AuditEvent {
+            at: now,
+            kind: AuditKind::Denied,
+            holder,
+            capability: None,
+            detail: AuditDetail::Text(format!(
+                "{count} more denials not recorded one by one (at most {AUDIT_DENIALS_PER_PROCESS} per process are kept between drains)"
+            )),
+        }));
+        events
+    }
 }
 
 impl KernelShared {
@@ -313,11 +367,7 @@ impl KernelShared {
                 "{}",
                 event.detail
             );
-            if audit.events.len() >= AUDIT_BUFFER {
-                audit.events.pop_front();
-                audit.overflowed += 1;
-            }
-            audit.events.push_back(event);
+            audit.push(event);
         }
     }
 
@@ -327,7 +377,7 @@ impl KernelShared {
         self.flush_audit(&mut engine);
         drop(engine);
         let mut audit = self.audit.lock().unwrap_or_else(|p| p.into_inner());
-        audit.events.drain(..).collect()
+        audit.drain(self.clock.now_nanos())
     }
 
     /// Calls `waker` at `deadline` on the kernel clock.

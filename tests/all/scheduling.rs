@@ -395,6 +395,86 @@ fn a_handlers_instantiation_counts_toward_its_checkpoints() {
     }
 }
 
+#[test]
+fn denied_clock_reads_against_a_full_table_yield_the_cpu_soon() {
+    // `filler` delegates 4,095 copies of its lookup capability into
+    // `reader`'s table and tells it to go; `reader`, which may not read
+    // the clock, tries 2,000 times: each denial searches 4,096 handles (16
+    // units each), few wasm instructions apiece. `clock_now` cannot wait
+    // inside the call, yet the reader passes checkpoints as its denials
+    // add up, where a HIGH `ticker` waking every millisecond preempts it.
+    let filler = r#"(module
+      (import "estalogic" "cap_delegate" (func $delegate (param i32 i64 i32 i64 i64 i32 i32) (result i64)))
+      (import "estalogic" "lookup" (func $lookup (param i32 i32) (result i64)))
+      (import "estalogic" "send" (func $send (param i64 i32 i32 i32 i32) (result i64)))
+      (memory (export "memory") 1)
+      (data (i32.const 0) "reader")
+      (func (export "run") (local $i i32) (local $to i64)
+        (local.set $to (call $lookup (i32.const 0) (i32.const 6)))
+        (loop
+          (drop (call $delegate (i32.const 1) (local.get $to) (i32.const 1) (i64.const -1) (i64.const -1) (i32.const 0) (i32.const 0)))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br_if 0 (i32.lt_u (local.get $i) (i32.const 4095))))
+        (drop (call $send (local.get $to) (i32.const 0x1000) (i32.const 0) (i32.const 0) (i32.const 0)))))"#;
+    let reader = r#"(module
+      (import "estalogic" "clock_now" (func $now (result i64)))
+      (import "estalogic" "receive" (func $receive (param i32 i64 i32 i32 i32) (result i64)))
+      (memory (export "memory") 1)
+      (func (export "run") (result i32) (local $i i32)
+        (drop (call $receive (i32.const 0x1000) (i64.const -1) (i32.const 64) (i32.const 128) (i32.const 64)))
+        (loop
+          (if (i64.ge_s (call $now) (i64.const 0)) (then (return (i32.const 1))))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br_if 0 (i32.lt_u (local.get $i) (i32.const 2000))))
+        (i32.const 0)))"#;
+    let ticker = r#"(module
+      (import "estalogic" "receive" (func $receive (param i32 i64 i32 i32 i32) (result i64)))
+      (memory (export "memory") 1)
+      (func (export "run") (local $i i32)
+        (loop
+          (drop (call $receive (i32.const 0x7777) (i64.const 1) (i32.const 64) (i32.const 128) (i32.const 64)))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br_if 0 (i32.lt_u (local.get $i) (i32.const 1000))))))"#;
+    let manifest = |name: &str, capabilities: &str, priority: &str| {
+        estalogic_kernel::Manifest::parse(&format!(
+            r#"{{"name":"{name}","version":"0.1.0","entry_point":"run","runtime":"wasm32",
+                "priority":"{priority}","capabilities_required":[{capabilities}]}}"#
+        ))
+        .unwrap()
+    };
+    let mut kernel = Kernel::builder().deterministic(true).build().unwrap();
+    for (name, wat, capabilities, priority) in [
+        (
+            "filler",
+            filler,
+            r#""process:lookup","messaging:send""#,
+            "normal",
+        ),
+        ("reader", reader, r#""messaging:receive""#, "normal"),
+        ("ticker", ticker, r#""messaging:receive""#, "high"),
+    ] {
+        kernel
+            .load_module(
+                manifest(name, capabilities, priority),
+                wat.as_bytes(),
+                std::path::Path::new(name),
+            )
+            .unwrap();
+    }
+    kernel.spawn_all().unwrap();
+    let report = kernel.run();
+    let reader = report.process("reader").unwrap();
+    assert_eq!(reader.status, ExitStatus::Exited(0), "{reader:?}");
+    assert!(
+        reader.fuel_used >= 2_000 * 4_096 * 16,
+        "the searches are charged: {reader:?}"
+    );
+    assert!(
+        reader.preemptions > 0,
+        "the HIGH ticker preempted the reader: {reader:?}"
+    );
+}
+
 /// `searcher`, allowed to look up only the module `a`.
 fn lookup_of_a_only_manifest() -> estalogic_kernel::Manifest {
     estalogic_kernel::Manifest::parse(

@@ -242,6 +242,7 @@ impl ProcessFactory {
             host_work: Default::default(),
             host_fuel: Default::default(),
             checkpoint_fuel: self.checkpoint_fuel,
+            interval_shortened: Default::default(),
         };
         let future: ProcessFuture = if loaded.entry == EntryKind::Handler {
             Box::pin(run_handler(

@@ -104,6 +104,11 @@ pub struct ProcessContext {
     pub(crate) host_fuel: std::cell::Cell<u64>,
     /// Fuel units between two checkpoints.
     pub(crate) checkpoint_fuel: u64,
+    /// The store's fuel when a synchronous syscall found a checkpoint due
+    /// and shortened the fuel interval to [`SOON`] (see
+    /// [`checkpoint_soon`]); the first [`charge`] after the guest has
+    /// spent that much (so passed the checkpoint) restores it.
+    pub(crate) interval_shortened: std::cell::Cell<Option<u64>>,
 }
 
 impl Drop for ProcessContext {
@@ -159,8 +164,19 @@ impl ProcessContext {
     /// the engine lock. Limited capabilities always go to the engine, which
     /// counts their uses and checks their clock.
     pub fn admit(&self, syscall: Syscall, item: Option<&str>) -> Result<(), ErrorCode> {
+        self.admit_searching(syscall, item).map(|_| ())
+    }
+
+    /// [`ProcessContext::admit`], saying whether the decision searched the
+    /// capability engine (`Ok(true)`; a denial always does), which records
+    /// host work for the caller (see [`charge`]), or came from the cache.
+    pub(crate) fn admit_searching(
+        &self,
+        syscall: Syscall,
+        item: Option<&str>,
+    ) -> Result<bool, ErrorCode> {
         let Some((resource, rights)) = capabilities::requirement(syscall) else {
-            return Ok(());
+            return Ok(false);
         };
         self.syscalls.set(self.syscalls.get() + 1);
         let generation = self
@@ -168,7 +184,7 @@ impl ProcessContext {
             .capability_generation
             .load(std::sync::atomic::Ordering::Acquire);
         if self.admitted.borrow().allows(generation, syscall, item) {
-            return Ok(());
+            return Ok(false);
         }
         let now = self.kernel.clock.now_nanos();
         let mut engine = self.kernel.capabilities();
@@ -184,7 +200,7 @@ impl ProcessContext {
                         .borrow_mut()
                         .remember(engine.generation(), syscall, item);
                 }
-                Ok(())
+                Ok(true)
             }
             Err(error) => {
                 self.kernel.flush_audit(&mut engine);
@@ -291,6 +307,16 @@ const HOST_WORK_BATCH: u64 = 4 << 10;
 /// the scheduler may preempt it. Never true for a handler, whose syscalls
 /// never wait.
 pub(crate) fn charge(caller: &mut Caller<'_, ProcessContext>, bytes: usize) -> bool {
+    if let Some(at) = caller.data().interval_shortened.get()
+        && caller
+            .get_fuel()
+            .is_ok_and(|fuel| fuel.saturating_add(SOON) <= at)
+    {
+        caller.data().interval_shortened.set(None);
+        let interval = caller.data().checkpoint_fuel.max(1);
+        // Cannot fail: fuel and its interval are on for every task store.
+        let _ = caller.fuel_async_yield_interval(Some(interval));
+    }
     let context = caller.data();
     context.add_host_work(bytes as u64);
     let work = context.host_work.get();
@@ -310,6 +336,30 @@ pub(crate) fn charge(caller: &mut Caller<'_, ProcessContext>, bytes: usize) -> b
     }
     context.host_work.set(work % slice);
     true
+}
+
+/// Fuel units a task runs, at most, after a synchronous syscall found a
+/// checkpoint due (see [`checkpoint_soon`]).
+const SOON: u64 = 1_000;
+
+/// For a synchronous syscall of a task (which cannot wait inside the call)
+/// whose host work made a checkpoint due: shortens the store's fuel
+/// interval so that the guest passes one within [`SOON`] units of its own
+/// work after the call returns; the first [`charge`] (every syscall with
+/// host work makes one) after those units restores the interval. Until
+/// then the guest passes a checkpoint every [`SOON`] units. Without it a loop of such
+/// calls, each costly for the kernel and cheap in the guest's own fuel,
+/// would hold its worker until the guest's fuel alone reached a slice.
+pub(crate) fn checkpoint_soon(caller: &mut Caller<'_, ProcessContext>) {
+    if caller.data().process.handler || caller.data().interval_shortened.get().is_some() {
+        return;
+    }
+    let soon = SOON.min(caller.data().checkpoint_fuel.max(1));
+    if let Ok(fuel) = caller.get_fuel()
+        && caller.fuel_async_yield_interval(Some(soon)).is_ok()
+    {
+        caller.data().interval_shortened.set(Some(fuel));
+    }
 }
 
 /// Fuel units per message a search looks at past its free allowance

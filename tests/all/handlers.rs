@@ -284,8 +284,10 @@ fn a_message_larger_than_the_inbox_is_reported_to_its_sender() {
     (if (result i32) (i32.eq (i32.load (i32.const 1028)) (i32.const 0xFF02))
       (then (i32.const 0)) (else (i32.const 7)))))"#
     );
-    // Sends 100 bytes (the inbox holds 64), then waits for the notice: the
-    // exit code is what that receive returns.
+    // Sends 100 bytes (the inbox holds 64) asking for an ack, then waits:
+    // the first answer must be the notice (exit 1 otherwise), and no ack
+    // follows (the message was never taken): the exit code is what the
+    // second, 20 ms receive returns.
     let sender = r#"(module
   (import "estalogic" "lookup" (func $lookup (param i32 i32) (result i64)))
   (import "estalogic" "send" (func $send (param i64 i32 i32 i32 i32) (result i64)))
@@ -293,9 +295,12 @@ fn a_message_larger_than_the_inbox_is_reported_to_its_sender() {
   (memory (export "memory") 1)
   (data (i32.const 0) "handler")
   (func (export "run") (result i32)
-    (drop (call $send (call $lookup (i32.const 0) (i32.const 7)) (i32.const 9) (i32.const 0)
+    (drop (call $send (call $lookup (i32.const 0) (i32.const 7)) (i32.const 9) (i32.const 512)
                       (i32.const 256) (i32.const 100)))
-    (i32.wrap_i64 (call $receive (i32.const 0) (i64.const -1) (i32.const 512) (i32.const 600) (i32.const 64)))))"#;
+    (if (i64.ne (call $receive (i32.const 0) (i64.const -1) (i32.const 512) (i32.const 600) (i32.const 64))
+                (i64.const -1002))
+      (then (return (i32.const 1))))
+    (i32.wrap_i64 (call $receive (i32.const 0) (i64.const 20) (i32.const 512) (i32.const 600) (i32.const 64)))))"#;
     let mut kernel = Kernel::builder().workers(1).build().unwrap();
     load_handler(&mut kernel, "handler", &handler);
     load_wat(&mut kernel, "sender", sender, "normal");
@@ -304,14 +309,13 @@ fn a_message_larger_than_the_inbox_is_reported_to_its_sender() {
     let report = kernel.run();
     assert_eq!(
         report.process("sender").unwrap().status,
-        ExitStatus::Exited(-(ErrorCode::BUFFER_TOO_SMALL.0 as i32))
+        ExitStatus::Exited(-(ErrorCode::TIMEOUT.0 as i32))
     );
-    // The handler was never called with it: it waited until nothing could
-    // ever arrive, and was stopped.
-    assert_eq!(
-        report.process("handler").unwrap().status,
-        ExitStatus::Stopped(ErrorCode::DEADLOCKED)
-    );
+    // The handler was never called with it, nor counted it as received:
+    // it waited until nothing could ever arrive, and was stopped.
+    let handler = report.process("handler").unwrap();
+    assert_eq!(handler.status, ExitStatus::Stopped(ErrorCode::DEADLOCKED));
+    assert_eq!(handler.received, 0, "{handler:?}");
 }
 
 #[test]

@@ -250,12 +250,16 @@ impl KernelShared {
 /// taken (a too-small receive buffer leaves it queued).
 /// When nothing matches, `park` runs on the mailbox slot before its lock is
 /// released (to leave a waker), so no message can slip in between looking
-/// and parking.
+/// and parking. `discard_unfit` (a handler, whose inbox is the only place a
+/// message can go) removes a first match that does not fit, in the same
+/// lock hold, neither counted as received nor acknowledged: the caller
+/// reports it to its sender.
 pub(crate) fn take(
     kernel: &KernelShared,
     process: &Process,
     filter: Filter,
     fits: impl FnOnce(&Message) -> bool,
+    discard_unfit: bool,
     park: impl FnOnce(&mut MailboxSlot),
 ) -> Taken {
     let (message, sender) = {
@@ -270,6 +274,17 @@ pub(crate) fn take(
             Ok(None) => {
                 park(&mut slot);
                 return Taken::Nothing;
+            }
+            Err((header, len)) if discard_unfit => {
+                // The same first match, still under the lock.
+                let _ = slot.mailbox.take_if(filter, |_| true);
+                let sender = slot.blocked_senders.pop_front();
+                drop(slot);
+                if let Some(sender) = sender {
+                    sender.wake();
+                }
+                debug_assert!(len > 0, "an empty payload always fits");
+                return Taken::Discarded(header);
             }
             Err((header, len)) => return Taken::TooLarge(header, len),
         };
@@ -311,6 +326,8 @@ pub(crate) enum Taken {
     Nothing,
     /// The first match does not fit; it stays queued.
     TooLarge(Header, usize),
+    /// The first match did not fit and was removed (`discard_unfit`).
+    Discarded(Header),
     /// The message, now out of the mailbox.
     Message(Message),
 }

@@ -464,22 +464,16 @@ async fn serve(
             turn -= checkpoint_fuel.max(1);
             YieldOnce::new().await;
         }
-        message = loop {
-            let next = next_message(store.data_mut()).await.map_err(|code| {
+        // A message too large for the inbox is never taken: its sender
+        // learns (`BUFFER_TOO_SMALL`), the handler is not called with half
+        // a message, and it is neither counted as received nor acked.
+        message = next_message(store.data_mut(), capacity)
+            .await
+            .map_err(|code| {
                 wasmtime::Error::msg(format!(
                     "cannot take its next message: {code} (a handler needs messaging:receive)"
                 ))
             })?;
-            if next.payload.len() <= capacity {
-                break next;
-            }
-            // Too large for the inbox: the sender learns, the handler is not
-            // called with half a message.
-            store
-                .data()
-                .kernel
-                .report_failure(&next.header, ErrorCode::BUFFER_TOO_SMALL);
-        };
     }
 }
 

@@ -404,7 +404,10 @@ fn receive_now(
 /// while there is none. Like a receive, it first runs the process this
 /// one's last send woke, if that one is the only process ready (the direct
 /// handoff).
-pub(crate) async fn next_message(context: &mut ProcessContext) -> Result<Message, ErrorCode> {
+pub(crate) async fn next_message(
+    context: &mut ProcessContext,
+    capacity: usize,
+) -> Result<Message, ErrorCode> {
     // Through the choke point like any receive: a handler whose
     // `messaging:receive` was revoked or expired gets nothing more.
     context.admit(Syscall::Receive, None)?;
@@ -416,7 +419,10 @@ pub(crate) async fn next_message(context: &mut ProcessContext) -> Result<Message
         kernel: &context.kernel,
         filter: Filter::Any,
         deadline: None,
-        capacity: usize::MAX,
+        capacity,
+        // A message larger than the inbox is never taken: its sender
+        // learns (`BUFFER_TOO_SMALL`), and the next one is looked at.
+        discard_unfit: true,
         hand_off,
         on_fiber: false,
         timer_armed: false,
@@ -837,6 +843,7 @@ async fn wait_and_take(
         filter,
         deadline,
         capacity: buffers.buffer_len as usize,
+        discard_unfit: false,
         hand_off,
         on_fiber: true,
         timer_armed: false,
@@ -908,6 +915,9 @@ struct Receive<'a> {
     filter: Filter,
     deadline: Option<u64>,
     capacity: usize,
+    /// A handler's wait: a first match larger than `capacity` is removed
+    /// and reported to its sender (see `routing::take`).
+    discard_unfit: bool,
     /// The process to hand the CPU to directly if nothing is there yet.
     hand_off: Option<Pid>,
     /// The waiter runs on its own fiber (a task process's receive), not a
@@ -939,6 +949,7 @@ impl Future for Receive<'_> {
                 // its code is the answer, and a receiver that cannot take
                 // it could never learn that its message was lost.
                 |m| m.payload.len() <= capacity || m.header.flags.contains(Flags::DELIVERY_FAILURE),
+                self.discard_unfit,
                 |slot| {
                     if expired {
                         slot.unpark();
@@ -954,6 +965,11 @@ impl Future for Receive<'_> {
                 Taken::Message(message) => return Poll::Ready(Ok(message)),
                 Taken::TooLarge(header, len) => {
                     return Poll::Ready(Err(Missed::TooLarge(header, len)));
+                }
+                Taken::Discarded(header) => {
+                    self.kernel
+                        .report_failure(&header, ErrorCode::BUFFER_TOO_SMALL);
+                    continue;
                 }
                 Taken::Nothing if expired => return Poll::Ready(Err(Missed::Timeout)),
                 Taken::Nothing => {}

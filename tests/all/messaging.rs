@@ -1155,3 +1155,50 @@ fn an_ack_into_a_full_mailbox_is_dropped_and_reported_to_no_one() {
         }
     }
 }
+
+#[test]
+fn a_deadlock_is_broken_one_process_at_a_time() {
+    // `a` and `b` call each other and wait forever: a deadlock. Stopping
+    // `a` fails its mail back, and the notice is the answer `b`'s call
+    // waits for: `b` then ends by itself (exit 9), it is not stopped too.
+    let caller = |peer: &str, code: i32| {
+        format!(
+            r#"(module
+      (import "estalogic" "send_receive" (func $call
+        (param i64 i64 i32 i32 i32 i32 i64 i64 i32 i32 i32) (result i64)))
+      (import "estalogic" "lookup" (func $lookup (param i32 i32) (result i64)))
+      (memory (export "memory") 1)
+      (data (i32.const 0) "{peer}")
+      (func (export "run") (result i32)
+        (drop (call $call (call $lookup (i32.const 0) (i32.const 1)) (i64.const 0) (i32.const 0x1000)
+                          (i32.const 0) (i32.const 0) (i32.const 0)
+                          (i64.const -1) (i64.const -1) (i32.const 64) (i32.const 128) (i32.const 64)))
+        (i32.const {code})))"#
+        )
+    };
+    for deterministic in [true, false] {
+        let mut kernel = Kernel::builder()
+            .deterministic(deterministic)
+            .build()
+            .unwrap();
+        load_wat(&mut kernel, "a", &caller("b", 8), "normal");
+        load_wat(&mut kernel, "b", &caller("a", 9), "normal");
+        kernel.spawn_all().unwrap();
+        let report = kernel.run();
+        let statuses: Vec<(String, ExitStatus)> = report
+            .processes
+            .iter()
+            .map(|p| (p.module.clone(), p.status.clone()))
+            .collect();
+        let deadlocked = statuses
+            .iter()
+            .filter(|(_, s)| *s == ExitStatus::Stopped(ErrorCode::DEADLOCKED))
+            .count();
+        assert_eq!(deadlocked, 1, "{statuses:?}");
+        assert!(
+            statuses.contains(&("b".to_string(), ExitStatus::Exited(9)))
+                || statuses.contains(&("a".to_string(), ExitStatus::Exited(8))),
+            "{statuses:?}"
+        );
+    }
+}

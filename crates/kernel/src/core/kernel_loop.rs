@@ -76,8 +76,11 @@
 //!
 //! The loop ends when no process is left. If processes remain but none is
 //! ready or running, no timer is armed and nothing outside can wake them,
-//! they are stopped with `DEADLOCKED`. A shutdown request stops every
-//! process with `SHUTDOWN` (a running one at its next checkpoint).
+//! they are stopped with `DEADLOCKED`, one at a time in pid order: a
+//! stopped process's mail is failed back, and the notice may be the answer
+//! another one waits for, which then runs instead of being stopped. A
+//! shutdown request stops every process with `SHUTDOWN` (a running one at
+//! its next checkpoint).
 
 use crate::core::init::KernelError;
 use crate::core::kernel_shared::{IDLE, QUEUED, RUNNING};
@@ -607,7 +610,7 @@ impl KernelLoop {
                         continue;
                     }
                     None => {
-                        self.stop_parked(&mut core, ErrorCode::DEADLOCKED);
+                        self.stop_deadlocked(&mut core);
                         continue;
                     }
                     Some(_) => {}
@@ -1086,6 +1089,23 @@ impl KernelLoop {
             }
         }
         running_pids
+    }
+
+    /// Stops waiting tasks with `DEADLOCKED`, in pid order, until one of
+    /// those exits lets another run (its mail failed back answers a call,
+    /// its supervisor hears of it): then the loop runs that one, and comes
+    /// back here only if everything waits again.
+    fn stop_deadlocked(&self, core: &mut Core) {
+        for index in 0..core.tasks.len() {
+            let Some(task) = core.tasks[index].take() else {
+                continue;
+            };
+            let outcome = self.stopped_outcome(&task, ErrorCode::DEADLOCKED);
+            self.finish(core, task, outcome);
+            if !self.shared.inbox.is_empty() || core.scheduler.queued() > 0 {
+                return;
+            }
+        }
     }
 
     /// Stops every parked task (ready or waiting) with `reason`.

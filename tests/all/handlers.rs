@@ -517,3 +517,65 @@ fn a_handler_call_pays_for_its_host_work_from_its_budget() {
         other => panic!("the logger ended {other:?}"),
     }
 }
+
+#[test]
+fn a_call_is_answered_by_the_same_state_restart_that_holds_its_request() {
+    // `server` traps on type 1; `client` sends it type 1, then calls it
+    // with type 2 and waits forever. The restart keeps the mail, so the new
+    // `server` answers the call: the client accepts the answer from the
+    // process that now holds its request, not only from the pid it called.
+    let server = format!(
+        r#"(module
+  (import "estalogic" "reply" (func $reply (param i64 i64 i32 i32 i32 i32) (result i64)))
+  (memory (export "memory") 1)
+  {INBOX}
+  (func (export "handle") (param i32) (result i32)
+    (if (i32.eq (i32.load (i32.const 1028)) (i32.const 1)) (then unreachable))
+    (if (i32.eq (i32.load (i32.const 1028)) (i32.const 2))
+      (then (drop (call $reply (i64.load (i32.const 1032)) (i64.load (i32.const 1048))
+                              (i32.const 3) (i32.const 0) (i32.const 0) (i32.const 0)))))
+    (i32.const 0)))"#
+    );
+    let client = r#"(module
+  (import "estalogic" "send" (func $send (param i64 i32 i32 i32 i32) (result i64)))
+  (import "estalogic" "send_receive" (func $call
+    (param i64 i64 i32 i32 i32 i32 i64 i64 i32 i32 i32) (result i64)))
+  (import "estalogic" "lookup" (func $lookup (param i32 i32) (result i64)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "server")
+  (func (export "run") (result i32) (local $pid i64)
+    (local.set $pid (call $lookup (i32.const 0) (i32.const 6)))
+    (drop (call $send (local.get $pid) (i32.const 1) (i32.const 0) (i32.const 0) (i32.const 0)))
+    (if (i64.lt_s (call $call (local.get $pid) (i64.const 0) (i32.const 2) (i32.const 0) (i32.const 0) (i32.const 0)
+                             (i64.const -1) (i64.const -1) (i32.const 64) (i32.const 128) (i32.const 64))
+                  (i64.const 0))
+      (then (return (i32.const 1))))
+    ;; The answer: a PONG-like type 3 from the new server.
+    (if (i32.ne (i32.load (i32.const 68)) (i32.const 3)) (then (return (i32.const 2))))
+    (i32.const 0)))"#;
+    for deterministic in [true, false] {
+        let mut kernel = Kernel::builder()
+            .deterministic(deterministic)
+            .build()
+            .unwrap();
+        kernel
+            .load_module(
+                estalogic_kernel::Manifest::parse(
+                    r#"{"name":"server","version":"0.1.0","entry_point":"handle","runtime":"wasm32",
+                        "restart":"on_failure","capabilities_required":["messaging:send","messaging:receive"]}"#,
+                )
+                .unwrap(),
+                server.as_bytes(),
+                Path::new("server"),
+            )
+            .unwrap();
+        load_wat(&mut kernel, "client", client, "normal");
+        kernel.spawn("server").unwrap();
+        kernel.spawn("client").unwrap();
+        // The server waits for more until the run stops it.
+        let report = kernel.run();
+        let client = report.process("client").unwrap();
+        assert_eq!(client.status, ExitStatus::Exited(0), "{client:?}");
+        assert_eq!(report.restarts.len(), 1, "the server was restarted once");
+    }
+}

@@ -171,7 +171,17 @@ pub struct Process {
     /// [`CAPABILITIES_CLOSED`]: lets an exit skip the capability engine's
     /// lock when the process never held a capability.
     capabilities: AtomicU8,
+    /// Processes it sent messages to that were restarted with their mail
+    /// (a same-state restart): `(old, new)` pids, the most recent
+    /// [`MAX_SUCCESSORS`], so that a call waiting for an answer from the
+    /// old one accepts it from the new one, which now holds the request.
+    successors: parking_lot::Mutex<Vec<(Pid, Pid)>>,
+    /// `successors` is not empty (read without its lock).
+    has_successors: AtomicBool,
 }
+
+/// The most same-state restarts of its peers a process remembers.
+pub const MAX_SUCCESSORS: usize = 16;
 
 /// The process was never granted a capability.
 const NO_CAPABILITIES: u8 = 0;
@@ -203,7 +213,39 @@ impl Process {
             next_sequence: AtomicU64::new(0),
             scanned: AtomicU64::new(0),
             capabilities: AtomicU8::new(NO_CAPABILITIES),
+            successors: parking_lot::Mutex::new(Vec::new()),
+            has_successors: AtomicBool::new(false),
         }
+    }
+
+    /// Records that `old`, which holds mail of this process, was restarted
+    /// as `new` with that mail.
+    pub(crate) fn note_successor(&self, old: Pid, new: Pid) {
+        let mut successors = self.successors.lock();
+        if successors.len() >= MAX_SUCCESSORS {
+            successors.remove(0);
+        }
+        successors.push((old, new));
+        self.has_successors.store(true, Ordering::Release);
+    }
+
+    /// The process now holding the mail this process sent to `pid`: `pid`
+    /// itself, or the latest same-state restart of it.
+    pub(crate) fn successor_of(&self, pid: Pid) -> Pid {
+        if !self.has_successors.load(Ordering::Acquire) {
+            return pid;
+        }
+        let successors = self.successors.lock();
+        let mut current = pid;
+        // Each step moves to a later restart; a chain is at most as long
+        // as the list.
+        for _ in 0..successors.len() {
+            match successors.iter().find(|(old, _)| *old == current) {
+                Some((_, new)) => current = *new,
+                None => break,
+            }
+        }
+        current
     }
 
     /// Sets what its manifest says happens when it exits: a restart on

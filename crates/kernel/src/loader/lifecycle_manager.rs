@@ -170,6 +170,8 @@ impl ProcessFactory {
         let mailbox = loaded.manifest.mailbox;
         let receives = loaded.manifest.requires("messaging:receive");
         let mut refused = Vec::new();
+        // Who sent the inherited mail, and to which pid.
+        let mut moved: Vec<(Pid, Pid)> = Vec::new();
         let process = self
             .shared
             .table
@@ -181,6 +183,10 @@ impl ProcessFactory {
                 |pid| {
                     let mut queue = Mailbox::new(mailbox.capacity, mailbox.overflow);
                     for mut message in inherited.drain(..) {
+                        let sent_to = (message.header.source, message.header.target);
+                        if sent_to.0 != Pid::KERNEL && !moved.contains(&sent_to) {
+                            moved.push(sent_to);
+                        }
                         message.header.target = pid;
                         match queue.push(message) {
                             Ok(Delivery::Queued) => {}
@@ -208,6 +214,14 @@ impl ProcessFactory {
                     )
                 },
             );
+        // A sender waiting for an answer from the process this one
+        // replaces accepts it from this one, which holds its request now.
+        // Recorded before the new process can run (it is not admitted yet).
+        for (sender, old) in moved {
+            if let Some(sender) = self.shared.process(sender) {
+                sender.note_successor(old, process.pid);
+            }
+        }
         // Reported once the table's lock is released (a report looks the
         // sender up in it).
         for header in &refused {

@@ -932,6 +932,17 @@ impl Future for Receive<'_> {
     type Output = Result<Message, Missed>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // A call's target restarted with its mail (a same-state restart):
+        // the answer comes from the new process, which holds the request.
+        if let Filter::AnswerFrom { correlation, from } = self.filter {
+            let holder = self.process.successor_of(from);
+            if holder != from {
+                self.filter = Filter::AnswerFrom {
+                    correlation,
+                    from: holder,
+                };
+            }
+        }
         let capacity = self.capacity;
         let expired = self
             .deadline

@@ -1115,10 +1115,14 @@ fn an_ack_into_a_full_mailbox_is_dropped_and_reported_to_no_one() {
       (import "estalogic" "lookup" (func $lookup (param i32 i32) (result i64)))
       (import "estalogic" "yield_now" (func $yield (result i64)))
       (import "estalogic" "receive" (func $receive (param i32 i64 i32 i32 i32) (result i64)))
+      (import "estalogic" "peek" (func $peek (param i32 i32) (result i64)))
       (memory (export "memory") 1)
       (data (i32.const 0) "sink")
       (func (export "run") (result i32)
-        (drop (call $yield))
+        ;; Until filler's message is there (the mailbox is full).
+        (loop
+          (if (i64.lt_s (call $peek (i32.const 0x1001) (i32.const 64)) (i64.const 0))
+            (then (drop (call $yield)) (br 1))))
         ;; ACK_REQUESTED is flag 2, at bit 8 of the options.
         (drop (call $send (call $lookup (i32.const 0) (i32.const 4)) (i32.const 0x1002)
                           (i32.const 512) (i32.const 0) (i32.const 0)))

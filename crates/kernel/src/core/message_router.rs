@@ -94,6 +94,13 @@ impl Filter {
     }
 }
 
+/// A message the kernel made: a notice or exit notification (source
+/// [`Pid::KERNEL`]) or an acknowledgement it sent for a receiver. Such a
+/// message never evicts another and is never evicted.
+fn kernel_made(header: &Header) -> bool {
+    header.source == Pid::KERNEL || header.flags.contains(Flags::ACK)
+}
+
 /// The most payload bytes a mailbox holds at once (16 MiB: sixteen
 /// maximum-size messages).
 pub const MAX_MAILBOX_BYTES: usize = 16 << 20;
@@ -131,6 +138,10 @@ pub struct Mailbox {
     capacity: usize,
     mode: OverflowMode,
     dropped: u64,
+    /// Queued messages the kernel made (see `kernel_made`), which
+    /// `DropOldest` never evicts, and their payload bytes.
+    kernel_len: usize,
+    kernel_bytes: usize,
     /// Messages a selective search looked at beyond [`FREE_SCAN`] per
     /// search, since [`Mailbox::take_scanned`] last asked: work the
     /// searching process is charged for.
@@ -152,6 +163,8 @@ impl Mailbox {
             capacity: capacity.max(1),
             mode,
             dropped: 0,
+            kernel_len: 0,
+            kernel_bytes: 0,
             scanned: std::cell::Cell::new(0),
         }
     }
@@ -174,7 +187,7 @@ impl Mailbox {
             // eviction is reported in turn, and one send could empty a
             // mailbox of everything it had accepted), and the kernel never
             // waits for room. It is dropped and counted.
-            if message.header.source == Pid::KERNEL || message.header.flags.contains(Flags::ACK) {
+            if kernel_made(&message.header) {
                 self.dropped += 1;
                 return Ok(Delivery::DroppedNewest(message));
             }
@@ -187,11 +200,23 @@ impl Mailbox {
                     return Ok(Delivery::DroppedNewest(message));
                 }
                 OverflowMode::DropOldest => {
+                    // The oldest messages go, but never one the kernel made
+                    // (a notice, an ack): nothing would tell anyone it was
+                    // lost, and it may be the answer a call waits for.
+                    if self.kernel_len >= self.capacity
+                        || self.kernel_bytes + size > MAX_MAILBOX_BYTES
+                    {
+                        // Evicting all it may would not make room: this
+                        // one is dropped instead, and nothing else.
+                        self.dropped += 1;
+                        return Ok(Delivery::DroppedNewest(message));
+                    }
                     let mut evicted = Vec::new();
                     while !self.fits(size) {
-                        let Some(oldest) =
-                            self.queues.iter_mut().find_map(|queue| queue.pop_front())
-                        else {
+                        let Some(oldest) = self.queues.iter_mut().find_map(|queue| {
+                            let at = queue.iter().position(|m| !kernel_made(&m.header))?;
+                            queue.remove(at)
+                        }) else {
                             break;
                         };
                         self.len -= 1;
@@ -204,6 +229,10 @@ impl Mailbox {
             }
         }
         self.bytes += size;
+        if kernel_made(&message.header) {
+            self.kernel_len += 1;
+            self.kernel_bytes += size;
+        }
         self.queues[message.header.priority.get() as usize].push_back(message);
         self.len += 1;
         Ok(delivery)
@@ -259,9 +288,18 @@ impl Mailbox {
     pub fn take(&mut self, filter: Filter) -> Option<Message> {
         let (priority, at) = self.find(filter)?;
         let message = self.queues[priority].remove(at)?;
+        self.removed(&message);
+        Some(message)
+    }
+
+    /// Keeps the counts right for a message taken out.
+    fn removed(&mut self, message: &Message) {
         self.len -= 1;
         self.bytes -= message.payload.len();
-        Some(message)
+        if kernel_made(&message.header) {
+            self.kernel_len -= 1;
+            self.kernel_bytes -= message.payload.len();
+        }
     }
 
     /// Like [`Mailbox::take`], but only if `fits` accepts the message;
@@ -282,8 +320,7 @@ impl Mailbox {
         let message = self.queues[priority]
             .remove(at)
             .expect("found message is there");
-        self.len -= 1;
-        self.bytes -= message.payload.len();
+        self.removed(&message);
         Ok(Some(message))
     }
 
@@ -330,6 +367,8 @@ impl Mailbox {
         }
         self.len = 0;
         self.bytes = 0;
+        self.kernel_len = 0;
+        self.kernel_bytes = 0;
         all
     }
 }
@@ -436,6 +475,46 @@ mod tests {
         assert_eq!(mailbox.take(Filter::Any).unwrap().header.sequence, 0);
         assert!(mailbox.take(Filter::Any).is_none());
         assert!(mailbox.is_empty());
+    }
+
+    #[test]
+    fn drop_oldest_never_evicts_what_the_kernel_made() {
+        // A notice (which may answer a call) then a message fill two
+        // places: a third message evicts the message, not the notice.
+        let mut mailbox = Mailbox::new(2, OverflowMode::DropOldest);
+        let mut notice = message(0, 0, 1, 0);
+        notice.header.source = Pid::KERNEL;
+        notice.header.flags = Flags::DELIVERY_FAILURE;
+        mailbox.push(notice).unwrap();
+        mailbox.push(message(1, 0, 1, 1)).unwrap();
+        match mailbox.push(message(1, 0, 1, 2)).unwrap() {
+            Delivery::QueuedDroppingOldest(evicted) => {
+                assert_eq!(evicted.len(), 1);
+                assert_eq!(evicted[0].header.sequence, 1);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            mailbox.take(Filter::Any).unwrap().header.source,
+            Pid::KERNEL
+        );
+        // Full of what the kernel made: a new message is dropped instead.
+        let mut mailbox = Mailbox::new(1, OverflowMode::DropOldest);
+        let mut ack = message(3, 0, 1, 0);
+        ack.header.flags = Flags::ACK;
+        mailbox.push(ack).unwrap();
+        assert!(matches!(
+            mailbox.push(message(1, 0, 1, 1)).unwrap(),
+            Delivery::DroppedNewest(_)
+        ));
+        assert_eq!(mailbox.take(Filter::Any).unwrap().header.flags, Flags::ACK);
+        assert!(mailbox.is_empty());
+        // The counts follow takes: room again for an evictable message.
+        mailbox.push(message(1, 0, 1, 2)).unwrap();
+        assert!(matches!(
+            mailbox.push(message(1, 0, 1, 3)).unwrap(),
+            Delivery::QueuedDroppingOldest(_)
+        ));
     }
 
     #[test]

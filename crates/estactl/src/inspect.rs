@@ -7,6 +7,7 @@ use estalogic_kernel::abi::Rights;
 use estalogic_kernel::core::capabilities_engine::Scope;
 use estalogic_kernel::loader::manifest::ModuleSource;
 use estalogic_kernel::syscalls::capabilities::capability_for;
+use estalogic_kernel::syscalls::process::one_line;
 
 fn rights_text(rights: Rights) -> String {
     Rights::NAMES
@@ -137,20 +138,4 @@ pub fn show_capabilities(kernel: &Kernel, module: &str, json: bool) -> Result<()
     }
     println!("Everything else it touches is refused with PERMISSION_DENIED.");
     Ok(())
-}
-
-/// `text` with its control characters (newlines, escape sequences)
-/// escaped, so a manifest's text cannot add rows to a table or drive the
-/// terminal.
-fn one_line(text: &str) -> String {
-    text.chars()
-        .flat_map(|c| {
-            let escaped: Vec<char> = if c.is_control() {
-                c.escape_default().collect()
-            } else {
-                vec![c]
-            };
-            escaped
-        })
-        .collect()
 }

@@ -1001,29 +1001,28 @@ impl KernelLoop {
         let new_pid = task.process.pid;
         self.admit(core, task);
         for other in respawn {
-            match self.factory.spawn_with(&other, &mut Vec::new(), &replacing) {
-                Ok(task) => self.admit(core, task),
-                // Full only until the processes told to stop have left: it
-                // starts as soon as one does (see `respawn_pending`).
-                Err(KernelError::TooManyProcesses { .. })
-                    if replacing
-                        .iter()
-                        .any(|pid| self.shared.process(*pid).is_some()) =>
-                {
-                    let waiting_for = replacing
-                        .iter()
-                        .copied()
-                        .filter(|pid| self.shared.process(*pid).is_some())
-                        .collect();
-                    core.pending_respawns.push(PendingRespawn {
-                        module: other,
-                        waiting_for,
-                        replacing: replacing.clone(),
-                    });
+            let error = match self.factory.spawn_with(&other, &mut Vec::new(), &replacing) {
+                Ok(task) => {
+                    self.admit(core, task);
+                    continue;
                 }
-                Err(error) => {
-                    tracing::error!(target: "estalogic::supervision", module = %other, %error, "restart failed");
-                }
+                Err(error) => error,
+            };
+            // Full only until the processes told to stop have left: it
+            // starts as soon as one does (see `respawn_pending`).
+            let waiting_for: Vec<Pid> = replacing
+                .iter()
+                .copied()
+                .filter(|pid| self.shared.process(*pid).is_some())
+                .collect();
+            if matches!(error, KernelError::TooManyProcesses { .. }) && !waiting_for.is_empty() {
+                core.pending_respawns.push(PendingRespawn {
+                    module: other,
+                    waiting_for,
+                    replacing: replacing.clone(),
+                });
+            } else {
+                tracing::error!(target: "estalogic::supervision", module = %other, %error, "restart failed");
             }
         }
         Some(new_pid)

@@ -122,7 +122,7 @@ fn lookup(caller: &mut Caller<'_, ProcessContext>, ptr: i32, len: i32) -> Result
 /// (a newline, a carriage return, an escape sequence) are written escaped,
 /// `\n` or `\u{1b}`, so a guest cannot forge lines or terminal output that
 /// look like the kernel's.
-pub(crate) fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+pub fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
     if !text.chars().any(char::is_control) {
         return std::borrow::Cow::Borrowed(text);
     }

@@ -287,9 +287,20 @@ impl Mailbox {
     /// passes `filter`.
     pub fn take(&mut self, filter: Filter) -> Option<Message> {
         let (priority, at) = self.find(filter)?;
-        let message = self.queues[priority].remove(at)?;
+        let message = self.remove(priority, at)?;
         self.removed(&message);
         Some(message)
+    }
+
+    /// Removes the message at `at` of a priority's queue; the front (the
+    /// usual case) without `VecDeque::remove`'s general shifting.
+    fn remove(&mut self, priority: usize, at: usize) -> Option<Message> {
+        let queue = &mut self.queues[priority];
+        if at == 0 {
+            queue.pop_front()
+        } else {
+            queue.remove(at)
+        }
     }
 
     /// Keeps the counts right for a message taken out.
@@ -317,9 +328,7 @@ impl Mailbox {
         if !fits(found) {
             return Err((found.header, found.payload.len()));
         }
-        let message = self.queues[priority]
-            .remove(at)
-            .expect("found message is there");
+        let message = self.remove(priority, at).expect("found message is there");
         self.removed(&message);
         Ok(Some(message))
     }

@@ -460,8 +460,11 @@ async fn serve(
             .header
             .encode(message.payload.len())
             .map_err(|e| wasmtime::Error::msg(format!("a message header did not encode: {e}")))?;
-        memory.write(&mut *store, at, &header)?;
-        memory.write(&mut *store, at + HEADER_LEN, &message.payload)?;
+        // One look-up of the memory for both writes; `serve` checked above
+        // that the inbox lies in it, and memories never shrink.
+        let inbox = &mut memory.data_mut(&mut *store)[at..at + HEADER_LEN + message.payload.len()];
+        inbox[..HEADER_LEN].copy_from_slice(&header);
+        inbox[HEADER_LEN..].copy_from_slice(&message.payload);
         // The copy into the inbox is host work for this handler, charged
         // with its call (see `syscalls::charge`).
         store.data().add_host_work(message.payload.len() as u64);

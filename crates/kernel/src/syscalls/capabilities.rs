@@ -51,6 +51,23 @@ pub fn requirement(syscall: Syscall) -> Option<(Resource, Rights)> {
     })
 }
 
+/// True if `syscall` needs a capability ([`requirement`] is `Some`),
+/// without building the resource: the capability check's cached path asks
+/// only this.
+pub(crate) fn is_checked(syscall: Syscall) -> bool {
+    !matches!(
+        syscall,
+        Syscall::Exit
+            | Syscall::Yield
+            | Syscall::SelfPid
+            | Syscall::CapHandles
+            | Syscall::CapInspect
+            | Syscall::CapDelegate
+            | Syscall::CapRevoke
+            | Syscall::SendReceive
+    )
+}
+
 fn scope_list(text: &str) -> Vec<&str> {
     text.split(',')
         .map(str::trim)
@@ -487,4 +504,23 @@ fn cap_revoke(
     let revoked = result.map_err(|e| e.code())?;
     context.add_host_work((revoked as u64).saturating_mul(REVOKE_FUEL));
     Ok(revoked as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn is_checked_says_what_requirement_says() {
+        for syscall in Syscall::ALL {
+            assert_eq!(
+                is_checked(syscall),
+                requirement(syscall).is_some(),
+                "{syscall:?}"
+            );
+        }
+        // The messaging syscalls are checked (a wrong `is_checked` would
+        // let them through unchecked).
+        assert!(is_checked(Syscall::Send) && is_checked(Syscall::Receive));
+    }
 }

@@ -244,3 +244,47 @@ proptest! {
         prop_assert!(fairness >= 0.8, "fairness {}", fairness);
     }
 }
+
+proptest! {
+    /// With one process queued, the short path of `next` decides exactly
+    /// what the scans decide: level, service turn, slice, accounts.
+    #[test]
+    fn one_queued_is_dispatched_as_the_scans_would(
+        base in 0u8..6,
+        admitted in 0u64..10_000 * MS,
+        // Anywhere, or at an edge: starving after 23, 48 or 98 ms, aged a
+        // level at 1 s and two at 2 s.
+        waited in prop_oneof![
+            0u64..5_000 * MS,
+            proptest::sample::select(vec![23 * MS, 48 * MS, 98 * MS, 1_000 * MS, 2_000 * MS]),
+            proptest::sample::select(vec![23 * MS, 48 * MS, 98 * MS, 1_000 * MS, 2_000 * MS])
+                .prop_map(|edge| edge - 1),
+        ],
+        others in 0usize..3,
+    ) {
+        let base = Priority::try_from(base).expect("six levels");
+        let build = || {
+            let mut s = Scheduler::new(SlicePolicy::default());
+            // Others that run and then wait, so only one stays queued.
+            for i in 0..others {
+                s.admit(pid(10 + i as u32), Priority::Normal, 0);
+                let d = s.next(0).expect("queued");
+                s.blocked(d.pid, 0);
+            }
+            s.admit(pid(1), base, admitted);
+            s
+        };
+        let (mut short, mut scanning) = (build(), build());
+        prop_assert_eq!(short.queued(), 1);
+        let now = admitted + waited;
+        let a = short.next(now).expect("one queued");
+        let b = scanning.next_scanning(now).expect("one queued");
+        prop_assert_eq!(a, b);
+        let (x, y) = (&short.entries[&pid(1)], &scanning.entries[&pid(1)]);
+        prop_assert_eq!(
+            (x.slice, x.level, x.service_turn, x.turn_started, x.state, x.account),
+            (y.slice, y.level, y.service_turn, y.turn_started, y.state, y.account)
+        );
+        prop_assert_eq!((short.queued(), short.running()), (scanning.queued(), scanning.running()));
+    }
+}

@@ -579,3 +579,191 @@ fn a_call_is_answered_by_the_same_state_restart_that_holds_its_request() {
         assert_eq!(report.restarts.len(), 1, "the server was restarted once");
     }
 }
+
+/// A handler that, at STARTED, sends PING (type 1, 4 bytes) to `answerer`
+/// and looks at once (timeout 0) for the answer; then stops `answerer`
+/// (type 0x1001) and exits 0 if the answer was already there, 4 if not.
+fn asker() -> String {
+    format!(
+        r#"(module
+  (import "estalogic" "lookup" (func $lookup (param i32 i32) (result i64)))
+  (import "estalogic" "send" (func $send (param i64 i32 i32 i32 i32) (result i64)))
+  (import "estalogic" "receive" (func $receive (param i32 i64 i32 i32 i32) (result i64)))
+  (import "estalogic" "exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "answerer")
+  {INBOX}
+  (func (export "handle") (param i32) (result i32) (local $peer i64) (local $code i32)
+    (local.set $peer (call $lookup (i32.const 0) (i32.const 8)))
+    (i32.store (i32.const 2048) (i32.const 0))
+    (if (i64.lt_s (call $send (local.get $peer) (i32.const 1) (i32.const 0) (i32.const 2048) (i32.const 4)) (i64.const 0))
+      (then (call $exit (i32.const 5))))
+    ;; The answer (PONG, type 2) is in the mailbox already, or not.
+    (local.set $code (i32.const 4))
+    (if (i64.ge_s (call $receive (i32.const 2) (i64.const 0) (i32.const 3000) (i32.const 3100) (i32.const 64)) (i64.const 0))
+      (then (local.set $code (i32.const 0))))
+    (drop (call $send (local.get $peer) (i32.const 0x1001) (i32.const 0) (i32.const 0) (i32.const 0)))
+    (call $exit (local.get $code))
+    (i32.const 0)))"#
+    )
+}
+
+fn load_at(kernel: &mut Kernel, name: &str, wat: &str, priority: &str) {
+    kernel
+        .load_module(
+            manifest(name, "handle", ALL_CAPS, priority),
+            wat.as_bytes(),
+            Path::new(name),
+        )
+        .unwrap_or_else(|e| panic!("{name} does not load: {e}"));
+}
+
+#[test]
+fn a_message_to_an_idle_handler_is_handled_before_the_send_returns() {
+    // Nothing else is ready and the answerer waits idle: its call runs
+    // inside the send, so its answer is there when the send returns.
+    for deterministic in [false, true] {
+        let mut kernel = Kernel::builder()
+            .workers(1)
+            .deterministic(deterministic)
+            .build()
+            .unwrap();
+        load_at(&mut kernel, "answerer", &handler_pong(), "normal");
+        load_at(&mut kernel, "asker", &asker(), "normal");
+        kernel.spawn("answerer").unwrap();
+        kernel.spawn("asker").unwrap();
+        let report = kernel.run();
+        assert_eq!(
+            report.process("asker").unwrap().status,
+            ExitStatus::Exited(0)
+        );
+        let answerer = report.process("answerer").unwrap();
+        assert_eq!(answerer.status, ExitStatus::Exited(0));
+        // PING and STOP, counted as if taken from its mailbox (STARTED is
+        // the kernel's, not a message received).
+        assert_eq!(answerer.received, 2, "PING, STOP: {answerer:?}");
+        assert_eq!(answerer.sent, 1, "PONG");
+        assert_eq!(report.process("asker").unwrap().received, 1, "PONG");
+    }
+}
+
+#[test]
+fn a_handler_never_runs_a_lower_level_handler_inside_its_send() {
+    // The asker outranks the answerer: the answerer runs only once the
+    // asker stops running, so the answer is not there yet.
+    let mut kernel = Kernel::builder().workers(1).build().unwrap();
+    load_at(&mut kernel, "answerer", &handler_pong(), "low");
+    load_at(&mut kernel, "asker", &asker(), "high");
+    kernel.spawn("answerer").unwrap();
+    kernel.spawn("asker").unwrap();
+    let report = kernel.run();
+    assert_eq!(
+        report.process("asker").unwrap().status,
+        ExitStatus::Exited(4)
+    );
+    assert_eq!(
+        report.process("answerer").unwrap().status,
+        ExitStatus::Exited(0)
+    );
+}
+
+#[test]
+fn a_handler_ended_by_a_message_handled_inside_a_send_is_reported() {
+    // The answerer exits 7 on PING, or traps; the asker's send succeeds
+    // and it goes on (it finds no answer: exit 4).
+    let exits = format!(
+        r#"(module
+  (import "estalogic" "exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  {INBOX}
+  (func (export "handle") (param i32) (result i32)
+    (if (i32.eq (i32.load (i32.const 1028)) (i32.const 1)) (then (call $exit (i32.const 7))))
+    (i32.const 0)))"#
+    );
+    let traps = format!(
+        r#"(module
+  (memory (export "memory") 1)
+  {INBOX}
+  (func (export "handle") (param i32) (result i32)
+    (if (i32.eq (i32.load (i32.const 1028)) (i32.const 1)) (then unreachable))
+    (i32.const 0)))"#
+    );
+    for (answerer, expected) in [
+        (exits, ExitStatus::Exited(7)),
+        (
+            traps,
+            ExitStatus::Trapped {
+                code: ErrorCode::TRAP_UNREACHABLE,
+                detail: String::new(),
+            },
+        ),
+    ] {
+        let mut kernel = Kernel::builder().workers(1).build().unwrap();
+        load_at(&mut kernel, "answerer", &answerer, "normal");
+        load_at(&mut kernel, "asker", &asker(), "normal");
+        kernel.spawn("answerer").unwrap();
+        kernel.spawn("asker").unwrap();
+        let report = kernel.run();
+        let status = report.process("answerer").unwrap().status.clone();
+        match (&status, &expected) {
+            (ExitStatus::Trapped { code, .. }, ExitStatus::Trapped { code: want, .. }) => {
+                assert_eq!(code, want, "{status:?}");
+            }
+            _ => assert_eq!(status, expected),
+        }
+        let asker = report.process("asker").unwrap();
+        assert_eq!(asker.status, ExitStatus::Exited(4), "{asker:?}");
+        assert_eq!(asker.sent, 2, "PING, and STOP (to an ended process)");
+    }
+}
+
+#[test]
+fn handlers_handling_long_messages_inside_sends_pass_their_checkpoints() {
+    // The answerer spends about 200,000 units (two checkpoints) per PING.
+    let slow_pong = format!(
+        r#"(module
+  (import "estalogic" "send" (func $send (param i64 i32 i32 i32 i32) (result i64)))
+  (import "estalogic" "exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  {INBOX}
+  (func (export "handle") (param $len i32) (result i32) (local $i i32)
+    (if (i32.eq (i32.load (i32.const 1028)) (i32.const 1))
+      (then
+        (loop $spin
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br_if $spin (i32.lt_u (local.get $i) (i32.const 50000))))
+        (drop (call $send (i64.load (i32.const 1032)) (i32.const 2) (i32.const 0)
+                          (i32.const 1080) (local.get $len)))))
+    (if (i32.eq (i32.load (i32.const 1028)) (i32.const 0x1001))
+      (then (call $exit (i32.const 0))))
+    (i32.const 0)))"#
+    );
+    for deterministic in [false, true] {
+        let mut kernel = Kernel::builder()
+            .workers(1)
+            .deterministic(deterministic)
+            .build()
+            .unwrap();
+        load_handler(&mut kernel, "pong", &slow_pong);
+        load_handler(&mut kernel, "ping", &handler_ping(100, "pong"));
+        kernel.spawn("pong").unwrap();
+        kernel.spawn("ping").unwrap();
+        let report = kernel.run();
+        for name in ["ping", "pong"] {
+            let process = report.process(name).unwrap();
+            assert_eq!(process.status, ExitStatus::Exited(0), "{name}: {process:?}");
+        }
+        let pong = report.process("pong").unwrap();
+        assert!(
+            pong.fuel_used >= 100 * 150_000,
+            "its work is counted: {}",
+            pong.fuel_used
+        );
+        assert!(
+            report.stats.checkpoints >= 150,
+            "its checkpoints were passed: {}",
+            report.stats.checkpoints
+        );
+        assert!(pong.cpu_ns > 0);
+    }
+}

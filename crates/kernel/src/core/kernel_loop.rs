@@ -90,11 +90,12 @@ use crate::core::process::{Process, ProcessState};
 use crate::core::routing::{close_mailbox, take_all};
 use crate::core::scheduler::{Scheduler, SlicePolicy, Verdict};
 use crate::core::supervision::{Failure, RestartAction, RestartPolicy};
+use crate::loader::handler::{HandlerCell, HandlerState, cannot_take};
 use crate::loader::lifecycle_manager::ProcessFactory;
 use crate::loader::manifest::{Manifest, RestartMode};
 use estalogic_abi::MessageType;
 use estalogic_abi::messages::ExitNotice;
-use estalogic_abi::{ErrorCode, Pid, Priority};
+use estalogic_abi::{ErrorCode, Pid, Priority, Syscall};
 use parking_lot::{Mutex, MutexGuard};
 use std::cell::Cell;
 use std::future::Future;
@@ -198,6 +199,9 @@ pub(crate) struct Task {
     pub(crate) process: Arc<Process>,
     pub(crate) state: Arc<TaskState>,
     pub(crate) future: ProcessFuture,
+    /// A handler process's instance, shared with its future (see
+    /// `loader::handler`): what a direct delivery calls.
+    handler: Option<Arc<HandlerCell>>,
     waker: Waker,
     checkpoints: u64,
 }
@@ -209,8 +213,15 @@ impl Task {
             process,
             state,
             future,
+            handler: None,
             checkpoints: 0,
         }
+    }
+
+    /// The same task, of a handler process whose instance `cell` holds.
+    pub(crate) fn with_handler(mut self, cell: Arc<HandlerCell>) -> Self {
+        self.handler = Some(cell);
+        self
     }
 }
 
@@ -339,6 +350,53 @@ pub(crate) fn hand_off(kernel: &Arc<KernelShared>, from: Pid, to: Pid, on_fiber:
         return HandOff::NotTaken;
     }
     kernel_loop.hand_off(from, to, on_fiber)
+}
+
+/// Called by a handler process `from` sending to the handler `to`: if `to`
+/// waits idle for its next message and nothing else is ready to run,
+/// `deliver` runs its call with the message here and now (see
+/// `loader::handler`), and `to`'s turn is lent by `from`. `deliver` gets the
+/// receiver's instance and returns `None` if it did not deliver (the
+/// message does not fit its inbox), or what the call returned. Returns
+/// false if nothing was delivered: the caller then posts the message as
+/// usual.
+pub(crate) fn deliver_direct(
+    kernel: &Arc<KernelShared>,
+    from: Pid,
+    to: Pid,
+    deliver: impl FnOnce(&mut HandlerState) -> Option<wasmtime::Result<i32>>,
+) -> bool {
+    if HANDING_OFF.get() {
+        return false;
+    }
+    let worker = WORKER.get();
+    if worker.is_null() {
+        return false;
+    }
+    // SAFETY: as in `hand_off`: `WORKER` is non-null only while `work`
+    // borrows the loop on this thread, further up this stack.
+    let kernel_loop = unsafe { &*worker };
+    if !Arc::ptr_eq(&kernel_loop.shared, kernel) {
+        return false;
+    }
+    kernel_loop.deliver_direct(from, to, deliver)
+}
+
+/// True if this thread could deliver directly now ([`deliver_direct`]): it
+/// is a kernel worker, not inside a lent turn. A cheap look before the
+/// checks a delivery makes.
+pub(crate) fn may_deliver_direct() -> bool {
+    !HANDING_OFF.get() && !WORKER.get().is_null()
+}
+
+/// How a direct delivery's lent turn ended.
+enum DirectEnd {
+    /// Back to waiting for its next message.
+    Park,
+    /// Its call ended the process (a trap, `exit`, or a non-zero return).
+    Finished(Outcome),
+    /// Stopped at a checkpoint or as it went back to waiting.
+    Stop(ErrorCode),
 }
 
 /// True if an ended process's exit needs its manifest: a trap with
@@ -674,6 +732,161 @@ impl KernelLoop {
             self.shared.inbox.notify_one();
         }
         HandOff::Ran { others_ready }
+    }
+
+    /// [`deliver_direct`] on this worker: claims `to` under the core lock
+    /// if it is a handler that waits idle (its task parked here, no wake
+    /// pending) and no process is ready, makes it the running process as a
+    /// handoff would, calls it without the lock, then parks it again (or
+    /// queues it, if something woke it meanwhile) and accounts the lent
+    /// time, as `hand_off` does.
+    fn deliver_direct(
+        &self,
+        from: Pid,
+        to: Pid,
+        deliver: impl FnOnce(&mut HandlerState) -> Option<wasmtime::Result<i32>>,
+    ) -> bool {
+        let index = to.index() as usize;
+        let mut core = self.lock();
+        if self.shared.shutdown_requested() || core.scheduler.queued() > 0 {
+            return false;
+        }
+        let claimable = core
+            .tasks
+            .get(index)
+            .and_then(Option::as_ref)
+            .is_some_and(|task| {
+                task.process.pid == to
+                    && task.handler.is_some()
+                    && !task.state.kill.load(Ordering::Acquire)
+            })
+            && core.scheduler.state(to) == Some(ProcessState::Waiting);
+        // Parked (`IDLE`) means it waits in its next receive with nothing
+        // in its mailbox: a post since would have queued it. Claimed, a
+        // post meanwhile finds it running and only marks it notified.
+        if !claimable
+            || core.tasks[index].as_ref().is_some_and(|task| {
+                task.state
+                    .state
+                    .compare_exchange(IDLE, RUNNING, Ordering::AcqRel, Ordering::Acquire)
+                    .is_err()
+            })
+        {
+            return false;
+        }
+        let now = self.shared.clock.now_nanos();
+        core.scheduler.wake(to, now);
+        let dispatch = core.scheduler.next(now);
+        debug_assert_eq!(dispatch.map(|d| d.pid), Some(to));
+        core.events.record(&KernelEvent::Tick);
+        core.handoffs += 1;
+        let mut task = core.tasks[index].take().expect("claimed above");
+        drop(core);
+        let mut due = 0;
+        let (delivered, end) = {
+            let _nested = HandingOff::enter();
+            let cell = task.handler.as_ref().expect("claimed a handler");
+            // SAFETY: this thread holds the task, taken out of the table
+            // under the core lock; its future is not polled meanwhile.
+            match unsafe { cell.state() } {
+                None => (false, DirectEnd::Park),
+                Some(state) => match deliver(state) {
+                    None => (false, DirectEnd::Park),
+                    Some(result) => {
+                        // Whom its sends woke is queued already; it hands
+                        // the CPU to no one from inside a lent turn.
+                        state.context_mut().hand_off = None;
+                        match result {
+                            // Back to its next receive, which is checked
+                            // as the handler's own loop checks it (the
+                            // receive it stays parked in was checked before
+                            // this message).
+                            Ok(0) => match state.context().admit(Syscall::Receive, None) {
+                                Ok(()) => {
+                                    due = state.due_checkpoints();
+                                    task.checkpoints += due;
+                                    (true, self.direct_checkpoints(&task, due))
+                                }
+                                Err(code) => (
+                                    true,
+                                    DirectEnd::Finished(state.outcome(Err(cannot_take(code)))),
+                                ),
+                            },
+                            result => (true, DirectEnd::Finished(state.outcome(result))),
+                        }
+                    }
+                },
+            }
+        };
+        let mut core = self.lock();
+        core.checkpoints += due;
+        let ended = self.shared.clock.now_nanos();
+        let end = match end {
+            DirectEnd::Park
+                if task
+                    .state
+                    .state
+                    .compare_exchange(RUNNING, IDLE, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok() =>
+            {
+                if task.state.kill.load(Ordering::Acquire) {
+                    DirectEnd::Stop(ErrorCode::RESTARTED)
+                } else {
+                    core.scheduler
+                        .stop_waiting(to, ended, ProcessState::Waiting);
+                    core.tasks[index] = Some(task);
+                    core.scheduler.lend(from, ended.saturating_sub(now));
+                    return self.after_lent_turn(&mut core, ended, delivered);
+                }
+            }
+            DirectEnd::Park => {
+                // Woken while it ran: it runs again from the queue, where
+                // its next receive finds what woke it.
+                task.state.state.store(QUEUED, Ordering::Release);
+                core.scheduler.still_ready(to, ended);
+                core.tasks[index] = Some(task);
+                core.scheduler.lend(from, ended.saturating_sub(now));
+                return self.after_lent_turn(&mut core, ended, delivered);
+            }
+            end => end,
+        };
+        let outcome = match end {
+            DirectEnd::Finished(outcome) => outcome,
+            DirectEnd::Stop(reason) => self.stopped_outcome(&task, reason),
+            DirectEnd::Park => unreachable!("parked above"),
+        };
+        // Reaped later on a worker's own stack, as a handed-off turn's end.
+        core.deferred.push((task, outcome));
+        core.scheduler.lend(from, ended.saturating_sub(now));
+        self.after_lent_turn(&mut core, ended, delivered)
+    }
+
+    /// The checkpoints a directly delivered call made due, passed as
+    /// `run_turn` passes them (virtual time moves on; a stop request or a
+    /// shutdown is seen). The turn ends right after, so no scheduling
+    /// decision is due.
+    fn direct_checkpoints(&self, task: &Task, due: u64) -> DirectEnd {
+        for _ in 0..due {
+            self.shared.clock.advance_by(self.checkpoint_ns);
+            if self.shared.shutdown_requested() {
+                return DirectEnd::Stop(ErrorCode::SHUTDOWN);
+            }
+            if task.state.kill.load(Ordering::Acquire) {
+                return DirectEnd::Stop(ErrorCode::RESTARTED);
+            }
+        }
+        DirectEnd::Park
+    }
+
+    /// After a lent turn: what it woke is collected, and an idle worker is
+    /// told if others are ready, as `work` would have done. Returns
+    /// `delivered`.
+    fn after_lent_turn(&self, core: &mut Core, now: u64, delivered: bool) -> bool {
+        self.collect(core, now);
+        if core.scheduler.queued() > 0 && core.idle_workers > 0 {
+            self.shared.inbox.notify_one();
+        }
+        delivered
     }
 
     /// Reaps the handed-off turns that ended (see `run_turn`); called on a

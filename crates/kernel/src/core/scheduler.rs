@@ -495,6 +495,13 @@ impl Scheduler {
         self.enqueue(pid, now, false);
     }
 
+    /// The running process stopped running but is still ready (woken
+    /// while it ran): back of its queue, neither preempted nor rotated.
+    pub fn still_ready(&mut self, pid: Pid, now: u64) {
+        self.stop_turn(pid, now);
+        self.enqueue(pid, now, false);
+    }
+
     /// The running process gave up the CPU (`yield_now`): back of its queue.
     pub fn yielded(&mut self, pid: Pid, now: u64) {
         self.requeue(pid, now, false);

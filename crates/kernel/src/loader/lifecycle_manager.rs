@@ -18,16 +18,13 @@ use crate::core::init::KernelError;
 use crate::core::kernel_loop::{ExitStatus, KernelShared, Outcome, ProcessFuture, Task};
 use crate::core::message_router::{Delivery, Mailbox, MailboxFull, Message};
 use crate::core::process::Process;
+use crate::loader::handler::{HandlerCell, run_handler};
 use crate::loader::manifest::RestartMode;
 use crate::loader::wasm_loader::{self, EntryKind, LoadedModule, ModuleError};
 use crate::syscalls::capabilities::capability_for;
-use crate::syscalls::ipc::next_message;
 use crate::syscalls::process::YieldOnce;
 use crate::syscalls::{Linkers, MemoryLimiter, ProcessContext, ProcessExit};
-use estalogic_abi::{
-    ErrorCode, Flags, HEADER_LEN, Header, INBOX_EXPORT, MAX_PAYLOAD_LEN, MessagePriority,
-    MessageType, Pid,
-};
+use estalogic_abi::{ErrorCode, Pid};
 use std::sync::{Arc, RwLock};
 use wasmtime::{Engine, Linker, PoolConcurrencyLimitError, Store, Trap, UpdateDeadline};
 
@@ -258,21 +255,23 @@ impl ProcessFactory {
             checkpoint_fuel: self.checkpoint_fuel,
             interval_shortened: Default::default(),
         };
-        let future: ProcessFuture = if loaded.entry == EntryKind::Handler {
-            Box::pin(run_handler(
+        if loaded.entry == EntryKind::Handler {
+            let cell = Arc::new(HandlerCell::default());
+            let future: ProcessFuture = Box::pin(run_handler(
+                cell.clone(),
                 loaded,
                 context,
                 self.checkpoint_fuel,
                 self.backstop,
-            ))
-        } else {
-            Box::pin(run_process(
-                loaded,
-                context,
-                self.checkpoint_fuel,
-                self.backstop,
-            ))
-        };
+            ));
+            return Ok(Task::new(process, state, future).with_handler(cell));
+        }
+        let future: ProcessFuture = Box::pin(run_process(
+            loaded,
+            context,
+            self.checkpoint_fuel,
+            self.backstop,
+        ));
         Ok(Task::new(process, state, future))
     }
 }
@@ -325,175 +324,6 @@ pub const HANDLER_CALL_SLICES: u64 = 64;
 /// never dropped for want of room.
 pub const MIN_INBOX_CAPACITY: usize = 16;
 
-/// The future that is one handler process: instantiate, learn where its
-/// inbox is, then call its entry point once per message (the first one the
-/// kernel's `STARTED`), each call synchronous, on no fiber of its own.
-/// Between calls it waits like a receive (and takes the direct handoff);
-/// for each slice's worth of fuel spent it passes a checkpoint, where the
-/// scheduler may preempt it, a stop request is seen, and deterministic time
-/// moves on.
-async fn run_handler(
-    loaded: Arc<LoadedModule>,
-    context: ProcessContext,
-    checkpoint_fuel: u64,
-    backstop: bool,
-) -> Outcome {
-    let mut store = Store::new(loaded.pre.module().engine(), context);
-    store.limiter(|context| &mut context.limiter);
-    if backstop {
-        // A call cannot be suspended: the epoch only moves the deadline on
-        // (the per-call fuel budget is what bounds a call).
-        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Continue(BACKSTOP_TICKS)));
-        store.set_epoch_deadline(BACKSTOP_TICKS);
-    }
-    let mut fuel_used = 0;
-    let result = serve(&mut store, &loaded, checkpoint_fuel, &mut fuel_used).await;
-    let status = match result {
-        Ok(code) => ExitStatus::Exited(code),
-        Err(error) => match classify(&error, store.data().limiter.refused()) {
-            // Say which budget ran out: a handler's call has its own.
-            ExitStatus::Trapped { code, detail } if code == ErrorCode::TIMEOUT => {
-                ExitStatus::Trapped {
-                    code,
-                    detail: format!(
-                        "a call used up its fuel budget ({} units, {HANDLER_CALL_SLICES} slices; instantiation, a unit per byte of data segments plus the start function, is one call too): {detail}",
-                        checkpoint_fuel.saturating_mul(HANDLER_CALL_SLICES)
-                    ),
-                }
-            }
-            other => other,
-        },
-    };
-    Outcome { status, fuel_used }
-}
-
-/// Runs `call` with a fresh per-call fuel budget and adds what it spent to
-/// `used`.
-fn metered<R>(
-    store: &mut Store<ProcessContext>,
-    budget: u64,
-    used: &mut u64,
-    call: impl FnOnce(&mut Store<ProcessContext>) -> wasmtime::Result<R>,
-) -> wasmtime::Result<R> {
-    store.set_fuel(budget)?;
-    let result = call(store);
-    // With the host work not yet taken off the store's fuel (see
-    // `syscalls::charge`).
-    let spent = budget - store.get_fuel().unwrap_or(0) + store.data().host_work.take();
-    *used += spent;
-    result
-}
-
-async fn serve(
-    store: &mut Store<ProcessContext>,
-    loaded: &LoadedModule,
-    checkpoint_fuel: u64,
-    used: &mut u64,
-) -> wasmtime::Result<i32> {
-    let budget = checkpoint_fuel.saturating_mul(HANDLER_CALL_SLICES);
-    let mut attempt = 0;
-    let instance = loop {
-        match metered(store, budget, used, |store| loaded.pre.instantiate(store)) {
-            Err(error) if attempt < POOL_RETRIES && is_pool_full(&error) => {
-                attempt += 1;
-                pool_backoff(attempt).await;
-            }
-            // Copying the data segments (a unit a byte) and running the
-            // start function is paid from one call's budget too.
-            result => break result?,
-        }
-    };
-    let memory = loaded
-        .memory_export
-        .as_ref()
-        .and_then(|export| instance.get_module_export(&mut *store, export))
-        .and_then(wasmtime::Extern::into_memory)
-        .ok_or_else(|| wasmtime::Error::msg("the memory export is missing"))?;
-    store.data_mut().memory = Some(memory);
-    let function = |store: &mut Store<ProcessContext>, export: Option<&wasmtime::ModuleExport>| {
-        export
-            .and_then(|export| instance.get_module_export(&mut *store, export))
-            .and_then(wasmtime::Extern::into_func)
-    };
-    let handle = function(store, Some(&loaded.entry_export))
-        .ok_or_else(|| wasmtime::Error::msg("the entry point export is missing"))?
-        .typed::<i32, i32>(&*store)?;
-    let inbox = function(store, loaded.inbox_export.as_ref())
-        .ok_or_else(|| wasmtime::Error::msg(format!("the `{INBOX_EXPORT}` export is missing")))?
-        .typed::<(), i64>(&*store)?;
-    let raw = metered(store, budget, used, |store| inbox.call(store, ()))? as u64;
-    let (at, declared) = ((raw & 0xFFFF_FFFF) as usize, (raw >> 32) as usize);
-    // What is used of it: at most one largest payload.
-    let capacity = declared.min(MAX_PAYLOAD_LEN);
-    if at
-        .checked_add(HEADER_LEN + capacity)
-        .is_none_or(|end| end > memory.data_size(&*store))
-    {
-        return Err(wasmtime::Error::msg(format!(
-            "`{INBOX_EXPORT}` gave {declared} bytes of payload at {at:#x} (of which the kernel would use {capacity}), which do not lie in its memory"
-        )));
-    }
-    if capacity < MIN_INBOX_CAPACITY {
-        return Err(wasmtime::Error::msg(format!(
-            "`{INBOX_EXPORT}` gave {capacity} bytes of payload; an inbox holds at least {MIN_INBOX_CAPACITY}"
-        )));
-    }
-    let pid = store.data().process.pid;
-    let mut message = Message {
-        header: Header {
-            priority: MessagePriority::MAX,
-            flags: Flags::NONE,
-            message_type: MessageType::STARTED,
-            source: Pid::KERNEL,
-            target: pid,
-            sequence: 0,
-            timestamp: store.data().kernel.clock.now_nanos(),
-            correlation: 0,
-        },
-        payload: Box::default(),
-    };
-    // Instantiation (data segments, the start function) and the inbox call
-    // count toward the first checkpoint like any call's work.
-    let mut turn = *used;
-    loop {
-        let header = message
-            .header
-            .encode(message.payload.len())
-            .map_err(|e| wasmtime::Error::msg(format!("a message header did not encode: {e}")))?;
-        // One look-up of the memory for both writes; `serve` checked above
-        // that the inbox lies in it, and memories never shrink.
-        let inbox = &mut memory.data_mut(&mut *store)[at..at + HEADER_LEN + message.payload.len()];
-        inbox[..HEADER_LEN].copy_from_slice(&header);
-        inbox[HEADER_LEN..].copy_from_slice(&message.payload);
-        // The copy into the inbox is host work for this handler, charged
-        // with its call (see `syscalls::charge`).
-        store.data().add_host_work(message.payload.len() as u64);
-        let len = message.payload.len() as i32;
-        let before = *used;
-        let code = metered(store, budget, used, |store| handle.call(store, len))?;
-        if code != 0 {
-            return Ok(code);
-        }
-        // A checkpoint per slice's worth of work, between messages: the
-        // scheduler may preempt here (see `run_turn`).
-        turn += *used - before;
-        while turn >= checkpoint_fuel.max(1) {
-            turn -= checkpoint_fuel.max(1);
-            YieldOnce::new().await;
-        }
-        // A message too large for the inbox is never taken: its sender
-        // learns (`BUFFER_TOO_SMALL`), the handler is not called with half
-        // a message, and it is neither counted as received nor acked.
-        message = next_message(store.data_mut(), capacity)
-            .await
-            .map_err(|code| {
-                wasmtime::Error::msg(format!(
-                    "cannot take its next message: {code} (a handler needs messaging:receive)"
-                ))
-            })?;
-    }
-}
-
 /// How many times a process tries again to instantiate when the pool has
 /// no free slot. The kernel admits at most `max_processes` processes and
 /// the pool holds a slot of each kind for every one, so "no slot" means one
@@ -501,16 +331,16 @@ async fn serve(
 /// (`decommit_batch_size`) after letting go of its queue's lock, and an
 /// allocation on another worker that finds the queue already taken fails
 /// rather than wait. A try after that worker is done succeeds.
-const POOL_RETRIES: u32 = 50;
+pub(crate) const POOL_RETRIES: u32 = 50;
 
-fn is_pool_full(error: &wasmtime::Error) -> bool {
+pub(crate) fn is_pool_full(error: &wasmtime::Error) -> bool {
     error.downcast_ref::<PoolConcurrencyLimitError>().is_some()
 }
 
 /// Before try `attempt` (from 1): a checkpoint, so other processes run
 /// meanwhile, and from the third on a short sleep, since the slots are a
 /// system call away on another worker (at most 50 × 20 µs in all).
-async fn pool_backoff(attempt: u32) {
+pub(crate) async fn pool_backoff(attempt: u32) {
     YieldOnce::new().await;
     if attempt > 2 {
         std::thread::sleep(std::time::Duration::from_micros(20));

@@ -1,6 +1,7 @@
 //! Module loading: manifests, binary validation and compilation.
 
 pub mod compile_budget;
+pub(crate) mod handler;
 pub mod lifecycle_manager;
 pub mod manifest;
 pub mod preload_manager;

@@ -38,10 +38,12 @@
 
 use super::process::YieldOnce;
 use super::{
-    ProcessContext, charge, charge_scans, check_guest, poll_once, read_guest, to_return,
-    write_guest,
+    ProcessContext, charge, charge_scans, check_guest, guest_bytes, poll_once, read_guest,
+    to_return, write_guest,
 };
-use crate::core::kernel_loop::{HandOff, KernelShared, TaskState, hand_off};
+use crate::core::kernel_loop::{
+    HandOff, KernelShared, TaskState, deliver_direct, hand_off, may_deliver_direct,
+};
 use crate::core::kernel_shared::TimerGuard;
 use crate::core::message_router::{Filter, Message, OverflowMode};
 use crate::core::process::{Counters, Process};
@@ -404,19 +406,26 @@ fn receive_now(
 /// while there is none. Like a receive, it first runs the process this
 /// one's last send woke, if that one is the only process ready (the direct
 /// handoff).
-pub(crate) async fn next_message(
+///
+/// The check and the handoff's target are taken from `context` now; the
+/// wait borrows only `process`, `task` and `kernel` (the handler's own
+/// references, not its store's), so nothing of the store is held while
+/// the process is parked.
+pub(crate) fn next_message<'a>(
     context: &mut ProcessContext,
+    process: &'a Process,
+    task: &'a TaskState,
+    kernel: &'a Arc<KernelShared>,
     capacity: usize,
-) -> Result<Message, ErrorCode> {
+) -> Result<impl Future<Output = Result<Message, ErrorCode>> + 'a, ErrorCode> {
     // Through the choke point like any receive: a handler whose
     // `messaging:receive` was revoked or expired gets nothing more.
     context.admit(Syscall::Receive, None)?;
     let hand_off = context.hand_off.take();
-    let context = &*context;
-    Receive {
-        process: &context.process,
-        task: &context.task,
-        kernel: &context.kernel,
+    let wait = Receive {
+        process,
+        task,
+        kernel,
         filter: Filter::Any,
         deadline: None,
         capacity,
@@ -427,10 +436,9 @@ pub(crate) async fn next_message(
         on_fiber: false,
         timer_armed: false,
         timer: None,
-    }
-    .await
+    };
     // Neither happens without a deadline or a size limit.
-    .map_err(|_| ErrorCode::INTERNAL)
+    Ok(async move { wait.await.map_err(|_| ErrorCode::INTERNAL) })
 }
 
 /// The `type_filter` argument of `receive` and `peek`: 0 any type,
@@ -506,6 +514,28 @@ async fn send(
         return Err(ErrorCode::NO_SUCH_PROCESS);
     };
     context.admit(request.syscall, Some(&receiver.module))?;
+    // A handler's message to a handler waiting idle, when nothing else is
+    // ready: delivered into its inbox and handled at once (see
+    // `loader::handler`).
+    if !request.may_block
+        && receiver.handler
+        && receiver.pid != context.process.pid
+        // Never ahead of the rest of a higher level's call.
+        && receiver.priority >= context.process.priority
+        && may_deliver_direct()
+        // Only one parked in its receive can be waiting idle.
+        && receiver.lock_mailbox().is_waiting()
+    {
+        let copied = request.len.max(0) as usize;
+        if let Some(result) = send_direct(caller, &request, &receiver) {
+            if result.is_ok() {
+                caller.data_mut().keep_peer(receiver);
+                // A handler's charge never makes a checkpoint due.
+                charge(caller, copied);
+            }
+            return result;
+        }
+    }
     let Parts {
         priority,
         mut flags,
@@ -593,6 +623,79 @@ async fn send(
             }
         }
     }
+}
+
+/// A handler's send to the handler `receiver` delivered directly
+/// (`kernel_loop::deliver_direct`): the same checks as any send, then the
+/// payload goes from the sender's memory straight into the receiver's
+/// inbox, with no copy on the heap. `None` if it was not delivered so (the
+/// receiver was not waiting idle, something else was ready, the message
+/// asks for an acknowledgement or does not fit the inbox): the caller
+/// posts it as usual.
+fn send_direct(
+    caller: &mut Caller<'_, ProcessContext>,
+    request: &Outgoing,
+    receiver: &Arc<Process>,
+) -> Option<Result<u64, ErrorCode>> {
+    let checked = send_options::unpack(request.options)
+        .filter(|_| request.message_type != 0 && request.len >= 0)
+        .ok_or(ErrorCode::INVALID_ARGUMENT)
+        .and_then(|parts| {
+            if request.len as usize > MAX_PAYLOAD_LEN {
+                return Err(ErrorCode::PAYLOAD_TOO_LARGE);
+            }
+            Ok(parts)
+        });
+    let (priority, mut flags) = match checked {
+        Ok(parts) => parts,
+        Err(code) => return Some(Err(code)),
+    };
+    // The kernel acknowledges as the receiver takes a message from its
+    // mailbox; such a message goes through it.
+    if flags.contains(Flags::ACK_REQUESTED) {
+        return None;
+    }
+    let bytes = match guest_bytes(caller, request.ptr, request.len) {
+        Ok(bytes) => bytes,
+        Err(code) => return Some(Err(code)),
+    };
+    if request.syscall == Syscall::Reply {
+        flags = flags | Flags::REPLY;
+    }
+    let caller = &*caller;
+    let context = caller.data();
+    let (sender, kernel) = (&context.process, &context.kernel);
+    let now = kernel.clock.now_nanos();
+    let mut sequence = 0;
+    let delivered = deliver_direct(kernel, sender.pid, receiver.pid, |state| {
+        let payload = match &bytes {
+            Some((memory, range)) => &memory.data(caller)[range.clone()],
+            None => &[],
+        };
+        // Too large for the inbox: the mailbox's way reports it.
+        if payload.len() > state.capacity() {
+            return None;
+        }
+        sequence = sender.next_sequence();
+        let header = Header {
+            priority,
+            flags,
+            message_type: MessageType(request.message_type as u32),
+            source: sender.pid,
+            target: receiver.pid,
+            sequence,
+            timestamp: now,
+            correlation: request.correlation as u64,
+        };
+        // Counted and traced as a message posted and then taken. The
+        // receiver's counter is its own, written here while this thread
+        // holds its task.
+        Counters::bump_own(&sender.counters.sent, 1);
+        Counters::bump_own(&receiver.counters.received, 1);
+        kernel.trace_send(&header, payload.len());
+        Some(state.deliver(&header, payload))
+    });
+    delivered.then_some(Ok(sequence))
 }
 
 /// Waits until `receiver`'s mailbox has room or it has ended; the sender is

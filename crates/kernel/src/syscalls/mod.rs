@@ -394,6 +394,21 @@ pub(crate) fn read_guest(
     Ok(data[range].to_vec())
 }
 
+/// Where `len` bytes at `ptr` lie in the guest's memory, checked as
+/// [`read_guest`] checks them, without copying: `None` for no bytes.
+pub(crate) fn guest_bytes(
+    caller: &mut Caller<'_, ProcessContext>,
+    ptr: i32,
+    len: i32,
+) -> Result<Option<(wasmtime::Memory, std::ops::Range<usize>)>, ErrorCode> {
+    if len == 0 {
+        return Ok(None);
+    }
+    let memory = memory_of(caller)?;
+    let range = guest_range(ptr, len, memory.data_size(&*caller))?;
+    Ok(Some((memory, range)))
+}
+
 /// Copies `bytes` into the guest's memory at `ptr`.
 pub(crate) fn write_guest(
     caller: &mut Caller<'_, ProcessContext>,

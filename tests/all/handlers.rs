@@ -608,6 +608,22 @@ fn asker() -> String {
     )
 }
 
+/// [`asker`], but it sends from 2,000 calls deep in its own stack, so a
+/// receiver run inside the send starts with that much of the worker's
+/// stack used.
+fn deep_asker() -> String {
+    asker()
+        .replace(
+            r#"(func (export "handle") (param i32) (result i32) (local $peer i64) (local $code i32)"#,
+            r#"(func (export "handle") (param i32) (result i32) (call $deep (i32.const 2000)))
+  (func $deep (param $n i32) (result i32) (local $a i64) (local $b i64) (local $c i64)
+    (if (result i32) (local.get $n)
+      (then (i32.add (call $deep (i32.sub (local.get $n) (i32.const 1))) (i32.wrap_i64 (local.get $a))))
+      (else (call $ask))))
+  (func $ask (result i32) (local $peer i64) (local $code i32)"#,
+        )
+}
+
 fn load_at(kernel: &mut Kernel, name: &str, wat: &str, priority: &str) {
     kernel
         .load_module(
@@ -688,7 +704,26 @@ fn a_handler_ended_by_a_message_handled_inside_a_send_is_reported() {
     (if (i32.eq (i32.load (i32.const 1028)) (i32.const 1)) (then unreachable))
     (i32.const 0)))"#
     );
+    // Overflows its stack, called inside a send that the asker makes near
+    // the bottom of its own (see `deep_asker`).
+    let overflows = format!(
+        r#"(module
+  (memory (export "memory") 1)
+  {INBOX}
+  (func $down (param i32) (result i32)
+    (i32.add (call $down (i32.add (local.get 0) (i32.const 1))) (i32.const 1)))
+  (func (export "handle") (param i32) (result i32)
+    (if (i32.eq (i32.load (i32.const 1028)) (i32.const 1)) (then (drop (call $down (i32.const 0)))))
+    (i32.const 0)))"#
+    );
     for (answerer, expected) in [
+        (
+            overflows,
+            ExitStatus::Trapped {
+                code: ErrorCode::TRAP_STACK_OVERFLOW,
+                detail: String::new(),
+            },
+        ),
         (exits, ExitStatus::Exited(7)),
         (
             traps,
@@ -700,7 +735,7 @@ fn a_handler_ended_by_a_message_handled_inside_a_send_is_reported() {
     ] {
         let mut kernel = Kernel::builder().workers(1).build().unwrap();
         load_at(&mut kernel, "answerer", &answerer, "normal");
-        load_at(&mut kernel, "asker", &asker(), "normal");
+        load_at(&mut kernel, "asker", &deep_asker(), "normal");
         kernel.spawn("answerer").unwrap();
         kernel.spawn("asker").unwrap();
         let report = kernel.run();
@@ -711,6 +746,9 @@ fn a_handler_ended_by_a_message_handled_inside_a_send_is_reported() {
             }
             _ => assert_eq!(status, expected),
         }
+        // Handled inside the send: the asker exits in the call that sent,
+        // so no handoff could have run the answerer.
+        assert_eq!(report.stats.handoffs, 1, "{status:?}");
         let asker = report.process("asker").unwrap();
         assert_eq!(asker.status, ExitStatus::Exited(4), "{asker:?}");
         assert_eq!(asker.sent, 2, "PING, and STOP (to an ended process)");

@@ -49,6 +49,8 @@ const MEMORY_SLOT: u64 = 64 << 20;
 const MEMORY_GUARD: u64 = 64 << 10;
 /// Wasm call stack per process.
 const WASM_STACK: usize = 256 << 10;
+/// Stack of each worker thread the kernel starts.
+const WORKER_STACK: usize = 8 << 20;
 /// Room for host frames (syscalls) on a process's fiber stack.
 const HOST_STACK: usize = 256 << 10;
 /// Bytes of a reused table slot reset in place.
@@ -824,6 +826,10 @@ impl Kernel {
     /// requested) and reports how each ended. The calling thread is one of
     /// the workers; the others are started by the first run and kept for
     /// the next ones, so a kernel run once per batch pays no thread starts.
+    /// Handler calls run on the workers' own stacks, a direct delivery's
+    /// inside its sender's (each call up to 256 KiB of wasm stack): the
+    /// calling thread needs about 1 MiB of stack (Rust's threads have 2 MiB,
+    /// a main thread 8).
     pub fn run(&mut self) -> RunReport {
         let started = std::time::Instant::now();
         let restart_policy = self
@@ -859,6 +865,11 @@ impl Kernel {
                 rayon_core::ThreadPoolBuilder::new()
                     .num_threads(self.workers - 1)
                     .thread_name(|n| format!("estalogic-worker-{}", n + 1))
+                    // Room for a handler's call and, inside one of its
+                    // sends, a direct delivery's call (each up to the wasm
+                    // stack limit) with their host frames; reserved, not
+                    // resident.
+                    .stack_size(WORKER_STACK)
                     .build()
                     .expect("start the kernel's worker threads"),
             );

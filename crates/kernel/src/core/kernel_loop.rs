@@ -760,6 +760,9 @@ impl KernelLoop {
                     && task.handler.is_some()
                     && !task.state.kill.load(Ordering::Acquire)
             })
+            // Waiting (a handler never blocks), with nothing queued: stable
+            // while the core lock is held, so the lent turn below cannot
+            // be refused once the task is claimed.
             && core.scheduler.state(to) == Some(ProcessState::Waiting);
         // Parked (`IDLE`) means it waits in its next receive with nothing
         // in its mailbox: a post since would have queued it. Claimed, a
@@ -775,9 +778,9 @@ impl KernelLoop {
             return false;
         }
         let now = self.shared.clock.now_nanos();
-        core.scheduler.wake(to, now);
-        let dispatch = core.scheduler.next(now);
-        debug_assert_eq!(dispatch.map(|d| d.pid), Some(to));
+        // It runs as waking and dispatching it would make it run.
+        let lent = core.scheduler.run_lent(to, now);
+        debug_assert!(lent.is_some(), "waiting, nothing queued");
         core.events.record(&KernelEvent::Tick);
         core.handoffs += 1;
         let mut task = core.tasks[index].take().expect("claimed above");

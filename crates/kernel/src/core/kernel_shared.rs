@@ -112,6 +112,11 @@ impl TaskState {
             .compare_exchange(NOTIFIED, RUNNING, Ordering::AcqRel, Ordering::Acquire);
     }
 
+    /// True if parked (`IDLE`): not running, queued or notified.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.state.load(Ordering::Acquire) == IDLE
+    }
+
     /// Marks the process as blocked on a full mailbox (or not).
     pub(crate) fn set_blocked(&self, blocked: bool) {
         self.blocked.store(blocked, Ordering::Release);

@@ -11,6 +11,7 @@
 //! 3. Messages enter mailboxes only through `crate::core::routing`, which
 //!    applies the overflow policy and wakes the target.
 
+use crate::core::kernel_shared::TaskState;
 use crate::core::message_router::Mailbox;
 use estalogic_abi::{Pid, Priority};
 use rustc_hash::FxHashMap;
@@ -178,6 +179,10 @@ pub struct Process {
     successors: parking_lot::Mutex<Vec<(Pid, Pid)>>,
     /// `successors` is not empty (read without its lock).
     has_successors: AtomicBool,
+    /// Its run state in the kernel loop, set once at spawn: lets a sender
+    /// see, without a lock, whether it waits idle (a direct delivery's
+    /// first look; the delivery checks again under the loop's lock).
+    task: std::sync::OnceLock<Arc<TaskState>>,
 }
 
 /// The most same-state restarts of its peers a process remembers.
@@ -215,7 +220,19 @@ impl Process {
             capabilities: AtomicU8::new(NO_CAPABILITIES),
             successors: parking_lot::Mutex::new(Vec::new()),
             has_successors: AtomicBool::new(false),
+            task: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Records its run state (once, at spawn).
+    pub(crate) fn set_task(&self, task: Arc<TaskState>) {
+        let _ = self.task.set(task);
+    }
+
+    /// True if it waits idle in a receive (parked, no wake pending), as
+    /// far as a look without a lock can tell.
+    pub(crate) fn looks_idle(&self) -> bool {
+        self.task.get().is_some_and(|task| task.is_idle())
     }
 
     /// Records that `old`, which holds mail of this process, was restarted

@@ -578,6 +578,44 @@ impl Scheduler {
         }
     }
 
+    /// Runs the waiting process `pid` at once, in a turn lent by the
+    /// running process (a direct delivery): exactly what waking it and
+    /// dispatching it would do with no other process queued, without the
+    /// queue. `None` (nothing changed) if it is not waiting or others are
+    /// queued.
+    pub fn run_lent(&mut self, pid: Pid, now: u64) -> Option<Dispatch> {
+        if self.queued != 0 {
+            return None;
+        }
+        let entry = self.entries.get_mut(&pid)?;
+        if !matches!(entry.state, State::Waiting | State::Blocked) {
+            return None;
+        }
+        // Woken now and dispatched now: no wait, so no aging.
+        let level = effective_level(entry.base, 0);
+        let service_turn = self.starving_after[entry.base as usize] == 0;
+        entry.waiting_since = now;
+        entry.runnable_since = now;
+        entry.slice = if service_turn {
+            self.policy.service_turn_checkpoints.max(1)
+        } else {
+            self.full_slices[level as usize]
+        };
+        entry.state = State::Running;
+        entry.level = level;
+        entry.service_turn = service_turn;
+        entry.turn_started = now;
+        entry.checkpoints_in_slice = 0;
+        entry.consecutive_slices = 1;
+        entry.account.turns += 1;
+        self.running += 1;
+        Some(Dispatch {
+            pid,
+            level,
+            service_turn,
+        })
+    }
+
     /// Processes in run queues.
     pub fn queued(&self) -> usize {
         self.queued

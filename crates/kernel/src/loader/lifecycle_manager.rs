@@ -240,6 +240,7 @@ impl ProcessFactory {
             self.shared.flush_audit(&mut engine);
         }
         let state = self.shared.new_task_state(pid);
+        process.set_task(state.clone());
         let context = ProcessContext {
             process: process.clone(),
             kernel: self.shared.clone(),

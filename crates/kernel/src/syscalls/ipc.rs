@@ -523,8 +523,7 @@ async fn send(
         // Never ahead of the rest of a higher level's call.
         && receiver.priority >= context.process.priority
         && may_deliver_direct()
-        // Only one parked in its receive can be waiting idle.
-        && receiver.lock_mailbox().is_waiting()
+        && receiver.looks_idle()
     {
         let copied = request.len.max(0) as usize;
         if let Some(result) = send_direct(caller, &request, &receiver) {

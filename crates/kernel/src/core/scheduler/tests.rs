@@ -288,3 +288,53 @@ proptest! {
         prop_assert_eq!((short.queued(), short.running()), (scanning.queued(), scanning.running()));
     }
 }
+
+proptest! {
+    /// A lent turn (`run_lent`) is exactly a wake and a dispatch with
+    /// nothing else queued.
+    #[test]
+    fn a_lent_turn_is_a_wake_and_a_dispatch(
+        base in 0u8..6,
+        admitted in 0u64..10_000 * MS,
+        ran in 0u64..100 * MS,
+        idle in 0u64..5_000 * MS,
+    ) {
+        let base = Priority::try_from(base).expect("six levels");
+        let build = || {
+            let mut s = Scheduler::new(SlicePolicy::default());
+            s.admit(pid(1), base, admitted);
+            s.next(admitted).expect("queued");
+            s.blocked(pid(1), admitted + ran);
+            s
+        };
+        let now = admitted + ran + idle;
+        let (mut lent, mut woken) = (build(), build());
+        let a = lent.run_lent(pid(1), now).expect("waiting, nothing queued");
+        prop_assert!(woken.wake(pid(1), now));
+        let b = woken.next(now).expect("woken");
+        prop_assert_eq!(a, b);
+        let (x, y) = (&lent.entries[&pid(1)], &woken.entries[&pid(1)]);
+        prop_assert_eq!(
+            (x.slice, x.level, x.service_turn, x.turn_started, x.state, x.account),
+            (y.slice, y.level, y.service_turn, y.turn_started, y.state, y.account)
+        );
+        prop_assert_eq!(
+            (x.waiting_since, x.runnable_since, x.consecutive_slices, x.checkpoints_in_slice),
+            (y.waiting_since, y.runnable_since, y.consecutive_slices, y.checkpoints_in_slice)
+        );
+        prop_assert_eq!((lent.queued(), lent.running()), (woken.queued(), woken.running()));
+        // Not waiting: nothing changes.
+        prop_assert!(lent.run_lent(pid(1), now).is_none());
+    }
+}
+
+#[test]
+fn a_lent_turn_never_jumps_a_queue() {
+    let mut s = Scheduler::new(SlicePolicy::default());
+    s.admit(pid(1), Priority::Normal, 0);
+    let d = s.next(0).unwrap();
+    s.blocked(d.pid, 0);
+    s.admit(pid(2), Priority::Low, 0);
+    assert!(s.run_lent(pid(1), 1).is_none());
+    assert_eq!(s.state(pid(1)), Some(State::Waiting));
+}

@@ -264,7 +264,9 @@ pub(crate) async fn run_handler(
         // learns (`BUFFER_TOO_SMALL`), the handler is not called with half
         // a message, and it is neither counted as received nor acked.
         let next = match next {
-            Ok(wait) => wait.await,
+            // Neither a timeout nor a size refusal ends this wait (see
+            // `next_message`).
+            Ok(wait) => wait.await.map_err(|_| ErrorCode::INTERNAL),
             Err(code) => Err(code),
         };
         message = match next {

@@ -417,7 +417,7 @@ pub(crate) fn next_message<'a>(
     task: &'a TaskState,
     kernel: &'a Arc<KernelShared>,
     capacity: usize,
-) -> Result<impl Future<Output = Result<Message, ErrorCode>> + 'a, ErrorCode> {
+) -> Result<impl Future<Output = Result<Message, impl Sized>> + 'a, ErrorCode> {
     // Through the choke point like any receive: a handler whose
     // `messaging:receive` was revoked or expired gets nothing more.
     context.admit(Syscall::Receive, None)?;
@@ -437,8 +437,9 @@ pub(crate) fn next_message<'a>(
         timer_armed: false,
         timer: None,
     };
-    // Neither happens without a deadline or a size limit.
-    Ok(async move { wait.await.map_err(|_| ErrorCode::INTERNAL) })
+    // It ends with a message: it has no deadline, and a message too large
+    // for the inbox is never its answer (`discard_unfit`).
+    Ok(wait)
 }
 
 /// The `type_filter` argument of `receive` and `peek`: 0 any type,

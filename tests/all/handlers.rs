@@ -98,6 +98,33 @@ fn a_stopped_handler_reports_the_fuel_it_spent() {
 }
 
 #[test]
+fn a_stopped_handler_reports_exactly_the_fuel_it_spent() {
+    // Less than one checkpoint's worth of work, then it waits for ever: a
+    // count made at checkpoints would say 0.
+    let brief = format!(
+        r#"(module
+  (memory (export "memory") 1)
+  {INBOX}
+  (func (export "handle") (param i32) (result i32) (local $i i32)
+    (loop $spin
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $spin (i32.lt_u (local.get $i) (i32.const 5000))))
+    (i32.const 0)))"#
+    );
+    let mut kernel = Kernel::builder().deterministic(true).build().unwrap();
+    load_handler(&mut kernel, "brief", &brief);
+    kernel.spawn("brief").unwrap();
+    let report = kernel.run();
+    let brief = report.process("brief").unwrap();
+    assert_eq!(brief.status, ExitStatus::Stopped(ErrorCode::DEADLOCKED));
+    assert!(
+        (10_000..100_000).contains(&brief.fuel_used),
+        "about 4 units an iteration: {}",
+        brief.fuel_used
+    );
+}
+
+#[test]
 fn a_handler_whose_receive_capability_is_revoked_gets_nothing_more() {
     // At STARTED: revoke its only capability (messaging:receive).
     let revoker = format!(
@@ -804,4 +831,60 @@ fn handlers_handling_long_messages_inside_sends_pass_their_checkpoints() {
         );
         assert!(pong.cpu_ns > 0);
     }
+}
+
+#[test]
+fn sends_to_an_idle_handler_are_handled_as_they_are_sent() {
+    // Three sends in one call, at priorities 0, 7 and 3, to a handler that
+    // waits idle at a higher level: each is handled inside its send, so in
+    // the order sent (priority orders what waits in a mailbox together).
+    // The receiver exits 9 on a message out of send order, 0 after three.
+    let sender = format!(
+        r#"(module
+  (import "estalogic" "lookup" (func $lookup (param i32 i32) (result i64)))
+  (import "estalogic" "send" (func $send (param i64 i32 i32 i32 i32) (result i64)))
+  (import "estalogic" "exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "counter")
+  {INBOX}
+  (func $one (param $peer i64) (param $n i32) (param $priority i32)
+    (i32.store (i32.const 2048) (local.get $n))
+    (drop (call $send (local.get $peer) (i32.const 1) (local.get $priority) (i32.const 2048) (i32.const 4))))
+  (func (export "handle") (param i32) (result i32) (local $peer i64)
+    (local.set $peer (call $lookup (i32.const 0) (i32.const 7)))
+    (call $one (local.get $peer) (i32.const 0) (i32.const 0))
+    (call $one (local.get $peer) (i32.const 1) (i32.const 7))
+    (call $one (local.get $peer) (i32.const 2) (i32.const 3))
+    (call $exit (i32.const 0))
+    (i32.const 0)))"#
+    );
+    let counter = format!(
+        r#"(module
+  (import "estalogic" "exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (global $next (mut i32) (i32.const 0))
+  {INBOX}
+  (func (export "handle") (param i32) (result i32)
+    (if (i32.ne (i32.load (i32.const 1028)) (i32.const 1)) (then (return (i32.const 0))))
+    (if (i32.ne (i32.load (i32.const 1080)) (global.get $next)) (then (call $exit (i32.const 9))))
+    (global.set $next (i32.add (global.get $next) (i32.const 1)))
+    (if (i32.eq (global.get $next) (i32.const 3)) (then (call $exit (i32.const 0))))
+    (i32.const 0)))"#
+    );
+    let mut kernel = Kernel::builder().workers(1).build().unwrap();
+    load_at(&mut kernel, "counter", &counter, "high");
+    load_at(&mut kernel, "sender", &sender, "normal");
+    kernel.spawn("counter").unwrap();
+    kernel.spawn("sender").unwrap();
+    let report = kernel.run();
+    assert_eq!(
+        report.process("sender").unwrap().status,
+        ExitStatus::Exited(0)
+    );
+    assert_eq!(
+        report.process("counter").unwrap().status,
+        ExitStatus::Exited(0),
+        "handled in send order"
+    );
+    assert_eq!(report.stats.handoffs, 3, "each inside its send");
 }

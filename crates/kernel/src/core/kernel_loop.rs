@@ -178,8 +178,9 @@ pub struct ProcessReport {
     pub delivery_failures: u64,
     /// Messages left in its mailbox or dropped by its overflow policy.
     pub undelivered: u64,
-    /// Fuel it consumed. Exact for processes that finished on their own;
-    /// for stopped ones, counted at checkpoints (a lower bound).
+    /// Fuel it consumed. Exact for processes that finished on their own
+    /// and for handler processes; for stopped task processes, counted at
+    /// checkpoints (a lower bound).
     pub fuel_used: u64,
     /// Times a higher-level or starving process took the CPU from it.
     pub preemptions: u64,
@@ -1000,9 +1001,16 @@ impl KernelLoop {
     }
 
     fn stopped_outcome(&self, task: &Task, reason: ErrorCode) -> Outcome {
+        // A handler is stopped between calls and keeps its own exact count;
+        // a task process's is counted at its checkpoints.
+        let counted = task.handler.as_ref().and_then(|cell| {
+            // SAFETY: the caller holds the task (every caller owns it) and
+            // its future is not being polled.
+            unsafe { cell.state() }.map(|state| state.fuel_used())
+        });
         Outcome {
             status: ExitStatus::Stopped(reason),
-            fuel_used: task.checkpoints * self.checkpoint_fuel,
+            fuel_used: counted.unwrap_or(task.checkpoints * self.checkpoint_fuel),
         }
     }
 

@@ -62,6 +62,11 @@ impl HandlerState {
         self.capacity
     }
 
+    /// Fuel spent in all: calls, instantiation, host work.
+    pub(crate) fn fuel_used(&self) -> u64 {
+        self.used
+    }
+
     /// The process's context.
     pub(crate) fn context(&self) -> &ProcessContext {
         self.store.data()

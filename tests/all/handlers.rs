@@ -888,3 +888,97 @@ fn sends_to_an_idle_handler_are_handled_as_they_are_sent() {
     );
     assert_eq!(report.stats.handoffs, 3, "each inside its send");
 }
+
+#[test]
+fn a_process_woken_during_direct_deliveries_runs_before_the_next_one() {
+    // `a` and `b` ping-pong 1,000 times, each ping handled inside its send.
+    // At the second ping `b` wakes the task `t`, which then tells `a`
+    // (DONE). Once `t` is ready, the next send is not handled directly: `t`
+    // runs first, so DONE reaches `a` within a few rounds (exit 0), not
+    // after `a`'s next checkpoint, thousands of rounds later (exit 7).
+    let a = format!(
+        r#"(module
+  (import "estalogic" "lookup" (func $lookup (param i32 i32) (result i64)))
+  (import "estalogic" "send" (func $send (param i64 i32 i32 i32 i32) (result i64)))
+  (import "estalogic" "exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "b")
+  (global $peer (mut i64) (i64.const 0))
+  (global $round (mut i32) (i32.const 0))
+  (global $done (mut i32) (i32.const -1))
+  {INBOX}
+  (func $ping
+    (i32.store (i32.const 2048) (global.get $round))
+    (drop (call $send (global.get $peer) (i32.const 1) (i32.const 0) (i32.const 2048) (i32.const 4))))
+  (func (export "handle") (param $len i32) (result i32)
+    (if (i32.eq (i32.load (i32.const 1028)) (i32.const 0xFF02))
+      (then
+        (global.set $peer (call $lookup (i32.const 0) (i32.const 1)))
+        (call $ping)
+        (return (i32.const 0))))
+    (if (i32.eq (i32.load (i32.const 1028)) (i32.const 0x2002))
+      (then (global.set $done (global.get $round)) (return (i32.const 0))))
+    (global.set $round (i32.add (global.get $round) (i32.const 1)))
+    (if (i32.eq (global.get $round) (i32.const 1000))
+      (then
+        (drop (call $send (global.get $peer) (i32.const 0x1001) (i32.const 0) (i32.const 0) (i32.const 0)))
+        (call $exit (select (i32.const 0) (i32.const 7)
+          (i32.and (i32.ge_s (global.get $done) (i32.const 0)) (i32.lt_s (global.get $done) (i32.const 50)))))))
+    (call $ping)
+    (i32.const 0)))"#
+    );
+    let b = format!(
+        r#"(module
+  (import "estalogic" "lookup" (func $lookup (param i32 i32) (result i64)))
+  (import "estalogic" "send" (func $send (param i64 i32 i32 i32 i32) (result i64)))
+  (import "estalogic" "exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "t")
+  {INBOX}
+  (func (export "handle") (param $len i32) (result i32)
+    (if (i32.eq (i32.load (i32.const 1028)) (i32.const 1))
+      (then
+        (if (i32.eq (i32.load (i32.const 1080)) (i32.const 1))
+          (then (drop (call $send (call $lookup (i32.const 0) (i32.const 1)) (i32.const 0x2001)
+                                  (i32.const 0) (i32.const 0) (i32.const 0)))))
+        (drop (call $send (i64.load (i32.const 1032)) (i32.const 2) (i32.const 0)
+                          (i32.const 1080) (local.get $len)))))
+    (if (i32.eq (i32.load (i32.const 1028)) (i32.const 0x1001)) (then (call $exit (i32.const 0))))
+    (i32.const 0)))"#
+    );
+    let t = r#"(module
+  (import "estalogic" "receive" (func $receive (param i32 i64 i32 i32 i32) (result i64)))
+  (import "estalogic" "lookup" (func $lookup (param i32 i32) (result i64)))
+  (import "estalogic" "send" (func $send (param i64 i32 i32 i32 i32) (result i64)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "a")
+  (func (export "run") (result i32)
+    (drop (call $receive (i32.const 0x2001) (i64.const -1) (i32.const 100) (i32.const 200) (i32.const 16)))
+    (drop (call $send (call $lookup (i32.const 0) (i32.const 1)) (i32.const 0x2002)
+                      (i32.const 0) (i32.const 0) (i32.const 0)))
+    (i32.const 0)))"#;
+    let mut kernel = Kernel::builder().deterministic(true).build().unwrap();
+    kernel
+        .load_module(
+            manifest("t", "run", ALL_CAPS, "normal"),
+            t.as_bytes(),
+            Path::new("t"),
+        )
+        .unwrap();
+    load_at(&mut kernel, "b", &b, "normal");
+    load_at(&mut kernel, "a", &a, "normal");
+    for name in ["t", "b", "a"] {
+        kernel.spawn(name).unwrap();
+    }
+    let report = kernel.run();
+    for name in ["t", "b"] {
+        let process = report.process(name).unwrap();
+        assert_eq!(process.status, ExitStatus::Exited(0), "{name}: {process:?}");
+    }
+    assert_eq!(
+        report.process("a").unwrap().status,
+        ExitStatus::Exited(0),
+        "DONE came within a few rounds"
+    );
+    assert!(report.stats.handoffs >= 900, "{}", report.stats.handoffs);
+}

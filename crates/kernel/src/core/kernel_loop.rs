@@ -749,6 +749,9 @@ impl KernelLoop {
     ) -> bool {
         let index = to.index() as usize;
         let mut core = self.lock();
+        // What was woken meanwhile counts as ready, as for a handoff.
+        let now = self.shared.clock.now_nanos();
+        self.collect(&mut core, now);
         if self.shared.shutdown_requested() || core.scheduler.queued() > 0 {
             return false;
         }
@@ -778,7 +781,6 @@ impl KernelLoop {
         {
             return false;
         }
-        let now = self.shared.clock.now_nanos();
         // It runs as waking and dispatching it would make it run.
         let lent = core.scheduler.run_lent(to, now);
         debug_assert!(lent.is_some(), "waiting, nothing queued");

@@ -982,3 +982,36 @@ fn a_process_woken_during_direct_deliveries_runs_before_the_next_one() {
     );
     assert!(report.stats.handoffs >= 900, "{}", report.stats.handoffs);
 }
+
+#[test]
+fn after_a_shutdown_request_no_handler_is_called_again() {
+    // A pair ping-pongs without end on two workers, each ping handled inside
+    // its send. `ping` returns 4 (exits) on any message but PONG, such as
+    // the delivery-failure notice for a ping that `pong`'s stop failed
+    // back. Stopped by a shutdown request, both are reported stopped: no
+    // call runs after the request.
+    for _ in 0..8 {
+        let mut kernel = Kernel::builder().workers(2).build().unwrap();
+        load_at(&mut kernel, "pong", &handler_pong(), "high");
+        load_at(
+            &mut kernel,
+            "ping",
+            &handler_ping(2_000_000_000, "pong"),
+            "low",
+        );
+        kernel.spawn("pong").unwrap();
+        kernel.spawn("ping").unwrap();
+        let shutdown = kernel.shutdown_handle();
+        let runner = std::thread::spawn(move || kernel.run());
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        shutdown.request();
+        let report = runner.join().unwrap();
+        for name in ["ping", "pong"] {
+            assert_eq!(
+                report.process(name).unwrap().status,
+                ExitStatus::Stopped(ErrorCode::SHUTDOWN),
+                "{name}"
+            );
+        }
+    }
+}

@@ -257,8 +257,13 @@ pub(crate) async fn run_handler(
             }
         };
         // A checkpoint per slice's worth of work, between messages: the
-        // scheduler may preempt here (see `run_turn`).
-        for _ in 0..due {
+        // scheduler may preempt here (see `run_turn`). And one now if it
+        // is to stop (a shutdown, a restart): no call after the request,
+        // however little fuel its calls spend, so it never handles mail
+        // the stop itself failed back from its peers.
+        let stopping =
+            || kernel.shutdown_requested() || task.kill.load(std::sync::atomic::Ordering::Acquire);
+        for _ in 0..due.max(u64::from(stopping())) {
             YieldOnce::new().await;
         }
         let next = {

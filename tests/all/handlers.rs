@@ -1015,3 +1015,49 @@ fn after_a_shutdown_request_no_handler_is_called_again() {
         }
     }
 }
+
+#[test]
+fn a_receiver_kept_between_direct_deliveries_is_charged_only_its_own_calls() {
+    // `pong` spins about 80,000 units per PING (below a checkpoint), `ping`
+    // does almost nothing per PONG; 300 rounds, each ping handled inside
+    // its send with `pong` kept claimed from one to the next. `pong`'s CPU
+    // time must be its calls' (far more than `ping`'s), and `ping`'s must
+    // not include them.
+    let busy_pong = format!(
+        r#"(module
+  (import "estalogic" "send" (func $send (param i64 i32 i32 i32 i32) (result i64)))
+  (import "estalogic" "exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  {INBOX}
+  (func (export "handle") (param $len i32) (result i32) (local $i i32)
+    (if (i32.eq (i32.load (i32.const 1028)) (i32.const 1))
+      (then
+        (loop $spin
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br_if $spin (i32.lt_u (local.get $i) (i32.const 20000))))
+        (drop (call $send (i64.load (i32.const 1032)) (i32.const 2) (i32.const 0)
+                          (i32.const 1080) (local.get $len)))))
+    (if (i32.eq (i32.load (i32.const 1028)) (i32.const 0x1001))
+      (then (call $exit (i32.const 0))))
+    (i32.const 0)))"#
+    );
+    let mut kernel = Kernel::builder().workers(1).build().unwrap();
+    load_handler(&mut kernel, "pong", &busy_pong);
+    load_handler(&mut kernel, "ping", &handler_ping(300, "pong"));
+    kernel.spawn("pong").unwrap();
+    kernel.spawn("ping").unwrap();
+    let report = kernel.run();
+    let (ping, pong) = (
+        report.process("ping").unwrap(),
+        report.process("pong").unwrap(),
+    );
+    assert_eq!(ping.status, ExitStatus::Exited(0));
+    assert_eq!(pong.status, ExitStatus::Exited(0));
+    assert!(report.stats.handoffs >= 290, "{}", report.stats.handoffs);
+    assert!(
+        pong.cpu_ns > 5 * ping.cpu_ns,
+        "pong {} ns, ping {} ns",
+        pong.cpu_ns,
+        ping.cpu_ns
+    );
+}

@@ -97,7 +97,7 @@ use estalogic_abi::MessageType;
 use estalogic_abi::messages::ExitNotice;
 use estalogic_abi::{ErrorCode, Pid, Priority, Syscall};
 use parking_lot::{Mutex, MutexGuard};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -276,6 +276,26 @@ thread_local! {
     static WORKER: Cell<*const KernelLoop> = const { Cell::new(std::ptr::null()) };
     /// True while this worker runs a handed-off turn (handoffs never nest).
     static HANDING_OFF: Cell<bool> = const { Cell::new(false) };
+    /// The receiver of this worker's last direct delivery, still claimed
+    /// (see `KernelLoop::deliver_direct`); never kept past the turn of the
+    /// process that lent it its time.
+    static KEPT: RefCell<Option<Kept>> = const { RefCell::new(None) };
+}
+
+/// A handler kept claimed after a direct delivery, for its sender's next
+/// one: it stays running in the scheduler's view, out of the table, and
+/// is parked again (or queued) when the sender's turn ends, the sender
+/// sends elsewhere, or something else needs the worker's attention.
+struct Kept {
+    task: Task,
+    /// The process whose turn it runs in.
+    lender: Pid,
+    /// When it was claimed (its scheduler turn's start).
+    since: u64,
+    /// Time its calls took since: its own CPU time, lent by the lender.
+    busy: u64,
+    /// Deliveries made to it while kept (each one a lent turn).
+    deliveries: u64,
 }
 
 /// Registers the current thread as a worker of a loop for as long as it
@@ -390,10 +410,22 @@ pub(crate) fn may_deliver_direct() -> bool {
     !HANDING_OFF.get() && !WORKER.get().is_null()
 }
 
+/// True if this worker keeps `pid` claimed from a direct delivery (see
+/// [`Kept`]): it is not idle, but takes its sender's next message the
+/// same way.
+pub(crate) fn keeps(pid: Pid) -> bool {
+    KEPT.with_borrow(|kept| {
+        kept.as_ref()
+            .is_some_and(|kept| kept.task.process.pid == pid)
+    })
+}
+
 /// How a direct delivery's lent turn ended.
 enum DirectEnd {
     /// Back to waiting for its next message.
     Park,
+    /// Back to waiting, once past the checkpoints its call made due.
+    Checkpoints(u64),
     /// Its call ended the process (a trap, `exit`, or a non-zero return).
     Finished(Outcome),
     /// Stopped at a checkpoint or as it went back to waiting.
@@ -692,6 +724,7 @@ impl KernelLoop {
     /// Runs `to`, just woken by the running process `from`, on this worker
     /// now if it is the only ready process; see the module docs.
     fn hand_off(&self, from: Pid, to: Pid, on_fiber: bool) -> HandOff {
+        self.release_kept();
         let mut core = self.lock();
         let now = self.shared.clock.now_nanos();
         self.collect(&mut core, now);
@@ -738,15 +771,34 @@ impl KernelLoop {
     /// [`deliver_direct`] on this worker: claims `to` under the core lock
     /// if it is a handler that waits idle (its task parked here, no wake
     /// pending) and no process is ready, makes it the running process as a
-    /// handoff would, calls it without the lock, then parks it again (or
-    /// queues it, if something woke it meanwhile) and accounts the lent
-    /// time, as `hand_off` does.
+    /// handoff would, and calls it without the lock. Then it keeps it
+    /// claimed for the same sender's next delivery (no lock, no queue)
+    /// while nothing else wants the worker, or parks it again, queues it
+    /// if something woke it, or reaps it later if the call ended it or a
+    /// checkpoint it made due saw a stop; the lent time is accounted as a
+    /// handoff's (see [`Kept`]).
     fn deliver_direct(
         &self,
         from: Pid,
         to: Pid,
         deliver: impl FnOnce(&mut HandlerState) -> Option<wasmtime::Result<i32>>,
     ) -> bool {
+        if let Some(mut kept) = KEPT.take() {
+            if kept.task.process.pid == to && kept.lender == from {
+                let now = self.shared.clock.now_nanos();
+                if self.may_keep(&kept.task, now) {
+                    let (delivered, end) = self.call_claimed(&mut kept.task, deliver);
+                    kept.busy += self.shared.clock.now_nanos().saturating_sub(now);
+                    kept.deliveries += 1;
+                    match end {
+                        DirectEnd::Park => KEPT.set(Some(kept)),
+                        end => self.end_claim(&mut self.lock(), kept, end),
+                    }
+                    return delivered;
+                }
+            }
+            self.end_claim(&mut self.lock(), kept, DirectEnd::Park);
+        }
         let index = to.index() as usize;
         let mut core = self.lock();
         // What was woken meanwhile counts as ready, as for a handoff.
@@ -786,47 +838,109 @@ impl KernelLoop {
         debug_assert!(lent.is_some(), "waiting, nothing queued");
         core.events.record(&KernelEvent::Tick);
         core.handoffs += 1;
-        let mut task = core.tasks[index].take().expect("claimed above");
+        let task = core.tasks[index].take().expect("claimed above");
         drop(core);
-        let mut due = 0;
-        let (delivered, end) = {
-            let _nested = HandingOff::enter();
-            let cell = task.handler.as_ref().expect("claimed a handler");
-            // SAFETY: this thread holds the task, taken out of the table
-            // under the core lock; its future is not polled meanwhile.
-            match unsafe { cell.state() } {
-                None => (false, DirectEnd::Park),
-                Some(state) => match deliver(state) {
-                    None => (false, DirectEnd::Park),
-                    Some(result) => {
-                        // Whom its sends woke is queued already; it hands
-                        // the CPU to no one from inside a lent turn.
-                        state.context_mut().hand_off = None;
-                        match result {
-                            // Back to its next receive, which is checked
-                            // as the handler's own loop checks it (the
-                            // receive it stays parked in was checked before
-                            // this message).
-                            Ok(0) => match state.context().admit(Syscall::Receive, None) {
-                                Ok(()) => {
-                                    due = state.due_checkpoints();
-                                    task.checkpoints += due;
-                                    (true, self.direct_checkpoints(&task, due))
-                                }
-                                Err(code) => (
-                                    true,
-                                    DirectEnd::Finished(state.outcome(Err(cannot_take(code)))),
-                                ),
-                            },
-                            result => (true, DirectEnd::Finished(state.outcome(result))),
-                        }
-                    }
-                },
-            }
+        let mut kept = Kept {
+            task,
+            lender: from,
+            since: now,
+            busy: 0,
+            deliveries: 0,
         };
-        let mut core = self.lock();
-        core.checkpoints += due;
+        let (delivered, end) = self.call_claimed(&mut kept.task, deliver);
+        kept.busy = self.shared.clock.now_nanos().saturating_sub(now);
+        match end {
+            DirectEnd::Park => KEPT.set(Some(kept)),
+            end => self.end_claim(&mut self.lock(), kept, end),
+        }
+        delivered
+    }
+
+    /// True if a kept receiver may take its sender's next message at once:
+    /// nothing has woken it (its mailbox is empty), it is not to stop,
+    /// and nothing else may have become ready (no wake-up waits to be
+    /// collected, no timer is due), so it is still what the scheduler
+    /// would run.
+    fn may_keep(&self, task: &Task, now: u64) -> bool {
+        task.state.state.load(Ordering::Acquire) == RUNNING
+            && !task.state.kill.load(Ordering::Acquire)
+            && !self.shared.shutdown_requested()
+            && self.shared.inbox.is_empty()
+            && !self.shared.timer_due(now)
+    }
+
+    /// Calls the claimed handler `task` with what `deliver` writes into
+    /// its inbox; returns whether it delivered, and how the call left the
+    /// process: `Park` to go back to waiting.
+    fn call_claimed(
+        &self,
+        task: &mut Task,
+        deliver: impl FnOnce(&mut HandlerState) -> Option<wasmtime::Result<i32>>,
+    ) -> (bool, DirectEnd) {
+        let _nested = HandingOff::enter();
+        let cell = task.handler.as_ref().expect("claimed a handler");
+        // SAFETY: this thread holds the task, taken out of the table under
+        // the core lock; its future is not polled meanwhile.
+        let Some(state) = (unsafe { cell.state() }) else {
+            return (false, DirectEnd::Park);
+        };
+        let Some(result) = deliver(state) else {
+            return (false, DirectEnd::Park);
+        };
+        // Whom its sends woke is queued already; it hands the CPU to no one
+        // from inside a lent turn.
+        state.context_mut().hand_off = None;
+        let end = match result {
+            // Back to its next receive, which is checked as the handler's
+            // own loop checks it (the receive it stays parked in was
+            // checked before this message).
+            Ok(0) => match state.context().admit(Syscall::Receive, None) {
+                Ok(()) => match state.due_checkpoints() {
+                    0 => DirectEnd::Park,
+                    due => DirectEnd::Checkpoints(due),
+                },
+                Err(code) => DirectEnd::Finished(state.outcome(Err(cannot_take(code)))),
+            },
+            result => DirectEnd::Finished(state.outcome(result)),
+        };
+        (true, end)
+    }
+
+    /// Ends a claim: the receiver's own time is what its calls took (the
+    /// rest of the claim was its lender's), the lender lends that time;
+    /// then it parks, or is queued if something woke it, or is reaped
+    /// later (ended by its call, or stopped at one of the checkpoints its
+    /// calls made due, which are passed as `run_turn` passes them).
+    fn end_claim(&self, core: &mut Core, kept: Kept, end: DirectEnd) {
+        let Kept {
+            mut task,
+            lender,
+            since,
+            mut busy,
+            deliveries,
+        } = kept;
+        let to = task.process.pid;
+        let index = to.index() as usize;
+        core.handoffs += deliveries;
+        for _ in 0..deliveries {
+            core.events.record(&KernelEvent::Tick);
+        }
+        let end = match end {
+            DirectEnd::Checkpoints(due) => {
+                task.checkpoints += due;
+                core.checkpoints += due;
+                // Deterministic time moves on at them: the receiver's.
+                let before = self.shared.clock.now_nanos();
+                let end = self.direct_checkpoints(&task, due);
+                busy += self.shared.clock.now_nanos().saturating_sub(before);
+                end
+            }
+            end => end,
+        };
         let ended = self.shared.clock.now_nanos();
+        core.scheduler
+            .lend(to, ended.saturating_sub(since).saturating_sub(busy));
+        core.scheduler.lend(lender, busy);
         let end = match end {
             DirectEnd::Park
                 if task
@@ -841,8 +955,7 @@ impl KernelLoop {
                     core.scheduler
                         .stop_waiting(to, ended, ProcessState::Waiting);
                     core.tasks[index] = Some(task);
-                    core.scheduler.lend(from, ended.saturating_sub(now));
-                    return self.after_lent_turn(&mut core, ended, delivered);
+                    return self.after_lent_turn(core, ended);
                 }
             }
             DirectEnd::Park => {
@@ -851,20 +964,26 @@ impl KernelLoop {
                 task.state.state.store(QUEUED, Ordering::Release);
                 core.scheduler.still_ready(to, ended);
                 core.tasks[index] = Some(task);
-                core.scheduler.lend(from, ended.saturating_sub(now));
-                return self.after_lent_turn(&mut core, ended, delivered);
+                return self.after_lent_turn(core, ended);
             }
             end => end,
         };
         let outcome = match end {
             DirectEnd::Finished(outcome) => outcome,
             DirectEnd::Stop(reason) => self.stopped_outcome(&task, reason),
-            DirectEnd::Park => unreachable!("parked above"),
+            DirectEnd::Park | DirectEnd::Checkpoints(_) => unreachable!("handled above"),
         };
         // Reaped later on a worker's own stack, as a handed-off turn's end.
         core.deferred.push((task, outcome));
-        core.scheduler.lend(from, ended.saturating_sub(now));
-        self.after_lent_turn(&mut core, ended, delivered)
+        self.after_lent_turn(core, ended);
+    }
+
+    /// Ends this worker's kept claim, if any (see [`Kept`]): before its
+    /// lender's turn ends, and before anything else runs here.
+    fn release_kept(&self) {
+        if let Some(kept) = KEPT.take() {
+            self.end_claim(&mut self.lock(), kept, DirectEnd::Park);
+        }
     }
 
     /// The checkpoints a directly delivered call made due, passed as
@@ -885,14 +1004,12 @@ impl KernelLoop {
     }
 
     /// After a lent turn: what it woke is collected, and an idle worker is
-    /// told if others are ready, as `work` would have done. Returns
-    /// `delivered`.
-    fn after_lent_turn(&self, core: &mut Core, now: u64, delivered: bool) -> bool {
+    /// told if others are ready, as `work` would have done.
+    fn after_lent_turn(&self, core: &mut Core, now: u64) {
         self.collect(core, now);
         if core.scheduler.queued() > 0 && core.idle_workers > 0 {
             self.shared.inbox.notify_one();
         }
-        delivered
     }
 
     /// Reaps the handed-off turns that ended (see `run_turn`); called on a
@@ -911,6 +1028,9 @@ impl KernelLoop {
         let (mut core, end) = loop {
             let mut cx = Context::from_waker(&task.waker);
             let poll = task.future.as_mut().poll(&mut cx);
+            // A receiver this turn kept claimed goes back before anything
+            // else happens here.
+            self.release_kept();
             if poll.is_ready() {
                 // Step 1 of `finish` (the instance and `Store` go first),
                 // done before taking the core lock: it is the costliest

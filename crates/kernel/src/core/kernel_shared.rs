@@ -440,6 +440,12 @@ impl KernelShared {
         next
     }
 
+    /// True if a timer may be due at `now` (a look without the timers'
+    /// lock).
+    pub(crate) fn timer_due(&self, now: u64) -> bool {
+        self.next_deadline.load(Ordering::Acquire) <= now
+    }
+
     /// Fires every live timer due at `now`.
     pub(crate) fn fire_timers(&self, now: u64) {
         if self.next_deadline.load(Ordering::Acquire) > now {

@@ -42,7 +42,7 @@ use super::{
     to_return, write_guest,
 };
 use crate::core::kernel_loop::{
-    HandOff, KernelShared, TaskState, deliver_direct, hand_off, may_deliver_direct,
+    HandOff, KernelShared, TaskState, deliver_direct, hand_off, keeps, may_deliver_direct,
 };
 use crate::core::kernel_shared::TimerGuard;
 use crate::core::message_router::{Filter, Message, OverflowMode};
@@ -524,7 +524,7 @@ async fn send(
         // Never ahead of the rest of a higher level's call.
         && receiver.priority >= context.process.priority
         && may_deliver_direct()
-        && receiver.looks_idle()
+        && (receiver.looks_idle() || keeps(receiver.pid))
     {
         let copied = request.len.max(0) as usize;
         if let Some(result) = send_direct(caller, &request, &receiver) {

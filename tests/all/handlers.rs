@@ -990,28 +990,34 @@ fn after_a_shutdown_request_no_handler_is_called_again() {
     // the delivery-failure notice for a ping that `pong`'s stop failed
     // back. Stopped by a shutdown request, both are reported stopped: no
     // call runs after the request.
-    for _ in 0..8 {
+    // One pair, and four (more pairs than workers: some wait queued, and
+    // run again after the request).
+    for pairs in [1, 4, 1, 4, 1, 4, 1, 4] {
         let mut kernel = Kernel::builder().workers(2).build().unwrap();
-        load_at(&mut kernel, "pong", &handler_pong(), "high");
-        load_at(
-            &mut kernel,
-            "ping",
-            &handler_ping(2_000_000_000, "pong"),
-            "low",
-        );
-        kernel.spawn("pong").unwrap();
-        kernel.spawn("ping").unwrap();
+        let names: Vec<(String, String)> = (0..pairs)
+            .map(|i| (format!("ping{i}"), format!("pong{i}")))
+            .collect();
+        for (ping, pong) in &names {
+            load_at(&mut kernel, pong, &handler_pong(), "high");
+            load_at(&mut kernel, ping, &handler_ping(2_000_000_000, pong), "low");
+        }
+        for (ping, pong) in &names {
+            kernel.spawn(pong).unwrap();
+            kernel.spawn(ping).unwrap();
+        }
         let shutdown = kernel.shutdown_handle();
         let runner = std::thread::spawn(move || kernel.run());
         std::thread::sleep(std::time::Duration::from_millis(30));
         shutdown.request();
         let report = runner.join().unwrap();
-        for name in ["ping", "pong"] {
-            assert_eq!(
-                report.process(name).unwrap().status,
-                ExitStatus::Stopped(ErrorCode::SHUTDOWN),
-                "{name}"
-            );
+        for (ping, pong) in &names {
+            for name in [ping, pong] {
+                assert_eq!(
+                    report.process(name).unwrap().status,
+                    ExitStatus::Stopped(ErrorCode::SHUTDOWN),
+                    "{name}"
+                );
+            }
         }
     }
 }
@@ -1060,4 +1066,69 @@ fn a_receiver_kept_between_direct_deliveries_is_charged_only_its_own_calls() {
         pong.cpu_ns,
         ping.cpu_ns
     );
+}
+
+#[test]
+fn a_receiver_ended_inside_a_send_is_gone_by_the_senders_next_call() {
+    // `a`'s first call sends ten pings to `b`, which exits at the second,
+    // inside its send; the other pings are queued and failed back. `a` then
+    // sends itself NEXT; in that call its ping to `b` must fail at once
+    // with NO_SUCH_PROCESS (exit 0), not be queued for a dead process
+    // (exit 3) because `b` waits to be reaped until `a`'s turn ends.
+    let gone = ErrorCode::NO_SUCH_PROCESS.to_syscall_return();
+    let a = format!(
+        r#"(module
+  (import "estalogic" "lookup" (func $lookup (param i32 i32) (result i64)))
+  (import "estalogic" "self_pid" (func $self (result i64)))
+  (import "estalogic" "send" (func $send (param i64 i32 i32 i32 i32) (result i64)))
+  (import "estalogic" "exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "b")
+  (global $peer (mut i64) (i64.const 0))
+  {INBOX}
+  (func (export "handle") (param i32) (result i32) (local $i i32)
+    (if (i32.eq (i32.load (i32.const 1028)) (i32.const 0xFF02))
+      (then
+        (global.set $peer (call $lookup (i32.const 0) (i32.const 1)))
+        (loop $burst
+          (i32.store (i32.const 2048) (local.get $i))
+          (drop (call $send (global.get $peer) (i32.const 1) (i32.const 0) (i32.const 2048) (i32.const 4)))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br_if $burst (i32.lt_u (local.get $i) (i32.const 10))))
+        (drop (call $send (call $self) (i32.const 0x3000) (i32.const 0) (i32.const 0) (i32.const 0)))
+        (return (i32.const 0))))
+    (if (i32.eq (i32.load (i32.const 1028)) (i32.const 0x3000))
+      (then
+        (if (i64.eq (call $send (global.get $peer) (i32.const 1) (i32.const 0) (i32.const 2048) (i32.const 4))
+                    (i64.const {gone}))
+          (then (call $exit (i32.const 0))))
+        (call $exit (i32.const 3))))
+    ;; Delivery-failure notices for the pings queued to `b`.
+    (i32.const 0)))"#
+    );
+    let b = format!(
+        r#"(module
+  (import "estalogic" "exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  {INBOX}
+  (func (export "handle") (param i32) (result i32)
+    (if (i32.and (i32.eq (i32.load (i32.const 1028)) (i32.const 1))
+                 (i32.eq (i32.load (i32.const 1080)) (i32.const 1)))
+      (then (call $exit (i32.const 9))))
+    (i32.const 0)))"#
+    );
+    for workers in [1, 2] {
+        let mut kernel = Kernel::builder().workers(workers).build().unwrap();
+        load_at(&mut kernel, "b", &b, "high");
+        load_at(&mut kernel, "a", &a, "low");
+        kernel.spawn("b").unwrap();
+        kernel.spawn("a").unwrap();
+        let report = kernel.run();
+        assert_eq!(report.process("b").unwrap().status, ExitStatus::Exited(9));
+        assert_eq!(
+            report.process("a").unwrap().status,
+            ExitStatus::Exited(0),
+            "{workers} workers"
+        );
+    }
 }

@@ -280,6 +280,9 @@ thread_local! {
     /// (see `KernelLoop::deliver_direct`); never kept past the turn of the
     /// process that lent it its time.
     static KEPT: RefCell<Option<Kept>> = const { RefCell::new(None) };
+    /// Set when a direct delivery's receiver ended and waits in the
+    /// deferred reaps; cleared when they are reaped.
+    static REAP_DUE: Cell<bool> = const { Cell::new(false) };
 }
 
 /// A handler kept claimed after a direct delivery, for its sender's next
@@ -408,6 +411,19 @@ pub(crate) fn deliver_direct(
 /// checks a delivery makes.
 pub(crate) fn may_deliver_direct() -> bool {
     !HANDING_OFF.get() && !WORKER.get().is_null()
+}
+
+/// True if the process whose run state is `task` is to stop (a shutdown,
+/// or a restart that replaces it): a handler then takes no further message
+/// and passes a checkpoint, where `run_turn` stops it.
+pub(crate) fn stop_due(kernel: &KernelShared, task: &TaskState) -> bool {
+    kernel.shutdown_requested() || task.kill.load(Ordering::Acquire)
+}
+
+/// True if a direct delivery on this worker ended its receiver, whose reap
+/// waits for the end of the current turn (see `KernelLoop::end_claim`).
+pub(crate) fn reap_due() -> bool {
+    REAP_DUE.get()
 }
 
 /// True if this worker keeps `pid` claimed from a direct delivery (see
@@ -973,8 +989,10 @@ impl KernelLoop {
             DirectEnd::Stop(reason) => self.stopped_outcome(&task, reason),
             DirectEnd::Park | DirectEnd::Checkpoints(_) => unreachable!("handled above"),
         };
-        // Reaped later on a worker's own stack, as a handed-off turn's end.
+        // Reaped later on a worker's own stack, as a handed-off turn's end;
+        // the lender passes a checkpoint at its next message for it.
         core.deferred.push((task, outcome));
+        REAP_DUE.set(true);
         self.after_lent_turn(core, ended);
     }
 
@@ -1015,6 +1033,7 @@ impl KernelLoop {
     /// Reaps the handed-off turns that ended (see `run_turn`); called on a
     /// worker's own stack.
     fn reap_deferred(&self, core: &mut Core) {
+        REAP_DUE.set(false);
         while let Some((task, outcome)) = core.deferred.pop() {
             self.finish(core, task, outcome);
         }

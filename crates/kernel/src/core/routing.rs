@@ -260,10 +260,17 @@ pub(crate) fn take(
     filter: Filter,
     fits: impl FnOnce(&Message) -> bool,
     discard_unfit: bool,
+    halt: impl FnOnce() -> bool,
     park: impl FnOnce(&mut MailboxSlot),
 ) -> Taken {
     let (message, sender) = {
         let mut slot = process.lock_mailbox();
+        // Asked under the lock: a message posted because of what `halt`
+        // watches (a notice from a peer a shutdown stopped) is seen with
+        // it.
+        if halt() {
+            return Taken::Halted;
+        }
         let taken = slot.mailbox.take_if(filter, fits);
         let scanned = slot.mailbox.take_scanned();
         if scanned > 0 {
@@ -330,6 +337,8 @@ pub(crate) enum Taken {
     Discarded(Header),
     /// The message, now out of the mailbox.
     Message(Message),
+    /// Nothing was taken: `halt` said so.
+    Halted,
 }
 
 /// Takes every message out of the mailbox of a process that has ended,

@@ -19,7 +19,7 @@
 //! Either way a message goes through [`HandlerState::deliver`]: written into
 //! the inbox, the call metered by its own fuel budget.
 
-use crate::core::kernel_loop::{ExitStatus, Outcome};
+use crate::core::kernel_loop::{ExitStatus, Outcome, reap_due, stop_due};
 use crate::core::message_router::Message;
 use crate::loader::lifecycle_manager::{HANDLER_CALL_SLICES, MIN_INBOX_CAPACITY};
 use crate::loader::lifecycle_manager::{POOL_RETRIES, classify, is_pool_full, pool_backoff};
@@ -257,13 +257,19 @@ pub(crate) async fn run_handler(
             }
         };
         // A checkpoint per slice's worth of work, between messages: the
-        // scheduler may preempt here (see `run_turn`). And one now if it
-        // is to stop (a shutdown, a restart): no call after the request,
-        // however little fuel its calls spend, so it never handles mail
-        // the stop itself failed back from its peers.
-        let stopping =
-            || kernel.shutdown_requested() || task.kill.load(std::sync::atomic::Ordering::Acquire);
-        for _ in 0..due.max(u64::from(stopping())) {
+        // scheduler may preempt here (see `run_turn`).
+        for _ in 0..due {
+            YieldOnce::new().await;
+        }
+        // And one now if it is to stop (a shutdown, a restart), checked
+        // after those (queued at one of them, it may run again after the
+        // request): no call after the request, however little fuel its
+        // calls spend, so it never handles mail the stop itself failed
+        // back from its peers. The wait below checks again before it takes
+        // a message. Likewise when a receiver its direct delivery ended
+        // waits to be reaped (`kernel_loop::reap_due`), so that its
+        // mailbox closes before long.
+        if stop_due(&kernel, &task) || reap_due() {
             YieldOnce::new().await;
         }
         let next = {

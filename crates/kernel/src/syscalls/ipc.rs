@@ -42,7 +42,7 @@ use super::{
     to_return, write_guest,
 };
 use crate::core::kernel_loop::{
-    HandOff, KernelShared, TaskState, deliver_direct, hand_off, keeps, may_deliver_direct,
+    HandOff, KernelShared, TaskState, deliver_direct, hand_off, keeps, may_deliver_direct, stop_due,
 };
 use crate::core::kernel_shared::TimerGuard;
 use crate::core::message_router::{Filter, Message, OverflowMode};
@@ -1064,6 +1064,9 @@ impl Future for Receive<'_> {
                 // it could never learn that its message was lost.
                 |m| m.payload.len() <= capacity || m.header.flags.contains(Flags::DELIVERY_FAILURE),
                 self.discard_unfit,
+                // A handler to stop takes no message (it would be called
+                // with it): a checkpoint instead, where `run_turn` stops it.
+                || !self.on_fiber && stop_due(self.kernel, self.task),
                 |slot| {
                     if expired {
                         slot.unpark();
@@ -1077,6 +1080,10 @@ impl Future for Receive<'_> {
             );
             match taken {
                 Taken::Message(message) => return Poll::Ready(Ok(message)),
+                Taken::Halted => {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
                 Taken::TooLarge(header, len) => {
                     return Poll::Ready(Err(Missed::TooLarge(header, len)));
                 }

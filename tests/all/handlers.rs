@@ -1132,3 +1132,137 @@ fn a_receiver_ended_inside_a_send_is_gone_by_the_senders_next_call() {
         );
     }
 }
+
+/// A handler `b` that answers each PING (type 1) with `answers`: WAT
+/// statements sending to the PING's source (`$to`), the PING's payload at
+/// 1080.
+fn answerer_with(answers: &str) -> String {
+    format!(
+        r#"(module
+  (import "estalogic" "send" (func $send (param i64 i32 i32 i32 i32) (result i64)))
+  (import "estalogic" "exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  {INBOX}
+  (func (export "handle") (param $len i32) (result i32) (local $to i64)
+    (local.set $to (i64.load (i32.const 1032)))
+    (if (i32.eq (i32.load (i32.const 1028)) (i32.const 1)) (then {answers}))
+    (if (i32.eq (i32.load (i32.const 1028)) (i32.const 0x1001)) (then (call $exit (i32.const 0))))
+    (i32.const 0)))"#
+    )
+}
+
+/// A handler `a` that at STARTED sends `pings` PINGs (payload 0, 1, …) to
+/// `b` in one call, then records the type and first payload word of each
+/// message it gets after (types other than STARTED) at 4096 + 8n, and
+/// after `expect` of them stops `b` and exits with `check`'s result (a WAT
+/// expression over that record).
+fn recorder(pings: u32, expect: u32, check: &str) -> String {
+    format!(
+        r#"(module
+  (import "estalogic" "lookup" (func $lookup (param i32 i32) (result i64)))
+  (import "estalogic" "send" (func $send (param i64 i32 i32 i32 i32) (result i64)))
+  (import "estalogic" "exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "b")
+  (global $peer (mut i64) (i64.const 0))
+  (global $got (mut i32) (i32.const 0))
+  {INBOX}
+  (func (export "handle") (param i32) (result i32) (local $i i32)
+    (if (i32.eq (i32.load (i32.const 1028)) (i32.const 0xFF02))
+      (then
+        (global.set $peer (call $lookup (i32.const 0) (i32.const 1)))
+        (loop $each
+          (i32.store (i32.const 2048) (local.get $i))
+          (drop (call $send (global.get $peer) (i32.const 1) (i32.const 0) (i32.const 2048) (i32.const 4)))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br_if $each (i32.lt_u (local.get $i) (i32.const {pings}))))
+        (return (i32.const 0))))
+    (i32.store (i32.add (i32.const 4096) (i32.mul (global.get $got) (i32.const 8))) (i32.load (i32.const 1028)))
+    (i32.store (i32.add (i32.const 4100) (i32.mul (global.get $got) (i32.const 8))) (i32.load (i32.const 1080)))
+    (global.set $got (i32.add (global.get $got) (i32.const 1)))
+    (if (i32.eq (global.get $got) (i32.const {expect}))
+      (then
+        (drop (call $send (global.get $peer) (i32.const 0x1001) (i32.const 0) (i32.const 0) (i32.const 0)))
+        (call $exit {check})))
+    (i32.const 0)))"#
+    )
+}
+
+fn run_pair(a: &str, b: &str) -> estalogic_kernel::RunReport {
+    let mut kernel = Kernel::builder().workers(1).build().unwrap();
+    load_at(&mut kernel, "b", b, "high");
+    load_at(&mut kernel, "a", a, "low");
+    kernel.spawn("b").unwrap();
+    kernel.spawn("a").unwrap();
+    kernel.run()
+}
+
+#[test]
+fn answers_to_a_sender_come_in_the_order_sent() {
+    // Two pings in one call, each handled inside its send; the first
+    // answer is held for the sender, the second goes through its mailbox:
+    // it gets PONG 0, then PONG 1 (exit 0; 1 if out of order).
+    let b = answerer_with(
+        "(drop (call $send (local.get $to) (i32.const 2) (i32.const 0) (i32.const 1080) (local.get $len)))",
+    );
+    let a = recorder(
+        2,
+        2,
+        "(select (i32.const 0) (i32.const 1) (i32.and (i32.eqz (i32.load (i32.const 4100))) (i32.eq (i32.load (i32.const 4108)) (i32.const 1))))",
+    );
+    let report = run_pair(&a, &b);
+    assert_eq!(report.process("a").unwrap().status, ExitStatus::Exited(0));
+    assert_eq!(report.process("b").unwrap().status, ExitStatus::Exited(0));
+    assert_eq!(
+        report.stats.handoffs, 3,
+        "two pings and the stop, each inside its send"
+    );
+}
+
+#[test]
+fn a_held_answer_waits_behind_a_higher_priority_message() {
+    // `b` answers a ping with type 2 at priority 0 (held for the sender),
+    // then type 3 at priority 7 (its mailbox): waiting together, type 3 is
+    // taken first (exit 0; 1 if not).
+    let b = answerer_with(
+        "(drop (call $send (local.get $to) (i32.const 2) (i32.const 0) (i32.const 1080) (local.get $len)))
+         (drop (call $send (local.get $to) (i32.const 3) (i32.const 7) (i32.const 1080) (local.get $len)))",
+    );
+    let a = recorder(
+        1,
+        2,
+        "(select (i32.const 0) (i32.const 1) (i32.and (i32.eq (i32.load (i32.const 4096)) (i32.const 3)) (i32.eq (i32.load (i32.const 4104)) (i32.const 2))))",
+    );
+    let report = run_pair(&a, &b);
+    assert_eq!(report.process("a").unwrap().status, ExitStatus::Exited(0));
+    assert_eq!(report.process("b").unwrap().status, ExitStatus::Exited(0));
+}
+
+#[test]
+fn a_held_answer_is_not_lost_when_its_receiver_exits() {
+    // `a` pings `b` (handled inside the send; the PONG is held for `a`)
+    // and exits in the same call: the PONG goes back into `a`'s mailbox
+    // and is reported to `b` like any mail left behind.
+    let b = answerer_with(
+        "(drop (call $send (local.get $to) (i32.const 2) (i32.const 0) (i32.const 1080) (local.get $len)))",
+    );
+    let a = asker().replace(
+        ";; The answer (PONG, type 2) is in the mailbox already, or not.",
+        "(call $exit (i32.const 0))",
+    );
+    assert_ne!(a, asker(), "the asker's marker comment moved");
+    let mut kernel = Kernel::builder().workers(1).build().unwrap();
+    load_at(&mut kernel, "answerer", &b, "high");
+    load_at(&mut kernel, "asker", &a, "low");
+    kernel.spawn("answerer").unwrap();
+    kernel.spawn("asker").unwrap();
+    let report = kernel.run();
+    let (a, b) = (
+        report.process("asker").unwrap(),
+        report.process("answerer").unwrap(),
+    );
+    assert_eq!(a.status, ExitStatus::Exited(0));
+    assert_eq!(a.undelivered, 1, "the PONG, left in its mailbox: {a:?}");
+    assert_eq!(b.delivery_failures, 1, "told of it: {b:?}");
+    assert_eq!(b.status, ExitStatus::Stopped(ErrorCode::DEADLOCKED));
+}

@@ -283,6 +283,73 @@ thread_local! {
     /// Set when a direct delivery's receiver ended and waits in the
     /// deferred reaps; cleared when they are reaped.
     static REAP_DUE: Cell<bool> = const { Cell::new(false) };
+    /// While a directly delivered call runs: the process that lent its
+    /// turn (the sender, inside its send).
+    static LENDER: Cell<Option<Pid>> = const { Cell::new(None) };
+    /// The answer a directly delivered call sent its lender, held for the
+    /// lender (its pid) beside its mailbox (see [`hold_for_lender`]).
+    static HELD: Cell<Option<(Pid, Message)>> = const { Cell::new(None) };
+}
+
+/// The process whose send the call running here was delivered in, if any.
+pub(crate) fn lender() -> Option<Pid> {
+    LENDER.get()
+}
+
+/// Holds `message`, which the call running here sends to its lender
+/// (`lender`), as the lender's next message, beside its mailbox: the
+/// lender waits in its send on this thread, and takes it with its next
+/// wait ([`take_held`]) unless it looks at its mailbox another way first
+/// ([`put_back_held`]). Hands it back if one is held already (the later
+/// one then goes through the mailbox, after it).
+pub(crate) fn hold_for_lender(lender: Pid, message: Message) -> Result<(), Message> {
+    match HELD.take() {
+        None => {
+            HELD.set(Some((lender, message)));
+            Ok(())
+        }
+        held @ Some(_) => {
+            HELD.set(held);
+            Err(message)
+        }
+    }
+}
+
+/// The message held for `pid`, if any, taken.
+pub(crate) fn take_held(pid: Pid) -> Option<Message> {
+    match HELD.take() {
+        Some((owner, message)) if owner == pid => Some(message),
+        other => {
+            HELD.set(other);
+            None
+        }
+    }
+}
+
+/// Puts the message held for `process` (if any) back into its mailbox,
+/// ahead of what came since: before it looks there another way, passes a
+/// checkpoint, or ends, so that nothing is lost or reordered.
+pub(crate) fn put_back_held(kernel: &KernelShared, process: &Process) {
+    if let Some(message) = take_held(process.pid) {
+        crate::core::routing::put_back(kernel, process, message);
+    }
+}
+
+/// Marks a directly delivered call in progress on this thread, and whose
+/// turn it is lent from.
+struct Lent;
+
+impl Lent {
+    fn enter(lender: Pid) -> Self {
+        LENDER.set(Some(lender));
+        Lent
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        LENDER.set(None);
+    }
 }
 
 /// A handler kept claimed after a direct delivery, for its sender's next
@@ -803,7 +870,7 @@ impl KernelLoop {
             if kept.task.process.pid == to && kept.lender == from {
                 let now = self.shared.clock.now_nanos();
                 if self.may_keep(&kept.task, now) {
-                    let (delivered, end) = self.call_claimed(&mut kept.task, deliver);
+                    let (delivered, end) = self.call_claimed(&mut kept.task, from, deliver);
                     kept.busy += self.shared.clock.now_nanos().saturating_sub(now);
                     kept.deliveries += 1;
                     match end {
@@ -863,7 +930,7 @@ impl KernelLoop {
             busy: 0,
             deliveries: 0,
         };
-        let (delivered, end) = self.call_claimed(&mut kept.task, deliver);
+        let (delivered, end) = self.call_claimed(&mut kept.task, from, deliver);
         kept.busy = self.shared.clock.now_nanos().saturating_sub(now);
         match end {
             DirectEnd::Park => KEPT.set(Some(kept)),
@@ -891,9 +958,11 @@ impl KernelLoop {
     fn call_claimed(
         &self,
         task: &mut Task,
+        lender: Pid,
         deliver: impl FnOnce(&mut HandlerState) -> Option<wasmtime::Result<i32>>,
     ) -> (bool, DirectEnd) {
         let _nested = HandingOff::enter();
+        let _lent = Lent::enter(lender);
         let cell = task.handler.as_ref().expect("claimed a handler");
         // SAFETY: this thread holds the task, taken out of the table under
         // the core lock; its future is not polled meanwhile.
@@ -1048,8 +1117,10 @@ impl KernelLoop {
             let mut cx = Context::from_waker(&task.waker);
             let poll = task.future.as_mut().poll(&mut cx);
             // A receiver this turn kept claimed goes back before anything
-            // else happens here.
+            // else happens here, and so does an answer held for it (its
+            // wait takes it within the poll; this is only a guard).
             self.release_kept();
+            put_back_held(&self.shared, &task.process);
             if poll.is_ready() {
                 // Step 1 of `finish` (the instance and `Store` go first),
                 // done before taking the core lock: it is the costliest

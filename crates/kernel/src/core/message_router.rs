@@ -303,6 +303,20 @@ impl Mailbox {
         }
     }
 
+    /// Puts `message` back at the front of its priority's queue, ahead of
+    /// everything queued since it was accepted (it was accepted first),
+    /// whatever the room: it was held for the owner beside the mailbox
+    /// (see `syscalls::ipc`, a lent call's answer to its lender).
+    pub fn put_back(&mut self, message: Message) {
+        self.bytes += message.payload.len();
+        if kernel_made(&message.header) {
+            self.kernel_len += 1;
+            self.kernel_bytes += message.payload.len();
+        }
+        self.queues[message.header.priority.get() as usize].push_front(message);
+        self.len += 1;
+    }
+
     /// Keeps the counts right for a message taken out.
     fn removed(&mut self, message: &Message) {
         self.len -= 1;

@@ -17,7 +17,7 @@ use estalogic_abi::{Pid, Priority};
 use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::task::Waker;
 
 /// The lifecycle states of a process (BRIEF §3.1).
@@ -183,6 +183,38 @@ pub struct Process {
     /// see, without a lock, whether it waits idle (a direct delivery's
     /// first look; the delivery checks again under the loop's lock).
     task: std::sync::OnceLock<Arc<TaskState>>,
+    /// Messages in its mailbox as of the last unlock (stored under the
+    /// lock by [`MailboxGuard`]): a look without the lock.
+    queued: AtomicUsize,
+}
+
+/// The lock on a process's mailbox ([`Process::lock_mailbox`]); on unlock
+/// it records how many messages the mailbox holds, so that a look without
+/// the lock can tell whether it was empty.
+pub struct MailboxGuard<'a> {
+    slot: parking_lot::MutexGuard<'a, MailboxSlot>,
+    queued: &'a AtomicUsize,
+}
+
+impl std::ops::Deref for MailboxGuard<'_> {
+    type Target = MailboxSlot;
+
+    fn deref(&self) -> &MailboxSlot {
+        &self.slot
+    }
+}
+
+impl std::ops::DerefMut for MailboxGuard<'_> {
+    fn deref_mut(&mut self) -> &mut MailboxSlot {
+        &mut self.slot
+    }
+}
+
+impl Drop for MailboxGuard<'_> {
+    fn drop(&mut self) {
+        self.queued
+            .store(self.slot.mailbox.len(), Ordering::Release);
+    }
 }
 
 /// The most same-state restarts of its peers a process remembers.
@@ -204,7 +236,9 @@ impl Process {
         mailbox: Mailbox,
         receives: bool,
     ) -> Self {
+        let queued = AtomicUsize::new(mailbox.len());
         Process {
+            queued,
             pid,
             module,
             priority,
@@ -314,8 +348,19 @@ impl Process {
 
     /// Locks the mailbox. Every mutation under it is a single push or
     /// pop, so a thread that panicked while holding it left it consistent.
-    pub fn lock_mailbox(&self) -> parking_lot::MutexGuard<'_, MailboxSlot> {
-        self.mailbox.lock()
+    pub fn lock_mailbox(&self) -> MailboxGuard<'_> {
+        MailboxGuard {
+            slot: self.mailbox.lock(),
+            queued: &self.queued,
+        }
+    }
+
+    /// True if its mailbox was empty when last unlocked: a post that
+    /// completed before this look (in the caller's view) is counted; one
+    /// concurrent with it may not be, and is then ordered after the
+    /// caller's action as any concurrent post may be.
+    pub(crate) fn looks_empty(&self) -> bool {
+        self.queued.load(Ordering::Acquire) == 0
     }
 }
 

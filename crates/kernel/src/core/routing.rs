@@ -326,6 +326,23 @@ pub(crate) fn take(
     Taken::Message(message)
 }
 
+/// Puts back into `process`'s mailbox, ahead of what came since, the
+/// message held for it beside the mailbox (a lent call's answer to its
+/// lender, see `syscalls::ipc`), before anything could lose it: the
+/// process is about to look at its mailbox another way, to pass a
+/// checkpoint, or to end. A closed mailbox (the process is gone) reports
+/// it to its sender instead.
+pub(crate) fn put_back(kernel: &KernelShared, process: &Process, message: Message) {
+    {
+        let mut slot = process.lock_mailbox();
+        if process.alive.load(Ordering::Acquire) {
+            slot.mailbox.put_back(message);
+            return;
+        }
+    }
+    kernel.report_failure(&message.header, ErrorCode::NO_SUCH_PROCESS);
+}
+
 /// What [`take`] found.
 #[derive(Debug)]
 pub(crate) enum Taken {

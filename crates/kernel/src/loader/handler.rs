@@ -19,7 +19,7 @@
 //! Either way a message goes through [`HandlerState::deliver`]: written into
 //! the inbox, the call metered by its own fuel budget.
 
-use crate::core::kernel_loop::{ExitStatus, Outcome, reap_due, stop_due};
+use crate::core::kernel_loop::{ExitStatus, Outcome, put_back_held, reap_due, stop_due};
 use crate::core::message_router::Message;
 use crate::loader::lifecycle_manager::{HANDLER_CALL_SLICES, MIN_INBOX_CAPACITY};
 use crate::loader::lifecycle_manager::{POOL_RETRIES, classify, is_pool_full, pool_backoff};
@@ -253,14 +253,14 @@ pub(crate) async fn run_handler(
             let state = unsafe { cell.0.state() }.expect("set above");
             match state.deliver(&message.header, &message.payload) {
                 Ok(0) => state.due_checkpoints(),
-                result => return state.outcome(result),
+                result => {
+                    // An answer held for it beside its mailbox goes back
+                    // into it, where the exit reports it to its sender.
+                    put_back_held(&kernel, &process);
+                    return state.outcome(result);
+                }
             }
         };
-        // A checkpoint per slice's worth of work, between messages: the
-        // scheduler may preempt here (see `run_turn`).
-        for _ in 0..due {
-            YieldOnce::new().await;
-        }
         // And one now if it is to stop (a shutdown, a restart), checked
         // after those (queued at one of them, it may run again after the
         // request): no call after the request, however little fuel its
@@ -269,7 +269,19 @@ pub(crate) async fn run_handler(
         // a message. Likewise when a receiver its direct delivery ended
         // waits to be reaped (`kernel_loop::reap_due`), so that its
         // mailbox closes before long.
-        if stop_due(&kernel, &task) || reap_due() {
+        let stopping = || stop_due(&kernel, &task) || reap_due();
+        // It may be stopped at a checkpoint: an answer held for it goes
+        // back into its mailbox first, so nothing is lost with it.
+        if due > 0 {
+            put_back_held(&kernel, &process);
+        }
+        // A checkpoint per slice's worth of work, between messages: the
+        // scheduler may preempt here (see `run_turn`).
+        for _ in 0..due {
+            YieldOnce::new().await;
+        }
+        if stopping() {
+            put_back_held(&kernel, &process);
             YieldOnce::new().await;
         }
         let next = {
@@ -288,6 +300,7 @@ pub(crate) async fn run_handler(
         message = match next {
             Ok(message) => message,
             Err(code) => {
+                put_back_held(&kernel, &process);
                 let state = unsafe { cell.0.state() }.expect("set above");
                 return state.outcome(Err(cannot_take(code)));
             }

@@ -42,12 +42,13 @@ use super::{
     to_return, write_guest,
 };
 use crate::core::kernel_loop::{
-    HandOff, KernelShared, TaskState, deliver_direct, hand_off, keeps, may_deliver_direct, stop_due,
+    HandOff, KernelShared, TaskState, deliver_direct, hand_off, hold_for_lender, keeps, lender,
+    may_deliver_direct, put_back_held, stop_due, take_held,
 };
 use crate::core::kernel_shared::TimerGuard;
 use crate::core::message_router::{Filter, Message, OverflowMode};
 use crate::core::process::{Counters, Process};
-use crate::core::routing::{PostError, Taken, take};
+use crate::core::routing::{PostError, Taken, put_back, take};
 use estalogic_abi::messages::DeliveryFailure;
 use estalogic_abi::syscalls::{TIMEOUT_INFINITE, send_options};
 use estalogic_abi::{
@@ -374,6 +375,9 @@ pub fn add_to_handler_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::R
         IMPORT_MODULE,
         Syscall::Peek.import_name(),
         |mut caller: Caller<'_, ProcessContext>, filter: i32, header_ptr: i32| -> i64 {
+            // What is held for it goes back into the mailbox, where this
+            // looks.
+            put_back_held(&caller.data().kernel, &caller.data().process);
             to_return(peek(&mut caller, filter, header_ptr).0)
         },
     )?;
@@ -396,6 +400,8 @@ fn receive_now(
     if timeout_ms != 0 {
         return Err(ErrorCode::WOULD_BLOCK);
     }
+    // What is held for it goes back into the mailbox, where this looks.
+    put_back_held(&caller.data().kernel, &caller.data().process);
     let saved = caller.data_mut().hand_off.take();
     let result = poll_once(receive(caller, syscall, filter, timeout_ms, buffers));
     caller.data_mut().hand_off = saved;
@@ -422,6 +428,22 @@ pub(crate) fn next_message<'a>(
     // `messaging:receive` was revoked or expired gets nothing more.
     context.admit(Syscall::Receive, None)?;
     let hand_off = context.hand_off.take();
+    // The answer held for it beside its mailbox is taken first if nothing
+    // has come since (it came first); otherwise it goes back into the
+    // mailbox, ahead of what came since, and the take below orders them.
+    if let Some(held) = take_held(process.pid) {
+        let fits =
+            held.payload.len() <= capacity || held.header.flags.contains(Flags::DELIVERY_FAILURE);
+        if !fits {
+            // As the mailbox's take would: reported, not taken.
+            kernel.report_failure(&held.header, ErrorCode::BUFFER_TOO_SMALL);
+        } else if process.looks_empty() && !stop_due(kernel, task) {
+            Counters::bump_own(&process.counters.received, 1);
+            return Ok(HandlerWait::Held(Some(held)));
+        } else {
+            put_back(kernel, process, held);
+        }
+    }
     let wait = Receive {
         process,
         task,
@@ -439,7 +461,25 @@ pub(crate) fn next_message<'a>(
     };
     // It ends with a message: it has no deadline, and a message too large
     // for the inbox is never its answer (`discard_unfit`).
-    Ok(wait)
+    Ok(HandlerWait::Wait(wait))
+}
+
+/// A handler's wait for its next message: the one held for it, or a
+/// receive.
+enum HandlerWait<'a> {
+    Held(Option<Message>),
+    Wait(Receive<'a>),
+}
+
+impl Future for HandlerWait<'_> {
+    type Output = Result<Message, Missed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            HandlerWait::Held(held) => Poll::Ready(Ok(held.take().expect("polled once"))),
+            HandlerWait::Wait(wait) => Pin::new(wait).poll(cx),
+        }
+    }
 }
 
 /// The `type_filter` argument of `receive` and `peek`: 0 any type,
@@ -574,6 +614,27 @@ async fn send(
         },
         payload,
     };
+    // A call delivered directly from its lender's send, answering it: the
+    // lender waits in that send, its mailbox empty, and this is its next
+    // message. Held for it (no lock, no queue), as if queued and taken
+    // first; its sender's counts and the trace as for any message. An
+    // acknowledgement needs the mailbox's take.
+    if lender() == Some(receiver_pid)
+        && receiver.looks_empty()
+        && !flags.contains(Flags::ACK_REQUESTED)
+    {
+        let header = message.header;
+        match hold_for_lender(receiver_pid, message) {
+            Ok(()) => {
+                Counters::bump_own(&sender.counters.sent, 1);
+                kernel.trace_send(&header, copied);
+                caller.data_mut().keep_peer(receiver);
+                charge(caller, copied);
+                return Ok(sequence);
+            }
+            Err(back) => message = back,
+        }
+    }
     loop {
         match kernel.post_to(&receiver, message) {
             Ok(woke) => {

@@ -1328,8 +1328,8 @@ impl KernelLoop {
     /// and the process's report, without its scheduling account. Needs
     /// nothing the core lock guards.
     fn close_out(&self, process: &Process, outcome: Outcome) -> ProcessReport {
-        let dropped = process.lock_mailbox().mailbox.dropped();
-        let undelivered = close_mailbox(&self.shared, process) + dropped;
+        // The messages left and those its mode dropped, read as it closes.
+        let undelivered = close_mailbox(&self.shared, process);
         self.shared
             .table
             .write()

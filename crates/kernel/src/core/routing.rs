@@ -111,6 +111,19 @@ impl KernelShared {
         target: &Arc<Process>,
         message: Message,
     ) -> Result<(bool, Option<Vec<Header>>), PostError> {
+        self.post_counting(target, message, || {})
+    }
+
+    /// [`KernelShared::post_quietly`], calling `accepted` under the
+    /// mailbox lock once the mailbox took the message (queued, or dropped
+    /// and counted by its mode): a count kept with it is then never out of
+    /// step with the mailbox's, whoever reads both after closing it.
+    fn post_counting(
+        &self,
+        target: &Arc<Process>,
+        message: Message,
+        accepted: impl FnOnce(),
+    ) -> Result<(bool, Option<Vec<Header>>), PostError> {
         let (header, len) = (message.header, message.payload.len());
         let (delivery, woke) = {
             let mut slot = target.lock_mailbox();
@@ -123,7 +136,10 @@ impl KernelShared {
             match slot.mailbox.push(message) {
                 // Woken under the lock with the waker the slot keeps (no
                 // clone to take out): a wake only queues the pid.
-                Ok(delivery) => (delivery, slot.wake_waiter()),
+                Ok(delivery) => {
+                    accepted();
+                    (delivery, slot.wake_waiter())
+                }
                 Err(MailboxFull(message)) => {
                     return Err(PostError::Full(message, mode, target.clone()));
                 }
@@ -232,15 +248,18 @@ impl KernelShared {
             header,
             payload: Box::new(notice.encode()),
         };
-        match self.post_quietly(&sender, notice) {
-            Err(_) => return,
-            Ok((_, Some(more))) => dropped.extend(more),
-            Ok((_, None)) => {}
+        // Counted under the sender's mailbox lock, with the notice: an
+        // exiting sender's report reads both after closing its mailbox, so
+        // it never has one without the other.
+        let counted = || {
+            sender
+                .counters
+                .delivery_failures
+                .fetch_add(1, Ordering::Relaxed);
+        };
+        if let Ok((_, Some(more))) = self.post_counting(&sender, notice, counted) {
+            dropped.extend(more);
         }
-        sender
-            .counters
-            .delivery_failures
-            .fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -372,15 +391,18 @@ pub(crate) fn take_all(process: &Process) -> Vec<Message> {
 
 /// Empties the mailbox of a process that has ended: every message left is
 /// reported to its sender and every blocked sender is woken (its retry
-/// fails with `NO_SUCH_PROCESS`). Returns how many messages were left.
+/// fails with `NO_SUCH_PROCESS`). Returns how many messages it did not
+/// deliver: those left and those its overflow mode dropped, counted in
+/// the hold that closes it.
 pub(crate) fn close_mailbox(kernel: &KernelShared, process: &Process) -> u64 {
-    let (left, blocked) = {
+    let (left, blocked, dropped) = {
         let mut slot = process.lock_mailbox();
         process.alive.store(false, Ordering::Release);
         slot.close();
         let left = slot.mailbox.drain();
         let blocked: Vec<_> = slot.blocked_senders.drain(..).collect();
-        (left, blocked)
+        // Read in the same hold that closes it: nothing is dropped after.
+        (left, blocked, slot.mailbox.dropped())
     };
     for waker in blocked {
         waker.wake();
@@ -388,5 +410,5 @@ pub(crate) fn close_mailbox(kernel: &KernelShared, process: &Process) -> u64 {
     for message in &left {
         kernel.report_failure(&message.header, ErrorCode::NO_SUCH_PROCESS);
     }
-    left.len() as u64
+    left.len() as u64 + dropped
 }

@@ -503,6 +503,13 @@ pub(crate) fn keeps(pid: Pid) -> bool {
     })
 }
 
+/// Arms `process`'s wait again if its mailbox is empty (see
+/// `MailboxSlot::rearm`); false if mail is there (or it never waited).
+fn rearm_if_empty(process: &Process) -> bool {
+    let mut slot = process.lock_mailbox();
+    slot.mailbox.is_empty() && slot.rearm()
+}
+
 /// How a direct delivery's lent turn ended.
 enum DirectEnd {
     /// Back to waiting for its next message.
@@ -1027,12 +1034,18 @@ impl KernelLoop {
             .lend(to, ended.saturating_sub(since).saturating_sub(busy));
         core.scheduler.lend(lender, busy);
         let end = match end {
+            // Back to the wait its own loop parked in: armed again first (a
+            // look at its mailbox from inside the call, a `receive` with
+            // timeout 0, ended it), unless mail came meanwhile, which it
+            // then runs for. A post after the arming wakes it, and the
+            // exchange below fails.
             DirectEnd::Park
-                if task
-                    .state
-                    .state
-                    .compare_exchange(RUNNING, IDLE, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok() =>
+                if rearm_if_empty(&task.process)
+                    && task
+                        .state
+                        .state
+                        .compare_exchange(RUNNING, IDLE, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok() =>
             {
                 if task.state.kill.load(Ordering::Acquire) {
                     DirectEnd::Stop(ErrorCode::RESTARTED)
@@ -1044,8 +1057,8 @@ impl KernelLoop {
                 }
             }
             DirectEnd::Park => {
-                // Woken while it ran: it runs again from the queue, where
-                // its next receive finds what woke it.
+                // Woken while it ran, or mail came: it runs again from the
+                // queue, where its next receive finds it.
                 task.state.state.store(QUEUED, Ordering::Release);
                 core.scheduler.still_ready(to, ended);
                 core.tasks[index] = Some(task);

@@ -77,6 +77,15 @@ impl MailboxSlot {
         self.waiting = false;
     }
 
+    /// The owner waits again with the waker it parked with last: a
+    /// handler going back to the wait its own loop parked in, after a call
+    /// made inside another's send whose own looks (a `receive` with timeout
+    /// 0) ended that wait. False if it never parked.
+    pub fn rearm(&mut self) -> bool {
+        self.waiting = self.waker.is_some();
+        self.waiting
+    }
+
     /// True while the owner waits.
     pub fn is_waiting(&self) -> bool {
         self.waiting

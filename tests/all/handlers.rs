@@ -990,16 +990,27 @@ fn after_a_shutdown_request_no_handler_is_called_again() {
     // the delivery-failure notice for a ping that `pong`'s stop failed
     // back. Stopped by a shutdown request, both are reported stopped: no
     // call runs after the request.
-    // One pair, and four (more pairs than workers: some wait queued, and
-    // run again after the request).
-    for pairs in [1, 4, 1, 4, 1, 4, 1, 4] {
+    // One pair, four and sixteen (more pairs than workers: some wait
+    // queued, and run again after the request; a call running when the
+    // request comes sends to peers the other worker stops). `ping` here
+    // exits 6 when a send fails.
+    let strict_ping = |pong: &str| {
+        let ping = handler_ping(2_000_000_000, pong);
+        let checked = ping.replace(
+            "(drop (call $send (global.get $peer) (i32.const 1) (i32.const 0) (i32.const 2048) (i32.const 4)))",
+            "(if (i64.lt_s (call $send (global.get $peer) (i32.const 1) (i32.const 0) (i32.const 2048) (i32.const 4)) (i64.const 0)) (then (call $exit (i32.const 6))))",
+        );
+        assert_ne!(ping, checked, "handler_ping's send moved");
+        checked
+    };
+    for pairs in [1, 4, 16, 4, 16, 1, 4, 16] {
         let mut kernel = Kernel::builder().workers(2).build().unwrap();
         let names: Vec<(String, String)> = (0..pairs)
             .map(|i| (format!("ping{i}"), format!("pong{i}")))
             .collect();
         for (ping, pong) in &names {
             load_at(&mut kernel, pong, &handler_pong(), "high");
-            load_at(&mut kernel, ping, &handler_ping(2_000_000_000, pong), "low");
+            load_at(&mut kernel, ping, &strict_ping(pong), "low");
         }
         for (ping, pong) in &names {
             kernel.spawn(pong).unwrap();

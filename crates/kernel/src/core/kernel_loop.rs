@@ -760,18 +760,26 @@ impl KernelLoop {
                 .unwrap_or_else(|| self.shared.clock.now_nanos());
             self.collect(&mut core, now);
             self.reap_deferred(&mut core);
-            if self.shared.shutdown_requested() {
+            let shutting_down = self.shared.shutdown_requested();
+            if shutting_down {
                 if core.state == LoopState::Running {
                     let _ = core.state.transition(LoopState::ShuttingDown);
                     core.events.record(&KernelEvent::ShutdownRequested);
                 }
-                self.stop_parked(&mut core, ErrorCode::SHUTDOWN);
+                // The processes not running are stopped once none runs:
+                // one still running (to its next checkpoint) would
+                // otherwise find the peers it sends to gone, and end on
+                // that rather than be stopped. Meanwhile nothing else is
+                // started.
+                if core.scheduler.running() == 0 {
+                    self.stop_parked(&mut core, ErrorCode::SHUTDOWN);
+                }
             }
             if core.live == 0 {
                 self.shared.inbox.notify();
                 return;
             }
-            if let Some(dispatch) = core.scheduler.next(now) {
+            if let Some(dispatch) = (!shutting_down).then(|| core.scheduler.next(now)).flatten() {
                 core.events.record(&KernelEvent::Tick);
                 if core.idle_workers > 0 && core.scheduler.queued() > 0 {
                     self.shared.inbox.notify_one();
@@ -805,7 +813,17 @@ impl KernelLoop {
             if let Some(deadline) = next_timer {
                 wait = wait.min(self.shared.clock.until(deadline));
             }
-            self.shared.inbox.wait(Some(wait), &self.shared.shutdown);
+            if shutting_down {
+                // Waiting for the processes still running to reach their
+                // checkpoints (the shutdown flag would end the wait at once).
+                static GO_ON: std::sync::atomic::AtomicBool =
+                    std::sync::atomic::AtomicBool::new(false);
+                self.shared
+                    .inbox
+                    .wait(Some(Duration::from_micros(200)), &GO_ON);
+            } else {
+                self.shared.inbox.wait(Some(wait), &self.shared.shutdown);
+            }
             core = self.lock();
             core.idle_workers -= 1;
         }

@@ -398,12 +398,18 @@ impl Scheduler {
         let base = Priority::try_from(index as u8).expect("six levels");
         let level = effective_level(base, wait);
         let service_turn = wait >= self.starving_after[index];
-        let slice = if service_turn {
+        let slice = self.alone_slice(level, service_turn);
+        self.dispatch(pid, since, now, level, service_turn, slice)
+    }
+
+    /// The slice of a process dispatched with nothing else queued: a
+    /// service turn's, or its level's full slice.
+    fn alone_slice(&self, level: Priority, service_turn: bool) -> u64 {
+        if service_turn {
             self.policy.service_turn_checkpoints.max(1)
         } else {
             self.full_slices[level as usize]
-        };
-        self.dispatch(pid, since, now, level, service_turn, slice)
+        }
     }
 
     /// Marks the process just taken off its queue as running.
@@ -592,28 +598,14 @@ impl Scheduler {
             return None;
         }
         // Woken now and dispatched now: no wait, so no aging.
-        let level = effective_level(entry.base, 0);
-        let service_turn = self.starving_after[entry.base as usize] == 0;
         entry.waiting_since = now;
         entry.runnable_since = now;
-        entry.slice = if service_turn {
-            self.policy.service_turn_checkpoints.max(1)
-        } else {
-            self.full_slices[level as usize]
-        };
-        entry.state = State::Running;
-        entry.level = level;
-        entry.service_turn = service_turn;
-        entry.turn_started = now;
-        entry.checkpoints_in_slice = 0;
-        entry.consecutive_slices = 1;
-        entry.account.turns += 1;
+        let base = entry.base;
+        let level = effective_level(base, 0);
+        let service_turn = self.starving_after[base as usize] == 0;
+        let slice = self.alone_slice(level, service_turn);
         self.running += 1;
-        Some(Dispatch {
-            pid,
-            level,
-            service_turn,
-        })
+        Some(self.dispatch(pid, now, now, level, service_turn, slice))
     }
 
     /// Processes in run queues.

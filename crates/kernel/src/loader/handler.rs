@@ -21,8 +21,10 @@
 
 use crate::core::kernel_loop::{ExitStatus, Outcome, put_back_held, reap_due, stop_due};
 use crate::core::message_router::Message;
+use crate::loader::lifecycle_manager::{
+    BACKSTOP_TICKS, POOL_RETRIES, classify, is_pool_full, pool_backoff,
+};
 use crate::loader::lifecycle_manager::{HANDLER_CALL_SLICES, MIN_INBOX_CAPACITY};
-use crate::loader::lifecycle_manager::{POOL_RETRIES, classify, is_pool_full, pool_backoff};
 use crate::loader::wasm_loader::LoadedModule;
 use crate::syscalls::ProcessContext;
 use crate::syscalls::ipc::next_message;
@@ -34,9 +36,6 @@ use estalogic_abi::{
 use std::cell::UnsafeCell;
 use std::sync::Arc;
 use wasmtime::{Memory, Store, TypedFunc, UpdateDeadline};
-
-/// Epoch ticks between two moves of a handler call's deadline.
-const BACKSTOP_TICKS: u64 = 10;
 
 /// A handler's instance and its metering, once instantiated.
 pub(crate) struct HandlerState {

@@ -32,7 +32,7 @@ use wasmtime::{Engine, Linker, PoolConcurrencyLimitError, Store, Trap, UpdateDea
 /// budget, bound how long a process runs at a time.
 const FUEL_BUDGET: u64 = u64::MAX / 4;
 /// Epoch ticks a guest may run between yields, whatever its fuel says.
-const BACKSTOP_TICKS: u64 = 10;
+pub(crate) const BACKSTOP_TICKS: u64 = 10;
 
 /// Everything needed to start processes of the loaded modules.
 pub struct ProcessFactory {

@@ -1,6 +1,7 @@
 //! Loading: manifests and binaries are validated, with errors that name the
 //! file and the problem.
 
+use estalogic_kernel::abi::ErrorCode;
 use estalogic_kernel::{ExitStatus, Kernel, KernelError, ModuleError};
 use estalogic_tests::{load_wat, manifest};
 use std::path::Path;
@@ -349,6 +350,97 @@ fn a_small_pool_reuses_its_slots_run_after_run() {
             assert_eq!(process.status, ExitStatus::Exited(0), "run {run}");
         }
     }
+}
+
+/// Each worker instantiates processes on its own lane of the engine, whose
+/// pool holds a share of the process limit; a process whose lane is full
+/// takes another lane's slot, so the whole limit stays usable however the
+/// workers happen to share the processes out. Here all four are alive at
+/// once (each waits 30 ms in `receive`) on pools of two slots a lane.
+#[test]
+fn every_process_slot_is_usable_whichever_worker_starts_the_process() {
+    for workers in [2, 3] {
+        let mut kernel = Kernel::builder()
+            .workers(workers)
+            .max_processes(4)
+            .build()
+            .unwrap();
+        load_wat(
+            &mut kernel,
+            "waiter",
+            r#"(module
+                 (import "estalogic" "receive" (func $receive (param i32 i64 i32 i32 i32) (result i64)))
+                 (memory (export "memory") 1)
+                 (func (export "run") (result i32)
+                   (drop (call $receive (i32.const 0) (i64.const 30) (i32.const 0) (i32.const 64) (i32.const 64)))
+                   (i32.const 0)))"#,
+            "normal",
+        );
+        // A handler that waits for a message that never comes: stopped at
+        // the end of the run, once nothing else can happen.
+        load_wat(
+            &mut kernel,
+            "idler",
+            r#"(module
+                 (memory (export "memory") 1)
+                 (func (export "estalogic_inbox") (result i64) (i64.const 0x0000004000000400))
+                 (func (export "run") (param i32) (result i32) (i32.const 0)))"#,
+            "normal",
+        );
+        for run in 0..8 {
+            for (name, ended) in [
+                ("waiter", ExitStatus::Exited(0)),
+                ("idler", ExitStatus::Stopped(ErrorCode::DEADLOCKED)),
+            ] {
+                for _ in 0..4 {
+                    kernel.spawn(name).unwrap();
+                }
+                let report = kernel.run();
+                assert_eq!(report.processes.len(), 4, "{workers} workers, run {run}");
+                for process in &report.processes {
+                    assert_eq!(
+                        process.status, ended,
+                        "{name}: {workers} workers, run {run}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A module is compiled once and copied to each lane's engine at its first
+/// use there: every lane's copy is its own, made once, and an index past
+/// the last lane gets lane 0's.
+#[test]
+fn a_module_has_one_copy_per_lane_on_that_lanes_engine() {
+    let mut kernel = Kernel::builder().workers(3).build().unwrap();
+    load_wat(
+        &mut kernel,
+        "noop",
+        r#"(module (memory (export "memory") 1) (func (export "run")))"#,
+        "normal",
+    );
+    let module = &kernel.modules()[0];
+    assert_eq!(module.lane_count(), 3);
+    let engine = |lane: usize| module.on_lane(lane).pre.module().engine().clone();
+    for (a, b) in [(0, 1), (0, 2), (1, 2)] {
+        assert!(
+            !wasmtime::Engine::same(&engine(a), &engine(b)),
+            "lanes {a} and {b}"
+        );
+    }
+    assert!(std::ptr::eq(module.on_lane(1), module.on_lane(1)));
+    assert!(std::ptr::eq(module.on_lane(0), &module.home));
+    assert!(std::ptr::eq(module.on_lane(3), &module.home));
+    // One worker, one lane.
+    let mut kernel = Kernel::builder().workers(1).build().unwrap();
+    load_wat(
+        &mut kernel,
+        "noop",
+        r#"(module (memory (export "memory") 1) (func (export "run")))"#,
+        "normal",
+    );
+    assert_eq!(kernel.modules()[0].lane_count(), 1);
 }
 
 #[test]

@@ -26,7 +26,7 @@ use crate::drivers::clock::Clock;
 use crate::loader::lifecycle_manager::ProcessFactory;
 use crate::loader::manifest::{Manifest, ManifestError, ModuleSource};
 use crate::loader::preload_manager::{CacheStats, ModuleCache};
-use crate::loader::wasm_loader::{self, LoadedModule, ModuleError};
+use crate::loader::wasm_loader::{self, Lane, LoadedModule, ModuleError};
 use crate::syscalls;
 use crate::syscalls::capabilities::capability_for;
 use estalogic_abi::Pid;
@@ -60,6 +60,27 @@ const TABLE_ELEMENTS: usize = 10_000;
 /// Memory mappings a pool slot can take: a guard page splits each stack
 /// slot, and an active memory splits its slot.
 const MAPPINGS_PER_PROCESS: u64 = 10;
+
+/// The instance pool of one lane, with `slots` processes' worth of each
+/// kind of slot.
+fn pool_config(slots: u32) -> PoolingAllocationConfig {
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_core_instances(slots)
+        .total_memories(slots)
+        .total_tables(slots)
+        .total_stacks(slots)
+        .max_memory_size(MEMORY_SLOT as usize)
+        .table_elements(TABLE_ELEMENTS)
+        .max_unused_warm_slots(1_024)
+        // Return freed pages to the host in batches: one
+        // `process_madvise` per 256 exits instead of one per exit. A slot
+        // waiting in the batch is not reused, but an allocation that
+        // finds the pool full flushes the batch and tries again.
+        .decommit_batch_size(256)
+        // Reset a reused table with memset instead of a system call.
+        .table_keep_resident(KEEP_RESIDENT);
+    pool
+}
 
 fn map_count_limit() -> Option<u64> {
     std::fs::read_to_string("/proc/sys/vm/max_map_count")
@@ -255,6 +276,12 @@ impl KernelBuilder {
             }
             None => default_max_processes(),
         };
+        let workers = if self.deterministic {
+            1
+        } else {
+            self.workers
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        };
         let mut config = Config::new();
         config.consume_fuel(true);
         // 64-bit memories are not supported: a module that declares one is a
@@ -295,29 +322,27 @@ impl KernelBuilder {
         config.memory_reservation_for_growth(0);
         config.max_wasm_stack(WASM_STACK);
         config.async_stack_size(WASM_STACK + HOST_STACK);
-        let mut pool = PoolingAllocationConfig::new();
-        pool.total_core_instances(max_processes)
-            .total_memories(max_processes)
-            .total_tables(max_processes)
-            .total_stacks(max_processes)
-            .max_memory_size(MEMORY_SLOT as usize)
-            .table_elements(TABLE_ELEMENTS)
-            .max_unused_warm_slots(1_024)
-            // Return freed pages to the host in batches: one
-            // `process_madvise` per 256 exits instead of one per exit. A slot
-            // waiting in the batch is not reused, but an allocation that
-            // finds the pool full flushes the batch and tries again.
-            .decommit_batch_size(256)
-            // Reset a reused table with memset instead of a system call.
-            .table_keep_resident(KEEP_RESIDENT);
         // Initialise memories by copying data segments rather than mapping
         // a copy-on-write image: mapping splits the pool's mappings on every
         // spawn and exit.
         config.memory_init_cow(false);
-        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&config).map_err(|e| KernelError::Engine(format!("{e:#}")))?;
-        let linker =
-            syscalls::Linkers::new(&engine).map_err(|e| KernelError::Engine(format!("{e:#}")))?;
+        // One engine per worker, each with its own pool (a lane; see
+        // `wasm_loader`): a pool's locks and an engine's registries are
+        // then touched by one worker only. The process limit is shared
+        // out among them; a spawn whose lane is full takes another's slot.
+        let lane_slots = max_processes.div_ceil(workers as u32);
+        let lanes = (0..workers)
+            .map(|_| {
+                let mut lane_config = config.clone();
+                lane_config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool_config(
+                    lane_slots,
+                )));
+                let engine = Engine::new(&lane_config)?;
+                let linkers = syscalls::Linkers::new(&engine)?;
+                Ok(Lane { engine, linkers })
+            })
+            .collect::<wasmtime::Result<Vec<Lane>>>()
+            .map_err(|e| KernelError::Engine(format!("{e:#}")))?;
         let cache = match &self.cache_dir {
             Some(dir) => {
                 Some(ModuleCache::new(dir).map_err(|e| KernelError::Engine(e.to_string()))?)
@@ -334,12 +359,6 @@ impl KernelBuilder {
             Clock::virtual_clock()
         } else {
             Clock::real()
-        };
-        let workers = if self.deterministic {
-            1
-        } else {
-            self.workers
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         };
         let mut boot = Boot::new();
         let config = format!(
@@ -404,8 +423,7 @@ impl KernelBuilder {
         let _ = boot.begin(InitPhase::ServiceInit);
         let shared = Arc::new(KernelShared::new(clock, capabilities, self.trace_ipc));
         let factory = Arc::new(ProcessFactory::new(
-            engine,
-            linker,
+            lanes.into(),
             shared.clone(),
             policy.checkpoint_fuel,
             backstop,
@@ -566,13 +584,7 @@ impl Kernel {
                 problem: e.to_string(),
             })?;
         let _ = self.registry.transition(&key, ModuleState::Loading);
-        let loaded = wasm_loader::load(
-            self.factory.engine(),
-            self.factory.linkers(),
-            manifest,
-            bytes,
-            self.cache.as_ref(),
-        );
+        let loaded = wasm_loader::load(self.factory.lanes(), manifest, bytes, self.cache.as_ref());
         match loaded {
             Ok(loaded) => {
                 let _ = self.registry.transition(&key, ModuleState::Ready);
@@ -848,14 +860,21 @@ impl Kernel {
         }
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let ticker = self.factory.backstop().then(|| {
-            let engine = self.factory.engine().clone();
+            let engines: Vec<Engine> = self
+                .factory
+                .lanes()
+                .iter()
+                .map(|lane| lane.engine.clone())
+                .collect();
             let stop = ticker_stop.clone();
             std::thread::Builder::new()
                 .name("estalogic-epoch".into())
                 .spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
                         std::thread::sleep(EPOCH_TICK);
-                        engine.increment_epoch();
+                        for engine in &engines {
+                            engine.increment_epoch();
+                        }
                     }
                 })
                 .expect("spawn the epoch ticker thread")

@@ -91,7 +91,7 @@ use crate::core::routing::{close_mailbox, take_all};
 use crate::core::scheduler::{Scheduler, SlicePolicy, Verdict};
 use crate::core::supervision::{Failure, RestartAction, RestartPolicy};
 use crate::loader::handler::{HandlerCell, HandlerState, cannot_take};
-use crate::loader::lifecycle_manager::ProcessFactory;
+use crate::loader::lifecycle_manager::{self, ProcessFactory};
 use crate::loader::manifest::{Manifest, RestartMode};
 use estalogic_abi::MessageType;
 use estalogic_abi::messages::ExitNotice;
@@ -719,12 +719,13 @@ impl KernelLoop {
             // The other workers are the kernel's own threads, kept from run
             // to run (see `Kernel::run`); this thread is one more.
             Some(pool) => pool.in_place_scope(|scope| {
-                for _ in 1..workers {
-                    scope.spawn(|_| self.work());
+                for lane in 1..workers {
+                    let this = &self;
+                    scope.spawn(move |_| this.work(lane));
                 }
-                self.work();
+                self.work(0);
             }),
-            None => self.work(),
+            None => self.work(0),
         }
         let mut core = self.core.into_inner();
         if core.state != LoopState::ShuttingDown {
@@ -749,8 +750,12 @@ impl KernelLoop {
         )
     }
 
-    fn work(&self) {
+    /// One worker's loop; `lane` is the worker's lane of the engine (see
+    /// `wasm_loader`'s "Lanes"): the processes it starts are instantiated
+    /// there.
+    fn work(&self, lane: usize) {
         let _worker = WorkerGuard::enter(self);
+        let _lane = lifecycle_manager::enter_lane(lane);
         let mut core = self.lock();
         loop {
             // A turn that just blocked read the clock an instant ago.

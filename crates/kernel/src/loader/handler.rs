@@ -22,10 +22,10 @@
 use crate::core::kernel_loop::{ExitStatus, Outcome, put_back_held, reap_due, stop_due};
 use crate::core::message_router::Message;
 use crate::loader::lifecycle_manager::{
-    BACKSTOP_TICKS, POOL_RETRIES, classify, is_pool_full, pool_backoff,
+    BACKSTOP_TICKS, POOL_RETRIES, classify, current_lane, is_pool_full, lane_after, pool_backoff,
 };
 use crate::loader::lifecycle_manager::{HANDLER_CALL_SLICES, MIN_INBOX_CAPACITY};
-use crate::loader::wasm_loader::LoadedModule;
+use crate::loader::wasm_loader::{LaneModule, LoadedModule};
 use crate::syscalls::ProcessContext;
 use crate::syscalls::ipc::next_message;
 use crate::syscalls::process::YieldOnce;
@@ -331,6 +331,24 @@ fn started(pid: Pid, now: u64) -> Message {
     }
 }
 
+/// A handler process's store on `lane`'s engine: its limiter and
+/// backstop set (its fuel is set per call).
+fn handler_store(
+    lane: &LaneModule,
+    context: ProcessContext,
+    backstop: bool,
+) -> Store<ProcessContext> {
+    let mut store = Store::new(lane.pre.module().engine(), context);
+    store.limiter(|context| &mut context.limiter);
+    if backstop {
+        // A call cannot be suspended: the epoch only moves the deadline on
+        // (the per-call fuel budget is what bounds a call).
+        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Continue(BACKSTOP_TICKS)));
+        store.set_epoch_deadline(BACKSTOP_TICKS);
+    }
+    store
+}
+
 /// Creates the store, instantiates (trying again while the pool is
 /// momentarily full), and asks the module for its inbox.
 async fn instantiate(
@@ -339,14 +357,10 @@ async fn instantiate(
     checkpoint_fuel: u64,
     backstop: bool,
 ) -> Result<HandlerState, Outcome> {
-    let mut store = Store::new(loaded.pre.module().engine(), context);
-    store.limiter(|context| &mut context.limiter);
-    if backstop {
-        // A call cannot be suspended: the epoch only moves the deadline on
-        // (the per-call fuel budget is what bounds a call).
-        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Continue(BACKSTOP_TICKS)));
-        store.set_epoch_deadline(BACKSTOP_TICKS);
-    }
+    let lanes = loaded.lane_count();
+    let first = current_lane() % lanes;
+    let mut lane = loaded.on_lane(first);
+    let mut store = handler_store(lane, context, backstop);
     let budget = checkpoint_fuel.saturating_mul(HANDLER_CALL_SLICES);
     let mut used = 0;
     let mut attempt = 0;
@@ -354,13 +368,21 @@ async fn instantiate(
         status: status_of(&error, store, budget),
         fuel_used: used,
     };
+    // Instantiate, moving to another lane's pool while this one is full
+    // (the process limit is shared out among the lanes' pools).
     let instance = loop {
-        let (result, spent) = metered(&mut store, budget, |store| loaded.pre.instantiate(store));
+        let (result, spent) = metered(&mut store, budget, |store| lane.pre.instantiate(store));
         used += spent;
         match result {
-            Err(error) if attempt < POOL_RETRIES && is_pool_full(&error) => {
+            Err(error) if attempt < POOL_RETRIES * lanes as u32 && is_pool_full(&error) => {
                 attempt += 1;
-                pool_backoff(attempt).await;
+                if lanes > 1 {
+                    lane = loaded.on_lane(lane_after(first, attempt, lanes));
+                    store = handler_store(lane, store.into_data(), backstop);
+                }
+                if attempt % lanes as u32 == 0 {
+                    pool_backoff(attempt / lanes as u32).await;
+                }
             }
             // Copying the data segments (a unit a byte) and running the
             // start function is paid from one call's budget too.
@@ -369,7 +391,7 @@ async fn instantiate(
         }
     };
     let exports = (|| {
-        let memory = loaded
+        let memory = lane
             .memory_export
             .as_ref()
             .and_then(|export| instance.get_module_export(&mut store, export))
@@ -381,9 +403,9 @@ async fn instantiate(
                 .and_then(|export| instance.get_module_export(&mut store, export))
                 .and_then(wasmtime::Extern::into_func)
         };
-        let handle = function(Some(&loaded.entry_export))
+        let handle = function(Some(&lane.entry_export))
             .ok_or_else(|| wasmtime::Error::msg("the entry point export is missing"))?;
-        let inbox = function(loaded.inbox_export.as_ref()).ok_or_else(|| {
+        let inbox = function(lane.inbox_export.as_ref()).ok_or_else(|| {
             wasmtime::Error::msg(format!("the `{INBOX_EXPORT}` export is missing"))
         })?;
         let handle = handle.typed::<i32, i32>(&store)?;

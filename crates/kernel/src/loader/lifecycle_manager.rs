@@ -20,11 +20,12 @@ use crate::core::message_router::{Delivery, Mailbox, MailboxFull, Message};
 use crate::core::process::Process;
 use crate::loader::handler::{HandlerCell, run_handler};
 use crate::loader::manifest::RestartMode;
-use crate::loader::wasm_loader::{self, EntryKind, LoadedModule, ModuleError};
+use crate::loader::wasm_loader::{self, EntryKind, Lane, LaneModule, LoadedModule, ModuleError};
 use crate::syscalls::capabilities::capability_for;
 use crate::syscalls::process::YieldOnce;
 use crate::syscalls::{Linkers, MemoryLimiter, ProcessContext, ProcessExit};
 use estalogic_abi::{ErrorCode, Pid};
+use std::cell::Cell;
 use std::sync::{Arc, RwLock};
 use wasmtime::{Engine, Linker, PoolConcurrencyLimitError, Store, Trap, UpdateDeadline};
 
@@ -36,8 +37,7 @@ pub(crate) const BACKSTOP_TICKS: u64 = 10;
 
 /// Everything needed to start processes of the loaded modules.
 pub struct ProcessFactory {
-    engine: Engine,
-    linker: Linkers,
+    lanes: Arc<[Lane]>,
     shared: Arc<KernelShared>,
     modules: RwLock<Vec<Arc<LoadedModule>>>,
     checkpoint_fuel: u64,
@@ -47,16 +47,14 @@ pub struct ProcessFactory {
 
 impl ProcessFactory {
     pub(crate) fn new(
-        engine: Engine,
-        linker: Linkers,
+        lanes: Arc<[Lane]>,
         shared: Arc<KernelShared>,
         checkpoint_fuel: u64,
         backstop: bool,
         max_processes: u32,
     ) -> Self {
         ProcessFactory {
-            engine,
-            linker,
+            lanes,
             shared,
             modules: RwLock::new(Vec::new()),
             checkpoint_fuel,
@@ -65,9 +63,14 @@ impl ProcessFactory {
         }
     }
 
-    /// The engine processes run on.
+    /// Lane 0's engine: the one modules are compiled on.
     pub fn engine(&self) -> &Engine {
-        &self.engine
+        &self.lanes[0].engine
+    }
+
+    /// Every lane, one per worker (lane 0 first).
+    pub fn lanes(&self) -> &Arc<[Lane]> {
+        &self.lanes
     }
 
     /// True if processes run with the epoch wall-clock backstop.
@@ -75,14 +78,14 @@ impl ProcessFactory {
         self.backstop
     }
 
-    /// The linker holding every syscall, for task processes.
+    /// Lane 0's linker holding every syscall, for task processes.
     pub fn linker(&self) -> &Linker<ProcessContext> {
-        &self.linker.task
+        &self.lanes[0].linkers.task
     }
 
-    /// Both linkers: task and handler processes'.
+    /// Lane 0's linkers: task and handler processes'.
     pub fn linkers(&self) -> &Linkers {
-        &self.linker
+        &self.lanes[0].linkers
     }
 
     /// Adds a loaded module.
@@ -122,7 +125,7 @@ impl ProcessFactory {
                 "no module named {name:?} is loaded"
             )));
         };
-        let fresh = wasm_loader::reload(&self.linker, &old)?;
+        let fresh = wasm_loader::reload(&old)?;
         let mut modules = self.modules.write().unwrap_or_else(|p| p.into_inner());
         if let Some(slot) = modules.iter_mut().find(|m| m.manifest.name == name) {
             *slot = Arc::new(fresh);
@@ -277,6 +280,37 @@ impl ProcessFactory {
     }
 }
 
+thread_local! {
+    /// The lane of the worker this thread is, while it is one; 0 on any
+    /// other thread.
+    static LANE: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Makes this thread lane `index`'s worker until the guard drops.
+pub(crate) fn enter_lane(index: usize) -> LaneGuard {
+    LaneGuard(LANE.replace(index))
+}
+
+/// Restores the thread's previous lane when dropped.
+pub(crate) struct LaneGuard(usize);
+
+impl Drop for LaneGuard {
+    fn drop(&mut self) {
+        LANE.set(self.0);
+    }
+}
+
+/// The lane a process first run on this thread starts on.
+pub(crate) fn current_lane() -> usize {
+    LANE.get()
+}
+
+/// The lane to try after `attempt` tries (from 0) found a pool full, the
+/// first on `first`: every other lane once, then `first` again.
+pub(crate) fn lane_after(first: usize, attempt: u32, lanes: usize) -> usize {
+    (first + attempt as usize) % lanes.max(1)
+}
+
 /// The future that is one process: instantiate, run the entry point, and
 /// classify how it ended.
 async fn run_process(
@@ -285,27 +319,42 @@ async fn run_process(
     checkpoint_fuel: u64,
     backstop: bool,
 ) -> Outcome {
-    // The module's own engine, borrowed: no per-process clone of the
-    // engine's shared reference count.
-    let mut store = Store::new(loaded.pre.module().engine(), context);
-    store.limiter(|context| &mut context.limiter);
-    let configured = store
-        .set_fuel(FUEL_BUDGET)
-        .and_then(|()| store.fuel_async_yield_interval(Some(checkpoint_fuel)));
-    if let Err(error) = configured {
-        return Outcome {
-            status: ExitStatus::Trapped {
-                code: ErrorCode::INTERNAL,
-                detail: format!("could not configure fuel: {error:#}"),
-            },
-            fuel_used: 0,
-        };
-    }
-    if backstop {
-        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(BACKSTOP_TICKS)));
-        store.set_epoch_deadline(BACKSTOP_TICKS);
-    }
-    let result = call_entry(&mut store, &loaded).await;
+    let lanes = loaded.lane_count();
+    let first = current_lane() % lanes;
+    let mut lane = loaded.on_lane(first);
+    let mut store = match task_store(lane, context, checkpoint_fuel, backstop) {
+        Ok(store) => store,
+        Err(outcome) => return outcome,
+    };
+    // Instantiate, moving to another lane's pool while this one is full
+    // (the process limit is shared out among the lanes' pools).
+    let mut attempt = 0;
+    let instance = loop {
+        // Boxed for the moment it runs: instantiation's future is about
+        // 1 KB, five times the call's, and unboxed it would size the state
+        // that every process keeps for its whole life (a parked process
+        // would carry it).
+        match Box::pin(lane.pre.instantiate_async(&mut store)).await {
+            Err(error) if attempt < POOL_RETRIES * lanes as u32 && is_pool_full(&error) => {
+                attempt += 1;
+                if lanes > 1 {
+                    lane = loaded.on_lane(lane_after(first, attempt, lanes));
+                    store = match task_store(lane, store.into_data(), checkpoint_fuel, backstop) {
+                        Ok(store) => store,
+                        Err(outcome) => return outcome,
+                    };
+                }
+                if attempt % lanes as u32 == 0 {
+                    pool_backoff(attempt / lanes as u32).await;
+                }
+            }
+            result => break result,
+        }
+    };
+    let result = match instance {
+        Ok(instance) => call_entry(&mut store, lane, loaded.entry, instance).await,
+        Err(error) => Err(error),
+    };
     let fuel_used =
         FUEL_BUDGET - store.get_fuel().unwrap_or(FUEL_BUDGET) + store.data().host_fuel.get();
     let status = match result {
@@ -313,6 +362,37 @@ async fn run_process(
         Err(error) => classify(&error, store.data().limiter.refused()),
     };
     Outcome { status, fuel_used }
+}
+
+/// A task process's store on `lane`'s engine: its limiter, fuel and
+/// backstop set.
+fn task_store(
+    lane: &LaneModule,
+    context: ProcessContext,
+    checkpoint_fuel: u64,
+    backstop: bool,
+) -> Result<Store<ProcessContext>, Outcome> {
+    // The module's own engine, borrowed: no per-process clone of the
+    // engine's shared reference count.
+    let mut store = Store::new(lane.pre.module().engine(), context);
+    store.limiter(|context| &mut context.limiter);
+    let configured = store
+        .set_fuel(FUEL_BUDGET)
+        .and_then(|()| store.fuel_async_yield_interval(Some(checkpoint_fuel)));
+    if let Err(error) = configured {
+        return Err(Outcome {
+            status: ExitStatus::Trapped {
+                code: ErrorCode::INTERNAL,
+                detail: format!("could not configure fuel: {error:#}"),
+            },
+            fuel_used: 0,
+        });
+    }
+    if backstop {
+        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(BACKSTOP_TICKS)));
+        store.set_epoch_deadline(BACKSTOP_TICKS);
+    }
+    Ok(store)
 }
 
 /// Slices of fuel one handler call may use. A call is never preempted, so
@@ -350,21 +430,10 @@ pub(crate) async fn pool_backoff(attempt: u32) {
 
 async fn call_entry(
     store: &mut Store<ProcessContext>,
-    loaded: &LoadedModule,
+    loaded: &LaneModule,
+    entry_kind: EntryKind,
+    instance: wasmtime::Instance,
 ) -> wasmtime::Result<i32> {
-    // Boxed for the moment it runs: instantiation's future is about 1 KB,
-    // five times the call's, and unboxed it would size the state that every
-    // process keeps for its whole life (a parked process would carry it).
-    let mut attempt = 0;
-    let instance = loop {
-        match Box::pin(loaded.pre.instantiate_async(&mut *store)).await {
-            Err(error) if attempt < POOL_RETRIES && is_pool_full(&error) => {
-                attempt += 1;
-                pool_backoff(attempt).await;
-            }
-            result => break result?,
-        }
-    };
     store.data_mut().memory = loaded
         .memory_export
         .as_ref()
@@ -374,7 +443,7 @@ async fn call_entry(
         .get_module_export(&mut *store, &loaded.entry_export)
         .and_then(wasmtime::Extern::into_func)
         .ok_or_else(|| wasmtime::Error::msg("the entry point export is missing"))?;
-    match loaded.entry {
+    match entry_kind {
         EntryKind::Unit => {
             entry
                 .typed::<(), ()>(&*store)?

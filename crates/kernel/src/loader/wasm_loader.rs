@@ -15,6 +15,16 @@
 //! 4. The module's initial memory lies inside its memory class's range.
 //!    Growth beyond the class maximum is refused at run time by the
 //!    process's resource limiter.
+//!
+//! # Lanes
+//!
+//! The kernel runs one Wasmtime engine per worker, each with its own
+//! instance pool (a [`Lane`]): a process is instantiated on the engine of
+//! the worker that first runs it, so two workers spawning at once share no
+//! pool lock, type registry or reference count of Wasmtime's. A module is
+//! compiled once, on lane 0; its copy on another lane ([`LaneModule`]) is
+//! made from lane 0's compiled code the first time a process of it starts
+//! there.
 
 use crate::loader::compile_budget;
 use crate::loader::manifest::{Manifest, MemoryClass};
@@ -23,6 +33,7 @@ use crate::syscalls::{Linkers, ProcessContext};
 use estalogic_abi::syscalls::WasmType;
 use estalogic_abi::{IMPORT_MODULE, INBOX_EXPORT, Syscall};
 use std::fmt::Write as _;
+use std::sync::{Arc, OnceLock};
 use wasmtime::{Engine, ExternType, InstancePre, Module, ModuleExport, ValType};
 
 /// Why a module cannot be loaded.
@@ -110,17 +121,21 @@ pub enum EntryKind {
     Handler,
 }
 
-/// A module that passed every check, ready to instantiate.
+/// One Wasmtime engine, with its own instance pool, and the kernel's
+/// linkers on it: a worker's share of the engine (see "Lanes" above).
+pub struct Lane {
+    /// The engine; every lane's is configured alike but for its pool's
+    /// share of the process limit.
+    pub engine: Engine,
+    /// The syscalls, linked on this engine.
+    pub linkers: Linkers,
+}
+
+/// A module on one lane: what a spawn there instantiates and looks up.
 #[derive(Clone)]
-pub struct LoadedModule {
-    /// Its manifest.
-    pub manifest: Manifest,
-    /// The compiled module.
-    pub module: Module,
-    /// Imports resolved against the kernel's linker.
+pub struct LaneModule {
+    /// Imports resolved against the lane's linker.
     pub pre: InstancePre<ProcessContext>,
-    /// How the entry point returns.
-    pub entry: EntryKind,
     /// The entry point's export, found once here instead of by name at
     /// every spawn.
     pub entry_export: ModuleExport,
@@ -128,8 +143,60 @@ pub struct LoadedModule {
     pub memory_export: Option<ModuleExport>,
     /// A handler's [`INBOX_EXPORT`] function.
     pub inbox_export: Option<ModuleExport>,
+}
+
+/// A module that passed every check, ready to instantiate.
+#[derive(Clone)]
+pub struct LoadedModule {
+    /// Its manifest.
+    pub manifest: Manifest,
+    /// The compiled module, on lane 0.
+    pub module: Module,
+    /// The module on lane 0.
+    pub home: LaneModule,
+    /// How the entry point returns.
+    pub entry: EntryKind,
     /// The binary, kept for a reload.
-    pub bytes: std::sync::Arc<[u8]>,
+    pub bytes: Arc<[u8]>,
+    /// Every lane of the kernel (lane 0 first).
+    lanes: Arc<[Lane]>,
+    /// The module's copies on lanes 1.., each made at the first spawn on
+    /// its lane; `None` if the copy failed (the lane then uses lane 0's).
+    copies: Arc<[OnceLock<Option<LaneModule>>]>,
+}
+
+impl LoadedModule {
+    /// How many lanes the kernel has.
+    pub fn lane_count(&self) -> usize {
+        self.lanes.len()
+    }
+
+    /// The module on lane `index` (lane 0's for an index past the last).
+    /// The first call for a lane copies lane 0's compiled code to that
+    /// lane's engine; if that fails, lane 0's module serves instead.
+    pub fn on_lane(&self, index: usize) -> &LaneModule {
+        let Some(slot) = index.checked_sub(1).and_then(|i| self.copies.get(i)) else {
+            return &self.home;
+        };
+        slot.get_or_init(|| self.copy_to(&self.lanes[index]).ok())
+            .as_ref()
+            .unwrap_or(&self.home)
+    }
+
+    /// Lane 0's compiled code, deserialized on `lane`'s engine and resolved
+    /// against its linker.
+    fn copy_to(&self, lane: &Lane) -> wasmtime::Result<LaneModule> {
+        let code = self.module.serialize()?;
+        // SAFETY: `code` is what `Module::serialize` made a moment ago, in
+        // this process, of a module this kernel compiled (or took from its
+        // cache after checking the entry), and it never left memory; the
+        // lane's engine is configured as lane 0's in everything compiled
+        // code depends on (only the pools' sizes differ), which
+        // `deserialize` checks again.
+        let module = unsafe { Module::deserialize(&lane.engine, &code)? };
+        lane_module(&lane.linkers, &self.manifest, self.entry, &module)
+            .map_err(wasmtime::Error::msg)
+    }
 }
 
 impl std::fmt::Debug for LoadedModule {
@@ -172,8 +239,7 @@ fn same_types(a: &[ValType], b: &[ValType]) -> bool {
 /// Compiles `bytes` (or takes the compiled artifact from `cache`) and runs
 /// every check of the module docs.
 pub fn load(
-    engine: &Engine,
-    linkers: &Linkers,
+    lanes: &Arc<[Lane]>,
     manifest: Manifest,
     bytes: &[u8],
     cache: Option<&ModuleCache>,
@@ -189,6 +255,7 @@ pub fn load(
     if let Some(binary) = binary {
         compile_budget::check(&binary).map_err(ModuleError::OverBudget)?;
     }
+    let engine = &lanes[0].engine;
     let module = match cache {
         Some(cache) => match cache.load_or_compile(engine, bytes) {
             Ok((module, _)) => module,
@@ -197,16 +264,16 @@ pub fn load(
         },
         None => Module::new(engine, bytes).map_err(|e| ModuleError::Invalid(format!("{e:#}")))?,
     };
-    prepare(linkers, manifest, module, bytes.into())
+    prepare(lanes, manifest, module, bytes.into())
 }
 
 /// A fresh [`LoadedModule`] of the code `old` was compiled to: checked
 /// again and resolved against the kernel's linker anew, but not recompiled
 /// (the same bytes compile to the same code, and a compilation may take
 /// long enough to be a guest's weapon; see `ProcessFactory::reload`).
-pub fn reload(linkers: &Linkers, old: &LoadedModule) -> Result<LoadedModule, ModuleError> {
+pub fn reload(old: &LoadedModule) -> Result<LoadedModule, ModuleError> {
     prepare(
-        linkers,
+        &old.lanes,
         old.manifest.clone(),
         old.module.clone(),
         old.bytes.clone(),
@@ -215,46 +282,63 @@ pub fn reload(linkers: &Linkers, old: &LoadedModule) -> Result<LoadedModule, Mod
 
 /// The checks and the import resolution of a compiled module.
 fn prepare(
-    linkers: &Linkers,
+    lanes: &Arc<[Lane]>,
     manifest: Manifest,
     module: Module,
-    bytes: std::sync::Arc<[u8]>,
+    bytes: Arc<[u8]>,
 ) -> Result<LoadedModule, ModuleError> {
     check_imports(&module)?;
     let entry = check_entry_point(&module, &manifest.entry_point)?;
     check_memory(&module, manifest.memory_class)?;
-    let inbox_export = if entry == EntryKind::Handler {
+    if entry == EntryKind::Handler {
         if !manifest.requires("messaging:receive") {
             return Err(ModuleError::HandlerExports(
                 "its manifest does not ask for `messaging:receive`, and a handler's work is the messages it receives".to_string(),
             ));
         }
         check_handler_exports(&module)?;
-        module.get_export_index(INBOX_EXPORT)
-    } else {
-        None
-    };
+    }
+    let home = lane_module(&lanes[0].linkers, &manifest, entry, &module)?;
+    let copies = (1..lanes.len()).map(|_| OnceLock::new()).collect();
+    Ok(LoadedModule {
+        manifest,
+        module,
+        home,
+        entry,
+        bytes,
+        lanes: lanes.clone(),
+        copies,
+    })
+}
+
+/// `module` (checked) resolved against `linkers`, with its exports found.
+fn lane_module(
+    linkers: &Linkers,
+    manifest: &Manifest,
+    entry: EntryKind,
+    module: &Module,
+) -> Result<LaneModule, ModuleError> {
     let linker = if entry == EntryKind::Handler {
         &linkers.handler
     } else {
         &linkers.task
     };
     let pre = linker
-        .instantiate_pre(&module)
+        .instantiate_pre(module)
         .map_err(|e| ModuleError::Invalid(format!("{e:#}")))?;
     let entry_export = module
         .get_export_index(&manifest.entry_point)
         .ok_or_else(|| ModuleError::MissingEntryPoint(manifest.entry_point.clone()))?;
-    let memory_export = module.get_export_index("memory");
-    Ok(LoadedModule {
-        manifest,
-        module,
+    let inbox_export = if entry == EntryKind::Handler {
+        module.get_export_index(INBOX_EXPORT)
+    } else {
+        None
+    };
+    Ok(LaneModule {
         pre,
-        entry,
         entry_export,
-        memory_export,
+        memory_export: module.get_export_index("memory"),
         inbox_export,
-        bytes,
     })
 }
 

@@ -8,6 +8,7 @@
 //!   inspect an app without running it.
 //! - `bench` measures the kernel's basic costs on the bundled services.
 
+mod allocator;
 mod bench;
 mod inspect;
 mod output;
@@ -16,7 +17,7 @@ mod output;
 /// another thread allocated (a process is spawned on one thread and reaped
 /// on another), which contends on glibc's arena locks.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: allocator::Allocator = allocator::Allocator;
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};

@@ -660,14 +660,26 @@ impl KernelLoop {
 
     /// Adds spawned tasks, ready at once, all under one hold of the core
     /// lock.
-    pub(crate) fn add_all(&self, tasks: impl IntoIterator<Item = Task>) {
+    pub(crate) fn add_all(&self, tasks: impl ExactSizeIterator<Item = Task>) {
         let mut core = self.lock();
+        // Room for the whole batch at once: a first run of many processes
+        // would otherwise grow the scheduler's map and the task tables
+        // step by step, rehashing and moving what they hold.
+        core.scheduler.reserve(tasks.len());
+        // One clock read for the batch: they are all ready from now.
+        let now = self.shared.clock.now_nanos();
         for task in tasks {
-            self.admit(&mut core, task);
+            self.admit_at(&mut core, task, now);
         }
     }
 
     fn admit(&self, core: &mut Core, task: Task) {
+        let now = self.shared.clock.now_nanos();
+        self.admit_at(core, task, now);
+    }
+
+    /// Adds a spawned task, ready at `now`.
+    fn admit_at(&self, core: &mut Core, task: Task, now: u64) {
         let pid = task.process.pid;
         let index = pid.index() as usize;
         if core.tasks.len() <= index {
@@ -677,7 +689,6 @@ impl KernelLoop {
         core.states[index] = Some((pid, task.process.clone(), task.state.clone()));
         // Counted directly: an event value would allocate the module name.
         core.events.spawned += 1;
-        let now = self.shared.clock.now_nanos();
         core.scheduler.admit(pid, task.process.priority, now);
         core.tasks[index] = Some(task);
         core.live += 1;

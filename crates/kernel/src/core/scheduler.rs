@@ -255,6 +255,12 @@ impl Scheduler {
         &self.policy
     }
 
+    /// Makes room for `additional` more processes, so that admitting them
+    /// does not grow the tables step by step.
+    pub fn reserve(&mut self, additional: usize) {
+        self.entries.reserve(additional);
+    }
+
     /// A new process, ready at `now`.
     pub fn admit(&mut self, pid: Pid, base: Priority, now: u64) {
         self.entries.insert(
@@ -637,8 +643,13 @@ impl Scheduler {
     /// time (live and ended) up to `now`; `None` until some CPU time was
     /// used. See policy step 5.
     pub fn fairness(&self, now: u64) -> Option<f64> {
+        // In one pass, without allocating: a process's ratio is
+        // (cpu / runnable) * (level runnable / level cpu), so per level
+        // the worst is the process with the least cpu / runnable (compared
+        // by cross-multiplying), scaled once by its level's sums.
         let mut level_cpu = [0u128; 6];
         let mut level_runnable = [0u128; 6];
+        let mut least: [Option<(u128, u128)>; 6] = [None; 6];
         let all = self
             .finished
             .iter()
@@ -653,19 +664,29 @@ impl Scheduler {
                 }
                 (e.base, account)
             }));
-        let all: Vec<(Priority, Account)> = all.collect();
-        for (base, account) in &all {
-            level_cpu[*base as usize] += account.cpu_ns as u128;
-            level_runnable[*base as usize] += account.runnable_ns as u128;
-        }
-        let mut worst: Option<f64> = None;
-        for (base, account) in &all {
-            let (cpu, runnable) = (level_cpu[*base as usize], level_runnable[*base as usize]);
-            if cpu == 0 || runnable == 0 || account.runnable_ns == 0 {
+        for (base, account) in all {
+            let level = base as usize;
+            let (cpu, runnable) = (account.cpu_ns as u128, account.runnable_ns as u128);
+            level_cpu[level] += cpu;
+            level_runnable[level] += runnable;
+            if runnable == 0 {
                 continue;
             }
-            let expected = cpu as f64 * account.runnable_ns as f64 / runnable as f64;
-            let ratio = account.cpu_ns as f64 / expected;
+            if least[level].is_none_or(|(c, r)| cpu * r < c * runnable) {
+                least[level] = Some((cpu, runnable));
+            }
+        }
+        let mut worst: Option<f64> = None;
+        for level in 0..6 {
+            let (cpu_sum, runnable_sum) = (level_cpu[level], level_runnable[level]);
+            let Some((cpu, runnable)) = least[level] else {
+                continue;
+            };
+            if cpu_sum == 0 || runnable_sum == 0 {
+                continue;
+            }
+            let expected = cpu_sum as f64 * runnable as f64 / runnable_sum as f64;
+            let ratio = cpu as f64 / expected;
             worst = Some(worst.map_or(ratio, |w: f64| w.min(ratio)));
         }
         worst

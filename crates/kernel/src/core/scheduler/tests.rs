@@ -338,3 +338,56 @@ fn a_lent_turn_never_jumps_a_queue() {
     assert!(s.run_lent(pid(1), 1).is_none());
     assert_eq!(s.state(pid(1)), Some(State::Waiting));
 }
+
+/// The definition of the fairness metric, as written in the policy:
+/// `min(actual / expected)` over every process with runnable time, where
+/// `expected` is its level's CPU shared out in proportion to runnable time.
+fn fairness_by_definition(accounts: &[(Priority, Account)]) -> Option<f64> {
+    let mut level_cpu = [0u128; 6];
+    let mut level_runnable = [0u128; 6];
+    for (base, account) in accounts {
+        level_cpu[*base as usize] += account.cpu_ns as u128;
+        level_runnable[*base as usize] += account.runnable_ns as u128;
+    }
+    let mut worst: Option<f64> = None;
+    for (base, account) in accounts {
+        let (cpu, runnable) = (level_cpu[*base as usize], level_runnable[*base as usize]);
+        if cpu == 0 || runnable == 0 || account.runnable_ns == 0 {
+            continue;
+        }
+        let expected = cpu as f64 * account.runnable_ns as f64 / runnable as f64;
+        let ratio = account.cpu_ns as f64 / expected;
+        worst = Some(worst.map_or(ratio, |w: f64| w.min(ratio)));
+    }
+    worst
+}
+
+proptest! {
+    /// The one-pass metric (no allocation, one division per level) is the
+    /// definition's, to rounding.
+    #[test]
+    fn fairness_in_one_pass_is_the_definition(
+        accounts in proptest::collection::vec(
+            (0u8..6, 0u64..=u64::MAX, prop_oneof![Just(0u64), 0u64..=u64::MAX]),
+            0..40,
+        ),
+    ) {
+        let mut s = Scheduler::new(SlicePolicy::default());
+        let accounts: Vec<(Priority, Account)> = accounts
+            .into_iter()
+            .map(|(level, cpu_ns, runnable_ns)| {
+                let account = Account { cpu_ns, runnable_ns, ..Account::default() };
+                (Priority::try_from(level).unwrap(), account)
+            })
+            .collect();
+        s.finished.extend(accounts.iter().copied());
+        let (fast, slow) = (s.fairness(0), fairness_by_definition(&accounts));
+        match (fast, slow) {
+            (None, None) => {}
+            (Some(a), Some(b)) => {
+                prop_assert!((a - b).abs() <= 1e-9 * b.abs().max(1.0), "{a} against {b}");
+            }
+            other => prop_assert!(false, "{other:?}"),
+        }
+    }
+}

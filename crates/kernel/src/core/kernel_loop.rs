@@ -666,6 +666,9 @@ impl KernelLoop {
         // would otherwise grow the scheduler's map and the task tables
         // step by step, rehashing and moving what they hold.
         core.scheduler.reserve(tasks.len());
+        let reports = core.reports.len();
+        core.reports
+            .reserve(tasks.len().min(MAX_REPORTS.saturating_sub(reports)));
         // One clock read for the batch: they are all ready from now.
         let now = self.shared.clock.now_nanos();
         for task in tasks {

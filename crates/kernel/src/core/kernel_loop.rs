@@ -591,13 +591,13 @@ struct Core {
     pending_respawns: Vec<PendingRespawn>,
 }
 
-/// A module a supervisor or system restart could not start yet: the pool
-/// was full, and a process it replaces (told to stop, still running) holds
-/// a slot until it leaves.
+/// A module a restart could not start yet because the process limit was
+/// reached (a process it replaces, told to stop, holds its slot until it
+/// leaves; or restarts decided at once on two workers filled the table).
+/// It is tried again whenever a process leaves, in the order decided, and
+/// a later restart that starts the same module supersedes it.
 struct PendingRespawn {
     module: String,
-    /// The replaced processes that have not left yet.
-    waiting_for: Vec<Pid>,
     /// Every process the restart replaces (the new one takes the module's
     /// name from these).
     replacing: Vec<Pid>,
@@ -1333,7 +1333,9 @@ impl KernelLoop {
         }
         let module = decision.is_some().then(|| report.module.clone());
         record_exit(core, report);
-        self.respawn_pending(core, pid);
+        // This exit's own restart first: it supersedes a restart of the
+        // same module still waiting for room, which would otherwise take
+        // the slot just freed and make two.
         if let (Some((code, action)), Some(module)) = (decision, module) {
             let new_pid = self.restart(core, &module, manifest, action, inherited);
             tracing::info!(
@@ -1349,6 +1351,7 @@ impl KernelLoop {
                 at: now,
             });
         }
+        self.respawn_pending(core);
     }
 
     /// Takes an ended process off the scheduler and the live-task table;
@@ -1420,7 +1423,7 @@ impl KernelLoop {
         let account = self.retire(&mut core, process.pid, now);
         report.add_account(&account);
         record_exit(&mut core, report);
-        self.respawn_pending(&mut core, process.pid);
+        self.respawn_pending(&mut core);
         core
     }
 
@@ -1473,75 +1476,82 @@ impl KernelLoop {
         // process takes its name from the one it replaces (see
         // `ProcessFactory::spawn_with`).
         let mut inherited = inherited;
-        let task = match self.factory.spawn_with(module, &mut inherited, &replacing) {
-            Ok(task) => task,
+        // A restart that starts a module supersedes one still waiting for
+        // room to start it: one process, not two.
+        core.pending_respawns.retain(|entry| entry.module != module);
+        let new_pid = match self.factory.spawn_with(module, &mut inherited, &replacing) {
+            Ok(task) => {
+                let pid = task.process.pid;
+                self.admit(core, task);
+                Some(pid)
+            }
             Err(error) => {
-                tracing::error!(target: "estalogic::supervision", %module, %error, "restart failed");
+                // Its mail is failed back now rather than held for a start
+                // that may wait long.
                 for message in &inherited {
                     self.shared
                         .report_failure(&message.header, ErrorCode::NO_SUCH_PROCESS);
                 }
-                return None;
+                self.defer_respawn(core, module, &replacing, error);
+                None
             }
         };
-        let new_pid = task.process.pid;
-        self.admit(core, task);
         for other in respawn {
-            let error = match self.factory.spawn_with(&other, &mut Vec::new(), &replacing) {
-                Ok(task) => {
-                    self.admit(core, task);
-                    continue;
-                }
-                Err(error) => error,
-            };
-            // Full only until the processes told to stop have left: it
-            // starts as soon as one does (see `respawn_pending`).
-            let waiting_for: Vec<Pid> = replacing
-                .iter()
-                .copied()
-                .filter(|pid| self.shared.process(*pid).is_some())
-                .collect();
-            if matches!(error, KernelError::TooManyProcesses { .. }) && !waiting_for.is_empty() {
-                core.pending_respawns.push(PendingRespawn {
-                    module: other,
-                    waiting_for,
-                    replacing: replacing.clone(),
-                });
-            } else {
-                tracing::error!(target: "estalogic::supervision", module = %other, %error, "restart failed");
+            core.pending_respawns.retain(|entry| entry.module != other);
+            match self.factory.spawn_with(&other, &mut Vec::new(), &replacing) {
+                Ok(task) => self.admit(core, task),
+                Err(error) => self.defer_respawn(core, &other, &replacing, error),
             }
         }
-        Some(new_pid)
+        new_pid
     }
 
-    /// `left` has left the process table: starts the restarts that waited
-    /// for it (see [`PendingRespawn`]), in the order they were decided. One
-    /// that still finds the pool full waits for the others it replaces;
-    /// when none is left, it has failed and says so. A shutdown cancels
-    /// them.
-    fn respawn_pending(&self, core: &mut Core, left: Pid) {
+    /// A restart of `module` could not start it: at the process limit it
+    /// waits for room (see [`PendingRespawn`]; one entry per module);
+    /// any other error ends it.
+    fn defer_respawn(&self, core: &mut Core, module: &str, replacing: &[Pid], error: KernelError) {
+        if !matches!(error, KernelError::TooManyProcesses { .. }) {
+            tracing::error!(target: "estalogic::supervision", %module, %error, "restart failed");
+            return;
+        }
+        tracing::warn!(target: "estalogic::supervision", %module, %error, "restart waits for a process to leave");
+        match core
+            .pending_respawns
+            .iter_mut()
+            .find(|e| e.module == module)
+        {
+            Some(entry) => {
+                for pid in replacing {
+                    if !entry.replacing.contains(pid) {
+                        entry.replacing.push(*pid);
+                    }
+                }
+            }
+            None => core.pending_respawns.push(PendingRespawn {
+                module: module.to_string(),
+                replacing: replacing.to_vec(),
+            }),
+        }
+    }
+
+    /// A process has left the process table: starts the restarts waiting
+    /// for room (see [`PendingRespawn`]), in the order they were decided,
+    /// as far as the limit now allows. A shutdown cancels them.
+    fn respawn_pending(&self, core: &mut Core) {
         if core.pending_respawns.is_empty() {
             return;
         }
         let pending = std::mem::take(&mut core.pending_respawns);
-        let shutting_down = self.shared.shutdown_requested();
-        for mut entry in pending {
-            if !entry.waiting_for.contains(&left) {
-                core.pending_respawns.push(entry);
-                continue;
-            }
-            entry.waiting_for.retain(|pid| *pid != left);
-            if shutting_down {
-                continue;
-            }
+        if self.shared.shutdown_requested() {
+            return;
+        }
+        for entry in pending {
             match self
                 .factory
                 .spawn_with(&entry.module, &mut Vec::new(), &entry.replacing)
             {
                 Ok(task) => self.admit(core, task),
-                Err(KernelError::TooManyProcesses { .. }) if !entry.waiting_for.is_empty() => {
-                    core.pending_respawns.push(entry);
-                }
+                Err(KernelError::TooManyProcesses { .. }) => core.pending_respawns.push(entry),
                 Err(error) => {
                     tracing::error!(target: "estalogic::supervision", module = %entry.module, %error, "restart failed");
                 }

@@ -589,6 +589,10 @@ struct Core {
     /// Restarts that found the pool full while processes they replace were
     /// still on their way out; retried as those leave.
     pending_respawns: Vec<PendingRespawn>,
+    /// True while a restart decision is carried out: the exits of the
+    /// processes it stops start no waiting restart (it would start a
+    /// module the decision itself is about to start).
+    restarting: bool,
 }
 
 /// A module a restart could not start yet because the process limit was
@@ -650,6 +654,7 @@ impl KernelLoop {
                 fresh_now: None,
                 states: Vec::new(),
                 pending_respawns: Vec::new(),
+                restarting: false,
             }),
         }
     }
@@ -1427,8 +1432,24 @@ impl KernelLoop {
         core
     }
 
-    /// Carries out a restart decision for `module`; returns the new pid.
+    /// Carries out a restart decision for `module`; returns the new pid
+    /// (none if the module waits for room, see [`PendingRespawn`]).
     fn restart(
+        &self,
+        core: &mut Core,
+        module: &str,
+        manifest: Option<&Manifest>,
+        action: RestartAction,
+        inherited: Vec<Message>,
+    ) -> Option<Pid> {
+        core.restarting = true;
+        let new_pid = self.carry_out(core, module, manifest, action, inherited);
+        core.restarting = false;
+        new_pid
+    }
+
+    /// [`KernelLoop::restart`]'s work.
+    fn carry_out(
         &self,
         core: &mut Core,
         module: &str,
@@ -1536,9 +1557,11 @@ impl KernelLoop {
 
     /// A process has left the process table: starts the restarts waiting
     /// for room (see [`PendingRespawn`]), in the order they were decided,
-    /// as far as the limit now allows. A shutdown cancels them.
+    /// as far as the limit now allows. A shutdown cancels them; inside a
+    /// restart decision (the exits of the processes it stops) nothing
+    /// starts: the decision's exit does this when it is carried out.
     fn respawn_pending(&self, core: &mut Core) {
-        if core.pending_respawns.is_empty() {
+        if core.pending_respawns.is_empty() || core.restarting {
             return;
         }
         let pending = std::mem::take(&mut core.pending_respawns);

@@ -217,25 +217,46 @@ impl ProcessContext {
 #[derive(Debug, Default)]
 pub(crate) struct AdmitCache {
     generation: u64,
+    /// Syscalls allowed on their whole resource (no item), a bit each by
+    /// number: a handler's every delivery and a `receive` check one of
+    /// these, without a search.
+    whole: u64,
+    /// Decisions about an item (a target module, a looked-up name), and
+    /// any syscall numbered past the bits.
     entries: Vec<(Syscall, Option<Box<str>>)>,
 }
 
 impl AdmitCache {
-    /// The most decisions remembered per process.
+    /// The most decisions about items remembered per process.
     const CAPACITY: usize = 16;
 
+    /// The bit of `syscall` in `whole`, if it has one.
+    fn bit(syscall: Syscall) -> Option<u64> {
+        1u64.checked_shl(syscall as u32)
+    }
+
     fn allows(&self, generation: u64, syscall: Syscall, item: Option<&str>) -> bool {
-        self.generation == generation
-            && self
+        if self.generation != generation {
+            return false;
+        }
+        match (item, Self::bit(syscall)) {
+            (None, Some(bit)) => self.whole & bit != 0,
+            _ => self
                 .entries
                 .iter()
-                .any(|(s, i)| *s == syscall && i.as_deref() == item)
+                .any(|(s, i)| *s == syscall && i.as_deref() == item),
+        }
     }
 
     fn remember(&mut self, generation: u64, syscall: Syscall, item: Option<&str>) {
         if self.generation != generation {
             self.entries.clear();
+            self.whole = 0;
             self.generation = generation;
+        }
+        if let (None, Some(bit)) = (item, Self::bit(syscall)) {
+            self.whole |= bit;
+            return;
         }
         if self.entries.len() >= Self::CAPACITY {
             self.entries.remove(0);
@@ -494,6 +515,60 @@ mod tests {
             guest_range(i32::MAX, i32::MAX, usize::MAX),
             Ok(i32::MAX as usize..(i32::MAX as usize) * 2)
         );
+    }
+
+    /// The cache as a plain list of every decision remembered (evicting
+    /// item decisions as the cache does): what the bit set must agree with.
+    #[derive(Default)]
+    struct ListCache {
+        generation: u64,
+        whole: Vec<Syscall>,
+        items: Vec<(Syscall, Option<String>)>,
+    }
+
+    proptest::proptest! {
+        /// Item-less decisions kept as bits answer as a list of them
+        /// would, through generation changes and evictions.
+        #[test]
+        fn the_admission_cache_answers_as_a_list_of_decisions(
+            steps in proptest::collection::vec(
+                (proptest::bool::ANY, 0u64..3, 0usize..Syscall::ALL.len(), proptest::option::of(0u8..20)),
+                0..200,
+            ),
+        ) {
+            let mut cache = AdmitCache::default();
+            let mut model = ListCache::default();
+            for (store, generation, which, item) in steps {
+                let syscall = Syscall::ALL[which];
+                let item = item.map(|n| format!("m{n}"));
+                let item = item.as_deref();
+                if store {
+                    cache.remember(generation, syscall, item);
+                    if model.generation != generation {
+                        model = ListCache { generation, ..ListCache::default() };
+                    }
+                    match item {
+                        None => model.whole.push(syscall),
+                        Some(name) => {
+                            if model.items.len() >= AdmitCache::CAPACITY {
+                                model.items.remove(0);
+                            }
+                            model.items.push((syscall, Some(name.to_string())));
+                        }
+                    }
+                } else {
+                    let expected = model.generation == generation
+                        && match item {
+                            None => model.whole.contains(&syscall),
+                            Some(name) => model
+                                .items
+                                .iter()
+                                .any(|(s, i)| *s == syscall && i.as_deref() == Some(name)),
+                        };
+                    proptest::prop_assert_eq!(cache.allows(generation, syscall, item), expected);
+                }
+            }
+        }
     }
 
     #[test]

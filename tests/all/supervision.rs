@@ -628,3 +628,100 @@ fn concurrent_restarts_at_the_process_limit_lose_no_module_and_double_none() {
         }
     }
 }
+
+/// A process a restart told to stop may trap before it reaches the point
+/// where it stops (here, `x` traps on a message already delivered while
+/// `y`'s system restart replaces it). That trap is reported but decides no
+/// restart of its own: the restart that stopped it has started its
+/// replacement already, and a second one would run beside it,
+/// unregistered. Each handler checks that it is the process registered
+/// under its name and exits 77 if not. (Before, every run had such a
+/// second process.)
+#[test]
+fn a_process_told_to_stop_that_traps_starts_no_second_replacement() {
+    // x and y trap on 0x2000; on STARTED each checks it is registered
+    // under its name (asking itself again with 0x1234 if not, so that one
+    // being stopped is stopped first).
+    let crasher = |name: &str| {
+        format!(
+            r#"(module
+      (import "estalogic" "lookup" (func $lookup (param i32 i32) (result i64)))
+      (import "estalogic" "send" (func $send (param i64 i32 i32 i32 i32) (result i64)))
+      (import "estalogic" "self_pid" (func $self_pid (result i64)))
+      (memory (export "memory") 1)
+      (func (export "estalogic_inbox") (result i64) (i64.const 0x0000100000000400))
+      (data (i32.const 3000) "{name}")
+      (func $registered (result i32)
+        (i64.eq (call $lookup (i32.const 3000) (i32.const 1)) (call $self_pid)))
+      (func (export "run") (param i32) (result i32)
+        (if (i32.eq (i32.load (i32.const 1028)) (i32.const 0xFF02)) (then
+          (if (i32.eqz (call $registered)) (then
+            (drop (call $send (call $self_pid) (i32.const 0x1234) (i32.const 0) (i32.const 0) (i32.const 0)))))
+          (return (i32.const 0))))
+        (if (i32.eq (i32.load (i32.const 1028)) (i32.const 0x1234)) (then
+          (if (i32.eqz (call $registered)) (then (return (i32.const 77))))
+          (return (i32.const 0))))
+        (if (i32.eq (i32.load (i32.const 1028)) (i32.const 0x2000)) (then unreachable))
+        (i32.const 0)))"#
+        )
+    };
+    // `a` (LOW) sends 0x2000 to x and then to y each time both are new
+    // processes, 16 rounds, polling itself with 0x3000 meanwhile.
+    let attacker = r#"(module
+      (import "estalogic" "lookup" (func $lookup (param i32 i32) (result i64)))
+      (import "estalogic" "send" (func $send (param i64 i32 i32 i32 i32) (result i64)))
+      (import "estalogic" "exit" (func $exit (param i32)))
+      (import "estalogic" "self_pid" (func $self_pid (result i64)))
+      (memory (export "memory") 1)
+      (func (export "estalogic_inbox") (result i64) (i64.const 0x0000100000000400))
+      (data (i32.const 3100) "x") (data (i32.const 3116) "y")
+      (global $round (mut i32) (i32.const 0)) (global $spins (mut i32) (i32.const 0))
+      (func (export "run") (param i32) (result i32) (local $ok i32)
+        (if (i32.ge_u (global.get $round) (i32.const 16)) (then (call $exit (i32.const 0)) (return (i32.const 0))))
+        (global.set $spins (i32.add (global.get $spins) (i32.const 1)))
+        (if (i32.gt_u (global.get $spins) (i32.const 20000)) (then (return (i32.const 55))))
+        (local.set $ok (i32.const 1))
+        (i64.store (i32.const 400) (call $lookup (i32.const 3100) (i32.const 1)))
+        (if (i64.lt_s (i64.load (i32.const 400)) (i64.const 0)) (then (local.set $ok (i32.const 0))))
+        (if (i64.eq (i64.load (i32.const 400)) (i64.load (i32.const 600))) (then (local.set $ok (i32.const 0))))
+        (i64.store (i32.const 408) (call $lookup (i32.const 3116) (i32.const 1)))
+        (if (i64.lt_s (i64.load (i32.const 408)) (i64.const 0)) (then (local.set $ok (i32.const 0))))
+        (if (i64.eq (i64.load (i32.const 408)) (i64.load (i32.const 608))) (then (local.set $ok (i32.const 0))))
+        (if (local.get $ok) (then
+          (drop (call $send (i64.load (i32.const 400)) (i32.const 0x2000) (i32.const 0) (i32.const 0) (i32.const 0)))
+          (i64.store (i32.const 600) (i64.load (i32.const 400)))
+          (drop (call $send (i64.load (i32.const 408)) (i32.const 0x2000) (i32.const 0) (i32.const 0) (i32.const 0)))
+          (i64.store (i32.const 608) (i64.load (i32.const 408)))
+          (global.set $round (i32.add (global.get $round) (i32.const 1)))))
+        (drop (call $send (call $self_pid) (i32.const 0x3000) (i32.const 0) (i32.const 0) (i32.const 0)))
+        (i32.const 0)))"#;
+    for deterministic in [true, false] {
+        for run in 0..3 {
+            let mut kernel = Kernel::builder()
+                .deterministic(deterministic)
+                .build()
+                .unwrap();
+            load_wat(&mut kernel, "a", attacker, "low");
+            for name in ["x", "y"] {
+                load_wat_with(
+                    &mut kernel,
+                    name,
+                    &crasher(name),
+                    r#""restart":"on_failure""#,
+                );
+            }
+            kernel.spawn_all().unwrap();
+            let report = kernel.run();
+            let doubles: Vec<_> = report
+                .processes
+                .iter()
+                .filter(|p| p.status == ExitStatus::Exited(77))
+                .map(|p| (&p.module, p.pid))
+                .collect();
+            assert!(
+                doubles.is_empty(),
+                "deterministic {deterministic}, run {run}: second processes {doubles:?}"
+            );
+        }
+    }
+}

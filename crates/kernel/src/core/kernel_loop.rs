@@ -1158,8 +1158,16 @@ impl KernelLoop {
     /// worker's own stack.
     fn reap_deferred(&self, core: &mut Core) {
         REAP_DUE.set(false);
-        while let Some((task, outcome)) = core.deferred.pop() {
-            self.finish(core, task, outcome);
+        // In the order they ended: their restart decisions are carried
+        // out in the order of the failures.
+        loop {
+            let ended = std::mem::take(&mut core.deferred);
+            if ended.is_empty() {
+                break;
+            }
+            for (task, outcome) in ended {
+                self.finish(core, task, outcome);
+            }
         }
     }
 
@@ -1292,6 +1300,10 @@ impl KernelLoop {
     ///
     /// Then its supervisor is notified and the restart policy applied.
     fn finish(&self, core: &mut Core, task: Task, outcome: Outcome) {
+        // A process a restart told to stop has been replaced already: a
+        // trap before it could stop is reported, but decides no restart of
+        // its own (that would start a second process of its module).
+        let replaced = task.state.kill.load(Ordering::Acquire);
         let Task {
             process, future, ..
         } = task;
@@ -1309,7 +1321,7 @@ impl KernelLoop {
         // restart inherits the mail instead of failing it back.
         let decision = match (&outcome.status, &manifest) {
             (ExitStatus::Trapped { code, .. }, Some(manifest))
-                if manifest.restart == RestartMode::OnFailure =>
+                if manifest.restart == RestartMode::OnFailure && !replaced =>
             {
                 let failure = Failure {
                     key: process.module.to_string(),

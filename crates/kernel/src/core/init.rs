@@ -854,7 +854,6 @@ impl Kernel {
             self.factory.clone(),
             restart_policy,
         );
-        kernel_loop.add_all(self.pending.drain(..));
         for listener in &self.exit_listeners {
             kernel_loop.notify_exits(listener.clone());
         }
@@ -893,7 +892,8 @@ impl Kernel {
                     .expect("start the kernel's worker threads"),
             );
         }
-        let (processes, stats, restarts, restart_policy) = kernel_loop.run(self.pool.as_ref());
+        let (processes, stats, restarts, restart_policy) =
+            kernel_loop.run(self.pool.as_ref(), self.pending.drain(..));
         // A shutdown request is used up by the run it stopped: the next run
         // starts afresh.
         self.shared.clear_shutdown();

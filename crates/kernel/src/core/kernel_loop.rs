@@ -665,8 +665,7 @@ impl KernelLoop {
 
     /// Adds spawned tasks, ready at once, all under one hold of the core
     /// lock.
-    pub(crate) fn add_all(&self, tasks: impl ExactSizeIterator<Item = Task>) {
-        let mut core = self.lock();
+    fn add_all(&self, core: &mut Core, tasks: impl ExactSizeIterator<Item = Task>) {
         // Room for the whole batch at once: a first run of many processes
         // would otherwise grow the scheduler's map and the task tables
         // step by step, rehashing and moving what they hold.
@@ -677,7 +676,7 @@ impl KernelLoop {
         // One clock read for the batch: they are all ready from now.
         let now = self.shared.clock.now_nanos();
         for task in tasks {
-            self.admit_at(&mut core, task, now);
+            self.admit_at(core, task, now);
         }
     }
 
@@ -718,11 +717,13 @@ impl KernelLoop {
         core.woken = woken;
     }
 
-    /// Runs until every process has ended, on `workers` threads (this one
-    /// included); returns the reports in order of exit and the loop's stats.
+    /// Admits `tasks` and runs until every process has ended, on `workers`
+    /// threads (this one included); returns the reports in order of exit
+    /// and the loop's stats.
     pub(crate) fn run(
         self,
         pool: Option<&rayon_core::ThreadPool>,
+        tasks: impl ExactSizeIterator<Item = Task>,
     ) -> (
         Vec<ProcessReport>,
         LoopStats,
@@ -730,21 +731,30 @@ impl KernelLoop {
         Box<dyn RestartPolicy>,
     ) {
         let workers = 1 + pool.map_or(0, rayon_core::ThreadPool::current_num_threads);
-        {
-            let mut core = self.lock();
-            let _ = core.state.transition(LoopState::Running);
-        }
         match pool {
             // The other workers are the kernel's own threads, kept from run
-            // to run (see `Kernel::run`); this thread is one more.
+            // to run (see `Kernel::run`); this thread is one more. They are
+            // woken first and wake (tens of microseconds) while this one
+            // admits the batch under the core lock, taken before they
+            // exist, so none finds the loop empty and leaves.
             Some(pool) => pool.in_place_scope(|scope| {
+                let mut core = self.lock();
+                let _ = core.state.transition(LoopState::Running);
                 for lane in 1..workers {
                     let this = &self;
                     scope.spawn(move |_| this.work(lane));
                 }
+                self.add_all(&mut core, tasks);
+                drop(core);
                 self.work(0);
             }),
-            None => self.work(0),
+            None => {
+                let mut core = self.lock();
+                let _ = core.state.transition(LoopState::Running);
+                self.add_all(&mut core, tasks);
+                drop(core);
+                self.work(0);
+            }
         }
         let mut core = self.core.into_inner();
         if core.state != LoopState::ShuttingDown {

@@ -1364,7 +1364,9 @@ impl KernelLoop {
         // same module still waiting for room, which would otherwise take
         // the slot just freed and make two.
         if let (Some((code, action)), Some(module)) = (decision, module) {
+            core.restarting = true;
             let new_pid = self.restart(core, &module, manifest, action, inherited);
+            core.restarting = false;
             tracing::info!(
                 target: "estalogic::supervision",
                 %pid, %module, %code, ?action, ?new_pid, "restart decision"
@@ -1455,23 +1457,9 @@ impl KernelLoop {
     }
 
     /// Carries out a restart decision for `module`; returns the new pid
-    /// (none if the module waits for room, see [`PendingRespawn`]).
+    /// (none if the module waits for room, see [`PendingRespawn`]). The
+    /// caller sets `core.restarting` around it.
     fn restart(
-        &self,
-        core: &mut Core,
-        module: &str,
-        manifest: Option<&Manifest>,
-        action: RestartAction,
-        inherited: Vec<Message>,
-    ) -> Option<Pid> {
-        core.restarting = true;
-        let new_pid = self.carry_out(core, module, manifest, action, inherited);
-        core.restarting = false;
-        new_pid
-    }
-
-    /// [`KernelLoop::restart`]'s work.
-    fn carry_out(
         &self,
         core: &mut Core,
         module: &str,

@@ -22,7 +22,7 @@
 use crate::core::kernel_loop::{ExitStatus, Outcome, put_back_held, reap_due, stop_due};
 use crate::core::message_router::Message;
 use crate::loader::lifecycle_manager::{
-    BACKSTOP_TICKS, POOL_RETRIES, classify, current_lane, is_pool_full, lane_after, pool_backoff,
+    BACKSTOP_TICKS, classify, current_lane, is_pool_full, lane_after, may_retry, pool_backoff,
 };
 use crate::loader::lifecycle_manager::{HANDLER_CALL_SLICES, MIN_INBOX_CAPACITY};
 use crate::loader::wasm_loader::{LaneModule, LoadedModule};
@@ -374,15 +374,13 @@ async fn instantiate(
         let (result, spent) = metered(&mut store, budget, |store| lane.pre.instantiate(store));
         used += spent;
         match result {
-            Err(error) if attempt < POOL_RETRIES * lanes as u32 && is_pool_full(&error) => {
+            Err(error) if may_retry(attempt, lanes) && is_pool_full(&error) => {
                 attempt += 1;
                 if lanes > 1 {
                     lane = loaded.on_lane(lane_after(first, attempt, lanes));
                     store = handler_store(lane, store.into_data(), backstop);
                 }
-                if attempt % lanes as u32 == 0 {
-                    pool_backoff(attempt / lanes as u32).await;
-                }
+                pool_backoff(attempt, lanes).await;
             }
             // Copying the data segments (a unit a byte) and running the
             // start function is paid from one call's budget too.

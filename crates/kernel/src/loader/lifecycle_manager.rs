@@ -335,7 +335,7 @@ async fn run_process(
         // that every process keeps for its whole life (a parked process
         // would carry it).
         match Box::pin(lane.pre.instantiate_async(&mut store)).await {
-            Err(error) if attempt < POOL_RETRIES * lanes as u32 && is_pool_full(&error) => {
+            Err(error) if may_retry(attempt, lanes) && is_pool_full(&error) => {
                 attempt += 1;
                 if lanes > 1 {
                     lane = loaded.on_lane(lane_after(first, attempt, lanes));
@@ -344,9 +344,7 @@ async fn run_process(
                         Err(outcome) => return outcome,
                     };
                 }
-                if attempt % lanes as u32 == 0 {
-                    pool_backoff(attempt / lanes as u32).await;
-                }
+                pool_backoff(attempt, lanes).await;
             }
             result => break result,
         }
@@ -418,12 +416,24 @@ pub(crate) fn is_pool_full(error: &wasmtime::Error) -> bool {
     error.downcast_ref::<PoolConcurrencyLimitError>().is_some()
 }
 
-/// Before try `attempt` (from 1): a checkpoint, so other processes run
-/// meanwhile, and from the third on a short sleep, since the slots are a
-/// system call away on another worker (at most 50 × 20 µs in all).
-pub(crate) async fn pool_backoff(attempt: u32) {
+/// True if an instantiation that found its pool full may try again: up to
+/// [`POOL_RETRIES`] rounds over the `lanes`.
+pub(crate) fn may_retry(attempt: u32, lanes: usize) -> bool {
+    attempt < POOL_RETRIES * lanes as u32
+}
+
+/// Before try `attempt` (from 1) over `lanes` pools: nothing while other
+/// lanes are left to try in this round; after a round that found every
+/// pool full, a checkpoint, so other processes run meanwhile, and from the
+/// third round on a short sleep, since the slots are a system call away
+/// on another worker (at most 50 × 20 µs in all).
+pub(crate) async fn pool_backoff(attempt: u32, lanes: usize) {
+    let lanes = lanes.max(1) as u32;
+    if !attempt.is_multiple_of(lanes) {
+        return;
+    }
     YieldOnce::new().await;
-    if attempt > 2 {
+    if attempt / lanes > 2 {
         std::thread::sleep(std::time::Duration::from_micros(20));
     }
 }

@@ -519,3 +519,25 @@ fn charged_and_yields_to_a_peer(
         ExitStatus::Exited(0)
     );
 }
+
+#[test]
+fn a_run_starts_no_more_workers_than_it_has_processes() {
+    // A run of one process (one spawn at a time) wakes no other worker;
+    // two processes on a two-worker kernel take both.
+    let mut kernel = Kernel::builder().workers(2).build().unwrap();
+    load_wat(&mut kernel, "worker", WORKER, "normal");
+    for (spawned, workers) in [(1, 1), (2, 2), (1, 1), (3, 2)] {
+        for _ in 0..spawned {
+            kernel.spawn("worker").unwrap();
+        }
+        let report = kernel.run();
+        assert_eq!(report.processes.len(), spawned);
+        assert!(
+            report
+                .processes
+                .iter()
+                .all(|p| p.status == ExitStatus::Exited(0))
+        );
+        assert_eq!(report.stats.workers, workers, "{spawned} spawned");
+    }
+}

@@ -725,3 +725,55 @@ fn a_process_told_to_stop_that_traps_starts_no_second_replacement() {
         }
     }
 }
+
+/// Restarts the whole system at the first failure, then gives up.
+struct SystemOnce {
+    used: bool,
+}
+
+impl estalogic_kernel::core::supervision::RestartPolicy for SystemOnce {
+    fn on_failure(
+        &mut self,
+        _failure: &estalogic_kernel::core::supervision::Failure,
+        _now: u64,
+    ) -> RestartAction {
+        if std::mem::replace(&mut self.used, true) {
+            RestartAction::GiveUp
+        } else {
+            RestartAction::RestartSystem
+        }
+    }
+}
+
+#[test]
+fn a_run_of_one_process_starts_a_second_worker_once_restarts_make_more_ready() {
+    // Two workers, one process spawned: the run starts on one worker. The
+    // process traps, and the system restart starts every loaded module
+    // (three processes ready at once): a second worker joins the run.
+    let spinner = r#"(module
+      (memory (export "memory") 1)
+      (func (export "run") (local $i i32)
+        (loop
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br_if 0 (i32.lt_u (local.get $i) (i32.const 2000000))))))"#;
+    for _ in 0..3 {
+        let mut kernel = Kernel::builder().workers(2).build().unwrap();
+        kernel.set_restart_policy(Box::new(SystemOnce { used: false }));
+        load_wat_with(
+            &mut kernel,
+            "crasher",
+            &trapper("unreachable"),
+            r#""restart":"on_failure""#,
+        );
+        load_wat(&mut kernel, "a", spinner, "normal");
+        load_wat(&mut kernel, "b", spinner, "normal");
+        kernel.spawn("crasher").unwrap();
+        let report = kernel.run();
+        assert_eq!(report.restarts.len(), 2, "{:?}", report.restarts);
+        for name in ["a", "b"] {
+            assert_eq!(report.process(name).unwrap().status, ExitStatus::Exited(0));
+        }
+        assert_eq!(report.processes.len(), 4, "crasher twice, a and b");
+        assert_eq!(report.stats.workers, 2, "a second worker joined the run");
+    }
+}

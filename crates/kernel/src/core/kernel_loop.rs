@@ -38,7 +38,12 @@
 //!    that lock, and the inbox is drained into the scheduler only under it,
 //!    so a wake can never be applied before the block it answers.
 //! 3. Wakers never take the core lock: they push to the inbox (its own
-//!    small lock) and signal idle workers.
+//!    small lock); a worker that finds more ready work than it can run
+//!    signals an idle worker, or starts another if none is idle and fewer
+//!    than the kernel's workers take part (a run starts with no more
+//!    workers than processes). A worker about to sleep notes the inbox's
+//!    notification count under the core lock, where notifiers decide, and
+//!    does not sleep if it changed by the time it waits.
 //! 4. Deterministic mode runs one worker with the virtual clock, which moves
 //!    by `checkpoint_ns` at every checkpoint and jumps to the next timer
 //!    when nothing is ready.
@@ -580,6 +585,10 @@ struct Core {
     state: LoopState,
     events: EventCounts,
     idle_workers: usize,
+    /// Workers that took part in the run so far (this thread included),
+    /// and how many may: the others are started on demand (see `work`).
+    workers_started: usize,
+    workers_allowed: usize,
     /// The clock as read at the end of the last turn, reused by the next
     /// loop iteration on the same worker.
     fresh_now: Option<u64>,
@@ -651,6 +660,8 @@ impl KernelLoop {
                 state: LoopState::Initializing,
                 events: EventCounts::default(),
                 idle_workers: 0,
+                workers_started: 1,
+                workers_allowed: 1,
                 fresh_now: None,
                 states: Vec::new(),
                 pending_respawns: Vec::new(),
@@ -730,7 +741,12 @@ impl KernelLoop {
         Vec<RestartRecord>,
         Box<dyn RestartPolicy>,
     ) {
-        let workers = 1 + pool.map_or(0, rayon_core::ThreadPool::current_num_threads);
+        let allowed = 1 + pool.map_or(0, rayon_core::ThreadPool::current_num_threads);
+        // No more workers at first than processes to run: a run of one
+        // process (one spawn at a time) then pays for no other worker's
+        // wake-up and return, 10-30 us here. Should more become ready than
+        // the workers run (restarts), `work` starts more, up to `allowed`.
+        let upfront = allowed.min(tasks.len().max(1));
         match pool {
             // The other workers are the kernel's own threads, kept from run
             // to run (see `Kernel::run`); this thread is one more. They are
@@ -740,23 +756,26 @@ impl KernelLoop {
             Some(pool) => pool.in_place_scope(|scope| {
                 let mut core = self.lock();
                 let _ = core.state.transition(LoopState::Running);
-                for lane in 1..workers {
+                core.workers_allowed = allowed;
+                core.workers_started = upfront;
+                for lane in 1..upfront {
                     let this = &self;
-                    scope.spawn(move |_| this.work(lane));
+                    scope.spawn(move |scope| this.work(lane, Some(scope)));
                 }
                 self.add_all(&mut core, tasks);
                 drop(core);
-                self.work(0);
+                self.work(0, Some(scope));
             }),
             None => {
                 let mut core = self.lock();
                 let _ = core.state.transition(LoopState::Running);
                 self.add_all(&mut core, tasks);
                 drop(core);
-                self.work(0);
+                self.work(0, None);
             }
         }
         let mut core = self.core.into_inner();
+        let workers = core.workers_started;
         if core.state != LoopState::ShuttingDown {
             let _ = core.state.transition(LoopState::ShuttingDown);
         }
@@ -781,8 +800,9 @@ impl KernelLoop {
 
     /// One worker's loop; `lane` is the worker's lane of the engine (see
     /// `wasm_loader`'s "Lanes"): the processes it starts are instantiated
-    /// there.
-    fn work(&self, lane: usize) {
+    /// there. `scope` starts another worker when a process is ready, none
+    /// is idle and fewer than allowed take part.
+    fn work<'a>(&'a self, lane: usize, scope: Option<&rayon_core::Scope<'a>>) {
         let _worker = WorkerGuard::enter(self);
         let _lane = lifecycle_manager::enter_lane(lane);
         let mut core = self.lock();
@@ -810,13 +830,25 @@ impl KernelLoop {
                 }
             }
             if core.live == 0 {
-                self.shared.inbox.notify();
+                // The workers that wait are told the run is over; one not
+                // yet waiting sees it under the core lock.
+                if core.idle_workers > 0 {
+                    self.shared.inbox.notify();
+                }
                 return;
             }
             if let Some(dispatch) = (!shutting_down).then(|| core.scheduler.next(now)).flatten() {
                 core.events.record(&KernelEvent::Tick);
-                if core.idle_workers > 0 && core.scheduler.queued() > 0 {
-                    self.shared.inbox.notify_one();
+                if core.scheduler.queued() > 0 {
+                    if core.idle_workers > 0 {
+                        self.shared.inbox.notify_one();
+                    } else if let Some(scope) = scope
+                        && core.workers_started < core.workers_allowed
+                    {
+                        let lane = core.workers_started;
+                        core.workers_started += 1;
+                        scope.spawn(move |scope| self.work(lane, Some(scope)));
+                    }
                 }
                 let task = core.tasks[dispatch.pid.index() as usize]
                     .take()
@@ -842,6 +874,9 @@ impl KernelLoop {
             // Nothing to do here now: sleep until a wake, the next timer, or
             // a short while (another worker may requeue a task directly).
             core.idle_workers += 1;
+            // Read under the core lock, where every notifier decides to
+            // notify: one that counted this worker as idle notifies after.
+            let seen = self.shared.inbox.notifications();
             drop(core);
             let mut wait = Duration::from_millis(5);
             if let Some(deadline) = next_timer {
@@ -854,9 +889,11 @@ impl KernelLoop {
                     std::sync::atomic::AtomicBool::new(false);
                 self.shared
                     .inbox
-                    .wait(Some(Duration::from_micros(200)), &GO_ON);
+                    .wait(Some(Duration::from_micros(200)), &GO_ON, seen);
             } else {
-                self.shared.inbox.wait(Some(wait), &self.shared.shutdown);
+                self.shared
+                    .inbox
+                    .wait(Some(wait), &self.shared.shutdown, seen);
             }
             core = self.lock();
             core.idle_workers -= 1;

@@ -37,6 +37,12 @@ pub(crate) struct Inbox {
     /// Mirrors `queue.len()`, so the loop can skip the lock when empty.
     len: AtomicUsize,
     signal: Condvar,
+    /// Notifications so far, counted under `queue`'s lock: a worker notes
+    /// the count when it decides to sleep (under the core lock) and does
+    /// not sleep if it moved on by the time it waits, so a notification
+    /// sent in between is not lost (it would otherwise sleep through it,
+    /// until its timeout, with work queued or the run over).
+    notified: AtomicU64,
 }
 
 impl Inbox {
@@ -52,7 +58,14 @@ impl Inbox {
 
     pub(crate) fn notify_one(&self) {
         let _guard = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        self.notified.fetch_add(1, Ordering::Release);
         self.signal.notify_one();
+    }
+
+    /// Notifications so far: what a worker about to sleep passes to
+    /// [`Inbox::wait`].
+    pub(crate) fn notifications(&self) -> u64 {
+        self.notified.load(Ordering::Acquire)
     }
 
     pub(crate) fn drain_into(&self, out: &mut Vec<Pid>) {
@@ -68,10 +81,15 @@ impl Inbox {
         self.len.load(Ordering::Acquire) == 0
     }
 
-    /// Sleeps until something is pushed, `stop` is set, or `timeout` passes.
-    pub(crate) fn wait(&self, timeout: Option<Duration>, stop: &AtomicBool) {
+    /// Sleeps until something is pushed, `stop` is set, a notification
+    /// comes, or `timeout` passes; returns at once if a notification came
+    /// since [`Inbox::notifications`] returned `seen`.
+    pub(crate) fn wait(&self, timeout: Option<Duration>, stop: &AtomicBool, seen: u64) {
         let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        if !queue.is_empty() || stop.load(Ordering::Acquire) {
+        if !queue.is_empty()
+            || stop.load(Ordering::Acquire)
+            || self.notified.load(Ordering::Acquire) != seen
+        {
             return;
         }
         match timeout {
@@ -82,6 +100,7 @@ impl Inbox {
 
     pub(crate) fn notify(&self) {
         let _guard = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        self.notified.fetch_add(1, Ordering::Release);
         self.signal.notify_all();
     }
 }
@@ -550,5 +569,26 @@ impl KernelShared {
             let trace = std::mem::take(&mut *trace.lock().unwrap_or_else(|p| p.into_inner()));
             (trace.records, trace.dropped)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    /// A worker that decided to sleep (and noted the notifications then)
+    /// but was notified before it began to wait does not sleep through it.
+    #[test]
+    fn a_notification_between_deciding_to_sleep_and_waiting_is_not_lost() {
+        let inbox = Inbox::default();
+        let stop = AtomicBool::new(false);
+        for notify in [Inbox::notify_one as fn(&Inbox), Inbox::notify] {
+            let seen = inbox.notifications();
+            notify(&inbox);
+            let started = Instant::now();
+            inbox.wait(Some(Duration::from_secs(120)), &stop, seen);
+            assert!(started.elapsed() < Duration::from_secs(60));
+        }
     }
 }

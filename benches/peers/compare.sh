@@ -3,11 +3,12 @@
 # (peers.erl, next to this script) on the same machine, in one run.
 #
 # First every benchmark once on each side; then ROUNDS paired rounds of the
-# benchmarks with a ratio target (ping-pong, spawn + run + exit), Erlang's
-# and ours back to back within seconds. The host's speed drifts by tens of
-# percent over minutes, so each round gives one ratio from figures taken
-# moments apart, and the table reports the median of those ratios (the
-# range in brackets) rather than a ratio of figures measured a minute apart.
+# benchmarks with a ratio target (ping-pong; spawn + run + exit, many at
+# once and one at a time), Erlang's and ours back to back within seconds.
+# The host's speed drifts by tens of percent over minutes, so each round
+# gives one ratio from figures taken moments apart, and the table reports
+# the median of those ratios (the range in brackets) rather than a ratio of
+# figures measured a minute apart.
 #
 # Usage: benches/peers/compare.sh [--json]
 #   --json   print the combined results as one JSON object instead of a table
@@ -89,7 +90,7 @@ log "running estactl bench"
 estactl bench --json --repeat "$runs" >"$work/ours.json"
 
 # --- Paired rounds ----------------------------------------------------------
-paired=ping_pong_round_trip_ns,spawn_run_exit_ns
+paired=ping_pong_round_trip_ns,spawn_run_exit_ns,spawn_run_exit_single_ns
 : >"$work/rounds.jsonl"
 for round in $(seq 1 "$rounds"); do
     log "paired round $round of $rounds: Erlang, then ours"
@@ -141,6 +142,7 @@ TARGETS = {
     "handler_ping_pong_round_trip_ns": 0.5,
     "spawn_run_exit_ns": 1.0,
     "handler_spawn_run_exit_ns": 1.0,
+    "spawn_run_exit_single_ns": 1.0,
 }
 # Our figures measured against an Erlang figure of another name: the same
 # exchange or footprint, with our other process model (handler processes).
@@ -151,7 +153,7 @@ PEER = {
 }
 ORDER = [
     "ping_pong_round_trip_ns", "handler_ping_pong_round_trip_ns",
-    "spawn_run_exit_ns", "handler_spawn_run_exit_ns",
+    "spawn_run_exit_ns", "handler_spawn_run_exit_ns", "spawn_run_exit_single_ns",
     "idle_process_bytes", "idle_handler_process_bytes", "idle_spawn_ns",
 ]
 

@@ -3,6 +3,7 @@
 %% Each benchmark prints one JSON object per line on stdout:
 %%   {"bench":"ping_pong_round_trip_ns","value":...}
 %%   {"bench":"spawn_run_exit_ns","value":...}
+%%   {"bench":"spawn_run_exit_single_ns","value":...}
 %%   {"bench":"idle_process_bytes","value":...}
 %%   {"bench":"idle_spawn_ns","value":...}
 %% The names match the keys of `estactl bench --json`.
@@ -19,9 +20,12 @@
 %%      the VM needs a bigger process table: erl +P ...)
 %%   r  runs per benchmark, best reported (default 5)
 -module(peers).
--export([main/0, paired/0, run/1, run_paired/1, ping_pong/1, spawn_run_exit/1, idle/1]).
+-export([main/0, paired/0, run/1, run_paired/1, ping_pong/1, spawn_run_exit/1,
+         spawn_run_exit_single/1, idle/1]).
 
 -define(DEFAULTS, #{n => 100000, m => 1000, k => 100000, r => 5}).
+%% Cycles of the one-at-a-time spawn benchmark (as `estactl bench`'s).
+-define(SINGLE, 200).
 
 %% Entry point for `erl -noshell -s peers main`: prints the results and
 %% halts the VM with status 0, or 1 if a benchmark failed.
@@ -29,8 +33,9 @@ main() ->
     run_and_halt(fun run/1).
 
 %% Entry point for one paired round of compare.sh (`-s peers paired`):
-%% only the benchmarks with a ratio target, ping-pong and spawn-run-exit,
-%% so that they can alternate with ours within seconds. Halts like main/0.
+%% only the benchmarks with a ratio target, ping-pong and spawn-run-exit
+%% (many at once and one at a time), so that they can alternate with ours
+%% within seconds. Halts like main/0.
 paired() ->
     run_and_halt(fun run_paired/1).
 
@@ -46,15 +51,18 @@ run_and_halt(Benchmarks) ->
             halt(1)
     end.
 
-%% Runs ping-pong and spawn-run-exit, printing one line each.
+%% Runs ping-pong and spawn-run-exit (many at once, one at a time),
+%% printing one line each.
 run_paired(#{n := N, m := M, r := R}) ->
     emit(ping_pong_round_trip_ns, best(R, fun() -> ping_pong(N) end)),
-    emit(spawn_run_exit_ns, best(R, fun() -> spawn_run_exit(M) end)).
+    emit(spawn_run_exit_ns, best(R, fun() -> spawn_run_exit(M) end)),
+    emit(spawn_run_exit_single_ns, best(R, fun() -> spawn_run_exit_single(?SINGLE) end)).
 
 %% Runs every benchmark with the given parameters, printing one line each.
 run(#{n := N, m := M, k := K, r := R}) ->
     emit(ping_pong_round_trip_ns, best(R, fun() -> ping_pong(N) end)),
     emit(spawn_run_exit_ns, best(R, fun() -> spawn_run_exit(M) end)),
+    emit(spawn_run_exit_single_ns, best(R, fun() -> spawn_run_exit_single(?SINGLE) end)),
     Idle = [idle(K) || _ <- lists:seq(1, R)],
     emit(idle_process_bytes, median([B || {B, _} <- Idle])),
     emit(idle_spawn_ns, lists:min([T || {_, T} <- Idle])).
@@ -96,6 +104,23 @@ spawn_run_exit(M) ->
     await_down(M),
     T1 = now_ns(),
     (T1 - T0) / M.
+
+%% One at a time: spawn one process that does nothing, wait for its
+%% 'DOWN', C times (ours: `spawn_run_exit_single_ns`, spawn one and run
+%% the kernel until it exited). Result: wall time / C, in ns.
+spawn_run_exit_single(C) ->
+    T0 = now_ns(),
+    spawn_one_by_one(C),
+    T1 = now_ns(),
+    (T1 - T0) / C.
+
+spawn_one_by_one(0) -> ok;
+spawn_one_by_one(C) ->
+    {Pid, Ref} = spawn_monitor(fun() -> ok end),
+    receive
+        {'DOWN', Ref, process, Pid, normal} -> spawn_one_by_one(C - 1);
+        {'DOWN', Ref, process, Pid, Reason} -> error({noop_failed, Reason})
+    end.
 
 spawn_noops(0) -> ok;
 spawn_noops(M) ->

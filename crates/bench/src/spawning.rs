@@ -15,9 +15,10 @@
 //!   trivial handler process (WAT) whose first call exits: instantiation
 //!   and calls without a fiber.
 //! - **One at a time** (`spawn_run_exit_single_ns`): 200 times, spawn one
-//!   `noop` and run the kernel until it exited, on one kernel with one
-//!   worker; total / 200. This adds what one `Kernel::run` costs by itself
-//!   (starting the loop and the epoch ticker thread, and joining them).
+//!   `noop` and run the kernel until it exited, on one kernel with the
+//!   default workers; total / 200. This adds what one `Kernel::run` costs
+//!   by itself (starting the loop and returning its report; a run of one
+//!   process starts no second worker).
 
 use crate::harness::{self, Guest};
 use crate::{Settings, measure};
@@ -79,11 +80,11 @@ fn many_of(settings: &Settings, guest: Guest) -> Result<f64> {
 }
 
 /// `spawn_run_exit_single_ns`: per cycle of spawn one, run until it
-/// exited; 200 cycles on one kernel with one worker (quick: 20).
+/// exited; 200 cycles on one kernel with the default workers (quick: 20).
 pub fn one_at_a_time(settings: &Settings) -> Result<f64> {
     let cycles = settings.count(ONE_AT_A_TIME, 20);
     measure::best_of(settings.runs(), || {
-        let mut kernel = Kernel::builder().workers(1).build()?;
+        let mut kernel = Kernel::builder().build()?;
         noop().load(&mut kernel)?;
         let started = Instant::now();
         for _ in 0..cycles {

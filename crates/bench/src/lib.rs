@@ -189,7 +189,7 @@ pub const ALL: &[Benchmark] = &[
         name: "spawn_run_exit_single_ns",
         unit: "ns",
         about: "spawn one noop then run the kernel until it exited, 200 times on one kernel, \
-                default workers",
+                default workers, after 300 cycles not measured",
         target: None,
         run: spawning::one_at_a_time,
     },

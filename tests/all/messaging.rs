@@ -1260,3 +1260,51 @@ fn reports_of_processes_exiting_together_add_up() {
         assert_eq!(made, accounted, "run {run}: {:#?}", report.processes);
     }
 }
+
+#[test]
+fn at_a_shutdown_processes_running_together_are_stopped_together() {
+    // Two processes on two workers send to each other without end (a
+    // full mailbox is no reason to stop); one exits 6 if a send finds the
+    // other gone. At the shutdown request both run: whichever reaches its
+    // checkpoint first must not close its mailbox while the other still
+    // runs, so both are reported stopped by the shutdown. (Before, the
+    // first was stopped at its checkpoint and the other, still running,
+    // ended on its next send.)
+    let gone = ErrorCode::NO_SUCH_PROCESS.to_syscall_return();
+    let sender = |peer: &str| {
+        format!(
+            r#"(module
+  (import "estalogic" "lookup" (func $lookup (param i32 i32) (result i64)))
+  (import "estalogic" "send" (func $send (param i64 i32 i32 i32 i32) (result i64)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "{peer}")
+  (func (export "run") (result i32) (local $peer i64)
+    (local.set $peer (call $lookup (i32.const 0) (i32.const 1)))
+    (loop $again
+      (if (i64.eq (call $send (local.get $peer) (i32.const 0x1000) (i32.const 0) (i32.const 0) (i32.const 0))
+                  (i64.const {gone}))
+        (then (return (i32.const 6))))
+      (br $again))
+    (i32.const 0)))"#
+        )
+    };
+    for round in 0..10 {
+        let mut kernel = Kernel::builder().workers(2).build().unwrap();
+        load_wat(&mut kernel, "a", &sender("b"), "normal");
+        load_wat(&mut kernel, "b", &sender("a"), "normal");
+        kernel.spawn("a").unwrap();
+        kernel.spawn("b").unwrap();
+        let shutdown = kernel.shutdown_handle();
+        let runner = std::thread::spawn(move || kernel.run());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        shutdown.request();
+        let report = runner.join().unwrap();
+        for name in ["a", "b"] {
+            assert_eq!(
+                report.process(name).unwrap().status,
+                ExitStatus::Stopped(ErrorCode::SHUTDOWN),
+                "round {round}: {name}"
+            );
+        }
+    }
+}

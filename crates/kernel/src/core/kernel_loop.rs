@@ -1183,7 +1183,10 @@ impl KernelLoop {
         for _ in 0..due {
             self.shared.clock.advance_by(self.checkpoint_ns);
             if self.shared.shutdown_requested() {
-                return DirectEnd::Stop(ErrorCode::SHUTDOWN);
+                // Parked, and stopped with every other process once none
+                // runs (see `run_turn`): its lender still runs, and may
+                // send to it again.
+                return DirectEnd::Park;
             }
             if task.state.kill.load(Ordering::Acquire) {
                 return DirectEnd::Stop(ErrorCode::RESTARTED);
@@ -1286,7 +1289,15 @@ impl KernelLoop {
             core.checkpoints += 1;
             self.shared.clock.advance_by(self.checkpoint_ns);
             if self.shared.shutdown_requested() {
-                break (core, TurnEnd::Stop(ErrorCode::SHUTDOWN));
+                // Set aside, not stopped yet: a shutdown dispatches
+                // nothing, and stops every process at once when none runs
+                // (`work`). Stopped here, it would close its mailbox while
+                // a peer still running on another worker sends to it, and
+                // that peer would end on the failed send instead of being
+                // stopped.
+                core.scheduler
+                    .still_ready(pid, self.shared.clock.now_nanos());
+                break (core, TurnEnd::Requeued);
             }
             if task.state.kill.load(Ordering::Acquire) {
                 break (core, TurnEnd::Stop(ErrorCode::RESTARTED));

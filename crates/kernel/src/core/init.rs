@@ -838,6 +838,8 @@ impl Kernel {
     /// requested) and reports how each ended. The calling thread is one of
     /// the workers; the others are started by the first run and kept for
     /// the next ones, so a kernel run once per batch pays no thread starts.
+    /// A run wakes no more of them than it has processes (one process: this
+    /// thread alone), and more join if restarts make more processes ready.
     /// Handler calls run on the workers' own stacks, a direct delivery's
     /// inside its sender's (each call up to 256 KiB of wasm stack): the
     /// calling thread needs about 1 MiB of stack (Rust's threads have 2 MiB,

@@ -523,21 +523,32 @@ fn charged_and_yields_to_a_peer(
 #[test]
 fn a_run_starts_no_more_workers_than_it_has_processes() {
     // A run of one process (one spawn at a time) wakes no other worker;
-    // two processes on a two-worker kernel take both.
-    let mut kernel = Kernel::builder().workers(2).build().unwrap();
+    // n processes on a kernel of more workers take n, not more: the
+    // workers started for them count before they arrive (before, each
+    // dispatch that found the others queued started yet another worker,
+    // up to 2n - 1). Worker threads may outnumber the cores.
+    let quick = r#"(module (memory (export "memory") 1)
+      (func (export "run") (result i32) (i32.const 0)))"#;
+    let mut kernel = Kernel::builder().workers(4).build().unwrap();
+    load_wat(&mut kernel, "quick", quick, "normal");
     load_wat(&mut kernel, "worker", WORKER, "normal");
-    for (spawned, workers) in [(1, 1), (2, 2), (1, 1), (3, 2)] {
-        for _ in 0..spawned {
-            kernel.spawn("worker").unwrap();
+    for module in ["quick", "worker"] {
+        for (spawned, workers) in [(1, 1), (2, 2), (3, 3), (4, 4), (6, 4), (1, 1)] {
+            for _ in 0..spawned {
+                kernel.spawn(module).unwrap();
+            }
+            let report = kernel.run();
+            assert_eq!(report.processes.len(), spawned);
+            assert!(
+                report
+                    .processes
+                    .iter()
+                    .all(|p| p.status == ExitStatus::Exited(0))
+            );
+            assert_eq!(
+                report.stats.workers, workers,
+                "{spawned} {module} processes spawned"
+            );
         }
-        let report = kernel.run();
-        assert_eq!(report.processes.len(), spawned);
-        assert!(
-            report
-                .processes
-                .iter()
-                .all(|p| p.status == ExitStatus::Exited(0))
-        );
-        assert_eq!(report.stats.workers, workers, "{spawned} spawned");
     }
 }

@@ -39,9 +39,10 @@
 //!    so a wake can never be applied before the block it answers.
 //! 3. Wakers never take the core lock: they push to the inbox (its own
 //!    small lock); a worker that finds more ready work than it can run
-//!    signals an idle worker, or starts another if none is idle and fewer
-//!    than the kernel's workers take part (a run starts with no more
-//!    workers than processes). A worker about to sleep notes the inbox's
+//!    (when it dispatches, and at its running process's checkpoints)
+//!    signals an idle worker, or starts another if none is idle or on its
+//!    way and fewer than the kernel's workers take part (a run starts
+//!    with no more workers than processes). A worker about to sleep notes the inbox's
 //!    notification count under the core lock, where notifiers decide, and
 //!    does not sleep if it changed by the time it waits.
 //! 4. Deterministic mode runs one worker with the virtual clock, which moves
@@ -589,6 +590,9 @@ struct Core {
     /// and how many may: the others are started on demand (see `work`).
     workers_started: usize,
     workers_allowed: usize,
+    /// Workers started that have not yet taken the core lock: neither idle
+    /// nor running, but about to take ready work.
+    workers_arriving: usize,
     /// The clock as read at the end of the last turn, reused by the next
     /// loop iteration on the same worker.
     fresh_now: Option<u64>,
@@ -662,6 +666,7 @@ impl KernelLoop {
                 idle_workers: 0,
                 workers_started: 1,
                 workers_allowed: 1,
+                workers_arriving: 0,
                 fresh_now: None,
                 states: Vec::new(),
                 pending_respawns: Vec::new(),
@@ -758,6 +763,7 @@ impl KernelLoop {
                 let _ = core.state.transition(LoopState::Running);
                 core.workers_allowed = allowed;
                 core.workers_started = upfront;
+                core.workers_arriving = upfront - 1;
                 for lane in 1..upfront {
                     let this = &self;
                     scope.spawn(move |scope| this.work(lane, Some(scope)));
@@ -801,11 +807,15 @@ impl KernelLoop {
     /// One worker's loop; `lane` is the worker's lane of the engine (see
     /// `wasm_loader`'s "Lanes"): the processes it starts are instantiated
     /// there. `scope` starts another worker when a process is ready, none
-    /// is idle and fewer than allowed take part.
+    /// is idle or on its way, and fewer than allowed take part.
     fn work<'a>(&'a self, lane: usize, scope: Option<&rayon_core::Scope<'a>>) {
         let _worker = WorkerGuard::enter(self);
         let _lane = lifecycle_manager::enter_lane(lane);
         let mut core = self.lock();
+        // Lane 0 is the thread that called `run`; the others were started.
+        if lane != 0 {
+            core.workers_arriving -= 1;
+        }
         loop {
             // A turn that just blocked read the clock an instant ago.
             let now = core
@@ -843,10 +853,12 @@ impl KernelLoop {
                     if core.idle_workers > 0 {
                         self.shared.inbox.notify_one();
                     } else if let Some(scope) = scope
+                        && core.workers_arriving == 0
                         && core.workers_started < core.workers_allowed
                     {
                         let lane = core.workers_started;
                         core.workers_started += 1;
+                        core.workers_arriving += 1;
                         scope.spawn(move |scope| self.work(lane, Some(scope)));
                     }
                 }
@@ -1304,6 +1316,11 @@ impl KernelLoop {
             }
             let now = self.shared.clock.now_nanos();
             self.collect(&mut core, now);
+            // What this turn woke may run on an idle worker now, not when
+            // this turn ends (a slice can be 25 ms or more).
+            if core.scheduler.queued() > 0 && core.idle_workers > 0 {
+                self.shared.inbox.notify_one();
+            }
             match core.scheduler.checkpoint(pid, now) {
                 Verdict::Continue => drop(core),
                 Verdict::Preempted | Verdict::Rotated => break (core, TurnEnd::Requeued),

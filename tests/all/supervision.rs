@@ -783,3 +783,65 @@ fn a_run_of_one_process_starts_a_second_worker_once_restarts_make_more_ready() {
         assert_eq!(report.stats.workers, 2, "a second worker joined the run");
     }
 }
+
+/// Restarts every failure in place; at the `at`-th it asks the kernel to
+/// shut down, and counts the failures it is asked about after that.
+struct ShutdownAt {
+    at: u32,
+    seen: u32,
+    shutdown: estalogic_kernel::ShutdownHandle,
+    after: std::sync::Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl estalogic_kernel::core::supervision::RestartPolicy for ShutdownAt {
+    fn on_failure(
+        &mut self,
+        _failure: &estalogic_kernel::core::supervision::Failure,
+        _now: u64,
+    ) -> RestartAction {
+        self.seen += 1;
+        if self.seen == self.at {
+            self.shutdown.request();
+        } else if self.seen > self.at {
+            self.after
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        RestartAction::RestartSameState
+    }
+}
+
+#[test]
+fn after_a_shutdown_request_a_trap_restarts_nothing() {
+    // Two modules trap at once and are restarted in place, on two workers;
+    // the policy asks for a shutdown at the 20th failure (from inside the
+    // kernel, so every later decision comes after it). A process that
+    // traps after that is reported, and nothing is restarted: the policy
+    // is not asked again. (Before, the other worker's crasher, running at
+    // the request, trapped and was restarted, and the policy asked.)
+    let crasher = r#"(module (memory (export "memory") 1) (func (export "run") unreachable))"#;
+    let after = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    for _ in 0..10 {
+        let mut kernel = Kernel::builder().workers(2).build().unwrap();
+        kernel.set_restart_policy(Box::new(ShutdownAt {
+            at: 20,
+            seen: 0,
+            shutdown: kernel.shutdown_handle(),
+            after: after.clone(),
+        }));
+        for name in ["c0", "c1"] {
+            load_wat_with(&mut kernel, name, crasher, r#""restart":"on_failure""#);
+        }
+        kernel.spawn_all().unwrap();
+        let report = kernel.run();
+        assert_eq!(report.restarts.len(), 20, "{:?}", report.restarts);
+        assert!(
+            report.processes.iter().all(|p| matches!(
+                p.status,
+                ExitStatus::Trapped { .. } | ExitStatus::Stopped(ErrorCode::SHUTDOWN)
+            )),
+            "{:?}",
+            report.processes
+        );
+    }
+    assert_eq!(after.load(std::sync::atomic::Ordering::Relaxed), 0);
+}

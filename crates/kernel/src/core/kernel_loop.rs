@@ -1393,10 +1393,14 @@ impl KernelLoop {
             .flatten();
         let manifest = loaded.as_ref().map(|m| &m.manifest);
         // Decide on a restart before the mailbox is closed: a same-state
-        // restart inherits the mail instead of failing it back.
+        // restart inherits the mail instead of failing it back. After a
+        // shutdown request nothing new starts, restarts included: the trap
+        // is reported and the policy is not asked.
         let decision = match (&outcome.status, &manifest) {
             (ExitStatus::Trapped { code, .. }, Some(manifest))
-                if manifest.restart == RestartMode::OnFailure && !replaced =>
+                if manifest.restart == RestartMode::OnFailure
+                    && !replaced
+                    && !self.shared.shutdown_requested() =>
             {
                 let failure = Failure {
                     key: process.module.to_string(),

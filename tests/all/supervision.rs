@@ -430,12 +430,19 @@ fn a_supervisor_that_is_not_loaded_or_is_the_module_itself_stops_the_boot() {
     }
 }
 
-/// Restarts the supervisor at the first failure, then gives up.
-struct SupervisorOnce {
+/// Takes `first` at the first failure, then gives up.
+struct Once {
+    first: RestartAction,
     used: bool,
 }
 
-impl estalogic_kernel::core::supervision::RestartPolicy for SupervisorOnce {
+impl Once {
+    fn then_give_up(first: RestartAction) -> Box<Self> {
+        Box::new(Once { first, used: false })
+    }
+}
+
+impl estalogic_kernel::core::supervision::RestartPolicy for Once {
     fn on_failure(
         &mut self,
         _failure: &estalogic_kernel::core::supervision::Failure,
@@ -444,7 +451,7 @@ impl estalogic_kernel::core::supervision::RestartPolicy for SupervisorOnce {
         if std::mem::replace(&mut self.used, true) {
             RestartAction::GiveUp
         } else {
-            RestartAction::RestartSupervisor
+            self.first
         }
     }
 }
@@ -478,7 +485,7 @@ fn a_supervisor_restart_into_a_full_pool_starts_once_the_old_one_leaves() {
             .max_processes(2)
             .build()
             .unwrap();
-        kernel.set_restart_policy(Box::new(SupervisorOnce { used: false }));
+        kernel.set_restart_policy(Once::then_give_up(RestartAction::RestartSupervisor));
         load_wat(&mut kernel, "sup", spinner, "high");
         load_wat_with(
             &mut kernel,
@@ -544,7 +551,7 @@ fn a_blocked_sender_that_is_stopped_does_not_use_up_a_wake_up() {
           (br_if 0 (i32.lt_u (local.get $taken) (i32.const 3))))
         (i32.const 0)"#;
     let mut kernel = Kernel::builder().deterministic(true).build().unwrap();
-    kernel.set_restart_policy(Box::new(SupervisorOnce { used: false }));
+    kernel.set_restart_policy(Once::then_give_up(RestartAction::RestartSupervisor));
     load_wat_with(
         &mut kernel,
         "target",
@@ -732,25 +739,6 @@ fn a_process_told_to_stop_that_traps_starts_no_second_replacement() {
     }
 }
 
-/// Restarts the whole system at the first failure, then gives up.
-struct SystemOnce {
-    used: bool,
-}
-
-impl estalogic_kernel::core::supervision::RestartPolicy for SystemOnce {
-    fn on_failure(
-        &mut self,
-        _failure: &estalogic_kernel::core::supervision::Failure,
-        _now: u64,
-    ) -> RestartAction {
-        if std::mem::replace(&mut self.used, true) {
-            RestartAction::GiveUp
-        } else {
-            RestartAction::RestartSystem
-        }
-    }
-}
-
 #[test]
 fn a_run_of_one_process_starts_a_second_worker_once_restarts_make_more_ready() {
     // Two workers, one process spawned: the run starts on one worker. The
@@ -764,7 +752,7 @@ fn a_run_of_one_process_starts_a_second_worker_once_restarts_make_more_ready() {
           (br_if 0 (i32.lt_u (local.get $i) (i32.const 2000000))))))"#;
     for _ in 0..3 {
         let mut kernel = Kernel::builder().workers(2).build().unwrap();
-        kernel.set_restart_policy(Box::new(SystemOnce { used: false }));
+        kernel.set_restart_policy(Once::then_give_up(RestartAction::RestartSystem));
         load_wat_with(
             &mut kernel,
             "crasher",

@@ -1308,3 +1308,145 @@ fn at_a_shutdown_processes_running_together_are_stopped_together() {
         }
     }
 }
+
+/// A caller that calls `server` (type 1, 4 bytes, waiting forever) and
+/// returns the call's result; if that is the 4-byte reply, it then looks
+/// for anything else arriving within 10 ms and returns that receive's
+/// result instead (`TIMEOUT` when nothing came).
+const CALLER: &str = r#"(module
+  (import "estalogic" "send_receive" (func $send_receive
+    (param i64 i64 i32 i32 i32 i32 i64 i64 i32 i32 i32) (result i64)))
+  (import "estalogic" "receive" (func $receive (param i32 i64 i32 i32 i32) (result i64)))
+  (import "estalogic" "lookup" (func $lookup (param i32 i32) (result i64)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "server")
+  (func (export "run") (result i32) (local $r i64)
+    (local.set $r (call $send_receive (call $lookup (i32.const 0) (i32.const 6))
+      (i64.const 0) (i32.const 1) (i32.const 0) (i32.const 0) (i32.const 4)
+      (i64.const -1) (i64.const -1) (i32.const 64) (i32.const 128) (i32.const 64)))
+    (if (i64.ne (local.get $r) (i64.const 4))
+      (then (return (i32.wrap_i64 (local.get $r)))))
+    (i32.wrap_i64 (call $receive (i32.const 0) (i64.const 10)
+      (i32.const 64) (i32.const 128) (i32.const 64)))))"#;
+
+/// A task server that takes one message, runs `answer` (WAT; the header is
+/// at 64, the payload at 128), then `end` (WAT ending `run`).
+fn call_server(answer: &str, end: &str) -> String {
+    format!(
+        r#"(module
+  (import "estalogic" "receive" (func $receive (param i32 i64 i32 i32 i32) (result i64)))
+  (import "estalogic" "reply" (func $reply (param i64 i64 i32 i32 i32 i32) (result i64)))
+  (import "estalogic" "exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (func (export "run") (result i32)
+    (drop (call $receive (i32.const 0) (i64.const -1) (i32.const 64) (i32.const 128) (i32.const 64)))
+    {answer}
+    {end}))"#
+    )
+}
+
+/// The server's reply to the message it took: type 2, the 4 bytes back.
+const REPLY: &str = "(drop (call $reply (i64.load (i32.const 72)) (i64.load (i32.const 88))
+    (i32.const 2) (i32.const 0) (i32.const 128) (i32.const 4)))";
+
+/// A handler server: waits at `STARTED`, traps on the first real message.
+const TRAPPING_HANDLER: &str = r#"(module
+  (memory (export "memory") 1)
+  (func (export "estalogic_inbox") (result i64) (i64.const 0x0000010000000400))
+  (func (export "handle") (param i32) (result i32)
+    (if (i32.eq (i32.load (i32.const 1028)) (i32.const 0xFF02))
+      (then (return (i32.const 0))))
+    unreachable))"#;
+
+/// Loads the module named `server` into a kernel.
+type LoadServer = dyn Fn(&mut Kernel);
+
+/// Runs [`CALLER`] against the module `server` loads; the caller's report.
+fn call_into(
+    server: &LoadServer,
+    deterministic: bool,
+    workers: usize,
+) -> estalogic_kernel::ProcessReport {
+    let mut kernel = Kernel::builder()
+        .deterministic(deterministic)
+        .workers(workers)
+        .build()
+        .unwrap();
+    load_wat(&mut kernel, "caller", CALLER, "normal");
+    server(&mut kernel);
+    kernel.spawn("server").unwrap();
+    kernel.spawn("caller").unwrap();
+    kernel.run().process("caller").unwrap().clone()
+}
+
+#[test]
+fn a_call_taken_and_never_answered_fails_back_when_its_receiver_ends() {
+    // However the server ends after taking the call without replying —
+    // trapping, returning, exiting, trapping into a same-state restart,
+    // or a handler trapping on it — the caller's wait ends with the
+    // kernel's notice instead of lasting forever (it was stopped as
+    // DEADLOCKED before).
+    let task = |end: &'static str, extra: &'static str| {
+        move |kernel: &mut Kernel| load_wat_with(kernel, "server", &call_server("", end), extra)
+    };
+    let servers: Vec<(&str, Box<LoadServer>)> = vec![
+        ("trap", Box::new(task("unreachable", ""))),
+        ("return", Box::new(task("(i32.const 0)", ""))),
+        (
+            "exit",
+            Box::new(task("(call $exit (i32.const 0)) (i32.const 0)", "")),
+        ),
+        (
+            "restart",
+            Box::new(task("unreachable", r#""restart":"on_failure""#)),
+        ),
+        (
+            "handler",
+            Box::new(|kernel: &mut Kernel| load_handler_wat(kernel, "server", TRAPPING_HANDLER)),
+        ),
+    ];
+    for (name, server) in &servers {
+        for (deterministic, workers) in [(true, 1), (false, 1), (false, 2)] {
+            let caller = call_into(server.as_ref(), deterministic, workers);
+            assert_eq!(
+                caller.status,
+                ExitStatus::Exited(-(ErrorCode::NO_SUCH_PROCESS.0 as i32)),
+                "{name}, {workers} workers"
+            );
+            assert_eq!(caller.received, 1, "{name}: the notice was taken");
+            assert_eq!(caller.delivery_failures, 1, "{name}");
+        }
+    }
+}
+
+#[test]
+fn a_call_answered_before_its_receiver_ends_gets_only_the_answer() {
+    // The server replies, then traps or returns: the answer is owed no
+    // more, so the caller gets the reply and nothing after it.
+    for end in ["unreachable", "(i32.const 0)"] {
+        for (deterministic, workers) in [(true, 1), (false, 1), (false, 2)] {
+            let server = |kernel: &mut Kernel| {
+                load_wat(kernel, "server", &call_server(REPLY, end), "normal")
+            };
+            let caller = call_into(&server, deterministic, workers);
+            assert_eq!(
+                caller.status,
+                ExitStatus::Exited(-(ErrorCode::TIMEOUT.0 as i32)),
+                "{end}, {workers} workers: the reply, then nothing"
+            );
+            assert_eq!(caller.received, 1, "{end}");
+            assert_eq!(caller.delivery_failures, 0, "{end}");
+        }
+    }
+}
+
+/// Loads a handler module (entry point `handle`) with every capability.
+fn load_handler_wat(kernel: &mut Kernel, name: &str, wat: &str) {
+    kernel
+        .load_module(
+            manifest(name, "handle", estalogic_tests::ALL_CAPS, "normal"),
+            wat.as_bytes(),
+            Path::new(name),
+        )
+        .unwrap_or_else(|e| panic!("{name} does not load: {e}"));
+}

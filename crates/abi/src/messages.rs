@@ -107,8 +107,13 @@ impl Flags {
     pub const BROADCAST: Flags = Flags(1 << 3);
     /// A kernel notice that an earlier message could not be delivered.
     pub const DELIVERY_FAILURE: Flags = Flags(1 << 4);
+    /// Set by the kernel on a call (`send_receive` waiting for the answer):
+    /// the sender waits for this message's answer. A receiver that takes
+    /// it and ends without replying has it answered for it, with a
+    /// `DELIVERY_FAILURE` notice (`NO_SUCH_PROCESS`). Guests cannot set it.
+    pub const CALL: Flags = Flags(1 << 5);
     /// Every defined flag.
-    pub const ALL: Flags = Flags(0x1F);
+    pub const ALL: Flags = Flags(0x3F);
 
     /// Builds flags from raw bits, or `None` if an undefined bit is set.
     pub const fn from_bits(bits: u16) -> Option<Self> {
@@ -552,8 +557,8 @@ mod tests {
         bytes[0] = 2;
         assert_eq!(decode(&bytes), Err(DecodeError::UnknownVersion(2)));
         let mut bytes = good.clone();
-        bytes[2..4].copy_from_slice(&0x0020u16.to_le_bytes());
-        assert_eq!(decode(&bytes), Err(DecodeError::UnknownFlags(0x0020)));
+        bytes[2..4].copy_from_slice(&0x0040u16.to_le_bytes());
+        assert_eq!(decode(&bytes), Err(DecodeError::UnknownFlags(0x0040)));
         let mut bytes = good.clone();
         bytes[1] = 8;
         assert_eq!(decode(&bytes), Err(DecodeError::PriorityOutOfRange(8)));

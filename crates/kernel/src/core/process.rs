@@ -51,7 +51,28 @@ pub struct MailboxSlot {
     waiting: bool,
     /// Senders waiting for room, oldest first.
     pub blocked_senders: VecDeque<Waker>,
+    /// Calls the owner took and has not answered, oldest first (see
+    /// [`OwedCall`]).
+    pub(crate) owed: Vec<OwedCall>,
 }
+
+/// A call (a message with [`Flags::CALL`](estalogic_abi::Flags::CALL)) a
+/// process took and has not answered: its caller waits for the answer. If
+/// the process ends first, the kernel answers it with a
+/// `DELIVERY_FAILURE` notice (`routing::close_mailbox`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct OwedCall {
+    /// Who waits.
+    pub(crate) caller: Pid,
+    /// The call's sequence number: the answer's correlation id.
+    pub(crate) sequence: u64,
+    /// The call's type.
+    pub(crate) message_type: estalogic_abi::MessageType,
+}
+
+/// The most unanswered calls a process owes at once; past this the oldest
+/// is forgotten (its caller's timeout still ends its wait).
+pub(crate) const MAX_OWED_CALLS: usize = 4096;
 
 impl MailboxSlot {
     /// An empty slot around `mailbox`.
@@ -61,6 +82,7 @@ impl MailboxSlot {
             waker: None,
             waiting: false,
             blocked_senders: VecDeque::new(),
+            owed: Vec::new(),
         }
     }
 
@@ -195,6 +217,10 @@ pub struct Process {
     /// Messages in its mailbox as of the last unlock (stored under the
     /// lock by [`MailboxGuard`]): a look without the lock.
     queued: AtomicUsize,
+    /// The mailbox slot's `owed` list is not empty (written under the
+    /// mailbox lock; read without it by the owner's own replies, the only
+    /// other writer being the owner's own takes).
+    pub(crate) owes_calls: AtomicBool,
 }
 
 /// The lock on a process's mailbox ([`Process::lock_mailbox`]); on unlock
@@ -264,6 +290,7 @@ impl Process {
             successors: parking_lot::Mutex::new(Vec::new()),
             has_successors: AtomicBool::new(false),
             task: std::sync::OnceLock::new(),
+            owes_calls: AtomicBool::new(false),
         }
     }
 

@@ -25,7 +25,7 @@
 
 use crate::core::kernel_loop::KernelShared;
 use crate::core::message_router::{Delivery, Filter, MailboxFull, Message, OverflowMode};
-use crate::core::process::{Counters, MailboxSlot, Process};
+use crate::core::process::{Counters, MAX_OWED_CALLS, MailboxSlot, OwedCall, Process};
 use estalogic_abi::messages::DeliveryFailure;
 use estalogic_abi::{ErrorCode, Flags, Header, MessagePriority, MessageType, Pid};
 use std::sync::Arc;
@@ -314,6 +314,9 @@ pub(crate) fn take(
             }
             Err((header, len)) => return Taken::TooLarge(header, len),
         };
+        if message.header.flags.contains(Flags::CALL) {
+            owe(process, &mut slot, &message.header);
+        }
         (message, slot.blocked_senders.pop_front())
     };
     if let Some(sender) = sender {
@@ -343,6 +346,40 @@ pub(crate) fn take(
         }
     }
     Taken::Message(message)
+}
+
+/// Notes that `process` took the call `header` (under its mailbox lock):
+/// it owes the caller an answer until [`settle`].
+fn owe(process: &Process, slot: &mut MailboxSlot, header: &Header) {
+    if slot.owed.len() >= MAX_OWED_CALLS {
+        slot.owed.remove(0);
+    }
+    slot.owed.push(OwedCall {
+        caller: header.source,
+        sequence: header.sequence,
+        message_type: header.message_type,
+    });
+    process.owes_calls.store(true, Ordering::Relaxed);
+}
+
+/// `process` answered `caller`'s message `correlation` (a reply sent):
+/// the call, if it was one it owed, is owed no more. Called by the process
+/// itself; free (no lock) when it owes nothing.
+pub(crate) fn settle(process: &Process, caller: Pid, correlation: u64) {
+    if !process.owes_calls.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut slot = process.lock_mailbox();
+    if let Some(at) = slot
+        .owed
+        .iter()
+        .position(|owed| owed.caller == caller && owed.sequence == correlation)
+    {
+        slot.owed.remove(at);
+    }
+    if slot.owed.is_empty() {
+        process.owes_calls.store(false, Ordering::Relaxed);
+    }
 }
 
 /// Puts back into `process`'s mailbox, ahead of what came since, the
@@ -390,19 +427,22 @@ pub(crate) fn take_all(process: &Process) -> Vec<Message> {
 }
 
 /// Empties the mailbox of a process that has ended: every message left is
-/// reported to its sender and every blocked sender is woken (its retry
-/// fails with `NO_SUCH_PROCESS`). Returns how many messages it did not
-/// deliver: those left and those its overflow mode dropped, counted in
-/// the hold that closes it.
+/// reported to its sender, every call it took and did not answer is
+/// answered with a notice (its caller waits for it), and every blocked
+/// sender is woken (its retry fails with `NO_SUCH_PROCESS`). Returns how
+/// many messages it did not deliver: those left and those its overflow
+/// mode dropped, counted in the hold that closes it.
 pub(crate) fn close_mailbox(kernel: &KernelShared, process: &Process) -> u64 {
-    let (left, blocked, dropped) = {
+    let (left, blocked, dropped, owed) = {
         let mut slot = process.lock_mailbox();
         process.alive.store(false, Ordering::Release);
         slot.close();
         let left = slot.mailbox.drain();
         let blocked: Vec<_> = slot.blocked_senders.drain(..).collect();
+        let owed = std::mem::take(&mut slot.owed);
+        process.owes_calls.store(false, Ordering::Relaxed);
         // Read in the same hold that closes it: nothing is dropped after.
-        (left, blocked, slot.mailbox.dropped())
+        (left, blocked, slot.mailbox.dropped(), owed)
     };
     for waker in blocked {
         waker.wake();
@@ -410,5 +450,74 @@ pub(crate) fn close_mailbox(kernel: &KernelShared, process: &Process) -> u64 {
     for message in &left {
         kernel.report_failure(&message.header, ErrorCode::NO_SUCH_PROCESS);
     }
+    for call in owed {
+        // The call as its caller sent it: the notice goes to the caller,
+        // with the call's sequence as correlation.
+        let header = Header {
+            priority: MessagePriority::MAX,
+            flags: Flags::CALL,
+            message_type: call.message_type,
+            source: call.caller,
+            target: process.pid,
+            sequence: call.sequence,
+            timestamp: 0,
+            correlation: 0,
+        };
+        kernel.report_failure(&header, ErrorCode::NO_SUCH_PROCESS);
+    }
     left.len() as u64 + dropped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::message_router::{Mailbox, OverflowMode};
+    use estalogic_abi::types::Priority;
+
+    fn call_from(caller: u32, sequence: u64) -> Header {
+        Header {
+            priority: MessagePriority::MAX,
+            flags: Flags::CALL,
+            message_type: MessageType(1),
+            source: Pid::new(caller, 1),
+            target: Pid::new(1, 1),
+            sequence,
+            timestamp: 0,
+            correlation: 0,
+        }
+    }
+
+    #[test]
+    fn owed_calls_are_settled_by_their_reply_and_bounded_oldest_first() {
+        let process = Process::new(
+            Pid::new(1, 1),
+            "p".into(),
+            Priority::Normal,
+            Mailbox::new(4, OverflowMode::NotifySender),
+            true,
+        );
+        for sequence in 0..MAX_OWED_CALLS as u64 + 2 {
+            owe(
+                &process,
+                &mut process.lock_mailbox(),
+                &call_from(2, sequence),
+            );
+        }
+        assert!(process.owes_calls.load(Ordering::Relaxed));
+        {
+            let slot = process.lock_mailbox();
+            assert_eq!(slot.owed.len(), MAX_OWED_CALLS);
+            assert_eq!(slot.owed[0].sequence, 2, "the two oldest were forgotten");
+        }
+        // A reply to another caller, or with another correlation, settles
+        // nothing.
+        settle(&process, Pid::new(3, 1), 5);
+        settle(&process, Pid::new(2, 1), 0);
+        assert_eq!(process.lock_mailbox().owed.len(), MAX_OWED_CALLS);
+        for sequence in 2..MAX_OWED_CALLS as u64 + 2 {
+            settle(&process, Pid::new(2, 1), sequence);
+        }
+        assert!(process.lock_mailbox().owed.is_empty());
+        assert!(!process.owes_calls.load(Ordering::Relaxed), "nothing owed");
+    }
 }

@@ -48,7 +48,7 @@ use crate::core::kernel_loop::{
 use crate::core::kernel_shared::TimerGuard;
 use crate::core::message_router::{Filter, Message, OverflowMode};
 use crate::core::process::{Counters, Process};
-use crate::core::routing::{PostError, Taken, put_back, take};
+use crate::core::routing::{PostError, Taken, put_back, settle, take};
 use estalogic_abi::messages::DeliveryFailure;
 use estalogic_abi::syscalls::{TIMEOUT_INFINITE, send_options};
 use estalogic_abi::{
@@ -79,6 +79,7 @@ pub fn add_to_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()
                     ptr,
                     len,
                     may_block: true,
+                    call: false,
                 };
                 Ok(to_return(send(&mut caller, request).await))
             })
@@ -99,6 +100,7 @@ pub fn add_to_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()
                     ptr,
                     len,
                     may_block: true,
+                    call: false,
                 };
                 Ok(to_return(send(&mut caller, request).await))
             })
@@ -179,6 +181,7 @@ pub fn add_to_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()
                     ptr,
                     len,
                     may_block: true,
+                    call: false,
                 };
                 let buffers = Buffers {
                     header_ptr,
@@ -246,6 +249,7 @@ pub fn add_to_handler_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::R
                 ptr,
                 len,
                 may_block: false,
+                call: false,
             };
             to_return(poll_once(send(&mut caller, request)))
         },
@@ -270,6 +274,7 @@ pub fn add_to_handler_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::R
                 ptr,
                 len,
                 may_block: false,
+                call: false,
             };
             to_return(poll_once(send(&mut caller, request)))
         },
@@ -504,6 +509,9 @@ struct Outgoing {
     /// False for a handler process: a full `BlockSender` mailbox is then
     /// `WOULD_BLOCK` instead of a wait.
     may_block: bool,
+    /// A call: the sender waits for the answer (`send_receive` with
+    /// `wait_for` -1), so the message carries [`Flags::CALL`].
+    call: bool,
 }
 
 /// The checked parts of an outgoing message.
@@ -591,6 +599,9 @@ async fn send(
     if request.syscall == Syscall::Reply {
         flags = flags | Flags::REPLY;
     }
+    if request.call {
+        flags = flags | Flags::CALL;
+    }
     let copied = payload.len();
     // Fields, not the context itself: it is not `Sync`, and these are held
     // across a wait for room.
@@ -622,11 +633,16 @@ async fn send(
     if lender() == Some(receiver_pid)
         && receiver.looks_empty()
         && !flags.contains(Flags::ACK_REQUESTED)
+        // A call is owed by whoever takes it (`routing::take` notes it).
+        && !flags.contains(Flags::CALL)
     {
         let header = message.header;
         match hold_for_lender(receiver_pid, message) {
             Ok(()) => {
                 Counters::bump_own(&sender.counters.sent, 1);
+                if flags.contains(Flags::REPLY) {
+                    settle(sender, receiver_pid, header.correlation);
+                }
                 kernel.trace_send(&header, copied);
                 caller.data_mut().keep_peer(receiver);
                 charge(caller, copied);
@@ -639,6 +655,9 @@ async fn send(
         match kernel.post_to(&receiver, message) {
             Ok(woke) => {
                 Counters::bump_own(&sender.counters.sent, 1);
+                if flags.contains(Flags::REPLY) {
+                    settle(sender, receiver_pid, request.correlation as u64);
+                }
                 let context = caller.data_mut();
                 context.hand_off = woke.then_some(receiver_pid);
                 context.keep_peer(receiver);
@@ -723,6 +742,10 @@ fn send_direct(
     if request.syscall == Syscall::Reply {
         flags = flags | Flags::REPLY;
     }
+    // Only handlers send directly, and a handler never calls (its
+    // `send_receive` would wait): no `CALL` here, so none bypasses the
+    // take that notes it as owed.
+    debug_assert!(!request.call);
     let caller = &*caller;
     let context = caller.data();
     let (sender, kernel) = (&context.process, &context.kernel);
@@ -940,6 +963,10 @@ async fn send_receive(
     };
     check_wait(caller, syscall, timeout_ms, buffers)?;
     let target = Pid::from_u64(request.target as u64);
+    let request = Outgoing {
+        call: answer,
+        ..request
+    };
     let sequence = send(caller, request).await?;
     let filter = match wait_for {
         -1 => Filter::AnswerFrom {

@@ -272,7 +272,9 @@ fn send_receive<'a>(
 
 /// Request/reply in one call: sends `payload` to `to` and waits for its
 /// reply (or acknowledgement, or the kernel's notice that it was not
-/// delivered, as `Err` with its code); only `to` can answer. One syscall,
+/// delivered, as `Err` with its code); only `to` can answer. If `to` takes
+/// the request and ends without replying (returns, traps, is stopped), the
+/// kernel answers for it: `Err(NO_SUCH_PROCESS)`. One syscall,
 /// so the kernel can hand the CPU straight to `to` and back. If the wait
 /// times out the request was still sent, and a late reply is queued like
 /// any message: when that matters, use [`send`] and [`receive_reply`],

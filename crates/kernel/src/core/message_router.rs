@@ -133,6 +133,9 @@ pub struct MailboxFull(pub Message);
 #[derive(Debug)]
 pub struct Mailbox {
     queues: [VecDeque<Message>; MessagePriority::LEVELS],
+    /// Bit `p` set while the queue of priority `p` holds a message: a
+    /// search visits only those queues.
+    occupied: u16,
     len: usize,
     bytes: usize,
     capacity: usize,
@@ -158,6 +161,7 @@ impl Mailbox {
     pub fn new(capacity: usize, mode: OverflowMode) -> Self {
         Mailbox {
             queues: Default::default(),
+            occupied: 0,
             len: 0,
             bytes: 0,
             capacity: capacity.max(1),
@@ -213,12 +217,18 @@ impl Mailbox {
                     }
                     let mut evicted = Vec::new();
                     while !self.fits(size) {
-                        let Some(oldest) = self.queues.iter_mut().find_map(|queue| {
-                            let at = queue.iter().position(|m| !kernel_made(&m.header))?;
-                            queue.remove(at)
-                        }) else {
+                        let Some((priority, oldest)) =
+                            self.queues
+                                .iter_mut()
+                                .enumerate()
+                                .find_map(|(priority, queue)| {
+                                    let at = queue.iter().position(|m| !kernel_made(&m.header))?;
+                                    Some((priority, queue.remove(at)?))
+                                })
+                        else {
                             break;
                         };
+                        self.note_emptied(priority);
                         self.len -= 1;
                         self.bytes -= oldest.payload.len();
                         self.dropped += 1;
@@ -233,7 +243,9 @@ impl Mailbox {
             self.kernel_len += 1;
             self.kernel_bytes += size;
         }
-        self.queues[message.header.priority.get() as usize].push_back(message);
+        let priority = message.header.priority.get() as usize;
+        self.queues[priority].push_back(message);
+        self.occupied |= 1 << priority;
         self.len += 1;
         Ok(delivery)
     }
@@ -244,13 +256,32 @@ impl Mailbox {
         self.dropped += 1;
     }
 
-    fn find(&self, filter: Filter) -> Option<(usize, usize)> {
-        if self.len == 0 {
-            return None;
+    const _LEVELS_FIT_THE_BITS: () = assert!(MessagePriority::LEVELS <= u16::BITS as usize);
+
+    /// Clears the occupied bit of `priority` if its queue is now empty.
+    fn note_emptied(&mut self, priority: usize) {
+        if self.queues[priority].is_empty() {
+            self.occupied &= !(1 << priority);
         }
+    }
+
+    fn find(&self, filter: Filter) -> Option<(usize, usize)> {
+        debug_assert_eq!(
+            self.occupied,
+            self.queues
+                .iter()
+                .enumerate()
+                .filter(|(_, queue)| !queue.is_empty())
+                .fold(0, |bits, (priority, _)| bits | 1 << priority),
+            "the occupied bits match the queues"
+        );
         let mut examined = 0;
         let mut found = None;
-        for priority in (0..MessagePriority::LEVELS).rev() {
+        // Occupied queues only, highest priority first.
+        let mut levels = self.occupied;
+        while levels != 0 {
+            let priority = (u16::BITS - 1 - levels.leading_zeros()) as usize;
+            levels &= !(1 << priority);
             let queue = &self.queues[priority];
             let at = match filter {
                 Filter::Any => (!queue.is_empty()).then_some(0),
@@ -296,11 +327,13 @@ impl Mailbox {
     /// usual case) without `VecDeque::remove`'s general shifting.
     fn remove(&mut self, priority: usize, at: usize) -> Option<Message> {
         let queue = &mut self.queues[priority];
-        if at == 0 {
+        let message = if at == 0 {
             queue.pop_front()
         } else {
             queue.remove(at)
-        }
+        };
+        self.note_emptied(priority);
+        message
     }
 
     /// Puts `message` back at the front of its priority's queue, ahead of
@@ -313,7 +346,9 @@ impl Mailbox {
             self.kernel_len += 1;
             self.kernel_bytes += message.payload.len();
         }
-        self.queues[message.header.priority.get() as usize].push_front(message);
+        let priority = message.header.priority.get() as usize;
+        self.queues[priority].push_front(message);
+        self.occupied |= 1 << priority;
         self.len += 1;
     }
 
@@ -388,6 +423,7 @@ impl Mailbox {
         for queue in self.queues.iter_mut().rev() {
             all.extend(queue.drain(..));
         }
+        self.occupied = 0;
         self.len = 0;
         self.bytes = 0;
         self.kernel_len = 0;

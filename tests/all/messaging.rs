@@ -1450,3 +1450,42 @@ fn load_handler_wat(kernel: &mut Kernel, name: &str, wat: &str) {
         )
         .unwrap_or_else(|e| panic!("{name} does not load: {e}"));
 }
+
+#[test]
+fn a_call_asking_for_an_ack_is_answered_by_the_ack_and_owed_no_more() {
+    // The caller's call asks for an acknowledgement: the kernel's ack,
+    // sent as the server takes it, is the answer (payload length 0). The
+    // server then ends without replying, and no late notice follows.
+    let caller = CALLER
+        .replace(
+            "(i32.const 1) (i32.const 0) (i32.const 0) (i32.const 4)",
+            "(i32.const 1) (i32.const 512) (i32.const 0) (i32.const 4)",
+        )
+        .replace("(i64.const 4))", "(i64.const 0))");
+    assert_ne!(caller, CALLER, "the call asks for an ack");
+    for (deterministic, workers) in [(true, 1), (false, 1), (false, 2)] {
+        let mut kernel = Kernel::builder()
+            .deterministic(deterministic)
+            .workers(workers)
+            .build()
+            .unwrap();
+        load_wat(&mut kernel, "caller", &caller, "normal");
+        load_wat(
+            &mut kernel,
+            "server",
+            &call_server("", "unreachable"),
+            "normal",
+        );
+        kernel.spawn("server").unwrap();
+        kernel.spawn("caller").unwrap();
+        let report = kernel.run();
+        let caller = report.process("caller").unwrap();
+        assert_eq!(
+            caller.status,
+            ExitStatus::Exited(-(ErrorCode::TIMEOUT.0 as i32)),
+            "{workers} workers: the ack, then nothing"
+        );
+        assert_eq!(caller.received, 1);
+        assert_eq!(caller.delivery_failures, 0);
+    }
+}

@@ -53,7 +53,7 @@ pub struct MailboxSlot {
     pub blocked_senders: VecDeque<Waker>,
     /// Calls the owner took and has not answered, oldest first (see
     /// [`OwedCall`]).
-    pub(crate) owed: Vec<OwedCall>,
+    pub(crate) owed: VecDeque<OwedCall>,
 }
 
 /// A call (a message with [`Flags::CALL`](estalogic_abi::Flags::CALL)) a
@@ -82,7 +82,7 @@ impl MailboxSlot {
             waker: None,
             waiting: false,
             blocked_senders: VecDeque::new(),
-            owed: Vec::new(),
+            owed: VecDeque::new(),
         }
     }
 

@@ -314,7 +314,11 @@ pub(crate) fn take(
             }
             Err((header, len)) => return Taken::TooLarge(header, len),
         };
-        if message.header.flags.contains(Flags::CALL) {
+        // A call that asks for an acknowledgement is answered by the ack
+        // sent below: nothing is owed.
+        if message.header.flags.contains(Flags::CALL)
+            && !message.header.flags.contains(Flags::ACK_REQUESTED)
+        {
             owe(process, &mut slot, &message.header);
         }
         (message, slot.blocked_senders.pop_front())
@@ -352,9 +356,9 @@ pub(crate) fn take(
 /// it owes the caller an answer until [`settle`].
 fn owe(process: &Process, slot: &mut MailboxSlot, header: &Header) {
     if slot.owed.len() >= MAX_OWED_CALLS {
-        slot.owed.remove(0);
+        slot.owed.pop_front();
     }
-    slot.owed.push(OwedCall {
+    slot.owed.push_back(OwedCall {
         caller: header.source,
         sequence: header.sequence,
         message_type: header.message_type,
@@ -362,9 +366,11 @@ fn owe(process: &Process, slot: &mut MailboxSlot, header: &Header) {
     process.owes_calls.store(true, Ordering::Relaxed);
 }
 
-/// `process` answered `caller`'s message `correlation` (a reply sent):
-/// the call, if it was one it owed, is owed no more. Called by the process
-/// itself; free (no lock) when it owes nothing.
+/// `process` answered `caller`'s message `correlation` (a reply sent, or
+/// one that found the caller gone): the call, if it was one it owed, is
+/// owed no more. Called by the process itself; free (no lock) when it owes
+/// nothing. Searched newest first: a server usually answers the call it
+/// took last, whatever older calls it never answered.
 pub(crate) fn settle(process: &Process, caller: Pid, correlation: u64) {
     if !process.owes_calls.load(Ordering::Relaxed) {
         return;
@@ -373,7 +379,7 @@ pub(crate) fn settle(process: &Process, caller: Pid, correlation: u64) {
     if let Some(at) = slot
         .owed
         .iter()
-        .position(|owed| owed.caller == caller && owed.sequence == correlation)
+        .rposition(|owed| owed.caller == caller && owed.sequence == correlation)
     {
         slot.owed.remove(at);
     }

@@ -514,6 +514,14 @@ struct Outgoing {
     call: bool,
 }
 
+/// True if `request` is a reply: the `reply` syscall, or `REPLY` in its
+/// options.
+fn is_reply(request: &Outgoing) -> bool {
+    request.syscall == Syscall::Reply
+        || send_options::unpack(request.options)
+            .is_some_and(|(_, flags)| flags.contains(Flags::REPLY))
+}
+
 /// The checked parts of an outgoing message.
 struct Parts {
     priority: MessagePriority,
@@ -560,6 +568,11 @@ async fn send(
             .counters
             .send_failures
             .fetch_add(1, Ordering::Relaxed);
+        // An answer to a caller that has gone: whatever call of its this
+        // process took is owed no more.
+        if is_reply(&request) {
+            settle(&context.process, target, request.correlation as u64);
+        }
         return Err(ErrorCode::NO_SUCH_PROCESS);
     };
     context.admit(request.syscall, Some(&receiver.module))?;
@@ -687,6 +700,9 @@ async fn send(
                     .counters
                     .send_failures
                     .fetch_add(1, Ordering::Relaxed);
+                if matches!(error, PostError::NoSuchProcess) && flags.contains(Flags::REPLY) {
+                    settle(sender, receiver_pid, request.correlation as u64);
+                }
                 // Blocking on one's own full mailbox would never end; a
                 // handler never blocks.
                 let would_block = |pid| match &error {

@@ -1489,3 +1489,28 @@ fn a_call_asking_for_an_ack_is_answered_by_the_ack_and_owed_no_more() {
         assert_eq!(caller.delivery_failures, 0);
     }
 }
+
+#[test]
+fn a_reply_without_a_correlation_answers_no_call() {
+    // Sequences start at 1, so correlation 0 means none: a plain `send`
+    // with REPLY in its options (no correlation argument) does not answer
+    // the caller's first call, whose sequence was once 0. The server then
+    // traps still owing the call, and the caller gets the notice.
+    let server = r#"(module
+  (import "estalogic" "receive" (func $receive (param i32 i64 i32 i32 i32) (result i64)))
+  (import "estalogic" "send" (func $send (param i64 i32 i32 i32 i32) (result i64)))
+  (memory (export "memory") 1)
+  (func (export "run") (result i32)
+    (drop (call $receive (i32.const 0) (i64.const -1) (i32.const 64) (i32.const 128) (i32.const 64)))
+    (drop (call $send (i64.load (i32.const 72)) (i32.const 2) (i32.const 256) (i32.const 128) (i32.const 4)))
+    unreachable))"#;
+    for (deterministic, workers) in [(true, 1), (false, 1), (false, 2)] {
+        let load = |kernel: &mut Kernel| load_wat(kernel, "server", server, "normal");
+        let caller = call_into(&load, deterministic, workers);
+        assert_eq!(
+            caller.status,
+            ExitStatus::Exited(-(ErrorCode::NO_SUCH_PROCESS.0 as i32)),
+            "{workers} workers"
+        );
+    }
+}

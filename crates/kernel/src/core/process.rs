@@ -284,7 +284,9 @@ impl Process {
             restart_on_failure: false,
             supervised: false,
             handler: false,
-            next_sequence: AtomicU64::new(0),
+            // From 1: correlation 0 means "none", so no message may have
+            // sequence 0 (a reply without a correlation would answer it).
+            next_sequence: AtomicU64::new(1),
             scanned: AtomicU64::new(0),
             capabilities: AtomicU8::new(NO_CAPABILITIES),
             successors: parking_lot::Mutex::new(Vec::new()),
@@ -378,7 +380,7 @@ impl Process {
     pub fn next_sequence(&self) -> u64 {
         let sequence = self.next_sequence.load(Ordering::Relaxed);
         self.next_sequence
-            .store(sequence.wrapping_add(1), Ordering::Relaxed);
+            .store(sequence.wrapping_add(1).max(1), Ordering::Relaxed);
         sequence
     }
 

@@ -1367,12 +1367,23 @@ fn call_into(
     deterministic: bool,
     workers: usize,
 ) -> estalogic_kernel::ProcessReport {
+    run_call(CALLER, server, deterministic, workers)
+}
+
+/// Runs `caller` (a module like [`CALLER`]) against the module `server`
+/// loads; the caller's report.
+fn run_call(
+    caller: &str,
+    server: &LoadServer,
+    deterministic: bool,
+    workers: usize,
+) -> estalogic_kernel::ProcessReport {
     let mut kernel = Kernel::builder()
         .deterministic(deterministic)
         .workers(workers)
         .build()
         .unwrap();
-    load_wat(&mut kernel, "caller", CALLER, "normal");
+    load_wat(&mut kernel, "caller", caller, "normal");
     server(&mut kernel);
     kernel.spawn("server").unwrap();
     kernel.spawn("caller").unwrap();
@@ -1463,23 +1474,10 @@ fn a_call_asking_for_an_ack_is_answered_by_the_ack_and_owed_no_more() {
         )
         .replace("(i64.const 4))", "(i64.const 0))");
     assert_ne!(caller, CALLER, "the call asks for an ack");
+    let server =
+        |kernel: &mut Kernel| load_wat(kernel, "server", &call_server("", "unreachable"), "normal");
     for (deterministic, workers) in [(true, 1), (false, 1), (false, 2)] {
-        let mut kernel = Kernel::builder()
-            .deterministic(deterministic)
-            .workers(workers)
-            .build()
-            .unwrap();
-        load_wat(&mut kernel, "caller", &caller, "normal");
-        load_wat(
-            &mut kernel,
-            "server",
-            &call_server("", "unreachable"),
-            "normal",
-        );
-        kernel.spawn("server").unwrap();
-        kernel.spawn("caller").unwrap();
-        let report = kernel.run();
-        let caller = report.process("caller").unwrap();
+        let caller = run_call(&caller, &server, deterministic, workers);
         assert_eq!(
             caller.status,
             ExitStatus::Exited(-(ErrorCode::TIMEOUT.0 as i32)),

@@ -6,3 +6,4 @@ mod loading;
 mod messaging;
 mod scheduling;
 mod supervision;
+mod warm;

@@ -5,4 +5,5 @@ pub(crate) mod handler;
 pub mod lifecycle_manager;
 pub mod manifest;
 pub mod preload_manager;
+pub mod warm;
 pub mod wasm_loader;

@@ -6,4 +6,3 @@ mod loading;
 mod messaging;
 mod scheduling;
 mod supervision;
-mod warm;

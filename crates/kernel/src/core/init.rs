@@ -193,21 +193,9 @@ pub struct KernelBuilder {
     cache_dir: Option<PathBuf>,
     policy: SlicePolicy,
     bundled: &'static [(&'static str, &'static [u8])],
-    /// Set by `warm_instances(false)`: the default is on.
-    cold_spawns: bool,
 }
 
 impl KernelBuilder {
-    /// Instantiates task modules that are spawned again and again ahead of
-    /// their spawns, on a thread that runs only when a core is idle
-    /// ([`loader::warm`](crate::loader::warm)). On by default; always off
-    /// in deterministic mode. Each lane's instance pool holds
-    /// [`warm::SLOTS`](crate::loader::warm::SLOTS) more slots for them.
-    pub fn warm_instances(mut self, on: bool) -> Self {
-        self.cold_spawns = !on;
-        self
-    }
-
     /// Deterministic mode: virtual clock, no wall-clock backstop, NaN
     /// canonicalisation; the same inputs preempt at the same instructions.
     pub fn deterministic(mut self, on: bool) -> Self {
@@ -342,9 +330,7 @@ impl KernelBuilder {
         // `wasm_loader`): a pool's locks and an engine's registries are
         // then touched by one worker only. The process limit is shared
         // out among them; a spawn whose lane is full takes another's slot.
-        let warm = !self.cold_spawns && !self.deterministic;
-        let lane_slots = max_processes.div_ceil(workers as u32)
-            + if warm { crate::loader::warm::SLOTS } else { 0 };
+        let lane_slots = max_processes.div_ceil(workers as u32);
         let lanes = (0..workers)
             .map(|_| {
                 let mut lane_config = config.clone();
@@ -442,7 +428,6 @@ impl KernelBuilder {
             policy.checkpoint_fuel,
             backstop,
             max_processes,
-            warm,
         ));
         Ok(Kernel {
             factory,
@@ -524,13 +509,6 @@ pub struct Kernel {
 }
 
 impl Kernel {
-    /// What the warm-instance pool has done since the kernel was built:
-    /// instances made ahead and processes started from one (zeros when it
-    /// is off).
-    pub fn warm_stats(&self) -> crate::loader::warm::WarmStats {
-        self.factory.warm_stats()
-    }
-
     /// A channel that receives each process's report the moment it ends
     /// (during [`Kernel::run`]), for supervisors, tests and tools.
     pub fn subscribe_exits(&mut self) -> std::sync::mpsc::Receiver<ProcessReport> {

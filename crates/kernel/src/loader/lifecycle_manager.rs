@@ -20,7 +20,6 @@ use crate::core::message_router::{Delivery, Mailbox, MailboxFull, Message};
 use crate::core::process::Process;
 use crate::loader::handler::{HandlerCell, run_handler};
 use crate::loader::manifest::RestartMode;
-use crate::loader::warm::{WarmPool, WarmStats};
 use crate::loader::wasm_loader::{self, EntryKind, Lane, LaneModule, LoadedModule, ModuleError};
 use crate::syscalls::capabilities::capability_for;
 use crate::syscalls::process::YieldOnce;
@@ -44,9 +43,6 @@ pub struct ProcessFactory {
     checkpoint_fuel: u64,
     backstop: bool,
     max_processes: u32,
-    /// Task instances made ahead of their spawns (see [`warm`]); `None` in
-    /// deterministic mode.
-    warm: Option<Arc<WarmPool>>,
 }
 
 impl ProcessFactory {
@@ -56,16 +52,7 @@ impl ProcessFactory {
         checkpoint_fuel: u64,
         backstop: bool,
         max_processes: u32,
-        warm: bool,
     ) -> Self {
-        let warm = warm.then(|| {
-            Arc::new(WarmPool::new(
-                lanes.len(),
-                shared.clone(),
-                checkpoint_fuel,
-                backstop,
-            ))
-        });
         ProcessFactory {
             lanes,
             shared,
@@ -73,13 +60,7 @@ impl ProcessFactory {
             checkpoint_fuel,
             backstop,
             max_processes,
-            warm,
         }
-    }
-
-    /// What the warm-instance pool has done (zeros when it is off).
-    pub fn warm_stats(&self) -> WarmStats {
-        self.warm.as_ref().map(|w| w.stats()).unwrap_or_default()
     }
 
     /// Lane 0's engine: the one modules are compiled on.
@@ -263,13 +244,21 @@ impl ProcessFactory {
         }
         let state = self.shared.new_task_state(pid);
         process.set_task(state.clone());
-        let context = ProcessContext::new(
-            process.clone(),
-            self.shared.clone(),
-            state.clone(),
-            MemoryLimiter::new(loaded.manifest.memory_class.max_bytes()),
-            self.checkpoint_fuel,
-        );
+        let context = ProcessContext {
+            process: process.clone(),
+            kernel: self.shared.clone(),
+            task: state.clone(),
+            limiter: MemoryLimiter::new(loaded.manifest.memory_class.max_bytes()),
+            admitted: Default::default(),
+            memory: None,
+            last_peer: Default::default(),
+            hand_off: None,
+            syscalls: Default::default(),
+            host_work: Default::default(),
+            host_fuel: Default::default(),
+            checkpoint_fuel: self.checkpoint_fuel,
+            interval_shortened: Default::default(),
+        };
         if loaded.entry == EntryKind::Handler {
             let cell = Arc::new(HandlerCell::default());
             let future: ProcessFuture = Box::pin(run_handler(
@@ -286,7 +275,6 @@ impl ProcessFactory {
             context,
             self.checkpoint_fuel,
             self.backstop,
-            self.warm.clone(),
         ));
         Ok(Task::new(process, state, future))
     }
@@ -330,26 +318,10 @@ async fn run_process(
     context: ProcessContext,
     checkpoint_fuel: u64,
     backstop: bool,
-    warm: Option<Arc<WarmPool>>,
 ) -> Outcome {
     let lanes = loaded.lane_count();
     let first = current_lane() % lanes;
     let mut lane = loaded.on_lane(first);
-    // An instance made ahead: the process's own context replaces the
-    // placeholder before any guest code runs.
-    if let Some((mut store, instance)) = warm.as_ref().and_then(|warm| warm.take(&loaded, first)) {
-        drop(std::mem::replace(store.data_mut(), context));
-        if backstop {
-            store.set_epoch_deadline(BACKSTOP_TICKS);
-        }
-        let result = call_entry(&mut store, lane, loaded.entry, instance).await;
-        let outcome = outcome(&store, result);
-        // Its teardown too is the preparer's, off this worker's path.
-        if let Some(warm) = &warm {
-            warm.retire(first, store);
-        }
-        return outcome;
-    }
     let mut store = match task_store(lane, context, checkpoint_fuel, backstop) {
         Ok(store) => store,
         Err(outcome) => return outcome,
@@ -381,12 +353,6 @@ async fn run_process(
         Ok(instance) => call_entry(&mut store, lane, loaded.entry, instance).await,
         Err(error) => Err(error),
     };
-    outcome(&store, result)
-}
-
-/// How a task process whose store is `store` ended, from its entry point's
-/// `result`.
-fn outcome(store: &Store<ProcessContext>, result: wasmtime::Result<i32>) -> Outcome {
     let fuel_used =
         FUEL_BUDGET - store.get_fuel().unwrap_or(FUEL_BUDGET) + store.data().host_fuel.get();
     let status = match result {
@@ -398,7 +364,7 @@ fn outcome(store: &Store<ProcessContext>, result: wasmtime::Result<i32>) -> Outc
 
 /// A task process's store on `lane`'s engine: its limiter, fuel and
 /// backstop set.
-pub(crate) fn task_store(
+fn task_store(
     lane: &LaneModule,
     context: ProcessContext,
     checkpoint_fuel: u64,

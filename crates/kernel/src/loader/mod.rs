@@ -5,5 +5,4 @@ pub(crate) mod handler;
 pub mod lifecycle_manager;
 pub mod manifest;
 pub mod preload_manager;
-pub mod warm;
 pub mod wasm_loader;

@@ -113,49 +113,18 @@ pub struct ProcessContext {
 
 impl Drop for ProcessContext {
     fn drop(&mut self) {
-        self.flush_counts();
-    }
-}
-
-impl ProcessContext {
-    /// Adds the process's syscall count to the kernel's and zeroes it
-    /// (when it is dropped, or when its store is kept a while longer).
-    pub(crate) fn flush_counts(&self) {
         // Skipped when zero: the shared counter's cache line is then left
         // alone (a trivial process makes no syscalls).
-        let syscalls = self.syscalls.take();
+        let syscalls = self.syscalls.get();
         if syscalls > 0 {
             self.kernel
                 .syscalls
                 .fetch_add(syscalls, std::sync::atomic::Ordering::Relaxed);
         }
     }
+}
 
-    /// The context of `process`, with nothing cached or counted yet.
-    pub(crate) fn new(
-        process: Arc<Process>,
-        kernel: Arc<KernelShared>,
-        task: Arc<TaskState>,
-        limiter: MemoryLimiter,
-        checkpoint_fuel: u64,
-    ) -> Self {
-        ProcessContext {
-            process,
-            kernel,
-            task,
-            limiter,
-            admitted: Default::default(),
-            memory: None,
-            last_peer: Default::default(),
-            hand_off: None,
-            syscalls: Default::default(),
-            host_work: Default::default(),
-            host_fuel: Default::default(),
-            checkpoint_fuel,
-            interval_shortened: Default::default(),
-        }
-    }
-
+impl ProcessContext {
     /// The live process `pid`, moved out of the one-entry peer cache (no
     /// reference count touched: a send takes it and
     /// [`ProcessContext::keep_peer`] puts it back) or else looked up in the

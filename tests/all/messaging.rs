@@ -1512,3 +1512,103 @@ fn a_reply_without_a_correlation_answers_no_call() {
         );
     }
 }
+
+/// [`CALLER`] that first fills its own mailbox (capacity 2, see
+/// [`FULL_CALLER_MAILBOX`]) with two 3-byte messages it does not take
+/// while it waits for the call's answer.
+fn flooded_caller() -> String {
+    let flooded = CALLER
+        .replace(
+            r#"(import "estalogic" "lookup""#,
+            r#"(import "estalogic" "send" (func $send (param i64 i32 i32 i32 i32) (result i64)))
+  (import "estalogic" "self_pid" (func $self (result i64)))
+  (import "estalogic" "lookup""#,
+        )
+        .replace(
+            "(local.set $r (call $send_receive",
+            "(drop (call $send (call $self) (i32.const 9) (i32.const 0) (i32.const 0) (i32.const 3)))
+    (drop (call $send (call $self) (i32.const 9) (i32.const 0) (i32.const 0) (i32.const 3)))
+    (local.set $r (call $send_receive",
+        );
+    assert_ne!(flooded, CALLER);
+    flooded
+}
+
+/// The flooded caller's manifest: a mailbox of two, which refuses a third
+/// message (the default mode).
+const FULL_CALLER_MAILBOX: &str = r#""mailbox":{"capacity":2}"#;
+
+/// Runs [`flooded_caller`] against the module `server` loads.
+fn run_flooded_call(
+    server: &LoadServer,
+    deterministic: bool,
+    workers: usize,
+) -> estalogic_kernel::ProcessReport {
+    let mut kernel = Kernel::builder()
+        .deterministic(deterministic)
+        .workers(workers)
+        .build()
+        .unwrap();
+    load_wat_with(
+        &mut kernel,
+        "caller",
+        &flooded_caller(),
+        FULL_CALLER_MAILBOX,
+    );
+    server(&mut kernel);
+    kernel.spawn("server").unwrap();
+    kernel.spawn("caller").unwrap();
+    let report = kernel.run();
+    let server = report.process("server").unwrap();
+    assert_eq!(
+        server.send_failures, 0,
+        "the server's answer was not refused"
+    );
+    report.process("caller").unwrap().clone()
+}
+
+#[test]
+fn an_answer_to_a_call_gets_into_the_callers_full_mailbox() {
+    // The caller's mailbox is full of messages it does not take while it
+    // waits for its call's answer: the server's reply gets in anyway (it
+    // was refused with MAILBOX_FULL, and the caller waited until the run
+    // stopped it as DEADLOCKED). The caller then takes a 3-byte message
+    // left in its mailbox.
+    let server = |kernel: &mut Kernel| {
+        load_wat(
+            kernel,
+            "server",
+            &call_server(REPLY, "(i32.const 0)"),
+            "normal",
+        )
+    };
+    for (deterministic, workers) in [(true, 1), (false, 1), (false, 2)] {
+        let caller = run_flooded_call(&server, deterministic, workers);
+        assert_eq!(
+            caller.status,
+            ExitStatus::Exited(3),
+            "{workers} workers: the reply, then a message of its own"
+        );
+        assert_eq!(caller.received, 2);
+        assert_eq!(caller.send_failures, 0);
+    }
+}
+
+#[test]
+fn a_call_never_answered_fails_back_into_the_callers_full_mailbox() {
+    // The server takes the call and traps: the kernel's notice is the
+    // answer the caller waits for, and gets into its full mailbox (it was
+    // dropped, and the caller waited until the run stopped it).
+    let server =
+        |kernel: &mut Kernel| load_wat(kernel, "server", &call_server("", "unreachable"), "normal");
+    for (deterministic, workers) in [(true, 1), (false, 1), (false, 2)] {
+        let caller = run_flooded_call(&server, deterministic, workers);
+        assert_eq!(
+            caller.status,
+            ExitStatus::Exited(-(ErrorCode::NO_SUCH_PROCESS.0 as i32)),
+            "{workers} workers"
+        );
+        assert_eq!(caller.received, 1, "the notice was taken");
+        assert_eq!(caller.delivery_failures, 1);
+    }
+}

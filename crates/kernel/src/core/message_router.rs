@@ -238,6 +238,23 @@ impl Mailbox {
                 }
             }
         }
+        self.enqueue(message);
+        Ok(delivery)
+    }
+
+    /// Queues an answer to a call whose caller waits for it (a reply the
+    /// sender owed, or the kernel's notice that it never will come),
+    /// whatever the room and the mode: the caller takes nothing else until
+    /// it arrives, so refusing it would leave the caller waiting for ever.
+    /// A caller waits for one call at a time, so this takes a mailbox past
+    /// its capacity (and its byte limit) by at most one message.
+    pub fn push_answer(&mut self, message: Message) {
+        self.enqueue(message);
+    }
+
+    /// Appends `message` to its priority's queue, room already decided.
+    fn enqueue(&mut self, message: Message) {
+        let size = message.payload.len();
         self.bytes += size;
         if kernel_made(&message.header) {
             self.kernel_len += 1;
@@ -247,7 +264,6 @@ impl Mailbox {
         self.queues[priority].push_back(message);
         self.occupied |= 1 << priority;
         self.len += 1;
-        Ok(delivery)
     }
 
     /// Counts a message meant for this mailbox that was dropped on the
@@ -463,6 +479,29 @@ mod tests {
         assert_eq!(refused.0.header.sequence, 2);
         assert_eq!(mailbox.len(), 2);
         assert_eq!(mailbox.dropped(), 0);
+    }
+
+    #[test]
+    fn an_answer_gets_into_a_full_mailbox_in_every_mode_and_evicts_nothing() {
+        for mode in [
+            OverflowMode::NotifySender,
+            OverflowMode::BlockSender,
+            OverflowMode::DropNewest,
+            OverflowMode::DropOldest,
+        ] {
+            let mut mailbox = Mailbox::new(2, mode);
+            mailbox.push(message(1, 0, 1, 0)).unwrap();
+            mailbox.push(message(1, 0, 1, 1)).unwrap();
+            let mut answer = message(2, 3, 7, 5);
+            answer.payload = Box::new([1, 2, 3]);
+            mailbox.push_answer(answer);
+            assert_eq!(mailbox.len(), 3, "{mode:?}: one past its capacity");
+            assert_eq!(mailbox.bytes(), 3);
+            assert_eq!(mailbox.dropped(), 0, "{mode:?}");
+            assert_eq!(mailbox.take(Filter::Any).unwrap().header.sequence, 5);
+            assert_eq!(mailbox.bytes(), 0);
+            assert_eq!(mailbox.len(), 2);
+        }
     }
 
     #[test]

@@ -111,17 +111,32 @@ impl KernelShared {
         target: &Arc<Process>,
         message: Message,
     ) -> Result<(bool, Option<Vec<Header>>), PostError> {
-        self.post_counting(target, message, || {})
+        self.post_counting(target, message, false, || {})
+    }
+
+    /// Posts an answer to a call its caller waits for (a reply the sender
+    /// owed): queued whatever the room (see [`Mailbox::push_answer`]), so
+    /// it is never refused, dropped or made to wait. `Ok(true)` if it woke
+    /// the caller.
+    pub(crate) fn post_answer(
+        &self,
+        target: &Arc<Process>,
+        message: Message,
+    ) -> Result<bool, PostError> {
+        self.post_counting(target, message, true, || {})
+            .map(|(woke, _)| woke)
     }
 
     /// [`KernelShared::post_quietly`], calling `accepted` under the
     /// mailbox lock once the mailbox took the message (queued, or dropped
     /// and counted by its mode): a count kept with it is then never out of
     /// step with the mailbox's, whoever reads both after closing it.
+    /// An `answer` is queued whatever the room ([`Mailbox::push_answer`]).
     fn post_counting(
         &self,
         target: &Arc<Process>,
         message: Message,
+        answer: bool,
         accepted: impl FnOnce(),
     ) -> Result<(bool, Option<Vec<Header>>), PostError> {
         let (header, len) = (message.header, message.payload.len());
@@ -133,7 +148,13 @@ impl KernelShared {
                 return Err(PostError::NoSuchProcess);
             }
             let mode = slot.mailbox.mode();
-            match slot.mailbox.push(message) {
+            let pushed = if answer {
+                slot.mailbox.push_answer(message);
+                Ok(Delivery::Queued)
+            } else {
+                slot.mailbox.push(message)
+            };
+            match pushed {
                 // Woken under the lock with the waker the slot keeps (no
                 // clone to take out): a wake only queues the pid.
                 Ok(delivery) => {
@@ -193,7 +214,16 @@ impl KernelShared {
     /// it. Kernel messages and notices are never reported.
     pub(crate) fn report_failure(&self, failed: &Header, code: ErrorCode) {
         let mut dropped = Vec::new();
-        self.report(failed, code, &mut dropped);
+        self.report(failed, code, false, &mut dropped);
+        self.report_all(dropped);
+    }
+
+    /// Tells the caller of `call`, a call whose receiver ended owing the
+    /// answer, that none will come (`NO_SUCH_PROCESS`): the notice is the
+    /// answer the caller waits for, so it is queued whatever the room.
+    pub(crate) fn report_unanswered_call(&self, call: &Header) {
+        let mut dropped = Vec::new();
+        self.report(call, ErrorCode::NO_SUCH_PROCESS, true, &mut dropped);
         self.report_all(dropped);
     }
 
@@ -206,15 +236,17 @@ impl KernelShared {
     /// a kernel notice, and notices are never reported.
     fn report_all(&self, mut dropped: Vec<Header>) {
         while let Some(failed) = dropped.pop() {
-            self.report(&failed, ErrorCode::MESSAGE_DROPPED, &mut dropped);
+            self.report(&failed, ErrorCode::MESSAGE_DROPPED, false, &mut dropped);
         }
     }
 
     /// One notice for `failed`; what posting it dropped goes to `dropped`.
     /// Counted in the sender's `delivery_failures` if the notice was queued
     /// or dropped by a full mailbox (counted there); a sender whose
-    /// mailbox has closed (it is exiting) has no one left to tell.
-    fn report(&self, failed: &Header, code: ErrorCode, dropped: &mut Vec<Header>) {
+    /// mailbox has closed (it is exiting) has no one left to tell. An
+    /// `answer` (to a call its sender waits for) is queued whatever the
+    /// room.
+    fn report(&self, failed: &Header, code: ErrorCode, answer: bool, dropped: &mut Vec<Header>) {
         // What the kernel made (its notices, and the acks it sends for a
         // receiver) is never reported: to no one for a notice, and not to
         // the receiver, who did not send it, for an ack.
@@ -257,7 +289,7 @@ impl KernelShared {
                 .delivery_failures
                 .fetch_add(1, Ordering::Relaxed);
         };
-        if let Ok((_, Some(more))) = self.post_counting(&sender, notice, counted) {
+        if let Ok((_, Some(more))) = self.post_counting(&sender, notice, answer, counted) {
             dropped.extend(more);
         }
     }
@@ -370,22 +402,23 @@ fn owe(process: &Process, slot: &mut MailboxSlot, header: &Header) {
 /// one that found the caller gone): the call, if it was one it owed, is
 /// owed no more. Called by the process itself; free (no lock) when it owes
 /// nothing. Searched newest first: a server usually answers the call it
-/// took last, whatever older calls it never answered.
-pub(crate) fn settle(process: &Process, caller: Pid, correlation: u64) {
+/// took last, whatever older calls it never answered. True if the call
+/// was owed (so the caller waits for this answer).
+pub(crate) fn settle(process: &Process, caller: Pid, correlation: u64) -> bool {
     if !process.owes_calls.load(Ordering::Relaxed) {
-        return;
+        return false;
     }
     let mut slot = process.lock_mailbox();
-    if let Some(at) = slot
+    let owed = slot
         .owed
         .iter()
         .rposition(|owed| owed.caller == caller && owed.sequence == correlation)
-    {
-        slot.owed.remove(at);
-    }
+        .and_then(|at| slot.owed.remove(at))
+        .is_some();
     if slot.owed.is_empty() {
         process.owes_calls.store(false, Ordering::Relaxed);
     }
+    owed
 }
 
 /// Puts back into `process`'s mailbox, ahead of what came since, the
@@ -469,7 +502,7 @@ pub(crate) fn close_mailbox(kernel: &KernelShared, process: &Process) -> u64 {
             timestamp: 0,
             correlation: 0,
         };
-        kernel.report_failure(&header, ErrorCode::NO_SUCH_PROCESS);
+        kernel.report_unanswered_call(&header);
     }
     left.len() as u64 + dropped
 }
@@ -517,13 +550,17 @@ mod tests {
         }
         // A reply to another caller, or with another correlation, settles
         // nothing.
-        settle(&process, Pid::new(3, 1), 5);
-        settle(&process, Pid::new(2, 1), 0);
+        assert!(!settle(&process, Pid::new(3, 1), 5));
+        assert!(!settle(&process, Pid::new(2, 1), 0));
         assert_eq!(process.lock_mailbox().owed.len(), MAX_OWED_CALLS);
         for sequence in 2..MAX_OWED_CALLS as u64 + 2 {
-            settle(&process, Pid::new(2, 1), sequence);
+            assert!(
+                settle(&process, Pid::new(2, 1), sequence),
+                "{sequence} was owed"
+            );
         }
         assert!(process.lock_mailbox().owed.is_empty());
+        assert!(!settle(&process, Pid::new(2, 1), 2), "answered already");
         assert!(!process.owes_calls.load(Ordering::Relaxed), "nothing owed");
     }
 }

@@ -664,13 +664,23 @@ async fn send(
             Err(back) => message = back,
         }
     }
+    // A reply to a call this process owes is the answer its caller waits
+    // for, taking nothing else meanwhile: it gets in whatever the room and
+    // the mode (`Mailbox::push_answer`), where a full mailbox would refuse
+    // it and leave the caller waiting for ever. Settled first: a caller
+    // waits for one call at a time, so one answer at most goes past the
+    // caller's capacity.
+    let answers_call =
+        flags.contains(Flags::REPLY) && settle(sender, receiver_pid, request.correlation as u64);
     loop {
-        match kernel.post_to(&receiver, message) {
+        let posted = if answers_call {
+            kernel.post_answer(&receiver, message)
+        } else {
+            kernel.post_to(&receiver, message)
+        };
+        match posted {
             Ok(woke) => {
                 Counters::bump_own(&sender.counters.sent, 1);
-                if flags.contains(Flags::REPLY) {
-                    settle(sender, receiver_pid, request.correlation as u64);
-                }
                 let context = caller.data_mut();
                 context.hand_off = woke.then_some(receiver_pid);
                 context.keep_peer(receiver);

@@ -1,5 +1,6 @@
 //! Integration tests with real WASM guests, one module per area.
 
+mod answers;
 mod capabilities;
 mod handlers;
 mod loading;

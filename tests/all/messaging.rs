@@ -1378,16 +1378,31 @@ fn run_call(
     deterministic: bool,
     workers: usize,
 ) -> estalogic_kernel::ProcessReport {
+    run_call_with(caller, "", server, deterministic, workers)
+        .process("caller")
+        .unwrap()
+        .clone()
+}
+
+/// [`run_call`] with extra manifest fields for the caller (JSON members);
+/// the whole run's report.
+fn run_call_with(
+    caller: &str,
+    caller_extra: &str,
+    server: &LoadServer,
+    deterministic: bool,
+    workers: usize,
+) -> estalogic_kernel::RunReport {
     let mut kernel = Kernel::builder()
         .deterministic(deterministic)
         .workers(workers)
         .build()
         .unwrap();
-    load_wat(&mut kernel, "caller", caller, "normal");
+    load_wat_with(&mut kernel, "caller", caller, caller_extra);
     server(&mut kernel);
     kernel.spawn("server").unwrap();
     kernel.spawn("caller").unwrap();
-    kernel.run().process("caller").unwrap().clone()
+    kernel.run()
 }
 
 #[test]
@@ -1544,21 +1559,13 @@ fn run_flooded_call(
     deterministic: bool,
     workers: usize,
 ) -> estalogic_kernel::ProcessReport {
-    let mut kernel = Kernel::builder()
-        .deterministic(deterministic)
-        .workers(workers)
-        .build()
-        .unwrap();
-    load_wat_with(
-        &mut kernel,
-        "caller",
+    let report = run_call_with(
         &flooded_caller(),
         FULL_CALLER_MAILBOX,
+        server,
+        deterministic,
+        workers,
     );
-    server(&mut kernel);
-    kernel.spawn("server").unwrap();
-    kernel.spawn("caller").unwrap();
-    let report = kernel.run();
     let server = report.process("server").unwrap();
     assert_eq!(
         server.send_failures, 0,

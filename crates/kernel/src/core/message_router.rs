@@ -242,14 +242,26 @@ impl Mailbox {
         Ok(delivery)
     }
 
-    /// Queues an answer to a call whose caller waits for it (a reply the
-    /// sender owed, or the kernel's notice that it never will come),
-    /// whatever the room and the mode: the caller takes nothing else until
-    /// it arrives, so refusing it would leave the caller waiting for ever.
-    /// A caller waits for one call at a time, so this takes a mailbox past
-    /// its capacity (and its byte limit) by at most one message.
-    pub fn push_answer(&mut self, message: Message) {
+    /// Offers the answer to a call (a reply its receiver owed, the kernel's
+    /// acknowledgement of it, or the kernel's notice that no answer will
+    /// come): its caller may be waiting for nothing else, so a full mailbox
+    /// takes it anyway, past its capacity (and its byte limit), evicting
+    /// nothing. Only while the mailbox holds no more than its capacity: so
+    /// it is never more than one message past, however many answers arrive
+    /// (calls may time out and leave their answers late), and a mailbox
+    /// already past treats the answer like any message ([`Mailbox::push`]).
+    pub fn push_answer(&mut self, message: Message) -> Result<Delivery, MailboxFull> {
+        if self.len > self.capacity || self.bytes > MAX_MAILBOX_BYTES {
+            return self.push(message);
+        }
         self.enqueue(message);
+        Ok(Delivery::Queued)
+    }
+
+    /// True if the mailbox holds more than its capacity (an answer to a
+    /// call got in past it, see [`Mailbox::push_answer`]).
+    pub fn is_past_capacity(&self) -> bool {
+        self.len > self.capacity || self.bytes > MAX_MAILBOX_BYTES
     }
 
     /// Appends `message` to its priority's queue, room already decided.
@@ -494,13 +506,20 @@ mod tests {
             mailbox.push(message(1, 0, 1, 1)).unwrap();
             let mut answer = message(2, 3, 7, 5);
             answer.payload = Box::new([1, 2, 3]);
-            mailbox.push_answer(answer);
+            assert_eq!(mailbox.push_answer(answer), Ok(Delivery::Queued));
             assert_eq!(mailbox.len(), 3, "{mode:?}: one past its capacity");
+            assert!(mailbox.is_past_capacity());
             assert_eq!(mailbox.bytes(), 3);
             assert_eq!(mailbox.dropped(), 0, "{mode:?}");
+            // A second answer finds it past its capacity: offered like any
+            // message, so it never goes two past.
+            let second = mailbox.push_answer(message(2, 3, 7, 6));
+            assert!(mailbox.len() <= 3, "{mode:?}: {second:?}");
+            if mode != OverflowMode::DropOldest {
+                assert_eq!(mailbox.len(), 3, "{mode:?}: refused or dropped");
+            }
             assert_eq!(mailbox.take(Filter::Any).unwrap().header.sequence, 5);
-            assert_eq!(mailbox.bytes(), 0);
-            assert_eq!(mailbox.len(), 2);
+            assert!(!mailbox.is_past_capacity(), "{mode:?}");
         }
     }
 
@@ -769,6 +788,41 @@ mod tests {
             if matches!(mode, OverflowMode::DropNewest | OverflowMode::DropOldest) {
                 prop_assert_eq!(refused, 0);
             }
+        }
+
+        /// However answers to calls and other messages interleave, a
+        /// mailbox holds at most one message past its capacity, and every
+        /// message it accepted is queued, taken or counted as dropped.
+        #[test]
+        fn answers_pass_the_capacity_by_one_message_at_most(
+            capacity in 1usize..8,
+            mode in mode(),
+            ops in proptest::collection::vec((op(), any::<bool>()), 0..200),
+        ) {
+            let mut mailbox = Mailbox::new(capacity, mode);
+            let (mut accepted, mut taken) = (0u64, 0u64);
+            for (sequence, (op, answer)) in ops.into_iter().enumerate() {
+                match op {
+                    Op::Push { source, priority, message_type } => {
+                        let offered = message(source, priority, message_type, sequence as u64);
+                        let result = if answer {
+                            mailbox.push_answer(offered)
+                        } else {
+                            mailbox.push(offered)
+                        };
+                        if result.is_ok() {
+                            accepted += 1;
+                        }
+                    }
+                    Op::Take { only } => {
+                        if mailbox.take(only.map_or(Filter::Any, |t| Filter::Type(MessageType(t)))).is_some() {
+                            taken += 1;
+                        }
+                    }
+                }
+                prop_assert!(mailbox.len() <= mailbox.capacity() + 1);
+            }
+            prop_assert_eq!(accepted, mailbox.len() as u64 + taken + mailbox.dropped());
         }
     }
 }

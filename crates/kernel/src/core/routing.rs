@@ -114,24 +114,35 @@ impl KernelShared {
         self.post_counting(target, message, false, || {})
     }
 
-    /// Posts an answer to a call its caller waits for (a reply the sender
-    /// owed): queued whatever the room (see [`Mailbox::push_answer`]), so
-    /// it is never refused, dropped or made to wait. `Ok(true)` if it woke
-    /// the caller.
+    /// Like [`KernelShared::post_to`], for the answer to a call its caller
+    /// may be waiting for (a reply the sender owed, the kernel's ack of
+    /// it): a full mailbox takes it past its capacity, by one message at
+    /// most ([`Mailbox::push_answer`]). `Ok(Some(woke))` if it was queued,
+    /// `Ok(None)` if a mailbox already past its capacity dropped it at
+    /// once (`DropNewest`; reported to its sender like any drop).
     pub(crate) fn post_answer(
         &self,
         target: &Arc<Process>,
         message: Message,
-    ) -> Result<bool, PostError> {
-        self.post_counting(target, message, true, || {})
-            .map(|(woke, _)| woke)
+    ) -> Result<Option<bool>, PostError> {
+        let own = (message.header.source, message.header.sequence);
+        let (woke, dropped) = self.post_counting(target, message, true, || {})?;
+        let Some(dropped) = dropped else {
+            return Ok(Some(woke));
+        };
+        let queued = !dropped
+            .iter()
+            .any(|header| (header.source, header.sequence) == own);
+        self.report_all(dropped);
+        Ok(queued.then_some(woke))
     }
 
     /// [`KernelShared::post_quietly`], calling `accepted` under the
     /// mailbox lock once the mailbox took the message (queued, or dropped
     /// and counted by its mode): a count kept with it is then never out of
     /// step with the mailbox's, whoever reads both after closing it.
-    /// An `answer` is queued whatever the room ([`Mailbox::push_answer`]).
+    /// An `answer` may go past a full mailbox's capacity
+    /// ([`Mailbox::push_answer`]).
     fn post_counting(
         &self,
         target: &Arc<Process>,
@@ -148,9 +159,12 @@ impl KernelShared {
                 return Err(PostError::NoSuchProcess);
             }
             let mode = slot.mailbox.mode();
-            let pushed = if answer {
-                slot.mailbox.push_answer(message);
-                Ok(Delivery::Queued)
+            // Only the answer to the call the target made last (the one it
+            // may wait for): a late answer to an earlier call, which the
+            // target no longer waits for, is offered like any message.
+            let pushed = if answer && target.awaiting.load(Ordering::Acquire) == header.correlation
+            {
+                slot.mailbox.push_answer(message)
             } else {
                 slot.mailbox.push(message)
             };
@@ -220,7 +234,8 @@ impl KernelShared {
 
     /// Tells the caller of `call`, a call whose receiver ended owing the
     /// answer, that none will come (`NO_SUCH_PROCESS`): the notice is the
-    /// answer the caller waits for, so it is queued whatever the room.
+    /// answer the caller may be waiting for, so a full mailbox takes it
+    /// past its capacity ([`Mailbox::push_answer`]).
     pub(crate) fn report_unanswered_call(&self, call: &Header) {
         let mut dropped = Vec::new();
         self.report(call, ErrorCode::NO_SUCH_PROCESS, true, &mut dropped);
@@ -244,8 +259,8 @@ impl KernelShared {
     /// Counted in the sender's `delivery_failures` if the notice was queued
     /// or dropped by a full mailbox (counted there); a sender whose
     /// mailbox has closed (it is exiting) has no one left to tell. An
-    /// `answer` (to a call its sender waits for) is queued whatever the
-    /// room.
+    /// `answer` (to a call its sender may be waiting for) may go past a
+    /// full mailbox's capacity.
     fn report(&self, failed: &Header, code: ErrorCode, answer: bool, dropped: &mut Vec<Header>) {
         // What the kernel made (its notices, and the acks it sends for a
         // receiver) is never reported: to no one for a notice, and not to
@@ -374,10 +389,22 @@ pub(crate) fn take(
         // deliver is not the receiver's to hear about: to a sender that
         // has exited there is no one to tell, and one that finds the
         // sender's mailbox full is counted there, as a dropped message.
-        if let Err(PostError::Full(_, _, sender)) = kernel.post(Message {
+        // The ack of a call is that call's answer: a full mailbox takes it
+        // past its capacity (`Mailbox::push_answer`), as a reply.
+        let ack = Message {
             header: ack,
             payload: Box::new([]),
-        }) {
+        };
+        let posted = if message.header.flags.contains(Flags::CALL) {
+            kernel
+                .process(ack.header.target)
+                .ok_or(PostError::NoSuchProcess)
+                .and_then(|sender| kernel.post_answer(&sender, ack))
+                .map(|queued| queued.unwrap_or(false))
+        } else {
+            kernel.post(ack)
+        };
+        if let Err(PostError::Full(_, _, sender)) = posted {
             sender.lock_mailbox().mailbox.note_dropped();
         }
     }
@@ -402,23 +429,38 @@ fn owe(process: &Process, slot: &mut MailboxSlot, header: &Header) {
 /// one that found the caller gone): the call, if it was one it owed, is
 /// owed no more. Called by the process itself; free (no lock) when it owes
 /// nothing. Searched newest first: a server usually answers the call it
-/// took last, whatever older calls it never answered. True if the call
-/// was owed (so the caller waits for this answer).
-pub(crate) fn settle(process: &Process, caller: Pid, correlation: u64) -> bool {
+/// took last, whatever older calls it never answered. The call, if it was
+/// owed (its answer is then the answer to a call).
+pub(crate) fn settle(process: &Process, caller: Pid, correlation: u64) -> Option<OwedCall> {
     if !process.owes_calls.load(Ordering::Relaxed) {
-        return false;
+        return None;
     }
     let mut slot = process.lock_mailbox();
     let owed = slot
         .owed
         .iter()
         .rposition(|owed| owed.caller == caller && owed.sequence == correlation)
-        .and_then(|at| slot.owed.remove(at))
-        .is_some();
+        .and_then(|at| slot.owed.remove(at));
     if slot.owed.is_empty() {
         process.owes_calls.store(false, Ordering::Relaxed);
     }
     owed
+}
+
+/// Owes `call` again: its answer, settled to be sent, was not delivered
+/// (refused by a mailbox already past its capacity, or waiting for room
+/// there), so the caller is still owed one, if only the notice at the end.
+pub(crate) fn owe_again(process: &Process, call: OwedCall) {
+    let mut slot = process.lock_mailbox();
+    // A closed mailbox has answered what it owed already.
+    if !process.alive.load(Ordering::Acquire) {
+        return;
+    }
+    if slot.owed.len() >= MAX_OWED_CALLS {
+        slot.owed.pop_front();
+    }
+    slot.owed.push_back(call);
+    process.owes_calls.store(true, Ordering::Relaxed);
 }
 
 /// Puts back into `process`'s mailbox, ahead of what came since, the
@@ -550,17 +592,28 @@ mod tests {
         }
         // A reply to another caller, or with another correlation, settles
         // nothing.
-        assert!(!settle(&process, Pid::new(3, 1), 5));
-        assert!(!settle(&process, Pid::new(2, 1), 0));
+        assert_eq!(settle(&process, Pid::new(3, 1), 5), None);
+        assert_eq!(settle(&process, Pid::new(2, 1), 0), None);
         assert_eq!(process.lock_mailbox().owed.len(), MAX_OWED_CALLS);
         for sequence in 2..MAX_OWED_CALLS as u64 + 2 {
-            assert!(
-                settle(&process, Pid::new(2, 1), sequence),
-                "{sequence} was owed"
-            );
+            let call = settle(&process, Pid::new(2, 1), sequence);
+            assert_eq!(call.map(|c| c.sequence), Some(sequence), "was owed");
         }
         assert!(process.lock_mailbox().owed.is_empty());
-        assert!(!settle(&process, Pid::new(2, 1), 2), "answered already");
+        assert_eq!(
+            settle(&process, Pid::new(2, 1), 2),
+            None,
+            "answered already"
+        );
         assert!(!process.owes_calls.load(Ordering::Relaxed), "nothing owed");
+        // Owed again (its answer was refused): settled by the next reply.
+        let call = OwedCall {
+            caller: Pid::new(2, 1),
+            sequence: 7,
+            message_type: MessageType(1),
+        };
+        owe_again(&process, call);
+        assert!(process.owes_calls.load(Ordering::Relaxed));
+        assert_eq!(settle(&process, Pid::new(2, 1), 7), Some(call));
     }
 }

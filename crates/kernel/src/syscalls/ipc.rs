@@ -48,7 +48,7 @@ use crate::core::kernel_loop::{
 use crate::core::kernel_shared::TimerGuard;
 use crate::core::message_router::{Filter, Message, OverflowMode};
 use crate::core::process::{Counters, Process};
-use crate::core::routing::{PostError, Taken, put_back, settle, take};
+use crate::core::routing::{PostError, Taken, owe_again, put_back, settle, take};
 use estalogic_abi::messages::DeliveryFailure;
 use estalogic_abi::syscalls::{TIMEOUT_INFINITE, send_options};
 use estalogic_abi::{
@@ -624,6 +624,10 @@ async fn send(
     };
     let receiver_pid = receiver.pid;
     let sequence = sender.next_sequence();
+    if request.call {
+        // Before it is posted: whoever answers it must see it awaited.
+        sender.awaiting.store(sequence, Ordering::Release);
+    }
     let now = kernel.clock.now_nanos();
     let mut message = Message {
         header: Header {
@@ -664,19 +668,26 @@ async fn send(
             Err(back) => message = back,
         }
     }
-    // A reply to a call this process owes is the answer its caller waits
-    // for, taking nothing else meanwhile: it gets in whatever the room and
-    // the mode (`Mailbox::push_answer`), where a full mailbox would refuse
-    // it and leave the caller waiting for ever. Settled first: a caller
-    // waits for one call at a time, so one answer at most goes past the
-    // caller's capacity.
-    let answers_call =
-        flags.contains(Flags::REPLY) && settle(sender, receiver_pid, request.correlation as u64);
+    // A reply to a call this process owes is the answer its caller may be
+    // waiting for, taking nothing else meanwhile: a full mailbox takes it
+    // past its capacity, by one message at most (`Mailbox::push_answer`).
+    // Settled first, and owed again if it does not get in (a mailbox
+    // already past its capacity, a wait for room there), so that the
+    // caller is still told at this process's end.
+    let mut owed = if flags.contains(Flags::REPLY) {
+        settle(sender, receiver_pid, request.correlation as u64)
+    } else {
+        None
+    };
     loop {
-        let posted = if answers_call {
-            kernel.post_answer(&receiver, message)
-        } else {
-            kernel.post_to(&receiver, message)
+        let posted = match owed {
+            Some(call) => kernel.post_answer(&receiver, message).map(|queued| {
+                if queued.is_none() {
+                    owe_again(sender, call);
+                }
+                queued.unwrap_or(false)
+            }),
+            None => kernel.post_to(&receiver, message),
         };
         match posted {
             Ok(woke) => {
@@ -696,6 +707,10 @@ async fn send(
                     .counters
                     .blocked_sends
                     .fetch_add(1, Ordering::Relaxed);
+                // Owed while this process waits (it may end waiting).
+                if let Some(call) = owed {
+                    owe_again(sender, call);
+                }
                 RoomIn {
                     receiver,
                     task: task.clone(),
@@ -703,6 +718,9 @@ async fn send(
                     queued: None,
                 }
                 .await;
+                if owed.is_some() {
+                    owed = settle(sender, receiver_pid, request.correlation as u64);
+                }
                 message = refused;
             }
             Err(error) => {
@@ -710,8 +728,14 @@ async fn send(
                     .counters
                     .send_failures
                     .fetch_add(1, Ordering::Relaxed);
-                if matches!(error, PostError::NoSuchProcess) && flags.contains(Flags::REPLY) {
-                    settle(sender, receiver_pid, request.correlation as u64);
+                match (&error, owed) {
+                    // The caller has gone: nothing is owed.
+                    (PostError::NoSuchProcess, None) if flags.contains(Flags::REPLY) => {
+                        settle(sender, receiver_pid, request.correlation as u64);
+                    }
+                    (PostError::NoSuchProcess, _) | (_, None) => {}
+                    // Refused: still owed.
+                    (_, Some(call)) => owe_again(sender, call),
                 }
                 // Blocking on one's own full mailbox would never end; a
                 // handler never blocks.

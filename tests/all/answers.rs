@@ -48,6 +48,8 @@ fn caller(body: &str) -> String {
   (func $fill
     (drop (call $send (call $self) (i32.const 9) (i32.const 0) (i32.const 0) (i32.const 3)))
     (drop (call $send (call $self) (i32.const 9) (i32.const 0) (i32.const 0) (i32.const 3))))
+  (func $pause (param $ms i64)
+    (drop (call $receive (i32.const 77) (local.get $ms) (i32.const 64) (i32.const 128) (i32.const 64))))
   (func $drain (result i32) (local $n i32)
     (block $out (loop $more
       (br_if $out (i64.eq
@@ -328,6 +330,112 @@ fn a_second_reply_to_a_call_is_an_ordinary_message() {
             let what = format!("{mode}, deterministic {deterministic}, {workers} workers");
             let (caller, _) = run(&caller(&body), Some(&twice), mode, deterministic, workers);
             exited_within_one_past(&caller, &what);
+        }
+    }
+}
+
+#[test]
+fn a_call_from_a_mailbox_past_its_capacity_fails_at_once() {
+    // A call times out; its late answer gets past the full mailbox while
+    // the caller pauses (it answers the latest call). The next call could
+    // then never get its answer in: it fails at once with WOULD_DEADLOCK,
+    // nothing sent (it waited until the run stopped it), for a reply and
+    // for an ack alike. The caller then takes all three messages.
+    for options in [0, 512] {
+        let body = format!(
+            "(call $fill)
+    (local.set $i (i32.const 0)) {} {}
+    (call $pause (i64.const 50))
+    (local.set $i (i32.const 1)) {} {}",
+            call_with(options, 0),
+            expect_r(neg(ErrorCode::TIMEOUT)),
+            call_with(options, -1),
+            expect_r(neg(ErrorCode::WOULD_DEADLOCK)),
+        );
+        for mode in MODES {
+            for (deterministic, workers) in RUNS {
+                let what = format!(
+                    "options {options}, {mode}, deterministic {deterministic}, {workers} workers"
+                );
+                // The server (which replies unless the call asks for an
+                // ack) waits for a second call, which never comes.
+                let (caller, _) = run(
+                    &caller(&body),
+                    Some(&server(2, options == 0, "")),
+                    mode,
+                    deterministic,
+                    workers,
+                );
+                assert_eq!(exited_within_one_past(&caller, &what), 3, "{what}");
+                assert_eq!(caller.send_failures, 1, "{what}");
+            }
+        }
+    }
+}
+
+/// A call to "server" with send `options` (512: an ack requested),
+/// waiting `timeout` ms for its answer; `$r` is the result.
+fn call_with(options: u32, timeout: i64) -> String {
+    call("(local.get $server)", timeout, 64).replace(
+        "(i32.const 1) (i32.const 0) (i32.const 0) (i32.const 4)",
+        &format!("(i32.const 1) (i32.const {options}) (i32.const 0) (i32.const 4)"),
+    )
+}
+
+#[test]
+fn the_notice_for_a_call_never_taken_gets_past_a_full_mailbox() {
+    // The server never takes the call (it waits for another type, then
+    // returns): the notice for the mail left in its mailbox is the call's
+    // answer. So is the notice for a call a full `drop_newest` server drops
+    // at its door. Both were dropped by the caller's full mailbox.
+    let never_takes = r#"(module
+  (import "estalogic" "receive" (func $receive (param i32 i64 i32 i32 i32) (result i64)))
+  (memory (export "memory") 1)
+  (func (export "run") (result i32)
+    (drop (call $receive (i32.const 77) (i64.const 100) (i32.const 64) (i32.const 128) (i32.const 64)))
+    (i32.const 0)))"#;
+    let full_server = r#"(module
+  (import "estalogic" "receive" (func $receive (param i32 i64 i32 i32 i32) (result i64)))
+  (import "estalogic" "send" (func $send (param i64 i32 i32 i32 i32) (result i64)))
+  (import "estalogic" "self_pid" (func $self (result i64)))
+  (memory (export "memory") 1)
+  (func (export "run") (result i32)
+    (drop (call $send (call $self) (i32.const 9) (i32.const 0) (i32.const 0) (i32.const 3)))
+    (drop (call $receive (i32.const 77) (i64.const 200) (i32.const 64) (i32.const 128) (i32.const 64)))
+    (i32.const 0)))"#;
+    let cases = [
+        (never_takes, "", "", ErrorCode::NO_SUCH_PROCESS),
+        (
+            full_server,
+            r#""mailbox":{"capacity":1,"overflow":"drop_newest"}"#,
+            "(call $pause (i64.const 30))",
+            ErrorCode::MESSAGE_DROPPED,
+        ),
+    ];
+    for (server_wat, server_extra, first, code) in cases {
+        let body = format!(
+            "{first} (call $fill) (local.set $i (i32.const 0)) {} {}",
+            call("(local.get $server)", -1, 64),
+            expect_r(neg(code)),
+        );
+        for mode in MODES {
+            for (deterministic, workers) in RUNS {
+                let what =
+                    format!("{code:?}, {mode}, deterministic {deterministic}, {workers} workers");
+                let mut kernel = Kernel::builder()
+                    .deterministic(deterministic)
+                    .workers(workers)
+                    .build()
+                    .unwrap();
+                load_wat_with(&mut kernel, "caller", &caller(&body), &mailbox(mode));
+                load_wat_with(&mut kernel, "server", server_wat, server_extra);
+                kernel.spawn("server").unwrap();
+                kernel.spawn("caller").unwrap();
+                let report = kernel.run();
+                let caller = report.process("caller").unwrap();
+                exited_within_one_past(caller, &what);
+                assert_eq!(caller.delivery_failures, 1, "{what}");
+            }
         }
     }
 }

@@ -223,8 +223,9 @@ pub struct Process {
     pub(crate) owes_calls: AtomicBool,
     /// The sequence number of its latest call (0 before any): the one
     /// answer it may be waiting for, which may pass its mailbox's
-    /// capacity (see `routing`, answers to calls). Written by its own
-    /// send before the call is posted, so whoever answers sees it.
+    /// capacity (see `routing::await_answer`). Written by its own send
+    /// before the call is posted, and read by whoever answers, both under
+    /// its mailbox lock.
     pub(crate) awaiting: AtomicU64,
 }
 

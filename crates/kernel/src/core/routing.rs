@@ -162,7 +162,7 @@ impl KernelShared {
             // Only the answer to the call the target made last (the one it
             // may wait for): a late answer to an earlier call, which the
             // target no longer waits for, is offered like any message.
-            let pushed = if answer && target.awaiting.load(Ordering::Acquire) == header.correlation
+            let pushed = if answer && target.awaiting.load(Ordering::Relaxed) == header.correlation
             {
                 slot.mailbox.push_answer(message)
             } else {
@@ -228,17 +228,7 @@ impl KernelShared {
     /// it. Kernel messages and notices are never reported.
     pub(crate) fn report_failure(&self, failed: &Header, code: ErrorCode) {
         let mut dropped = Vec::new();
-        self.report(failed, code, false, &mut dropped);
-        self.report_all(dropped);
-    }
-
-    /// Tells the caller of `call`, a call whose receiver ended owing the
-    /// answer, that none will come (`NO_SUCH_PROCESS`): the notice is the
-    /// answer the caller may be waiting for, so a full mailbox takes it
-    /// past its capacity ([`Mailbox::push_answer`]).
-    pub(crate) fn report_unanswered_call(&self, call: &Header) {
-        let mut dropped = Vec::new();
-        self.report(call, ErrorCode::NO_SUCH_PROCESS, true, &mut dropped);
+        self.report(failed, code, &mut dropped);
         self.report_all(dropped);
     }
 
@@ -251,17 +241,19 @@ impl KernelShared {
     /// a kernel notice, and notices are never reported.
     fn report_all(&self, mut dropped: Vec<Header>) {
         while let Some(failed) = dropped.pop() {
-            self.report(&failed, ErrorCode::MESSAGE_DROPPED, false, &mut dropped);
+            self.report(&failed, ErrorCode::MESSAGE_DROPPED, &mut dropped);
         }
     }
 
     /// One notice for `failed`; what posting it dropped goes to `dropped`.
     /// Counted in the sender's `delivery_failures` if the notice was queued
     /// or dropped by a full mailbox (counted there); a sender whose
-    /// mailbox has closed (it is exiting) has no one left to tell. An
-    /// `answer` (to a call its sender may be waiting for) may go past a
-    /// full mailbox's capacity.
-    fn report(&self, failed: &Header, code: ErrorCode, answer: bool, dropped: &mut Vec<Header>) {
+    /// mailbox has closed (it is exiting) has no one left to tell. The
+    /// notice about a call (dropped, left untaken, or taken and never
+    /// answered) is the answer its caller may be waiting for: it may go
+    /// past a full mailbox's capacity ([`Mailbox::push_answer`]).
+    fn report(&self, failed: &Header, code: ErrorCode, dropped: &mut Vec<Header>) {
+        let answer = failed.flags.contains(Flags::CALL);
         // What the kernel made (its notices, and the acks it sends for a
         // receiver) is never reported: to no one for a notice, and not to
         // the receiver, who did not send it, for an ack.
@@ -447,6 +439,22 @@ pub(crate) fn settle(process: &Process, caller: Pid, correlation: u64) -> Option
     owed
 }
 
+/// Notes that `caller` now waits for the answer to its call `sequence`,
+/// about to be posted: that answer, and no late answer to an earlier call,
+/// may pass its full mailbox. Refused with `WOULD_DEADLOCK` if its mailbox
+/// is already past its capacity (a late answer got in, and was not taken):
+/// the answer could then never get in, and the wait never end.
+pub(crate) fn await_answer(caller: &Process, sequence: u64) -> Result<(), ErrorCode> {
+    let slot = caller.lock_mailbox();
+    if slot.mailbox.is_past_capacity() {
+        return Err(ErrorCode::WOULD_DEADLOCK);
+    }
+    // Under the lock an answer is posted with, so none can go past on the
+    // strength of the previous call once this returns.
+    caller.awaiting.store(sequence, Ordering::Relaxed);
+    Ok(())
+}
+
 /// Owes `call` again: its answer, settled to be sent, was not delivered
 /// (refused by a mailbox already past its capacity, or waiting for room
 /// there), so the caller is still owed one, if only the notice at the end.
@@ -544,7 +552,7 @@ pub(crate) fn close_mailbox(kernel: &KernelShared, process: &Process) -> u64 {
             timestamp: 0,
             correlation: 0,
         };
-        kernel.report_unanswered_call(&header);
+        kernel.report_failure(&header, ErrorCode::NO_SUCH_PROCESS);
     }
     left.len() as u64 + dropped
 }

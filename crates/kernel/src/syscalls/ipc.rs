@@ -48,7 +48,7 @@ use crate::core::kernel_loop::{
 use crate::core::kernel_shared::TimerGuard;
 use crate::core::message_router::{Filter, Message, OverflowMode};
 use crate::core::process::{Counters, Process};
-use crate::core::routing::{PostError, Taken, owe_again, put_back, settle, take};
+use crate::core::routing::{PostError, Taken, await_answer, owe_again, put_back, settle, take};
 use estalogic_abi::messages::DeliveryFailure;
 use estalogic_abi::syscalls::{TIMEOUT_INFINITE, send_options};
 use estalogic_abi::{
@@ -626,7 +626,13 @@ async fn send(
     let sequence = sender.next_sequence();
     if request.call {
         // Before it is posted: whoever answers it must see it awaited.
-        sender.awaiting.store(sequence, Ordering::Release);
+        if let Err(code) = await_answer(sender, sequence) {
+            sender
+                .counters
+                .send_failures
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(code);
+        }
     }
     let now = kernel.clock.now_nanos();
     let mut message = Message {

@@ -439,3 +439,43 @@ fn the_notice_for_a_call_never_taken_gets_past_a_full_mailbox() {
         }
     }
 }
+
+#[test]
+fn a_drop_oldest_mailbox_never_evicts_the_awaited_reply() {
+    // The caller fills its mailbox at priority 1 and calls; the server
+    // replies (priority 0) and then sends it another message. Making room
+    // for that one, the mailbox evicted its oldest lowest-priority message:
+    // the reply the caller waited for, which then never came.
+    let fill_high = "(drop (call $send (local.get $me) (i32.const 9) (i32.const 1) (i32.const 0) (i32.const 3)))
+    (drop (call $send (local.get $me) (i32.const 9) (i32.const 1) (i32.const 0) (i32.const 3)))";
+    let body = format!(
+        "{fill_high} (local.set $i (i32.const 0)) {} {}",
+        call("(local.get $server)", -1, 64),
+        expect_r(4)
+    );
+    let server = server(
+        1,
+        true,
+        "(drop (call $send (i64.load (i32.const 72)) (i32.const 5) (i32.const 0) (i32.const 128) (i32.const 4)))",
+    )
+    .replace(
+        "(import \"estalogic\" \"reply\"",
+        "(import \"estalogic\" \"send\" (func $send (param i64 i32 i32 i32 i32) (result i64)))\n  (import \"estalogic\" \"reply\"",
+    );
+    for (deterministic, workers) in RUNS {
+        let what = format!("deterministic {deterministic}, {workers} workers");
+        let (caller, _) = run(
+            &caller(&body),
+            Some(&server),
+            "drop_oldest",
+            deterministic,
+            workers,
+        );
+        exited_within_one_past(&caller, &what);
+        assert_eq!(
+            caller.received,
+            1 + exited_within_one_past(&caller, &what) as u64,
+            "{what}"
+        );
+    }
+}

@@ -101,6 +101,15 @@ fn kernel_made(header: &Header) -> bool {
     header.source == Pid::KERNEL || header.flags.contains(Flags::ACK)
 }
 
+/// True if `header` is a reply to the call `awaiting` (0: none). Kernel
+/// messages are kept anyway.
+fn answers(header: &Header, awaiting: u64) -> bool {
+    awaiting != 0
+        && header.correlation == awaiting
+        && header.flags.contains(Flags::REPLY)
+        && !kernel_made(header)
+}
+
 /// The most payload bytes a mailbox holds at once (16 MiB: sixteen
 /// maximum-size messages).
 pub const MAX_MAILBOX_BYTES: usize = 16 << 20;
@@ -145,6 +154,10 @@ pub struct Mailbox {
     /// `DropOldest` never evicts, and their payload bytes.
     kernel_len: usize,
     kernel_bytes: usize,
+    /// The sequence number of the owner's latest call (0 before any): its
+    /// answer may pass the capacity ([`Mailbox::push_answer`]), and a
+    /// reply to it is never evicted.
+    awaiting: u64,
     /// Messages a selective search looked at beyond [`FREE_SCAN`] per
     /// search, since [`Mailbox::take_scanned`] last asked: work the
     /// searching process is charged for.
@@ -169,6 +182,7 @@ impl Mailbox {
             dropped: 0,
             kernel_len: 0,
             kernel_bytes: 0,
+            awaiting: 0,
             scanned: std::cell::Cell::new(0),
         }
     }
@@ -206,9 +220,11 @@ impl Mailbox {
                 OverflowMode::DropOldest => {
                     // The oldest messages go, but never one the kernel made
                     // (a notice, an ack): nothing would tell anyone it was
-                    // lost, and it may be the answer a call waits for.
-                    if self.kernel_len >= self.capacity
-                        || self.kernel_bytes + size > MAX_MAILBOX_BYTES
+                    // lost, and it may be the answer a call waits for; nor
+                    // a reply to the owner's latest call, for that reason.
+                    let (kept_len, kept_bytes) = self.replies_awaited();
+                    if self.kernel_len + kept_len >= self.capacity
+                        || self.kernel_bytes + kept_bytes + size > MAX_MAILBOX_BYTES
                     {
                         // Evicting all it may would not make room: this
                         // one is dropped instead, and nothing else.
@@ -216,13 +232,16 @@ impl Mailbox {
                         return Ok(Delivery::DroppedNewest(message));
                     }
                     let mut evicted = Vec::new();
+                    let awaiting = self.awaiting;
                     while !self.fits(size) {
                         let Some((priority, oldest)) =
                             self.queues
                                 .iter_mut()
                                 .enumerate()
                                 .find_map(|(priority, queue)| {
-                                    let at = queue.iter().position(|m| !kernel_made(&m.header))?;
+                                    let at = queue.iter().position(|m| {
+                                        !kernel_made(&m.header) && !answers(&m.header, awaiting)
+                                    })?;
                                     Some((priority, queue.remove(at)?))
                                 })
                         else {
@@ -262,6 +281,31 @@ impl Mailbox {
     /// call got in past it, see [`Mailbox::push_answer`]).
     pub fn is_past_capacity(&self) -> bool {
         self.len > self.capacity || self.bytes > MAX_MAILBOX_BYTES
+    }
+
+    /// Notes that the owner now waits for the answer to its call
+    /// `sequence` (see [`Mailbox::push_answer`]).
+    pub fn await_answer(&mut self, sequence: u64) {
+        self.awaiting = sequence;
+    }
+
+    /// True if a message correlated to `correlation` answers the owner's
+    /// latest call.
+    pub fn awaits(&self, correlation: u64) -> bool {
+        correlation != 0 && correlation == self.awaiting
+    }
+
+    /// How many queued replies answer the owner's latest call, and their
+    /// bytes: a `DropOldest` mailbox keeps them (usually none or one).
+    fn replies_awaited(&self) -> (usize, usize) {
+        if self.awaiting == 0 {
+            return (0, 0);
+        }
+        self.queues
+            .iter()
+            .flatten()
+            .filter(|m| answers(&m.header, self.awaiting))
+            .fold((0, 0), |(len, bytes), m| (len + 1, bytes + m.payload.len()))
     }
 
     /// Appends `message` to its priority's queue, room already decided.
@@ -521,6 +565,46 @@ mod tests {
             assert_eq!(mailbox.take(Filter::Any).unwrap().header.sequence, 5);
             assert!(!mailbox.is_past_capacity(), "{mode:?}");
         }
+    }
+
+    #[test]
+    fn drop_oldest_keeps_the_reply_its_owner_awaits() {
+        let reply = |sequence, correlation| {
+            let mut m = message(2, 0, 2, sequence);
+            m.header.flags = Flags::REPLY;
+            m.header.correlation = correlation;
+            m
+        };
+        let mut mailbox = Mailbox::new(2, OverflowMode::DropOldest);
+        mailbox.await_answer(7);
+        mailbox.push(reply(1, 7)).unwrap();
+        mailbox.push(message(1, 5, 1, 2)).unwrap();
+        // The oldest lowest-priority message is the awaited reply: the
+        // next one evicts the message after it instead.
+        match mailbox.push(message(1, 5, 1, 3)).unwrap() {
+            Delivery::QueuedDroppingOldest(dropped) => {
+                assert_eq!(dropped.len(), 1);
+                assert_eq!(dropped[0].header.sequence, 2);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // A reply to an earlier call is evicted like any message.
+        mailbox.await_answer(8);
+        match mailbox.push(message(1, 5, 1, 4)).unwrap() {
+            Delivery::QueuedDroppingOldest(dropped) => {
+                assert_eq!(dropped[0].header.sequence, 1);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // Filled with what it keeps, it drops the newcomer instead.
+        let mut kept = Mailbox::new(1, OverflowMode::DropOldest);
+        kept.await_answer(9);
+        kept.push(reply(1, 9)).unwrap();
+        assert!(matches!(
+            kept.push(message(1, 7, 1, 2)),
+            Ok(Delivery::DroppedNewest(_))
+        ));
+        assert_eq!(kept.take(Filter::Any).unwrap().header.correlation, 9);
     }
 
     #[test]

@@ -221,12 +221,6 @@ pub struct Process {
     /// mailbox lock; read without it by the owner's own replies, the only
     /// other writer being the owner's own takes).
     pub(crate) owes_calls: AtomicBool,
-    /// The sequence number of its latest call (0 before any): the one
-    /// answer it may be waiting for, which may pass its mailbox's
-    /// capacity (see `routing::await_answer`). Written by its own send
-    /// before the call is posted, and read by whoever answers, both under
-    /// its mailbox lock.
-    pub(crate) awaiting: AtomicU64,
 }
 
 /// The lock on a process's mailbox ([`Process::lock_mailbox`]); on unlock
@@ -299,7 +293,6 @@ impl Process {
             has_successors: AtomicBool::new(false),
             task: std::sync::OnceLock::new(),
             owes_calls: AtomicBool::new(false),
-            awaiting: AtomicU64::new(0),
         }
     }
 

@@ -162,8 +162,7 @@ impl KernelShared {
             // Only the answer to the call the target made last (the one it
             // may wait for): a late answer to an earlier call, which the
             // target no longer waits for, is offered like any message.
-            let pushed = if answer && target.awaiting.load(Ordering::Relaxed) == header.correlation
-            {
+            let pushed = if answer && slot.mailbox.awaits(header.correlation) {
                 slot.mailbox.push_answer(message)
             } else {
                 slot.mailbox.push(message)
@@ -445,13 +444,13 @@ pub(crate) fn settle(process: &Process, caller: Pid, correlation: u64) -> Option
 /// is already past its capacity (a late answer got in, and was not taken):
 /// the answer could then never get in, and the wait never end.
 pub(crate) fn await_answer(caller: &Process, sequence: u64) -> Result<(), ErrorCode> {
-    let slot = caller.lock_mailbox();
+    let mut slot = caller.lock_mailbox();
     if slot.mailbox.is_past_capacity() {
         return Err(ErrorCode::WOULD_DEADLOCK);
     }
     // Under the lock an answer is posted with, so none can go past on the
     // strength of the previous call once this returns.
-    caller.awaiting.store(sequence, Ordering::Relaxed);
+    slot.mailbox.await_answer(sequence);
     Ok(())
 }
 

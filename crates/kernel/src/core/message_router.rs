@@ -265,7 +265,8 @@ impl Mailbox {
     /// acknowledgement of it, or the kernel's notice that no answer will
     /// come): its caller may be waiting for nothing else, so a full mailbox
     /// takes it anyway, past its capacity (and its byte limit), evicting
-    /// nothing. Only while the mailbox holds no more than its capacity: so
+    /// nothing. (A restart's new mailbox takes its predecessor's mail so
+    /// too: that may have been one past.) Only while the mailbox holds no more than its capacity: so
     /// it is never more than one message past, however many answers arrive
     /// (calls may time out and leave their answers late), and a mailbox
     /// already past treats the answer like any message ([`Mailbox::push`]).

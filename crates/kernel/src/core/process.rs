@@ -221,6 +221,10 @@ pub struct Process {
     /// mailbox lock; read without it by the owner's own replies, the only
     /// other writer being the owner's own takes).
     pub(crate) owes_calls: AtomicBool,
+    /// The process its latest call went to (`Pid::to_u64`; 0 before
+    /// any): the successor record a call waits on is the last one
+    /// [`Process::note_successor`] forgets.
+    pub(crate) awaited_from: AtomicU64,
 }
 
 /// The lock on a process's mailbox ([`Process::lock_mailbox`]); on unlock
@@ -293,6 +297,7 @@ impl Process {
             has_successors: AtomicBool::new(false),
             task: std::sync::OnceLock::new(),
             owes_calls: AtomicBool::new(false),
+            awaited_from: AtomicU64::new(0),
         }
     }
 
@@ -309,10 +314,24 @@ impl Process {
 
     /// Records that `old`, which holds mail of this process, was restarted
     /// as `new` with that mail.
+    ///
+    /// A record that led to `old` now leads to `new` (so a chain of
+    /// restarts is one step). Past [`MAX_SUCCESSORS`] records the oldest
+    /// is forgotten, but not one about the process this one's latest call
+    /// went to: a wait for that answer accepts it from `new` only through
+    /// it.
     pub(crate) fn note_successor(&self, old: Pid, new: Pid) {
+        let awaited = Pid::from_u64(self.awaited_from.load(Ordering::Relaxed));
         let mut successors = self.successors.lock();
+        for record in successors.iter_mut().filter(|record| record.1 == old) {
+            record.1 = new;
+        }
         if successors.len() >= MAX_SUCCESSORS {
-            successors.remove(0);
+            let oldest = successors
+                .iter()
+                .position(|&(from, _)| from != awaited)
+                .unwrap_or(0);
+            successors.remove(oldest);
         }
         successors.push((old, new));
         self.has_successors.store(true, Ordering::Release);

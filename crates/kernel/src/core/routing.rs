@@ -443,7 +443,12 @@ pub(crate) fn settle(process: &Process, caller: Pid, correlation: u64) -> Option
 /// may pass its full mailbox. Refused with `WOULD_DEADLOCK` if its mailbox
 /// is already past its capacity (a late answer got in, and was not taken):
 /// the answer could then never get in, and the wait never end.
-pub(crate) fn await_answer(caller: &Process, sequence: u64) -> Result<(), ErrorCode> {
+/// `receiver` is the process the call goes to.
+pub(crate) fn await_answer(
+    caller: &Process,
+    sequence: u64,
+    receiver: Pid,
+) -> Result<(), ErrorCode> {
     let mut slot = caller.lock_mailbox();
     if slot.mailbox.is_past_capacity() {
         return Err(ErrorCode::WOULD_DEADLOCK);
@@ -451,6 +456,9 @@ pub(crate) fn await_answer(caller: &Process, sequence: u64) -> Result<(), ErrorC
     // Under the lock an answer is posted with, so none can go past on the
     // strength of the previous call once this returns.
     slot.mailbox.await_answer(sequence);
+    caller
+        .awaited_from
+        .store(receiver.to_u64(), Ordering::Relaxed);
     Ok(())
 }
 

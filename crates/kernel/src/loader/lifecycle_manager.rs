@@ -188,7 +188,10 @@ impl ProcessFactory {
                             moved.push(sent_to);
                         }
                         message.header.target = pid;
-                        match queue.push(message) {
+                        // As the old mailbox held it: one past the capacity
+                        // if an answer had taken it there (its sender, the
+                        // process being restarted, could not be told).
+                        match queue.push_answer(message) {
                             Ok(Delivery::Queued) => {}
                             Ok(Delivery::DroppedNewest(message)) | Err(MailboxFull(message)) => {
                                 refused.push(message.header);

@@ -626,7 +626,7 @@ async fn send(
     let sequence = sender.next_sequence();
     if request.call {
         // Before it is posted: whoever answers it must see it awaited.
-        if let Err(code) = await_answer(sender, sequence) {
+        if let Err(code) = await_answer(sender, sequence, receiver_pid) {
             sender
                 .counters
                 .send_failures

@@ -479,3 +479,34 @@ fn a_drop_oldest_mailbox_never_evicts_the_awaited_reply() {
         );
     }
 }
+
+#[test]
+fn a_call_to_itself_waiting_for_ever_is_refused() {
+    // Only it could answer, and it waits: WOULD_DEADLOCK, nothing sent
+    // (it waited until the run stopped it). With a timeout the call is
+    // made and times out.
+    for (timeout, result) in [
+        (-1, neg(ErrorCode::WOULD_DEADLOCK)),
+        (10, neg(ErrorCode::TIMEOUT)),
+    ] {
+        let body = format!(
+            "(local.set $i (i32.const 0)) {} {}",
+            call("(local.get $me)", timeout, 64),
+            expect_r(result)
+        );
+        for (deterministic, workers) in RUNS {
+            let what =
+                format!("timeout {timeout}, deterministic {deterministic}, {workers} workers");
+            let (caller, _) = run(
+                &caller(&body),
+                None,
+                "notify_sender",
+                deterministic,
+                workers,
+            );
+            // What is left: the call itself when it was sent.
+            let left = exited_within_one_past(&caller, &what);
+            assert_eq!(left, i32::from(timeout != -1), "{what}");
+        }
+    }
+}

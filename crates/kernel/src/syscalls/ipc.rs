@@ -1019,6 +1019,11 @@ async fn send_receive(
     };
     check_wait(caller, syscall, timeout_ms, buffers)?;
     let target = Pid::from_u64(request.target as u64);
+    // A call to itself, waiting for ever: only it could answer, and it
+    // waits. Refused as a blocking send to its own full mailbox is.
+    if answer && timeout_ms == TIMEOUT_INFINITE && target == caller.data().process.pid {
+        return Err(ErrorCode::WOULD_DEADLOCK);
+    }
     let request = Outgoing {
         call: answer,
         ..request

@@ -6,5 +6,6 @@ mod capabilities;
 mod handlers;
 mod loading;
 mod messaging;
+mod messaging_edges;
 mod scheduling;
 mod supervision;

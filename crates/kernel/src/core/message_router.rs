@@ -76,8 +76,10 @@ impl Filter {
         match *self {
             Filter::Any => true,
             Filter::Type(wanted) => header.message_type == wanted,
+            // Correlation 0 names no message (sequences start at 1).
             Filter::Answer(correlation) => {
-                header.correlation == correlation
+                correlation != 0
+                    && header.correlation == correlation
                     && (header.flags.contains(Flags::REPLY)
                         || header.flags.contains(Flags::ACK)
                         || header.flags.contains(Flags::DELIVERY_FAILURE))
@@ -222,10 +224,7 @@ impl Mailbox {
                     // (a notice, an ack): nothing would tell anyone it was
                     // lost, and it may be the answer a call waits for; nor
                     // a reply to the owner's latest call, for that reason.
-                    let (kept_len, kept_bytes) = self.replies_awaited();
-                    if self.kernel_len + kept_len >= self.capacity
-                        || self.kernel_bytes + kept_bytes + size > MAX_MAILBOX_BYTES
-                    {
+                    if !self.can_evict_for(size) {
                         // Evicting all it may would not make room: this
                         // one is dropped instead, and nothing else.
                         self.dropped += 1;
@@ -282,6 +281,33 @@ impl Mailbox {
     /// call got in past it, see [`Mailbox::push_answer`]).
     pub fn is_past_capacity(&self) -> bool {
         self.len > self.capacity || self.bytes > MAX_MAILBOX_BYTES
+    }
+
+    /// Offers a broadcast's copy: like [`Mailbox::push`], but a copy that
+    /// finds no room is handed back (`Err`) in every mode, neither queued
+    /// nor counted — a `DropNewest` mailbox, or a `DropOldest` one that
+    /// cannot make room, refuses it as a `NotifySender` one does.
+    pub fn offer_copy(&mut self, message: Message) -> Result<Delivery, MailboxFull> {
+        let size = message.payload.len();
+        let refuses = !self.fits(size)
+            && match self.mode {
+                OverflowMode::DropNewest => true,
+                OverflowMode::DropOldest => !self.can_evict_for(size),
+                OverflowMode::NotifySender | OverflowMode::BlockSender => false,
+            };
+        if refuses {
+            return Err(MailboxFull(message));
+        }
+        self.push(message)
+    }
+
+    /// True if evicting what `DropOldest` may evict (neither kernel
+    /// messages nor a reply its owner awaits) can make room for `size`
+    /// bytes.
+    fn can_evict_for(&self, size: usize) -> bool {
+        let (kept_len, kept_bytes) = self.replies_awaited();
+        self.kernel_len + kept_len < self.capacity
+            && self.kernel_bytes + kept_bytes + size <= MAX_MAILBOX_BYTES
     }
 
     /// Notes that the owner now waits for the answer to its call

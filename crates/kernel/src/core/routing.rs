@@ -51,6 +51,19 @@ impl PostError {
     }
 }
 
+/// How a post lets a message into a mailbox.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Offer {
+    /// As its overflow mode says ([`Mailbox::push`]).
+    Plain,
+    /// The answer to a call: past a full mailbox if it answers the
+    /// owner's latest call ([`Mailbox::push_answer`]), else plain.
+    Answer,
+    /// A broadcast's copy: refused without room in every mode
+    /// ([`Mailbox::offer_copy`]).
+    Copy,
+}
+
 impl KernelShared {
     /// The live process with exactly this pid.
     pub(crate) fn process(&self, pid: Pid) -> Option<Arc<Process>> {
@@ -80,26 +93,20 @@ impl KernelShared {
         Ok(woke)
     }
 
-    /// Like [`KernelShared::post_to`]; `Ok(true)` if the message was
-    /// queued, `Ok(false)` if the mailbox's mode dropped it at once
-    /// (`DropNewest`; reported to its sender like any drop).
-    pub(crate) fn post_queued(
+    /// Like [`KernelShared::post_to`], for a broadcast's copy: a mailbox
+    /// without room refuses it (`PostError::Full`) in every mode, neither
+    /// queued nor counted ([`Mailbox::offer_copy`]); what a `DropOldest`
+    /// mailbox evicts for it is reported.
+    pub(crate) fn post_copy(
         &self,
         target: &Arc<Process>,
         message: Message,
-    ) -> Result<bool, PostError> {
-        let own = (message.header.source, message.header.sequence);
-        let (_, dropped) = self.post_quietly(target, message)?;
-        let Some(mut dropped) = dropped else {
-            return Ok(true);
-        };
-        // The copy itself, dropped at the door, was not accepted: the
-        // caller counts it so, and it is not reported as a loss too.
-        let before = dropped.len();
-        dropped.retain(|header| (header.source, header.sequence) != own);
-        let queued = dropped.len() == before;
-        self.report_all(dropped);
-        Ok(queued)
+    ) -> Result<(), PostError> {
+        let (_, dropped) = self.post_counting(target, message, Offer::Copy, || {})?;
+        if let Some(dropped) = dropped {
+            self.report_all(dropped);
+        }
+        Ok(())
     }
 
     /// Queues `message` and hands back the headers of the messages the
@@ -111,7 +118,7 @@ impl KernelShared {
         target: &Arc<Process>,
         message: Message,
     ) -> Result<(bool, Option<Vec<Header>>), PostError> {
-        self.post_counting(target, message, false, || {})
+        self.post_counting(target, message, Offer::Plain, || {})
     }
 
     /// Like [`KernelShared::post_to`], for the answer to a call its caller
@@ -126,7 +133,7 @@ impl KernelShared {
         message: Message,
     ) -> Result<Option<bool>, PostError> {
         let own = (message.header.source, message.header.sequence);
-        let (woke, dropped) = self.post_counting(target, message, true, || {})?;
+        let (woke, dropped) = self.post_counting(target, message, Offer::Answer, || {})?;
         let Some(dropped) = dropped else {
             return Ok(Some(woke));
         };
@@ -141,13 +148,12 @@ impl KernelShared {
     /// mailbox lock once the mailbox took the message (queued, or dropped
     /// and counted by its mode): a count kept with it is then never out of
     /// step with the mailbox's, whoever reads both after closing it.
-    /// An `answer` may go past a full mailbox's capacity
-    /// ([`Mailbox::push_answer`]).
+    /// How `offer` lets the message in: see [`Offer`].
     fn post_counting(
         &self,
         target: &Arc<Process>,
         message: Message,
-        answer: bool,
+        offer: Offer,
         accepted: impl FnOnce(),
     ) -> Result<(bool, Option<Vec<Header>>), PostError> {
         let (header, len) = (message.header, message.payload.len());
@@ -162,10 +168,12 @@ impl KernelShared {
             // Only the answer to the call the target made last (the one it
             // may wait for): a late answer to an earlier call, which the
             // target no longer waits for, is offered like any message.
-            let pushed = if answer && slot.mailbox.awaits(header.correlation) {
-                slot.mailbox.push_answer(message)
-            } else {
-                slot.mailbox.push(message)
+            let pushed = match offer {
+                Offer::Answer if slot.mailbox.awaits(header.correlation) => {
+                    slot.mailbox.push_answer(message)
+                }
+                Offer::Copy => slot.mailbox.offer_copy(message),
+                _ => slot.mailbox.push(message),
             };
             match pushed {
                 // Woken under the lock with the waker the slot keeps (no
@@ -252,7 +260,11 @@ impl KernelShared {
     /// answered) is the answer its caller may be waiting for: it may go
     /// past a full mailbox's capacity ([`Mailbox::push_answer`]).
     fn report(&self, failed: &Header, code: ErrorCode, dropped: &mut Vec<Header>) {
-        let answer = failed.flags.contains(Flags::CALL);
+        let offer = if failed.flags.contains(Flags::CALL) {
+            Offer::Answer
+        } else {
+            Offer::Plain
+        };
         // What the kernel made (its notices, and the acks it sends for a
         // receiver) is never reported: to no one for a notice, and not to
         // the receiver, who did not send it, for an ack.
@@ -295,7 +307,7 @@ impl KernelShared {
                 .delivery_failures
                 .fetch_add(1, Ordering::Relaxed);
         };
-        if let Ok((_, Some(more))) = self.post_counting(&sender, notice, answer, counted) {
+        if let Ok((_, Some(more))) = self.post_counting(&sender, notice, offer, counted) {
             dropped.extend(more);
         }
     }

@@ -157,3 +157,34 @@ pub const TRAP_CASES: &[(&str, estalogic_abi::ErrorCode)] = {
         ),
     ]
 };
+
+/// The configurations a scenario runs in: deterministic on one worker,
+/// real time on one worker, real time on two.
+pub const RUNS: [(bool, usize); 3] = [(true, 1), (false, 1), (false, 2)];
+
+/// Every mailbox overflow mode, as manifests name them.
+pub const OVERFLOW_MODES: [&str; 4] = [
+    "notify_sender",
+    "drop_newest",
+    "drop_oldest",
+    "block_sender",
+];
+
+/// What a syscall returns for `code`.
+pub fn neg(code: estalogic_abi::ErrorCode) -> i64 {
+    -i64::from(code.0)
+}
+
+/// A manifest's `mailbox` member (extra JSON for [`load_wat_with`]).
+pub fn mailbox(capacity: u64, mode: &str) -> String {
+    format!(r#""mailbox":{{"capacity":{capacity},"overflow":"{mode}"}}"#)
+}
+
+/// A kernel in one of the [`RUNS`] configurations.
+pub fn kernel(deterministic: bool, workers: usize) -> Kernel {
+    Kernel::builder()
+        .deterministic(deterministic)
+        .workers(workers)
+        .build()
+        .expect("the kernel builds")
+}

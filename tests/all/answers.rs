@@ -9,24 +9,10 @@
 
 use estalogic_abi::ErrorCode;
 use estalogic_kernel::{ExitStatus, Kernel, ProcessReport};
-use estalogic_tests::load_wat_with;
+use estalogic_tests::{OVERFLOW_MODES, RUNS, load_wat_with, mailbox, neg};
 
 const CAPACITY: u64 = 2;
-const MODES: [&str; 4] = [
-    "notify_sender",
-    "drop_newest",
-    "drop_oldest",
-    "block_sender",
-];
-const RUNS: [(bool, usize); 3] = [(true, 1), (false, 1), (false, 2)];
-
-fn neg(code: ErrorCode) -> i64 {
-    -(code.0 as i64)
-}
-
-fn mailbox(mode: &str) -> String {
-    format!(r#""mailbox":{{"capacity":{CAPACITY},"overflow":"{mode}"}}"#)
-}
+const MODES: [&str; 4] = OVERFLOW_MODES;
 
 /// A caller: `$server` is the pid of "server", `$me` its own. It runs
 /// `body` (which may `return` early), then fills its own mailbox with two
@@ -126,7 +112,7 @@ fn run(
         .workers(workers)
         .build()
         .unwrap();
-    load_wat_with(&mut kernel, "caller", caller_wat, &mailbox(mode));
+    load_wat_with(&mut kernel, "caller", caller_wat, &mailbox(CAPACITY, mode));
     if let Some(server_wat) = server_wat {
         load_wat_with(&mut kernel, "server", server_wat, "");
         kernel.spawn("server").unwrap();
@@ -427,7 +413,12 @@ fn the_notice_for_a_call_never_taken_gets_past_a_full_mailbox() {
                     .workers(workers)
                     .build()
                     .unwrap();
-                load_wat_with(&mut kernel, "caller", &caller(&body), &mailbox(mode));
+                load_wat_with(
+                    &mut kernel,
+                    "caller",
+                    &caller(&body),
+                    &mailbox(CAPACITY, mode),
+                );
                 load_wat_with(&mut kernel, "server", server_wat, server_extra);
                 kernel.spawn("server").unwrap();
                 kernel.spawn("caller").unwrap();

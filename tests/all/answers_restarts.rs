@@ -6,12 +6,8 @@
 //! deterministic runs of all three repeat exactly.
 
 use estalogic_abi::ErrorCode;
-use estalogic_kernel::{ExitStatus, Kernel, ProcessReport, RunReport};
-use estalogic_tests::load_wat_with;
-
-fn neg(code: ErrorCode) -> i64 {
-    -(code.0 as i64)
-}
+use estalogic_kernel::{ExitStatus, ProcessReport, RunReport};
+use estalogic_tests::{RUNS, kernel, load_wat_with, neg};
 
 const IMPORTS: &str = r#"
   (import "estalogic" "send_receive" (func $send_receive
@@ -60,14 +56,6 @@ fn expect_r(expected: i64, code: i32) -> String {
     format!(
         "(if (i64.ne (local.get $r) (i64.const {expected})) (then (return (i32.const {code}))))"
     )
-}
-
-fn kernel(deterministic: bool, workers: usize) -> Kernel {
-    Kernel::builder()
-        .deterministic(deterministic)
-        .workers(workers)
-        .build()
-        .unwrap()
 }
 
 /// The parts of a report that must not change between two deterministic runs.
@@ -137,7 +125,7 @@ fn run_a(deterministic: bool, workers: usize) -> RunReport {
 #[test]
 fn a_reply_in_a_drop_oldest_mailbox_outlasts_later_traffic() {
     let mut failures = Vec::new();
-    for (deterministic, workers) in [(true, 1), (false, 1), (false, 2)] {
+    for (deterministic, workers) in RUNS {
         let report = run_a(deterministic, workers);
         let caller = get(&report, "caller")[0];
         let server = get(&report, "server")[0];
@@ -230,7 +218,7 @@ fn run_b(deterministic: bool, workers: usize, rs: usize) -> RunReport {
 #[test]
 fn a_call_is_answered_by_its_restarted_server_after_many_other_restarts() {
     let mut failures = Vec::new();
-    for (deterministic, workers) in [(true, 1), (false, 1), (false, 2)] {
+    for (deterministic, workers) in RUNS {
         // 15 other restarts: the server's link is kept (16 in all), the call is answered.
         let report = run_b(deterministic, workers, R - 1);
         let caller = get(&report, "caller")[0];
@@ -292,7 +280,7 @@ fn a_restart_keeps_mail_one_past_capacity() {
     let mut failures = Vec::new();
     // (drop_oldest evicts the p7 marker to admit t9: a test artifact.)
     for mode in ["notify_sender", "block_sender", "drop_newest"] {
-        for (deterministic, workers) in [(true, 1), (false, 1), (false, 2)] {
+        for (deterministic, workers) in RUNS {
             let report = run_c(mode, deterministic, workers);
             let callers = get(&report, "caller");
             let server = get(&report, "server")[0];

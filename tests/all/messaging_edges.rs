@@ -8,11 +8,8 @@
 
 use estalogic_abi::ErrorCode;
 use estalogic_kernel::{ExitStatus, Kernel, Manifest, ProcessReport, RunReport};
+use estalogic_tests::{RUNS, kernel, mailbox, neg};
 use std::path::Path;
-
-fn neg(code: ErrorCode) -> i64 {
-    -(code.0 as i64)
-}
 
 const CAPS: &[&str] = &[
     "messaging:send",
@@ -37,10 +34,6 @@ fn load(kernel: &mut Kernel, name: &str, entry: &str, wat: &str, extra: &str) {
     kernel
         .load_module(manifest, wat.as_bytes(), Path::new(name))
         .unwrap_or_else(|e| panic!("{name} does not load: {e}"));
-}
-
-fn mbox(capacity: u32, mode: &str) -> String {
-    format!(r#""mailbox":{{"capacity":{capacity},"overflow":"{mode}"}}"#)
 }
 
 const IMPORTS: &str = r#"
@@ -111,16 +104,6 @@ fn exited(report: &RunReport, name: &str) -> i32 {
     }
 }
 
-const RUNS: [(bool, usize); 3] = [(true, 1), (false, 1), (false, 2)];
-
-fn kernel(deterministic: bool, workers: usize) -> Kernel {
-    Kernel::builder()
-        .deterministic(deterministic)
-        .workers(workers)
-        .build()
-        .unwrap()
-}
-
 // ---------------------------------------------------------------------------
 // Broadcast into full mailboxes.
 
@@ -147,7 +130,7 @@ fn a_broadcast_copy_refused_by_drop_newest_is_not_counted() {
     );
     for mode in ["notify_sender", "drop_newest"] {
         let mut k = kernel(true, 1);
-        load(&mut k, "full", "run", &full_receiver(1), &mbox(1, mode));
+        load(&mut k, "full", "run", &full_receiver(1), &mailbox(1, mode));
         load(&mut k, "caster", "run", &broadcaster, "");
         k.spawn_all().unwrap();
         let report = k.run();
@@ -188,14 +171,14 @@ fn broadcast_to_full_mailboxes_counts_what_was_accepted() {
                 &format!("full_{mode}"),
                 "run",
                 &full_receiver(1),
-                &mbox(1, mode),
+                &mailbox(1, mode),
             );
             load(
                 &mut k,
                 &format!("room_{mode}"),
                 "run",
                 &full_receiver(1),
-                &mbox(2, mode),
+                &mailbox(2, mode),
             );
         }
         load(&mut k, "h", "handle", &idle_handler, "");
@@ -270,7 +253,7 @@ fn an_exit_notification_never_evicts_from_a_full_drop_oldest_supervisor() {
         for (deterministic, workers) in RUNS {
             let what = format!("{mode} deterministic {deterministic}, {workers} workers");
             let mut k = kernel(deterministic, workers);
-            load(&mut k, "watcher", "run", &watcher, &mbox(1, mode));
+            load(&mut k, "watcher", "run", &watcher, &mailbox(1, mode));
             load(
                 &mut k,
                 "crasher",
@@ -311,14 +294,14 @@ fn a_cycle_of_blocked_senders_ends_deadlocked() {
             "a",
             "run",
             &task(&data("b"), body),
-            &mbox(1, "block_sender"),
+            &mailbox(1, "block_sender"),
         );
         load(
             &mut k,
             "b",
             "run",
             &task(&data("a"), body),
-            &mbox(1, "block_sender"),
+            &mailbox(1, "block_sender"),
         );
         k.spawn_all().unwrap();
         let report = k.run();
@@ -364,7 +347,7 @@ fn a_sender_blocked_on_a_process_that_ends_is_told() {
     for (deterministic, workers) in RUNS {
         let what = format!("deterministic {deterministic}, {workers} workers");
         let mut k = kernel(deterministic, workers);
-        load(&mut k, "b", "run", &b, &mbox(1, "block_sender"));
+        load(&mut k, "b", "run", &b, &mailbox(1, "block_sender"));
         load(&mut k, "a", "run", &sender, "");
         k.spawn_all().unwrap();
         let report = k.run();
@@ -417,7 +400,7 @@ fn direct_delivery_answers_past_a_handlers_capacity_by_one_at_most() {
         let what = format!("deterministic {deterministic}, {workers} workers");
         let mut k = kernel(deterministic, workers);
         load(&mut k, "b", "handle", &b, "");
-        load(&mut k, "a", "handle", &a, &mbox(1, "notify_sender"));
+        load(&mut k, "a", "handle", &a, &mailbox(1, "notify_sender"));
         k.spawn("b").unwrap();
         k.spawn("a").unwrap();
         let report = k.run();
@@ -532,7 +515,7 @@ fn a_call_to_a_handler_whose_inbox_is_too_small_is_answered() {
             let what = format!("{mode} deterministic {deterministic}, {workers} workers");
             let mut k = kernel(deterministic, workers);
             load(&mut k, "h", "handle", &h, "");
-            load(&mut k, "caller", "run", &caller, &mbox(1, mode));
+            load(&mut k, "caller", "run", &caller, &mailbox(1, mode));
             k.spawn_all().unwrap();
             let report = k.run();
             assert_eq!(exited(&report, "caller"), 1, "{what}: its own message only");
@@ -574,7 +557,7 @@ fn a_handler_answering_a_waiting_task_caller_gets_past_its_full_mailbox() {
             let what = format!("{mode} deterministic {deterministic}, {workers} workers");
             let mut k = kernel(deterministic, workers);
             load(&mut k, "h", "handle", &h, "");
-            load(&mut k, "caller", "run", &caller, &mbox(1, mode));
+            load(&mut k, "caller", "run", &caller, &mailbox(1, mode));
             k.spawn_all().unwrap();
             let report = k.run();
             let left = exited(&report, "caller");
@@ -717,8 +700,8 @@ fn busy_scenario() -> RunReport {
         (i32.const 0)",
     );
     let watcher = task("", "(call $pause (i64.const 400)) (call $drain)");
-    load(&mut k, "caster", "run", &caster, &mbox(4, "drop_oldest"));
-    load(&mut k, "srv", "run", &srv, &mbox(3, "drop_newest"));
+    load(&mut k, "caster", "run", &caster, &mailbox(4, "drop_oldest"));
+    load(&mut k, "srv", "run", &srv, &mailbox(3, "drop_newest"));
     load(
         &mut k,
         "crasher",
@@ -726,11 +709,17 @@ fn busy_scenario() -> RunReport {
         &crasher,
         &format!(
             r#""restart":"on_failure","supervisor":"watcher",{}"#,
-            mbox(2, "block_sender")
+            mailbox(2, "block_sender")
         ),
     );
-    load(&mut k, "h", "handle", &h, &mbox(2, "notify_sender"));
-    load(&mut k, "watcher", "run", &watcher, &mbox(2, "drop_oldest"));
+    load(&mut k, "h", "handle", &h, &mailbox(2, "notify_sender"));
+    load(
+        &mut k,
+        "watcher",
+        "run",
+        &watcher,
+        &mailbox(2, "drop_oldest"),
+    );
     k.spawn_all().unwrap();
     k.run()
 }
@@ -812,7 +801,7 @@ fn an_awaited_answer_too_large_for_the_buffer_then_peek_and_receive_reply() {
             let what = format!("{mode} deterministic {deterministic}, {workers} workers");
             let mut k = kernel(deterministic, workers);
             load(&mut k, "srv", "run", &srv, "");
-            load(&mut k, "caller", "run", &caller, &mbox(1, mode));
+            load(&mut k, "caller", "run", &caller, &mailbox(1, mode));
             k.spawn_all().unwrap();
             let report = k.run();
             assert_eq!(
@@ -861,8 +850,8 @@ fn a_reply_that_is_itself_a_call_is_answered_when_its_receiver_ends() {
         for (deterministic, workers) in RUNS {
             let what = format!("{mode} deterministic {deterministic}, {workers} workers");
             let mut k = kernel(deterministic, workers);
-            load(&mut k, "srv", "run", &srv, &mbox(1, mode));
-            load(&mut k, "caller", "run", &caller, &mbox(1, mode));
+            load(&mut k, "srv", "run", &srv, &mailbox(1, mode));
+            load(&mut k, "caller", "run", &caller, &mailbox(1, mode));
             k.spawn_all().unwrap();
             let report = k.run();
             assert_eq!(
@@ -902,7 +891,13 @@ fn a_call_and_a_blocked_send_crossing_end() {
         let what = format!("deterministic {deterministic}, {workers} workers");
         let mut k = kernel(deterministic, workers);
         load(&mut k, "srv", "run", &srv, "");
-        load(&mut k, "caller", "run", &caller, &mbox(1, "block_sender"));
+        load(
+            &mut k,
+            "caller",
+            "run",
+            &caller,
+            &mailbox(1, "block_sender"),
+        );
         k.spawn_all().unwrap();
         let report = k.run();
         let c = &report.process("caller").unwrap().status;

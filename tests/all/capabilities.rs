@@ -247,3 +247,64 @@ fn one_process_denied_over_and_over_cannot_flood_the_audit_trail() {
         "the other process's grants are kept"
     );
 }
+
+#[test]
+fn broadcasting_grants_no_send_to_any_one_process() {
+    // `messaging:broadcast` reaches every process but is not a send to
+    // any one of them: with `messaging:send` scoped to `a`, a send to `b`
+    // is refused (it was allowed: broadcast granted WRITE on every
+    // channel, found by a probe), while a broadcast still reaches `b`.
+    let sender = r#"(module
+  (import "estalogic" "lookup" (func $lookup (param i32 i32) (result i64)))
+  (import "estalogic" "send" (func $send (param i64 i32 i32 i32 i32) (result i64)))
+  (import "estalogic" "broadcast" (func $broadcast (param i32 i32 i32 i32) (result i64)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "b")
+  (func (export "run") (result i32)
+    (if (i64.ne (call $send (call $lookup (i32.const 0) (i32.const 1)) (i32.const 5) (i32.const 0) (i32.const 0) (i32.const 0))
+                (i64.const -2002))
+      (then (return (i32.const 1))))
+    (if (i64.ne (call $broadcast (i32.const 6) (i32.const 0) (i32.const 0) (i32.const 0)) (i64.const 1))
+      (then (return (i32.const 2))))
+    (i32.const 0)))"#;
+    // Exits with the type of the one message it gets (the broadcast's 6).
+    let receiver = r#"(module
+  (import "estalogic" "receive" (func $receive (param i32 i64 i32 i32 i32) (result i64)))
+  (memory (export "memory") 1)
+  (func (export "run") (result i32)
+    (if (i64.lt_s (call $receive (i32.const 0) (i64.const 1000) (i32.const 0) (i32.const 64) (i32.const 0)) (i64.const 0))
+      (then (return (i32.const -1))))
+    (i32.load (i32.const 4))))"#;
+    for deterministic in [true, false] {
+        let mut kernel = Kernel::builder()
+            .deterministic(deterministic)
+            .build()
+            .unwrap();
+        let load = |kernel: &mut Kernel, name: &str, wat: &str, caps: &str| {
+            let manifest = estalogic_kernel::Manifest::parse(&format!(
+                r#"{{"name":"{name}","version":"0.1.0","entry_point":"run","runtime":"wasm32",
+                    "capabilities_required":[{caps}]}}"#
+            ))
+            .unwrap();
+            kernel
+                .load_module(manifest, wat.as_bytes(), std::path::Path::new(name))
+                .unwrap();
+        };
+        load(
+            &mut kernel,
+            "sender",
+            sender,
+            r#""process:lookup","messaging:broadcast",{"name":"messaging:send","scope":"a"}"#,
+        );
+        load(&mut kernel, "b", receiver, r#""messaging:receive""#);
+        kernel.spawn("b").unwrap();
+        kernel.spawn("sender").unwrap();
+        let report = kernel.run();
+        assert_eq!(
+            report.process("sender").unwrap().status,
+            ExitStatus::Exited(0),
+            "deterministic {deterministic}"
+        );
+        assert_eq!(report.process("b").unwrap().status, ExitStatus::Exited(6));
+    }
+}

@@ -552,3 +552,68 @@ fn a_run_starts_no_more_workers_than_it_has_processes() {
         }
     }
 }
+
+/// Calls `yield_now` for ever.
+const YIELDER: &str = r#"(module (import "estalogic" "yield_now" (func $y (result i64)))
+  (memory (export "memory") 1) (func (export "run") (loop (drop (call $y)) (br 0))))"#;
+
+/// Counts to 2 million, then exits 0.
+const SHORT_WORKER: &str = r#"(module (memory (export "memory") 1)
+  (func (export "run") (result i32) (local $i i32)
+    (loop (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if 0 (i32.lt_u (local.get $i) (i32.const 2000000))))
+    (i32.const 0)))"#;
+
+/// Waits 1 ms for a message that never comes; exits 0 if the wait timed
+/// out.
+const SLEEPER: &str = r#"(module
+  (import "estalogic" "receive" (func $receive (param i32 i64 i32 i32 i32) (result i64)))
+  (memory (export "memory") 1)
+  (func (export "run") (result i32)
+    (i32.wrap_i64 (i64.add (i64.const 3001)
+      (call $receive (i32.const 0x7777) (i64.const 1) (i32.const 0) (i32.const 64) (i32.const 0))))))"#;
+
+#[test]
+fn a_higher_level_yielding_in_a_loop_starves_no_lower_level() {
+    // Four HIGH processes yield in a loop beside a NORMAL worker, and one
+    // beside a NORMAL sleeper: the worker gets its minimum service and
+    // the sleeper's timer fires. In deterministic mode a yield did not
+    // move the virtual clock, so neither ever happened (found by a probe).
+    for deterministic in [true, false] {
+        let mut kernel = Kernel::builder()
+            .deterministic(deterministic)
+            .workers(1)
+            .build()
+            .unwrap();
+        load_wat(&mut kernel, "yielder", YIELDER, "high");
+        load_wat(&mut kernel, "worker", SHORT_WORKER, "normal");
+        for _ in 0..4 {
+            kernel.spawn("yielder").unwrap();
+        }
+        kernel.spawn("worker").unwrap();
+        let (first, _) = first_exit_then_stop(kernel);
+        assert_eq!(first.module, "worker", "deterministic {deterministic}");
+        assert_eq!(first.status, ExitStatus::Exited(0));
+        if deterministic {
+            // NORMAL's minimum-service window, on the virtual clock.
+            assert!(first.max_wait_ns <= 25_000_000, "{first:?}");
+        }
+
+        let mut kernel = Kernel::builder()
+            .deterministic(deterministic)
+            .workers(1)
+            .build()
+            .unwrap();
+        load_wat(&mut kernel, "yielder", YIELDER, "high");
+        load_wat(&mut kernel, "sleeper", SLEEPER, "normal");
+        kernel.spawn("yielder").unwrap();
+        kernel.spawn("sleeper").unwrap();
+        let (first, _) = first_exit_then_stop(kernel);
+        assert_eq!(first.module, "sleeper", "deterministic {deterministic}");
+        assert_eq!(
+            first.status,
+            ExitStatus::Exited(0),
+            "deterministic {deterministic}: the wait timed out"
+        );
+    }
+}

@@ -46,8 +46,8 @@
 //!    notification count under the core lock, where notifiers decide, and
 //!    does not sleep if it changed by the time it waits.
 //! 4. Deterministic mode runs one worker with the virtual clock, which moves
-//!    by `checkpoint_ns` at every checkpoint and jumps to the next timer
-//!    when nothing is ready.
+//!    by `checkpoint_ns` at every checkpoint and [`YIELD_NS`] at every
+//!    yield, and jumps to the next timer when nothing is ready.
 //!
 //! # Direct handoff
 //!
@@ -271,6 +271,12 @@ pub struct RestartRecord {
     /// Kernel clock at the decision.
     pub at: u64,
 }
+
+/// Virtual time a `yield_now` stands for in deterministic mode (about what
+/// a yield costs on the real clock): a process yielding in a loop moves the
+/// clock on, so the processes it keeps waiting age, get their minimum
+/// service and see their timers fire.
+pub const YIELD_NS: u64 = 1_000;
 
 /// Exit reports a run keeps (the most recent; older ones are counted in
 /// [`LoopStats::reports_dropped`]), so a kernel that runs for months does
@@ -1294,7 +1300,12 @@ impl KernelLoop {
             // Notified while running: still runnable.
             task.state.state.store(RUNNING, Ordering::Release);
             if task.state.yield_requested.swap(false, Ordering::AcqRel) {
-                core.scheduler.yielded(pid, now);
+                // A yield stands for `YIELD_NS` of virtual time (no-op on
+                // the real clock): else a higher level yielding in a loop
+                // in deterministic mode kept the clock still, and with it
+                // the lower levels' aging, minimum service and timers.
+                self.shared.clock.advance_by(YIELD_NS);
+                core.scheduler.yielded(pid, self.shared.clock.now_nanos());
                 break (core, TurnEnd::Requeued);
             }
             task.checkpoints += 1;

@@ -44,7 +44,9 @@ pub fn requirement(syscall: Syscall) -> Option<(Resource, Rights)> {
         Syscall::Receive | Syscall::ReceiveReply | Syscall::Peek => {
             (Resource::Channel, Rights::READ)
         }
-        Syscall::Broadcast => (Resource::Channel, Rights::WRITE | Rights::LIST),
+        // LIST alone: a broadcast reaches every process, but grants no
+        // send to any one of them (WRITE on its name).
+        Syscall::Broadcast => (Resource::Channel, Rights::LIST),
         Syscall::Lookup => (Resource::Process, Rights::READ),
         Syscall::Log => (Resource::Custom("log".into()), Rights::WRITE),
         Syscall::ClockNow => (Resource::Timer, Rights::READ),
@@ -97,7 +99,7 @@ pub fn capability_for(request: &CapabilityRequest) -> Result<Capability, String>
     let (resource, rights) = match request.name.as_str() {
         "messaging:send" => (Resource::Channel, Rights::WRITE),
         "messaging:receive" => (Resource::Channel, Rights::READ),
-        "messaging:broadcast" => (Resource::Channel, Rights::WRITE | Rights::LIST),
+        "messaging:broadcast" => (Resource::Channel, Rights::LIST),
         "process:lookup" => (Resource::Process, Rights::READ),
         "process:spawn" => (Resource::Process, Rights::CREATE | Rights::EXECUTE),
         "time:read" => (Resource::Timer, Rights::READ),

@@ -833,3 +833,28 @@ fn after_a_shutdown_request_a_trap_restarts_nothing() {
     }
     assert_eq!(after.load(std::sync::atomic::Ordering::Relaxed), 0);
 }
+
+#[test]
+fn a_trap_after_a_refused_growth_the_guest_handled_keeps_its_own_code() {
+    // The growth's -1 was handled; the trap that ends the process later is
+    // a division by zero, reported as such (it was OUT_OF_MEMORY, with a
+    // detail saying "integer divide by zero"). An abort after a refusal is
+    // still OUT_OF_MEMORY (`a_memory_bomb_hits_its_class_limit_without_hurting_others`).
+    let wat = r#"(module (memory (export "memory") 1)
+  (func (export "run") (local $zero i32)
+    (if (i32.ne (memory.grow (i32.const 60000)) (i32.const -1)) (then (return)))
+    (drop (i32.div_u (i32.const 1) (local.get $zero)))))"#;
+    for deterministic in [true, false] {
+        let mut kernel = Kernel::builder()
+            .deterministic(deterministic)
+            .build()
+            .unwrap();
+        load_wat(&mut kernel, "divider", wat, "normal");
+        kernel.spawn("divider").unwrap();
+        let report = kernel.run();
+        match &report.process("divider").unwrap().status {
+            ExitStatus::Trapped { code, .. } => assert_eq!(*code, ErrorCode::TRAP_DIV_BY_ZERO),
+            other => panic!("expected a division by zero, got {other}"),
+        }
+    }
+}

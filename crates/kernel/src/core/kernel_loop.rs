@@ -184,9 +184,12 @@ pub struct ProcessReport {
     pub delivery_failures: u64,
     /// Messages left in its mailbox or dropped by its overflow policy.
     pub undelivered: u64,
-    /// Fuel it consumed. Exact for processes that finished on their own
-    /// and for handler processes; for stopped task processes, counted at
-    /// checkpoints (a lower bound).
+    /// Fuel it consumed. Exact for processes that returned, exited or
+    /// trapped on an explicit trap (`unreachable`, a bad indirect call, a
+    /// stack overflow); a lower bound for stopped task processes (counted
+    /// at checkpoints) and for a trap raised by a faulting instruction (an
+    /// out-of-bounds access, a division by zero: Wasmtime loses the fuel
+    /// spent since the last checkpoint, or in a handler's call).
     pub fuel_used: u64,
     /// Times a higher-level or starving process took the CPU from it.
     pub preemptions: u64,

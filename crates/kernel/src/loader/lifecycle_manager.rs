@@ -477,10 +477,9 @@ async fn call_entry(
     }
 }
 
-/// Maps a Wasmtime error to how the process ended: `exit` is an exit, a
-/// refused memory growth makes any later trap `OUT_OF_MEMORY` except a
-/// budget stop (out of fuel, interrupted: `TIMEOUT`), and each trap kind
-/// has its code ([`trap_code`]).
+/// Maps a Wasmtime error to how the process ended: `exit` is an exit, an
+/// abort (`unreachable`) after a refused memory growth is `OUT_OF_MEMORY`,
+/// and each trap kind has its code ([`trap_code`]).
 pub fn classify(error: &wasmtime::Error, memory_refused: bool) -> ExitStatus {
     if let Some(ProcessExit(code)) = error.downcast_ref::<ProcessExit>() {
         return ExitStatus::Exited(*code);
@@ -488,9 +487,10 @@ pub fn classify(error: &wasmtime::Error, memory_refused: bool) -> ExitStatus {
     let detail = first_line(error);
     let trap = error.downcast_ref::<Trap>().copied();
     // A refused growth explains a guest's later abort (its allocator
-    // failed), not a budget stop: running out of fuel stays `TIMEOUT`.
-    let budget = matches!(trap, Some(Trap::OutOfFuel | Trap::Interrupt));
-    if memory_refused && !budget {
+    // failed and it aborted: `unreachable`, as Rust's allocation-failure
+    // handler compiles to), not any other trap: a division by zero after
+    // a refusal the guest handled keeps its own code.
+    if memory_refused && trap == Some(Trap::UnreachableCodeReached) {
         return ExitStatus::Trapped {
             code: ErrorCode::OUT_OF_MEMORY,
             detail,
@@ -565,6 +565,16 @@ mod tests {
         assert_eq!(
             classify(&wasmtime::Error::new(ProcessExit(7)), true),
             ExitStatus::Exited(7)
+        );
+        // Any other trap after a refusal (one the guest handled) keeps its
+        // own code: it was OUT_OF_MEMORY, its detail saying otherwise.
+        assert_eq!(
+            trapped(Trap::IntegerDivisionByZero, true),
+            ErrorCode::TRAP_DIV_BY_ZERO
+        );
+        assert_eq!(
+            trapped(Trap::MemoryOutOfBounds, true),
+            ErrorCode::TRAP_OUT_OF_BOUNDS
         );
     }
 }

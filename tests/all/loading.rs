@@ -593,3 +593,28 @@ fn links_out_of_the_app_directory_are_refused() {
         assert!(kernel.modules().is_empty(), "{what}: nothing loaded");
     }
 }
+
+#[test]
+fn a_scoped_receive_or_broadcast_capability_is_refused_at_load() {
+    // A receive takes from any sender and a broadcast reaches every
+    // process: a scoped grant of either could never be used (every call
+    // was PERMISSION_DENIED), so the manifest is refused, naming the field.
+    for name in ["messaging:receive", "messaging:broadcast"] {
+        let mut kernel = Kernel::builder().build().unwrap();
+        let manifest = estalogic_kernel::Manifest::parse(&format!(
+            r#"{{"name":"scoped","version":"0.1.0","entry_point":"run","runtime":"wasm32",
+                "capabilities_required":[{{"name":"{name}","scope":"pong"}}]}}"#
+        ))
+        .unwrap();
+        let error = kernel
+            .load_module(
+                manifest,
+                br#"(module (memory (export "memory") 1) (func (export "run")))"#,
+                Path::new("scoped"),
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("capabilities_required[0].scope"), "{error}");
+        assert!(error.contains("cannot be scoped"), "{error}");
+    }
+}

@@ -124,6 +124,20 @@ pub fn capability_for(request: &CapabilityRequest) -> Result<Capability, String>
         None => Scope::All,
         Some(text) => parse_scope(&resource, text)?,
     };
+    // A receive takes from any sender and a broadcast reaches every
+    // process: both are checked against the whole channel resource, so a
+    // scoped grant could never be used. Refused at load, not a silent
+    // PERMISSION_DENIED at every call.
+    if matches!(
+        request.name.as_str(),
+        "messaging:receive" | "messaging:broadcast"
+    ) && scope != Scope::All
+    {
+        return Err(format!(
+            "{} cannot be scoped (it covers every module); remove the scope or use \"*\"",
+            request.name
+        ));
+    }
     Ok(Capability::new(
         resource,
         rights | Rights::DELEGATE | Rights::REVOKE,

@@ -415,6 +415,8 @@ impl CapError {
     ///
     /// [`find`]: CapabilityEngine::find
     fn closeness(&self) -> u8 {
+        // (A revoked capability ranks by what it would have said, or as
+        // `REVOKED_BUT_FIT` above all: see `find`.)
         match self {
             CapError::MissingRight => 1,
             CapError::OutOfScope => 2,
@@ -424,6 +426,10 @@ impl CapError {
         }
     }
 }
+
+/// How close a revoked capability that would otherwise have allowed a
+/// request comes, in [`CapabilityEngine::find`]'s ranking: closest of all.
+const REVOKED_BUT_FIT: u8 = 5;
 
 /// A capability that has left the kernel: a random id and its keyed MAC.
 /// Written as `<32 hex digits>.<64 hex digits>`, lower case.
@@ -869,7 +875,7 @@ impl CapabilityEngine {
             item,
         };
         let mut found = None;
-        let mut closest: Option<(CapabilityId, CapError)> = None;
+        let mut closest: Option<(CapabilityId, CapError, u8)> = None;
         let no_slots = BTreeMap::new();
         let slots = self.tables.get(&pid).map_or(&no_slots, |t| &t.slots);
         for (&handle, &id) in slots {
@@ -882,11 +888,22 @@ impl CapabilityEngine {
                     break;
                 }
                 Err(error) => {
+                    // A revoked capability that would have allowed this is
+                    // the closest reason of all (the holder had it and lost
+                    // it); one that would not have is as close as what it
+                    // lacks.
+                    let closeness = match error {
+                        CapError::Revoked => match self.validate_unrevoked(id, &want, now) {
+                            Ok(()) => REVOKED_BUT_FIT,
+                            Err(lacking) => lacking.closeness(),
+                        },
+                        ref other => other.closeness(),
+                    };
                     if closest
                         .as_ref()
-                        .is_none_or(|(_, best)| error.closeness() > best.closeness())
+                        .is_none_or(|(_, _, best)| closeness > *best)
                     {
-                        closest = Some((id, error));
+                        closest = Some((id, error, closeness));
                     }
                 }
             }
@@ -896,7 +913,7 @@ impl CapabilityEngine {
             return Ok(handle);
         }
         let (id, error) = match closest {
-            Some((id, error)) => (Some(id), error),
+            Some((id, error, _)) => (Some(id), error),
             None => (None, CapError::MissingRight),
         };
         Err(self.denied(now, pid, id, format!("find {want}"), error))
@@ -1080,6 +1097,11 @@ impl CapabilityEngine {
         if self.is_revoked(id) {
             return Err(CapError::Revoked);
         }
+        self.in_time_and_uses(id, now)
+    }
+
+    /// Inside its time window, with a use left.
+    fn in_time_and_uses(&self, id: CapabilityId, now: u64) -> Result<(), CapError> {
         self.node(id).capability.validity.check_time(now)?;
         if self.uses_left(id) == Some(0) {
             return Err(CapError::UsedUp);
@@ -1104,6 +1126,16 @@ impl CapabilityEngine {
         if self.is_revoked(id) {
             return Err(CapError::Revoked);
         }
+        self.validate_unrevoked(id, want, now)
+    }
+
+    /// [`CapabilityEngine::validate`] as if `id` had not been revoked.
+    fn validate_unrevoked(
+        &self,
+        id: CapabilityId,
+        want: &Want<'_>,
+        now: u64,
+    ) -> Result<(), CapError> {
         let capability = &self.node(id).capability;
         if capability.resource != *want.resource {
             return Err(CapError::WrongResource);
@@ -1118,7 +1150,7 @@ impl CapabilityEngine {
         if !in_scope {
             return Err(CapError::OutOfScope);
         }
-        self.live(id, now)
+        self.in_time_and_uses(id, now)
     }
 
     /// Invariant 1: `narrowed` allows nothing the source does not.

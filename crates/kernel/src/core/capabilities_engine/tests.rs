@@ -620,6 +620,30 @@ fn find_picks_the_first_capability_that_allows_the_use() {
 }
 
 #[test]
+fn find_names_a_revocation_rather_than_an_unrelated_capability() {
+    // Process 2 holds a READ channel capability of its own and a WRITE one
+    // delegated by process 1, which then revoked it: a write is refused
+    // as Revoked (it was MissingRight, from the READ one), and a revoked
+    // capability that would not have allowed the use anyway does not win.
+    let mut world = World::new();
+    let channel = |rights| Capability::new(Resource::Channel, rights, Scope::All);
+    world.grant(2, channel(Rights::READ));
+    let root = world.grant(
+        1,
+        channel(Rights::WRITE | Rights::DELEGATE | Rights::REVOKE),
+    );
+    world.give(1, root, 2, channel(Rights::WRITE));
+    assert_eq!(world.0.revoke(pid(1), root, 1), Ok(2));
+    let mut find = |right| {
+        world
+            .0
+            .find(pid(2), &Resource::Channel, right, Some("pong"), 0)
+    };
+    assert_eq!(find(Rights::WRITE), Err(Revoked));
+    assert_eq!(find(Rights::DELETE), Err(MissingRight));
+}
+
+#[test]
 fn inspect_and_handles_describe_the_table() {
     let mut world = World::new();
     let database = |rights, list| Capability::new(Resource::Database, rights, names(list));

@@ -304,8 +304,9 @@ impl Manifest {
     pub fn parse(json: &str) -> Result<Manifest, ManifestError> {
         // Is it JSON at all, one value and nothing after it? (serde_json
         // appends " at line L column C"; keep it, it helps.)
-        serde_json::from_str::<serde::de::IgnoredAny>(json)
+        let value = serde_json::from_str::<serde_json::Value>(json)
             .map_err(|e| ManifestError::new(".", format!("not valid JSON: {e}")))?;
+        check_shape(&value)?;
         // Then the manifest's shape: what fails now is a field's type or
         // value (serde_json calls some type mismatches syntax errors).
         let deserializer = &mut serde_json::Deserializer::from_str(json);
@@ -338,6 +339,64 @@ impl Manifest {
         let json = std::fs::read_to_string(path).map_err(|e| cannot(&e))?;
         Manifest::parse(&json)
     }
+}
+
+/// Checks the manifest's objects are objects: serde would also fill a
+/// struct from an array (fields by position), which would skip the checks
+/// of unknown and repeated fields; and an object in
+/// `capabilities_required` names its unknown field (the untagged entry's
+/// own error names none).
+fn check_shape(value: &serde_json::Value) -> Result<(), ManifestError> {
+    let not_object = |field: &str, what: &str| {
+        ManifestError::new(field, format!("must be a JSON object, not {what}"))
+    };
+    let kind = |value: &serde_json::Value| match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    };
+    let Some(root) = value.as_object() else {
+        return Err(not_object(".", kind(value)));
+    };
+    if let Some(mailbox) = root.get("mailbox")
+        && !mailbox.is_object()
+    {
+        return Err(not_object("mailbox", kind(mailbox)));
+    }
+    if let Some(serde_json::Value::Array(entries)) = root.get("capabilities_required") {
+        for (index, entry) in entries.iter().enumerate() {
+            let field = format!("capabilities_required[{index}]");
+            match entry {
+                serde_json::Value::String(_) => {}
+                serde_json::Value::Object(members) => {
+                    if let Some(unknown) = members
+                        .keys()
+                        .find(|k| !matches!(k.as_str(), "name" | "scope"))
+                    {
+                        return Err(ManifestError::new(
+                            &format!("{field}.{unknown}"),
+                            format!(
+                                "unknown field {unknown:?}: a capability has `name` and `scope`"
+                            ),
+                        ));
+                    }
+                }
+                other => {
+                    return Err(ManifestError::new(
+                        &field,
+                        format!(
+                            "must be a capability name or an object with `name` and `scope`, not {}",
+                            kind(other)
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A JSON object as a map, refusing a key given twice (serde's maps keep

@@ -166,3 +166,32 @@ fn a_dependency_listed_twice_is_an_error() {
     assert_eq!(error.field, "dependencies", "{error}");
     assert!(error.problem.contains("\"b\" is listed twice"), "{error}");
 }
+
+#[test]
+fn objects_must_be_objects_and_a_capabilitys_unknown_field_is_named() {
+    // serde fills a struct from an array (fields by position), which
+    // skipped the unknown- and repeated-field checks: an array manifest
+    // loaded and ran.
+    let array = error_of(r#"["pong","0.1.0","","run","wasm32","bundled:noop"]"#);
+    assert_eq!(array.field, ".");
+    assert!(
+        array
+            .problem
+            .contains("must be a JSON object, not an array"),
+        "{array}"
+    );
+    assert!(error_of("null").problem.contains("not null"));
+    let mailbox = error_of(
+        r#"{"name":"a","version":"0.1.0","entry_point":"main","runtime":"wasm32","mailbox":[4,"drop_oldest"]}"#,
+    );
+    assert_eq!(mailbox.field, "mailbox", "{mailbox}");
+    let scop = error_of(
+        r#"{"name":"a","version":"0.1.0","entry_point":"main","runtime":"wasm32","capabilities_required":[{"name":"messaging:send","scop":"x"}]}"#,
+    );
+    assert_eq!(scop.field, "capabilities_required[0].scop", "{scop}");
+    let number = error_of(
+        r#"{"name":"a","version":"0.1.0","entry_point":"main","runtime":"wasm32","capabilities_required":[5]}"#,
+    );
+    assert_eq!(number.field, "capabilities_required[0]", "{number}");
+    assert!(number.problem.contains("not a number"), "{number}");
+}

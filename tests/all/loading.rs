@@ -164,6 +164,35 @@ fn garbage_bytes_are_rejected_not_panicked_on() {
     );
 }
 
+#[test]
+fn bytes_that_are_not_webassembly_get_a_short_error() {
+    // A 5 MB line of text (or a large file of NUL bytes) was quoted whole
+    // in the error: the text parser's message shows the offending line.
+    let cases: [(&str, Vec<u8>); 3] = [
+        ("empty", Vec::new()),
+        ("text", vec![b'x'; 5 << 20]),
+        ("zeros", vec![0; 1 << 20]),
+    ];
+    for (name, bytes) in cases {
+        let mut kernel = Kernel::builder().build().unwrap();
+        let error = kernel
+            .load_module(
+                manifest(name, "run", &[], "normal"),
+                &bytes,
+                Path::new("junk.wasm"),
+            )
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(error.len() < 600, "{name}: {} bytes of error", error.len());
+        if name == "empty" {
+            assert!(error.contains("the module file is empty"), "{error}");
+        } else {
+            assert!(error.contains("not WebAssembly"), "{name}: {error}");
+        }
+    }
+}
+
 fn write(path: &Path, text: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, text).unwrap();

@@ -245,16 +245,13 @@ pub fn load(
     cache: Option<&ModuleCache>,
 ) -> Result<LoadedModule, ModuleError> {
     // Refused before anything is compiled (or a cache entry trusted).
-    // Text is converted to see its structure; text that does not parse is
-    // left to Wasmtime's own error.
+    // Text is converted to see its structure.
     let binary = if bytes.starts_with(b"\0asm") {
-        Some(std::borrow::Cow::Borrowed(bytes))
+        std::borrow::Cow::Borrowed(bytes)
     } else {
-        wat::parse_bytes(bytes).ok()
+        wat::parse_bytes(bytes).map_err(|error| not_webassembly(bytes, &error))?
     };
-    if let Some(binary) = binary {
-        compile_budget::check(&binary).map_err(ModuleError::OverBudget)?;
-    }
+    compile_budget::check(&binary).map_err(ModuleError::OverBudget)?;
     let engine = &lanes[0].engine;
     let module = match cache {
         Some(cache) => match cache.load_or_compile(engine, bytes) {
@@ -265,6 +262,28 @@ pub fn load(
         None => Module::new(engine, bytes).map_err(|e| ModuleError::Invalid(format!("{e:#}")))?,
     };
     prepare(lanes, manifest, module, bytes.into())
+}
+
+/// The error for bytes that are neither a binary module nor WAT text that
+/// parses: what the text parser said and where, in a line of bounded
+/// length (its message quotes the offending source line, which for a
+/// large file that is not text at all was the whole file).
+fn not_webassembly(bytes: &[u8], error: &wat::Error) -> ModuleError {
+    if bytes.is_empty() {
+        return ModuleError::Invalid("the module file is empty".to_string());
+    }
+    let message = error.to_string();
+    let mut lines = message.lines().map(str::trim);
+    let what = lines.next().unwrap_or("");
+    let place = lines
+        .next()
+        .and_then(|line| line.strip_prefix("-->"))
+        .map(|place| format!(" at {}", place.trim().trim_start_matches("<anon>:")))
+        .unwrap_or_default();
+    let what: String = what.chars().take(200).collect();
+    ModuleError::Invalid(format!(
+        "not WebAssembly: no binary module (no `\\0asm` header) and not WAT text ({what}{place})"
+    ))
 }
 
 /// A fresh [`LoadedModule`] of the code `old` was compiled to: checked

@@ -19,7 +19,7 @@ fn rights_text(rights: Rights) -> String {
 }
 
 fn scope_text(scope: &Scope) -> String {
-    match scope {
+    crate::output::printable(&match scope {
         Scope::All => "everything".to_string(),
         Scope::Names(names) => names.iter().cloned().collect::<Vec<_>>().join(", "),
         Scope::Prefixes(prefixes) => prefixes
@@ -27,7 +27,7 @@ fn scope_text(scope: &Scope) -> String {
             .map(|p| format!("{p}/"))
             .collect::<Vec<_>>()
             .join(", "),
-    }
+    })
 }
 
 /// Prints every module with its registry state.

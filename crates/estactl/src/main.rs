@@ -133,7 +133,7 @@ fn main() -> ExitCode {
     match execute(cli.command) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", output::printable(&format!("{error:#}")));
             ExitCode::from(2)
         }
     }
@@ -187,7 +187,10 @@ fn execute(command: Command) -> Result<ExitCode> {
             inspect::list_modules(&kernel, json)?;
             // Loaded is not bootable: say what would stop `run`.
             if let Err(error) = kernel.check_boot() {
-                eprintln!("error: the app would not boot: {error}");
+                eprintln!(
+                    "error: the app would not boot: {}",
+                    output::printable(&error.to_string())
+                );
                 return Ok(ExitCode::from(2));
             }
             Ok(ExitCode::SUCCESS)

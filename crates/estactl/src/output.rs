@@ -6,6 +6,21 @@ use estalogic_kernel::abi::{Flags, Pid};
 use estalogic_kernel::{ExitStatus, RunReport, TraceRecord};
 use std::collections::HashMap;
 
+/// `text` with every control character escaped (`\n`, `\u{1b}`): what an
+/// app's files put in names, paths and scopes reaches the terminal as
+/// text, never as an escape sequence or a forged line.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The per-process summary table.
 pub fn print_summary(report: &RunReport) {
     println!(

@@ -291,3 +291,23 @@ fn output_into_a_closed_pipe_ends_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_ne!(status.code(), Some(101), "{stderr}");
 }
+
+#[test]
+fn an_apps_strings_reach_the_terminal_escaped() {
+    // An entry point with an escape sequence and a newline came out raw:
+    // terminal control codes and a forged line on stderr.
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("svc/manifest.json");
+    std::fs::create_dir_all(manifest.parent().unwrap()).unwrap();
+    std::fs::write(
+        &manifest,
+        r#"{"name":"svc","version":"0.1.0","entry_point":"r\u001b[31mRED\nFAKE: line","runtime":"wasm32","module":"bundled:noop"}"#,
+    )
+    .unwrap();
+    let out = estactl(&["run", "--no-cache", dir.path().to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr:?}");
+    assert!(stderr.contains(r"\u{1b}[31mRED\nFAKE: line"), "{stderr:?}");
+}

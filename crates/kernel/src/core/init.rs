@@ -164,7 +164,7 @@ pub enum KernelError {
     Engine(String),
     /// A spawn would exceed [`KernelBuilder::max_processes`].
     #[error(
-        "cannot spawn {module}: {live} processes are alive, the limit is {limit} (KernelBuilder::max_processes)"
+        "cannot spawn {module}: {live} processes are alive, the limit is {limit} (the kernel's max_processes: `estactl run --max-processes N`, or `KernelBuilder::max_processes` when embedding)"
     )]
     TooManyProcesses {
         /// The module asked for.

@@ -165,6 +165,18 @@ impl ModuleCache {
     /// if needed.
     pub fn new(dir: impl Into<PathBuf>) -> Result<Self, CacheError> {
         let dir = dir.into();
+        // A file (or a device) in the way: say so, not "File exists".
+        if let Ok(metadata) = std::fs::metadata(&dir)
+            && !metadata.is_dir()
+        {
+            return Err(CacheError::CreateDir {
+                path: dir,
+                source: io::Error::new(
+                    io::ErrorKind::NotADirectory,
+                    "it exists and is not a directory",
+                ),
+            });
+        }
         create_private_dir(&dir)
             .and_then(|()| check_private(&dir))
             .map_err(|source| CacheError::CreateDir {

@@ -421,3 +421,14 @@ proptest! {
         prop_assert_eq!(fs::read(&path).unwrap(), good);
     }
 }
+
+#[test]
+fn a_cache_path_that_is_a_file_says_so() {
+    // It said "File exists (os error 17)".
+    let tmp = TempDir::new();
+    let file = tmp.0.join("not-a-dir");
+    fs::write(&file, b"x").unwrap();
+    let error = ModuleCache::new(&file).err().expect("refused").to_string();
+    assert!(error.contains("not a directory"), "{error}");
+    assert!(error.contains("not-a-dir"), "{error}");
+}

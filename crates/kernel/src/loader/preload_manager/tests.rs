@@ -428,7 +428,10 @@ fn a_cache_path_that_is_a_file_says_so() {
     let tmp = TempDir::new();
     let file = tmp.0.join("not-a-dir");
     fs::write(&file, b"x").unwrap();
-    let error = ModuleCache::new(&file).err().expect("refused").to_string();
+    let Err(error) = ModuleCache::new(&file) else {
+        panic!("a file is not a cache directory");
+    };
+    let error = error.to_string();
     assert!(error.contains("not a directory"), "{error}");
     assert!(error.contains("not-a-dir"), "{error}");
 }

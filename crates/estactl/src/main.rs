@@ -202,6 +202,14 @@ fn execute(command: Command) -> Result<ExitCode> {
         } => {
             let kernel = load_app(&app_dir, BootOptions::default_inspect(), false)?;
             inspect::show_capabilities(&kernel, &module, json)?;
+            // As `list-modules`: loaded is not bootable.
+            if let Err(error) = kernel.check_boot() {
+                eprintln!(
+                    "error: the app would not boot: {}",
+                    output::printable(&error.to_string())
+                );
+                return Ok(ExitCode::from(2));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {

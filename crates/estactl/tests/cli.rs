@@ -311,3 +311,22 @@ fn an_apps_strings_reach_the_terminal_escaped() {
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr:?}");
     assert!(stderr.contains(r"\u{1b}[31mRED\nFAKE: line"), "{stderr:?}");
 }
+
+#[test]
+fn show_capabilities_of_an_app_that_would_not_boot_fails() {
+    // As list-modules: the module's capabilities are shown, then the
+    // reason the app would not boot, exit 2 (it exited 0).
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("svc/manifest.json");
+    std::fs::create_dir_all(manifest.parent().unwrap()).unwrap();
+    std::fs::write(
+        &manifest,
+        r#"{"name":"svc","version":"0.1.0","entry_point":"run","runtime":"wasm32","module":"bundled:noop","dependencies":{"zz":"^1"}}"#,
+    )
+    .unwrap();
+    let out = estactl(&["show-capabilities", dir.path().to_str().unwrap(), "svc"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("would not boot"), "{stderr}");
+    assert!(stderr.contains("zz"), "{stderr}");
+}

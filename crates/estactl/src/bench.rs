@@ -10,16 +10,12 @@
 //! get the other figures); a warning on stderr counts the failures.
 
 use anyhow::{Result, bail};
-use estalogic_bench::{ALL, Outcome, Settings, measure};
+use estalogic_bench::{ALL, Outcome, Settings, Target, measure};
 
 /// Runs the benchmarks `only` selects (all without it: a comma-separated
 /// list of name fragments, see [`estalogic_bench::selects`]) and prints
 /// their figures; `list` only prints what there is.
 pub fn run(repeat: u32, json: bool, only: Option<&str>, quick: bool, list: bool) -> Result<()> {
-    if list {
-        print_list();
-        return Ok(());
-    }
     if let Some(only) = only {
         let mut patterns = estalogic_bench::filter_patterns(only).peekable();
         if patterns.peek().is_none() {
@@ -30,6 +26,10 @@ pub fn run(repeat: u32, json: bool, only: Option<&str>, quick: bool, list: bool)
                 bail!("no benchmark name contains {pattern:?} (see `estactl bench --list`)");
             }
         }
+    }
+    if list {
+        print_list(only, json);
+        return Ok(());
     }
     let settings = Settings {
         repeat: repeat.max(1),
@@ -59,9 +59,34 @@ pub fn run(repeat: u32, json: bool, only: Option<&str>, quick: bool, list: bool)
     Ok(())
 }
 
-fn print_list() {
-    let width = ALL.iter().map(|b| b.name.len()).max().unwrap_or(0);
-    for benchmark in ALL {
+/// The benchmarks `only` selects (all without it), a line each, or a
+/// JSON array of their names, units, descriptions and targets.
+fn print_list(only: Option<&str>, json: bool) {
+    let chosen: Vec<_> = ALL
+        .iter()
+        .filter(|b| only.is_none_or(|only| estalogic_bench::selects(only, b.name)))
+        .collect();
+    if json {
+        let entries: Vec<_> = chosen
+            .iter()
+            .map(|b| {
+                let target = b.target.map(|target| match target {
+                    Target::AtMost(limit) => serde_json::json!({"at_most": limit}),
+                    Target::AtLeast(floor) => serde_json::json!({"at_least": floor}),
+                });
+                serde_json::json!({
+                    "name": b.name,
+                    "unit": b.unit,
+                    "about": b.about,
+                    "target": target,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(entries));
+        return;
+    }
+    let width = chosen.iter().map(|b| b.name.len()).max().unwrap_or(0);
+    for benchmark in chosen {
         let target = benchmark
             .target
             .map(|t| format!(" [target {t} {}]", benchmark.unit))

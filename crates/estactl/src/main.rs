@@ -120,7 +120,8 @@ enum Command {
         /// comparable.
         #[arg(long)]
         quick: bool,
-        /// List the benchmarks (name, unit, what is measured, target).
+        /// List the benchmarks (name, unit, what is measured, target) instead
+        /// of running them: those `--only` selects, as JSON with `--json`.
         #[arg(long)]
         list: bool,
     },

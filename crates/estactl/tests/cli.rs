@@ -330,3 +330,24 @@ fn show_capabilities_of_an_app_that_would_not_boot_fails() {
     assert!(stderr.contains("would not boot"), "{stderr}");
     assert!(stderr.contains("zz"), "{stderr}");
 }
+
+#[test]
+fn bench_list_honours_json_and_only() {
+    // `--json` and `--only` were ignored with `--list` (the text table of
+    // every benchmark came out).
+    let out = estactl(&["bench", "--list", "--json", "--only", "boot"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["boot_cold_ms", "boot_warm_ms"]);
+    assert_eq!(list[1]["target"]["at_most"], 20.0);
+    let text_list = estactl(&["bench", "--list", "--only", "boot_warm"]);
+    assert_eq!(text(&text_list.stdout).lines().count(), 1);
+    let bad = estactl(&["bench", "--list", "--only", "nosuchbench"]);
+    assert_eq!(bad.status.code(), Some(2));
+}

@@ -193,6 +193,38 @@ fn bytes_that_are_not_webassembly_get_a_short_error() {
     }
 }
 
+#[test]
+fn a_memory_not_exported_as_memory_is_refused_at_load() {
+    // It loaded, and its first syscall with a pointer failed with
+    // INVALID_POINTER at run time (the kernel finds a guest's memory by
+    // the export name `memory`).
+    for wat in [
+        r#"(module (memory (export "mem") 1) (func (export "run")))"#,
+        r#"(module (memory 1) (func (export "run")))"#,
+    ] {
+        let mut kernel = Kernel::builder().build().unwrap();
+        let error = kernel
+            .load_module(
+                manifest("m", "run", &[], "normal"),
+                wat.as_bytes(),
+                Path::new("m"),
+            )
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("not exported as `memory`"), "{error}");
+    }
+    // No memory at all is fine: such a guest passes no pointers.
+    let mut kernel = Kernel::builder().build().unwrap();
+    kernel
+        .load_module(
+            manifest("m", "run", &[], "normal"),
+            br#"(module (func (export "run")))"#,
+            Path::new("m"),
+        )
+        .unwrap();
+}
+
 fn write(path: &Path, text: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, text).unwrap();

@@ -473,6 +473,18 @@ fn check_memory(module: &Module, class: MemoryClass) -> Result<(), ModuleError> 
         if declared < class.min_bytes() || declared > class.max_bytes() {
             return Err(ModuleError::MemoryOutOfClass { declared, class });
         }
+        // The kernel reaches a guest's memory through the export named
+        // `memory` (docs/ABI.md): one not exported so would make every
+        // syscall with a pointer fail with INVALID_POINTER at run time.
+        let exported = module.exports().any(|export| {
+            export.name() == "memory" && matches!(export.ty(), ExternType::Memory(_))
+        });
+        if !exported {
+            return Err(ModuleError::UnsupportedMemory(
+                "its memory is not exported as `memory`, the name the kernel reads and writes it by"
+                    .to_string(),
+            ));
+        }
     }
     Ok(())
 }

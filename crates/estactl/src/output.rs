@@ -197,11 +197,14 @@ pub fn print_trace(report: &RunReport, limit: usize, json: bool) -> Result<()> {
             );
         }
     }
-    if !json && shown < report.trace.len() {
-        println!(
-            "... {} more messages (use --limit 0 for all)",
-            report.trace.len() - shown
-        );
+    if shown < report.trace.len() {
+        let more = report.trace.len() - shown;
+        if json {
+            // On stderr: stdout stays one JSON record a line.
+            eprintln!("note: {more} more messages not shown (use --limit 0 for all)");
+        } else {
+            println!("... {more} more messages (use --limit 0 for all)");
+        }
     }
     if report.trace_dropped > 0 {
         eprintln!(

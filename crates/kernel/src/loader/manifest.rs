@@ -508,7 +508,14 @@ impl RawManifest {
                     ),
                 ));
             }
-            capabilities_required.push(CapabilityRequest { name, scope });
+            let request = CapabilityRequest { name, scope };
+            if let Some(first) = capabilities_required.iter().position(|r| *r == request) {
+                return Err(ManifestError::new(
+                    &format!("capabilities_required[{index}]"),
+                    format!("repeats capabilities_required[{first}]"),
+                ));
+            }
+            capabilities_required.push(request);
         }
         let capacity = self
             .mailbox

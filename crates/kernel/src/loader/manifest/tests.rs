@@ -195,3 +195,20 @@ fn objects_must_be_objects_and_a_capabilitys_unknown_field_is_named() {
     assert_eq!(number.field, "capabilities_required[0]", "{number}");
     assert!(number.problem.contains("not a number"), "{number}");
 }
+
+#[test]
+fn a_capability_asked_for_twice_is_named() {
+    let twice = error_of(
+        r#"{"name":"a","version":"0.1.0","entry_point":"main","runtime":"wasm32","capabilities_required":["messaging:send","time:read","messaging:send"]}"#,
+    );
+    assert_eq!(twice.field, "capabilities_required[2]");
+    assert!(
+        twice.problem.contains("repeats capabilities_required[0]"),
+        "{twice}"
+    );
+    // The same name with another scope is another grant.
+    Manifest::parse(
+        r#"{"name":"a","version":"0.1.0","entry_point":"main","runtime":"wasm32","capabilities_required":["messaging:send",{"name":"messaging:send","scope":"b"}]}"#,
+    )
+    .unwrap();
+}

@@ -154,8 +154,16 @@ fn restore_sigpipe() {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ESTALOGIC_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = match std::env::var("ESTALOGIC_LOG") {
+        Err(_) => tracing_subscriber::EnvFilter::new("info"),
+        Ok(spec) => tracing_subscriber::EnvFilter::try_new(&spec).unwrap_or_else(|error| {
+            eprintln!(
+                "warning: ESTALOGIC_LOG={} is not a log filter ({error}); logging at info",
+                output::printable(&format!("{spec:?}"))
+            );
+            tracing_subscriber::EnvFilter::new("info")
+        }),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -268,8 +268,19 @@ fn load_app(app_dir: &Path, options: BootOptions, trace: bool) -> Result<Kernel>
     let mut kernel = builder(options, trace).build()?;
     kernel
         .load_app_dir(app_dir)
-        .with_context(|| format!("cannot boot {}", app_dir.display()))?;
+        .map_err(|error| cannot_boot(app_dir, error))?;
     Ok(kernel)
+}
+
+/// "cannot boot DIR: ERROR", naming the directory once: most errors of an
+/// app start with the path of the file at fault, inside it.
+fn cannot_boot(app_dir: &Path, error: impl std::fmt::Display) -> anyhow::Error {
+    let error = error.to_string();
+    if error.starts_with(&app_dir.display().to_string()) {
+        anyhow::anyhow!("cannot boot: {error}")
+    } else {
+        anyhow::anyhow!("cannot boot {}: {error}", app_dir.display())
+    }
 }
 
 /// Loads an app, spawns its processes and wires Ctrl-C to a clean stop.
@@ -277,7 +288,7 @@ fn boot_app(app_dir: &Path, options: BootOptions, trace: bool) -> Result<Kernel>
     let mut kernel = load_app(app_dir, options, trace)?;
     if let Err(error) = kernel.spawn_all() {
         eprintln!("{}", kernel.boot_report());
-        return Err(error).with_context(|| format!("cannot boot {}", app_dir.display()));
+        return Err(cannot_boot(app_dir, error));
     }
     let shutdown = kernel.shutdown_handle();
     ctrlc::set_handler(move || {

@@ -4,6 +4,7 @@ mod answers;
 mod answers_restarts;
 mod capabilities;
 mod handlers;
+mod lifecycle;
 mod loading;
 mod messaging;
 mod messaging_edges;

@@ -611,6 +611,10 @@ struct Core {
     /// Restarts that found the pool full while processes they replace were
     /// still on their way out; retried as those leave.
     pending_respawns: Vec<PendingRespawn>,
+    /// Modules whose failure this run was answered `GiveUp`: final (see
+    /// `supervision`), so no other module's supervisor or system restart
+    /// starts them again.
+    given_up: Vec<String>,
     /// True while a restart decision is carried out: the exits of the
     /// processes it stops start no waiting restart (it would start a
     /// module the decision itself is about to start).
@@ -679,6 +683,7 @@ impl KernelLoop {
                 fresh_now: None,
                 states: Vec::new(),
                 pending_respawns: Vec::new(),
+                given_up: Vec::new(),
                 restarting: false,
             }),
         }
@@ -1447,6 +1452,10 @@ impl KernelLoop {
         // same module still waiting for room, which would otherwise take
         // the slot just freed and make two.
         if let (Some((code, action)), Some(module)) = (decision, module) {
+            if action == RestartAction::GiveUp && !core.given_up.contains(&module) {
+                core.pending_respawns.retain(|entry| entry.module != module);
+                core.given_up.push(module.clone());
+            }
             core.restarting = true;
             let new_pid = self.restart(core, &module, manifest, action, inherited);
             core.restarting = false;
@@ -1565,21 +1574,33 @@ impl KernelLoop {
                 }
             }
             RestartAction::RestartSupervisor => {
-                if let Some(supervisor) = manifest.and_then(|m| m.supervisor.as_deref()) {
+                if let Some(supervisor) = manifest.and_then(|m| m.supervisor.as_deref())
+                    && !core.given_up.iter().any(|m| m == supervisor)
+                {
                     replacing.extend(self.stop_module(core, supervisor));
                     respawn.push(supervisor.to_string());
                 }
             }
             RestartAction::RestartSystem => {
-                respawn = self
-                    .factory
-                    .modules()
-                    .into_iter()
-                    .map(|m| m.manifest.name.clone())
+                // Every process of the app still alive, one new process
+                // for each: not every loaded module (one never spawned, or
+                // whose processes ended well, stays as it was).
+                // (A process already told to stop is being replaced by
+                // the restart that told it: not counted twice.)
+                respawn = core
+                    .states
+                    .iter()
+                    .flatten()
+                    .filter(|(_, _, state)| !state.kill.load(Ordering::Acquire))
+                    .map(|(_, process, _)| process.module.to_string())
                     .filter(|name| name != module)
                     .collect();
+                let mut stopped: Vec<&String> = Vec::new();
                 for other in &respawn {
-                    replacing.extend(self.stop_module(core, other));
+                    if !stopped.contains(&other) {
+                        stopped.push(other);
+                        replacing.extend(self.stop_module(core, other));
+                    }
                 }
             }
         }

@@ -62,7 +62,8 @@ pub enum RestartAction {
     ReloadModule,
     /// Restart the supervising process and all its children.
     RestartSupervisor,
-    /// Restart every process of the app.
+    /// Restart every process of the app still alive (one new process for
+    /// each; a module whose processes ended, or that gave up, stays down).
     RestartSystem,
     /// Stop restarting: even a system restart did not help (or the policy
     /// allows no restarts). The process stays down.

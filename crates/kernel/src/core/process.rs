@@ -6,7 +6,8 @@
 //! 1. A slot's generation grows every time the slot is freed, so a pid held
 //!    by anyone after its process exited names nothing: [`ProcessTable::get`]
 //!    checks the generation, and a send to it fails with `NO_SUCH_PROCESS`.
-//!    A restarted process never receives a stale peer's mail.
+//!    A restarted process never receives a stale peer's mail. A slot whose
+//!    generation reaches `u32::MAX` is retired rather than wrapped.
 //! 2. Slot 0 is the kernel ([`Pid::KERNEL`]) and never holds a process.
 //! 3. Messages enter mailboxes only through `crate::core::routing`, which
 //!    applies the overflow policy and wakes the target.
@@ -522,8 +523,12 @@ impl ProcessTable {
         let slot = &mut self.slots[pid.index() as usize];
         let process = slot.process.take();
         self.live -= 1;
-        slot.generation = slot.generation.wrapping_add(1).max(1);
-        self.free.push(pid.index());
+        // A slot whose generations are used up is retired, never reused:
+        // wrapping would let an old pid name a new process.
+        if let Some(next) = slot.generation.checked_add(1) {
+            slot.generation = next;
+            self.free.push(pid.index());
+        }
         if let Some(process) = &process
             && self.names.get(&process.module) == Some(&pid)
         {
@@ -698,6 +703,33 @@ mod tests {
         assert!(!plain.restart_on_failure && !plain.supervised);
         let policed = record().with_exit_policy(true, true);
         assert!(policed.restart_on_failure && policed.supervised);
+    }
+
+    #[test]
+    fn a_slot_whose_generations_are_used_up_is_retired() {
+        let mut table = ProcessTable::new();
+        let make = |pid| {
+            Arc::new(Process::new(
+                pid,
+                "p".into(),
+                Priority::Normal,
+                Mailbox::new(1, Default::default()),
+                false,
+            ))
+        };
+        let first = table.insert(false, make).pid;
+        table.remove(first);
+        table.slots[first.index() as usize].generation = u32::MAX;
+        let last = table.insert(false, make).pid;
+        assert_eq!((last.index(), last.generation()), (first.index(), u32::MAX));
+        table.remove(last);
+        let next = table.insert(false, make).pid;
+        assert_ne!(
+            next.index(),
+            first.index(),
+            "the used-up slot is not reused"
+        );
+        assert!(table.get(last).is_none());
     }
 
     #[test]

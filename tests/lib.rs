@@ -36,6 +36,18 @@ pub fn load_wat(kernel: &mut Kernel, name: &str, wat: &str, priority: &str) {
         .unwrap_or_else(|e| panic!("{name} does not load: {e}"));
 }
 
+/// Loads a handler module (WAT text or wasm bytes; entry point `handle`)
+/// under `name`, with every test capability.
+pub fn load_handler(kernel: &mut Kernel, name: &str, wat: &str) {
+    kernel
+        .load_module(
+            manifest(name, "handle", ALL_CAPS, "normal"),
+            wat.as_bytes(),
+            Path::new(name),
+        )
+        .unwrap_or_else(|e| panic!("{name} does not load: {e}"));
+}
+
 /// Loads the bundled `testkit` module under `name`, running `entry`, with
 /// extra manifest fields (JSON members, e.g. `"mailbox":{...}`).
 pub fn load_testkit(kernel: &mut Kernel, name: &str, entry: &str, extra: &str) {

@@ -4,7 +4,7 @@
 
 use estalogic_kernel::abi::ErrorCode;
 use estalogic_kernel::{ExitStatus, Kernel, SlicePolicy};
-use estalogic_tests::{ALL_CAPS, load_wat, manifest};
+use estalogic_tests::{ALL_CAPS, load_handler, load_wat, manifest};
 use std::path::Path;
 
 use estalogic_bench::messaging::{HANDLER_INBOX as INBOX, handler_ping, handler_pong};
@@ -24,16 +24,6 @@ fn spawn_ping_pong(kernel: &mut Kernel, rounds: u64) {
     load_handler(kernel, "ping", &handler_ping(rounds, "pong"));
     kernel.spawn("pong").unwrap();
     kernel.spawn("ping").unwrap();
-}
-
-fn load_handler(kernel: &mut Kernel, name: &str, wat: &str) {
-    kernel
-        .load_module(
-            manifest(name, "handle", ALL_CAPS, "normal"),
-            wat.as_bytes(),
-            Path::new(name),
-        )
-        .unwrap_or_else(|e| panic!("{name} does not load: {e}"));
 }
 
 #[test]

@@ -11,7 +11,7 @@ use estalogic_kernel::abi::ErrorCode;
 use estalogic_kernel::core::supervision::{Failure, RestartAction, RestartPolicy};
 use estalogic_kernel::{ExitStatus, Kernel, KernelError, RunReport};
 use estalogic_tests::{
-    ALL_CAPS, load_bundled, load_testkit, load_wat, load_wat_with, mailbox, manifest, trapper,
+    ALL_CAPS, load_bundled, load_testkit, load_wat, load_wat_with, mailbox, trapper,
 };
 use std::collections::HashSet;
 use std::path::Path;
@@ -119,13 +119,7 @@ fn twenty_thousand_spawn_run_cycles_leak_nothing() {
     let handler = r#"(module (memory (export "memory") 1)
       (func (export "estalogic_inbox") (result i64) (i64.const 0x0000004000000400))
       (func (export "handle") (param i32) (result i32) (i32.const 7)))"#;
-    kernel
-        .load_module(
-            manifest("h", "handle", ALL_CAPS, "normal"),
-            handler.as_bytes(),
-            Path::new("h"),
-        )
-        .unwrap();
+    estalogic_tests::load_handler(&mut kernel, "h", handler);
     let mut rss_after_warmup = 0;
     let started = Instant::now();
     for cycle in 0..cycles {
@@ -460,13 +454,7 @@ fn shutdown_at_random_points_of_a_busy_run() {
         let handler = r#"(module (memory (export "memory") 1)
           (func (export "estalogic_inbox") (result i64) (i64.const 0x0000004000000400))
           (func (export "handle") (param i32) (result i32) (i32.const 0)))"#;
-        kernel
-            .load_module(
-                manifest("h", "handle", ALL_CAPS, "normal"),
-                handler.as_bytes(),
-                Path::new("h"),
-            )
-            .unwrap();
+        estalogic_tests::load_handler(&mut kernel, "h", handler);
         while spawned < limit as usize - 1 && spawned < 20 {
             kernel.spawn("h").unwrap();
             spawned += 1;
@@ -582,13 +570,7 @@ fn ten_thousand_idle_handlers_receive_a_broadcast() {
             .max_processes(n + 1)
             .build()
             .unwrap();
-        kernel
-            .load_module(
-                manifest("h", "handle", ALL_CAPS, "normal"),
-                handler.as_bytes(),
-                Path::new("h"),
-            )
-            .unwrap();
+        estalogic_tests::load_handler(&mut kernel, "h", handler);
         let caps: Vec<String> = ALL_CAPS
             .iter()
             .chain(["messaging:broadcast"].iter())

@@ -1428,7 +1428,9 @@ fn a_call_taken_and_never_answered_fails_back_when_its_receiver_ends() {
         ),
         (
             "handler",
-            Box::new(|kernel: &mut Kernel| load_handler_wat(kernel, "server", TRAPPING_HANDLER)),
+            Box::new(|kernel: &mut Kernel| {
+                estalogic_tests::load_handler(kernel, "server", TRAPPING_HANDLER)
+            }),
         ),
     ];
     for (name, server) in &servers {
@@ -1464,17 +1466,6 @@ fn a_call_answered_before_its_receiver_ends_gets_only_the_answer() {
             assert_eq!(caller.delivery_failures, 0, "{end}");
         }
     }
-}
-
-/// Loads a handler module (entry point `handle`) with every capability.
-fn load_handler_wat(kernel: &mut Kernel, name: &str, wat: &str) {
-    kernel
-        .load_module(
-            manifest(name, "handle", estalogic_tests::ALL_CAPS, "normal"),
-            wat.as_bytes(),
-            Path::new(name),
-        )
-        .unwrap_or_else(|e| panic!("{name} does not load: {e}"));
 }
 
 #[test]

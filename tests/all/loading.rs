@@ -142,6 +142,45 @@ fn initial_memory_must_fit_the_memory_class() {
 }
 
 #[test]
+fn a_table_or_memory_past_a_process_limit_is_named_not_called_invalid() {
+    // Valid WebAssembly that asks for more than a process may have: the
+    // error names the limit, and never says "not a valid WebAssembly
+    // module" (the engine's pool refused these while compiling, in its
+    // own words).
+    let cases: [(&str, &str); 4] = [
+        (
+            r#"(module (memory (export "memory") 1) (table 20000 funcref) (func (export "run")))"#,
+            "has an unsupported table: it starts with 20000 elements; a process's table holds at most 10000",
+        ),
+        (
+            r#"(module (memory (export "memory") 1) (table 1 funcref) (table 1 funcref) (func (export "run")))"#,
+            "has an unsupported table: 2 tables; a process has at most one",
+        ),
+        (
+            r#"(module (memory (export "memory") 1) (memory 1) (func (export "run")))"#,
+            "has an unsupported memory: 2 memories; at most one",
+        ),
+        (
+            r#"(module (memory (export "memory") 2000) (func (export "run")))"#,
+            "memory class `user` allows",
+        ),
+    ];
+    for (wat, expected) in cases {
+        let error = load_error(wat).to_string();
+        assert!(error.contains(expected), "{wat}: {error}");
+        assert!(!error.contains("not a valid WebAssembly"), "{wat}: {error}");
+    }
+    // At the limit, a table loads.
+    let mut kernel = Kernel::builder().build().unwrap();
+    load_wat(
+        &mut kernel,
+        "full",
+        r#"(module (memory (export "memory") 1) (table 10000 funcref) (func (export "run")))"#,
+        "normal",
+    );
+}
+
+#[test]
 fn garbage_bytes_are_rejected_not_panicked_on() {
     let mut kernel = Kernel::builder().build().unwrap();
     let error = kernel

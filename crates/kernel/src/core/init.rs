@@ -55,8 +55,9 @@ const WORKER_STACK: usize = 8 << 20;
 const HOST_STACK: usize = 256 << 10;
 /// Bytes of a reused table slot reset in place.
 const KEEP_RESIDENT: usize = 16 << 10;
-/// Table slots per process.
-const TABLE_ELEMENTS: usize = 10_000;
+/// Table slots per process: the most elements a module's table may
+/// start with (`wasm_loader` refuses more at load).
+pub(crate) const TABLE_ELEMENTS: usize = 10_000;
 /// Memory mappings a pool slot can take: a guard page splits each stack
 /// slot, and an active memory splits its slot.
 const MAPPINGS_PER_PROCESS: u64 = 10;

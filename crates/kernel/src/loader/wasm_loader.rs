@@ -100,6 +100,10 @@ pub enum ModuleError {
     /// More than one memory, or a 64-bit or shared memory.
     #[error("has an unsupported memory: {0}")]
     UnsupportedMemory(String),
+    /// More than one table, or a table that starts larger than a
+    /// process's table slot.
+    #[error("has an unsupported table: {0}")]
+    UnsupportedTable(String),
 }
 
 fn known_syscalls() -> String {
@@ -252,6 +256,7 @@ pub fn load(
         wat::parse_bytes(bytes).map_err(|error| not_webassembly(bytes, &error))?
     };
     compile_budget::check(&binary).map_err(ModuleError::OverBudget)?;
+    check_declared_limits(&binary, manifest.memory_class)?;
     let engine = &lanes[0].engine;
     let module = match cache {
         Some(cache) => match cache.load_or_compile(engine, bytes) {
@@ -485,6 +490,61 @@ fn check_memory(module: &Module, class: MemoryClass) -> Result<(), ModuleError> 
                     .to_string(),
             ));
         }
+    }
+    Ok(())
+}
+
+/// The process limits a module's declarations must fit, checked on its
+/// bytes before compiling: the engine's pool refuses a module past them
+/// while compiling it, with a message about its own configuration that
+/// read as if the module were not WebAssembly. A section that does not
+/// parse is left to the compiler, which says what is wrong with it.
+fn check_declared_limits(binary: &[u8], class: MemoryClass) -> Result<(), ModuleError> {
+    use wasmparser::{Parser, Payload};
+    let (mut memories, mut tables) = (0u64, 0u64);
+    for payload in Parser::new(0).parse_all(binary) {
+        match payload {
+            Ok(Payload::MemorySection(section)) => {
+                for memory in section.into_iter().flatten() {
+                    memories += 1;
+                    if memory.memory64 || memory.shared {
+                        return Err(ModuleError::UnsupportedMemory(
+                            "64-bit and shared memories are not supported".to_string(),
+                        ));
+                    }
+                    if memory.page_size_log2.is_none() {
+                        let declared = memory.initial.saturating_mul(WASM_PAGE);
+                        if declared < class.min_bytes() || declared > class.max_bytes() {
+                            return Err(ModuleError::MemoryOutOfClass { declared, class });
+                        }
+                    }
+                }
+            }
+            Ok(Payload::TableSection(section)) => {
+                for table in section.into_iter().flatten() {
+                    tables += 1;
+                    let limit = crate::core::init::TABLE_ELEMENTS as u64;
+                    if table.ty.initial > limit {
+                        return Err(ModuleError::UnsupportedTable(format!(
+                            "it starts with {} elements; a process's table holds at most {limit}",
+                            table.ty.initial
+                        )));
+                    }
+                }
+            }
+            Ok(Payload::CodeSectionStart { .. }) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    if memories > 1 {
+        return Err(ModuleError::UnsupportedMemory(format!(
+            "{memories} memories; at most one"
+        )));
+    }
+    if tables > 1 {
+        return Err(ModuleError::UnsupportedTable(format!(
+            "{tables} tables; a process has at most one"
+        )));
     }
     Ok(())
 }

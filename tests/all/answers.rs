@@ -8,7 +8,7 @@
 //! bound.
 
 use estalogic_abi::ErrorCode;
-use estalogic_kernel::{ExitStatus, Kernel, ProcessReport};
+use estalogic_kernel::{ExitStatus, ProcessReport};
 use estalogic_tests::{OVERFLOW_MODES, RUNS, load_wat_with, mailbox, neg};
 
 const CAPACITY: u64 = 2;
@@ -107,11 +107,7 @@ fn run(
     deterministic: bool,
     workers: usize,
 ) -> (ProcessReport, Option<ProcessReport>) {
-    let mut kernel = Kernel::builder()
-        .deterministic(deterministic)
-        .workers(workers)
-        .build()
-        .unwrap();
+    let mut kernel = estalogic_tests::kernel(deterministic, workers);
     load_wat_with(&mut kernel, "caller", caller_wat, &mailbox(CAPACITY, mode));
     if let Some(server_wat) = server_wat {
         load_wat_with(&mut kernel, "server", server_wat, "");
@@ -408,11 +404,7 @@ fn the_notice_for_a_call_never_taken_gets_past_a_full_mailbox() {
             for (deterministic, workers) in RUNS {
                 let what =
                     format!("{code:?}, {mode}, deterministic {deterministic}, {workers} workers");
-                let mut kernel = Kernel::builder()
-                    .deterministic(deterministic)
-                    .workers(workers)
-                    .build()
-                    .unwrap();
+                let mut kernel = estalogic_tests::kernel(deterministic, workers);
                 load_wat_with(
                     &mut kernel,
                     "caller",

@@ -259,11 +259,7 @@ fn a_supervisor_restart_at_the_limit_waits_and_is_never_dropped() {
 #[test]
 fn two_modules_supervising_each_other_end_their_storm() {
     for (deterministic, workers) in estalogic_tests::RUNS {
-        let mut kernel = Kernel::builder()
-            .deterministic(deterministic)
-            .workers(workers)
-            .build()
-            .unwrap();
+        let mut kernel = estalogic_tests::kernel(deterministic, workers);
         load_wat_with(
             &mut kernel,
             "a",
@@ -333,11 +329,7 @@ fn exit_notices_to_a_full_supervisor_mailbox_are_dropped_and_counted() {
         (drop (call $receive (i32.const 0x4321) (i64.const -1) (i32.const 0) (i32.const 64) (i32.const 64)))))"#;
     for mode in estalogic_tests::OVERFLOW_MODES {
         for (deterministic, workers) in estalogic_tests::RUNS {
-            let mut kernel = Kernel::builder()
-                .deterministic(deterministic)
-                .workers(workers)
-                .build()
-                .unwrap();
+            let mut kernel = estalogic_tests::kernel(deterministic, workers);
             kernel.set_restart_policy(Box::new(Limited(5)));
             load_wat_with(&mut kernel, "sink", sink, &mailbox(2, mode));
             load_wat_with(
@@ -369,11 +361,7 @@ fn exit_notices_to_a_full_supervisor_mailbox_are_dropped_and_counted() {
 #[test]
 fn a_request_before_a_run_stops_it_at_once_and_is_used_up() {
     for (deterministic, workers) in estalogic_tests::RUNS {
-        let mut kernel = Kernel::builder()
-            .deterministic(deterministic)
-            .workers(workers)
-            .build()
-            .unwrap();
+        let mut kernel = estalogic_tests::kernel(deterministic, workers);
         load_bundled(&mut kernel, "pong", "run");
         load_bundled(&mut kernel, "ping", "run");
         kernel.shutdown_handle().request();
@@ -722,11 +710,7 @@ fn calls_in_flight_survive_supervisor_and_system_restarts_of_their_server() {
         (local.get $fails)))"#;
     for (deterministic, workers) in estalogic_tests::RUNS {
         for _ in 0..3 {
-            let mut kernel = Kernel::builder()
-                .deterministic(deterministic)
-                .workers(workers)
-                .build()
-                .unwrap();
+            let mut kernel = estalogic_tests::kernel(deterministic, workers);
             load_bundled(&mut kernel, "pong", "run");
             load_wat(&mut kernel, "client", client, "normal");
             // A slow crasher: spins a little before trapping, so the storm

@@ -474,11 +474,7 @@ fn the_wat_echo_server_in_the_abi_docs_works() {
 #[test]
 fn ping_pong_hands_the_cpu_straight_to_the_waiting_receiver() {
     for deterministic in [false, true] {
-        let mut kernel = Kernel::builder()
-            .deterministic(deterministic)
-            .workers(1)
-            .build()
-            .unwrap();
+        let mut kernel = estalogic_tests::kernel(deterministic, 1);
         load_bundled(&mut kernel, "pong", "run");
         load_bundled(&mut kernel, "ping", "run");
         kernel.spawn_all().unwrap();
@@ -512,11 +508,7 @@ const SPIN: &str = r#"(module (memory (export "memory") 1)
 fn handoff_does_not_let_a_ping_pong_pair_starve_a_ready_process() {
     // One worker: ping and pong would hand off to each other forever if
     // the handoff ignored that a spinner of the same level is ready.
-    let mut kernel = Kernel::builder()
-        .deterministic(true)
-        .workers(1)
-        .build()
-        .unwrap();
+    let mut kernel = estalogic_tests::kernel(true, 1);
     // 100 PINGs to the bundled pong, each waited for, then the stop PING.
     let ping = guest(
         r#"(local $pid i64) (local $n i32)
@@ -577,11 +569,7 @@ fn a_receiver_that_traps_in_a_handed_off_turn_is_reaped_and_the_sender_goes_on()
         (i32.wrap_i64 (call $receive (i32.const 0) (i64.const 20) (i32.const 64) (i32.const 128) (i32.const 64)))"#,
     );
     for deterministic in [false, true] {
-        let mut kernel = Kernel::builder()
-            .deterministic(deterministic)
-            .workers(1)
-            .build()
-            .unwrap();
+        let mut kernel = estalogic_tests::kernel(deterministic, 1);
         load_wat(&mut kernel, "crasher", CRASHER, "normal");
         load_wat(
             &mut kernel,
@@ -624,11 +612,7 @@ fn a_receiver_restarted_after_trapping_in_a_handed_off_turn_serves_again() {
         (local.set $r (call $receive (i32.const 0) (i64.const 20) (i32.const 64) (i32.const 128) (i32.const 64)))"#;
     let sender = guest(&format!("{round} {round} (i32.wrap_i64 (local.get $r))"))
         .replace("\"sink\"", "\"crasher\"");
-    let mut kernel = Kernel::builder()
-        .deterministic(true)
-        .workers(1)
-        .build()
-        .unwrap();
+    let mut kernel = estalogic_tests::kernel(true, 1);
     load_wat_with(&mut kernel, "crasher", CRASHER, r#""restart":"on_failure""#);
     load_wat(&mut kernel, "sender", &sender, "normal");
     kernel.spawn("crasher").unwrap();
@@ -768,11 +752,7 @@ fn a_call_whose_request_is_never_read_gets_the_failure_code_even_with_a_small_bu
     let quitter = r#"(module (memory (export "memory") 1)
       (func (export "run") (result i32) (i32.const 0)))"#;
     for deterministic in [true, false] {
-        let mut kernel = Kernel::builder()
-            .deterministic(deterministic)
-            .workers(1)
-            .build()
-            .unwrap();
+        let mut kernel = estalogic_tests::kernel(deterministic, 1);
         load_wat(&mut kernel, "caller", caller, "normal");
         load_wat(&mut kernel, "quitter", quitter, "normal");
         kernel.spawn("caller").unwrap();
@@ -1393,11 +1373,7 @@ fn run_call_with(
     deterministic: bool,
     workers: usize,
 ) -> estalogic_kernel::RunReport {
-    let mut kernel = Kernel::builder()
-        .deterministic(deterministic)
-        .workers(workers)
-        .build()
-        .unwrap();
+    let mut kernel = estalogic_tests::kernel(deterministic, workers);
     load_wat_with(&mut kernel, "caller", caller, caller_extra);
     server(&mut kernel);
     kernel.spawn("server").unwrap();

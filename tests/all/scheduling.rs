@@ -20,11 +20,7 @@ const WORKER: &str = r#"(module
 
 fn spinner_does_not_block_a_normal_peer(deterministic: bool) {
     // One worker, so the two processes must share one CPU.
-    let mut kernel = Kernel::builder()
-        .deterministic(deterministic)
-        .workers(1)
-        .build()
-        .unwrap();
+    let mut kernel = estalogic_tests::kernel(deterministic, 1);
     load_wat(&mut kernel, "spinner", SPINNER, "normal");
     load_wat(&mut kernel, "worker", WORKER, "normal");
     // The spinner is spawned first, so it holds the CPU first.
@@ -99,11 +95,7 @@ fn spinners_on_every_worker_do_not_stop_a_peer() {
 #[test]
 fn a_high_process_keeps_making_progress_while_normal_ones_spin() {
     for deterministic in [true, false] {
-        let mut kernel = Kernel::builder()
-            .deterministic(deterministic)
-            .workers(1)
-            .build()
-            .unwrap();
+        let mut kernel = estalogic_tests::kernel(deterministic, 1);
         load_wat(&mut kernel, "spinner", SPINNER, "normal");
         load_wat(&mut kernel, "worker", WORKER, "high");
         for _ in 0..3 {
@@ -494,11 +486,7 @@ fn charged_and_yields_to_a_peer(
     fuel: u64,
     load: impl FnOnce(&mut Kernel),
 ) {
-    let mut kernel = Kernel::builder()
-        .deterministic(deterministic)
-        .workers(1)
-        .build()
-        .unwrap();
+    let mut kernel = estalogic_tests::kernel(deterministic, 1);
     load(&mut kernel);
     load_wat(&mut kernel, "worker", WORKER, "normal");
     kernel.spawn(name).unwrap();
@@ -580,11 +568,7 @@ fn a_higher_level_yielding_in_a_loop_starves_no_lower_level() {
     // the sleeper's timer fires. In deterministic mode a yield did not
     // move the virtual clock, so neither ever happened (found by a probe).
     for deterministic in [true, false] {
-        let mut kernel = Kernel::builder()
-            .deterministic(deterministic)
-            .workers(1)
-            .build()
-            .unwrap();
+        let mut kernel = estalogic_tests::kernel(deterministic, 1);
         load_wat(&mut kernel, "yielder", YIELDER, "high");
         load_wat(&mut kernel, "worker", SHORT_WORKER, "normal");
         for _ in 0..4 {
@@ -599,11 +583,7 @@ fn a_higher_level_yielding_in_a_loop_starves_no_lower_level() {
             assert!(first.max_wait_ns <= 25_000_000, "{first:?}");
         }
 
-        let mut kernel = Kernel::builder()
-            .deterministic(deterministic)
-            .workers(1)
-            .build()
-            .unwrap();
+        let mut kernel = estalogic_tests::kernel(deterministic, 1);
         load_wat(&mut kernel, "yielder", YIELDER, "high");
         load_wat(&mut kernel, "sleeper", SLEEPER, "normal");
         kernel.spawn("yielder").unwrap();

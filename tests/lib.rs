@@ -200,3 +200,21 @@ pub fn kernel(deterministic: bool, workers: usize) -> Kernel {
         .build()
         .expect("the kernel builds")
 }
+
+/// Runs `scenario` once in each of the [`RUNS`] configurations, on a fresh
+/// kernel, with a label naming the configuration for its assertions.
+pub fn in_each_run(mut scenario: impl FnMut(Kernel, &str)) {
+    for (deterministic, workers) in RUNS {
+        let what = format!("deterministic {deterministic}, {workers} workers");
+        scenario(kernel(deterministic, workers), &what);
+    }
+}
+
+/// Runs `scenario` in every overflow mode ([`OVERFLOW_MODES`]) times every
+/// configuration ([`RUNS`]), as [`in_each_run`] does, the mode first in
+/// the label.
+pub fn in_each_mode_and_run(mut scenario: impl FnMut(&str, Kernel, &str)) {
+    for mode in OVERFLOW_MODES {
+        in_each_run(|kernel, what| scenario(mode, kernel, &format!("{mode} {what}")));
+    }
+}

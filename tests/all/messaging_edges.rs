@@ -8,7 +8,7 @@
 
 use estalogic_abi::ErrorCode;
 use estalogic_kernel::{ExitStatus, Kernel, Manifest, ProcessReport, RunReport};
-use estalogic_tests::{RUNS, kernel, mailbox, neg};
+use estalogic_tests::{RUNS, in_each_mode_and_run, in_each_run, kernel, mailbox, neg};
 use std::path::Path;
 
 const CAPS: &[&str] = &[
@@ -157,9 +157,7 @@ fn broadcast_to_full_mailboxes_counts_what_was_accepted() {
         "",
         "(global.set $count (i32.add (global.get $count) (i32.const 1))) (i32.const 0)",
     );
-    for (deterministic, workers) in RUNS {
-        let what = format!("deterministic {deterministic}, {workers} workers");
-        let mut k = kernel(deterministic, workers);
+    in_each_run(|mut k, what| {
         for mode in [
             "notify_sender",
             "block_sender",
@@ -222,7 +220,7 @@ fn broadcast_to_full_mailboxes_counts_what_was_accepted() {
                 );
             }
         }
-    }
+    });
 }
 
 // ---------------------------------------------------------------------------
@@ -286,9 +284,7 @@ fn a_cycle_of_blocked_senders_ends_deadlocked() {
         (drop (call $send (local.get $peer) (i32.const 5) (i32.const 0) (i32.const 0) (i32.const 1)))
         (drop (call $send (local.get $peer) (i32.const 5) (i32.const 0) (i32.const 0) (i32.const 1)))
         (i32.const 0)";
-    for (deterministic, workers) in RUNS {
-        let what = format!("deterministic {deterministic}, {workers} workers");
-        let mut k = kernel(deterministic, workers);
+    in_each_run(|mut k, what| {
         load(
             &mut k,
             "a",
@@ -325,7 +321,7 @@ fn a_cycle_of_blocked_senders_ends_deadlocked() {
             let survivor = p.status != ExitStatus::Stopped(ErrorCode::DEADLOCKED);
             assert_eq!(p.delivery_failures, u64::from(survivor), "{what}: {p:?}");
         }
-    }
+    });
 }
 
 #[test]
@@ -344,9 +340,7 @@ fn a_sender_blocked_on_a_process_that_ends_is_told() {
         (call $drain)",
     );
     let b = task("", "(call $pause (i64.const 100)) (i32.const 0)");
-    for (deterministic, workers) in RUNS {
-        let what = format!("deterministic {deterministic}, {workers} workers");
-        let mut k = kernel(deterministic, workers);
+    in_each_run(|mut k, what| {
         load(&mut k, "b", "run", &b, &mailbox(1, "block_sender"));
         load(&mut k, "a", "run", &sender, "");
         k.spawn_all().unwrap();
@@ -358,7 +352,7 @@ fn a_sender_blocked_on_a_process_that_ends_is_told() {
         let a = report.process("a").unwrap();
         assert_eq!(a.delivery_failures, 1, "{what}: {a:?}");
         assert_eq!(a.blocked_sends, 1, "{what}: {a:?}");
-    }
+    });
 }
 
 // ---------------------------------------------------------------------------
@@ -505,22 +499,13 @@ fn a_call_to_a_handler_whose_inbox_is_too_small_is_answered() {
          (call $drain)",
     );
     let h = handler(16, "", "(i32.const 0)");
-    for mode in [
-        "notify_sender",
-        "drop_newest",
-        "drop_oldest",
-        "block_sender",
-    ] {
-        for (deterministic, workers) in RUNS {
-            let what = format!("{mode} deterministic {deterministic}, {workers} workers");
-            let mut k = kernel(deterministic, workers);
-            load(&mut k, "h", "handle", &h, "");
-            load(&mut k, "caller", "run", &caller, &mailbox(1, mode));
-            k.spawn_all().unwrap();
-            let report = k.run();
-            assert_eq!(exited(&report, "caller"), 1, "{what}: its own message only");
-        }
-    }
+    in_each_mode_and_run(|mode, mut k, what| {
+        load(&mut k, "h", "handle", &h, "");
+        load(&mut k, "caller", "run", &caller, &mailbox(1, mode));
+        k.spawn_all().unwrap();
+        let report = k.run();
+        assert_eq!(exited(&report, "caller"), 1, "{what}: its own message only");
+    });
 }
 
 #[test]
@@ -547,27 +532,18 @@ fn a_handler_answering_a_waiting_task_caller_gets_past_its_full_mailbox() {
              (drop (call $reply (i64.load (i32.const 1032)) (i64.load (i32.const 1048)) (i32.const 2) (i32.const 0) (i32.const 1080) (i32.const 4)))))
          (i32.const 0)",
     );
-    for mode in [
-        "notify_sender",
-        "drop_newest",
-        "drop_oldest",
-        "block_sender",
-    ] {
-        for (deterministic, workers) in RUNS {
-            let what = format!("{mode} deterministic {deterministic}, {workers} workers");
-            let mut k = kernel(deterministic, workers);
-            load(&mut k, "h", "handle", &h, "");
-            load(&mut k, "caller", "run", &caller, &mailbox(1, mode));
-            k.spawn_all().unwrap();
-            let report = k.run();
-            let left = exited(&report, "caller");
-            assert!(left <= 2, "{what}: {left} left, capacity 1");
-            assert_eq!(
-                left, 1,
-                "{what}: own message (or the handler's in drop_oldest)"
-            );
-        }
-    }
+    in_each_mode_and_run(|mode, mut k, what| {
+        load(&mut k, "h", "handle", &h, "");
+        load(&mut k, "caller", "run", &caller, &mailbox(1, mode));
+        k.spawn_all().unwrap();
+        let report = k.run();
+        let left = exited(&report, "caller");
+        assert!(left <= 2, "{what}: {left} left, capacity 1");
+        assert_eq!(
+            left, 1,
+            "{what}: own message (or the handler's in drop_oldest)"
+        );
+    });
 }
 
 // ---------------------------------------------------------------------------
@@ -791,28 +767,19 @@ fn an_awaited_answer_too_large_for_the_buffer_then_peek_and_receive_reply() {
            (br $l))
          (i32.const 0)",
     );
-    for mode in [
-        "notify_sender",
-        "drop_newest",
-        "drop_oldest",
-        "block_sender",
-    ] {
-        for (deterministic, workers) in RUNS {
-            let what = format!("{mode} deterministic {deterministic}, {workers} workers");
-            let mut k = kernel(deterministic, workers);
-            load(&mut k, "srv", "run", &srv, "");
-            load(&mut k, "caller", "run", &caller, &mailbox(1, mode));
-            k.spawn_all().unwrap();
-            let report = k.run();
-            assert_eq!(
-                exited(&report, "caller"),
-                1,
-                "{what}: {:#?}",
-                report.processes
-            );
-            assert_eq!(report.process("caller").unwrap().send_failures, 1, "{what}");
-        }
-    }
+    in_each_mode_and_run(|mode, mut k, what| {
+        load(&mut k, "srv", "run", &srv, "");
+        load(&mut k, "caller", "run", &caller, &mailbox(1, mode));
+        k.spawn_all().unwrap();
+        let report = k.run();
+        assert_eq!(
+            exited(&report, "caller"),
+            1,
+            "{what}: {:#?}",
+            report.processes
+        );
+        assert_eq!(report.process("caller").unwrap().send_failures, 1, "{what}");
+    });
 }
 
 #[test]
@@ -841,28 +808,19 @@ fn a_reply_that_is_itself_a_call_is_answered_when_its_receiver_ends() {
          (if (i64.ne (local.get $r) (i64.const -2001)) (then (return (i32.const 100))))
          (i32.const 0)",
     );
-    for mode in [
-        "notify_sender",
-        "drop_newest",
-        "drop_oldest",
-        "block_sender",
-    ] {
-        for (deterministic, workers) in RUNS {
-            let what = format!("{mode} deterministic {deterministic}, {workers} workers");
-            let mut k = kernel(deterministic, workers);
-            load(&mut k, "srv", "run", &srv, &mailbox(1, mode));
-            load(&mut k, "caller", "run", &caller, &mailbox(1, mode));
-            k.spawn_all().unwrap();
-            let report = k.run();
-            assert_eq!(
-                exited(&report, "caller"),
-                1,
-                "{what}: {:#?}",
-                report.processes
-            );
-            assert_eq!(exited(&report, "srv"), 0, "{what}: {:#?}", report.processes);
-        }
-    }
+    in_each_mode_and_run(|mode, mut k, what| {
+        load(&mut k, "srv", "run", &srv, &mailbox(1, mode));
+        load(&mut k, "caller", "run", &caller, &mailbox(1, mode));
+        k.spawn_all().unwrap();
+        let report = k.run();
+        assert_eq!(
+            exited(&report, "caller"),
+            1,
+            "{what}: {:#?}",
+            report.processes
+        );
+        assert_eq!(exited(&report, "srv"), 0, "{what}: {:#?}", report.processes);
+    });
 }
 
 #[test]
@@ -887,9 +845,7 @@ fn a_call_and_a_blocked_send_crossing_end() {
          (local.set $r (call $send (local.get $peer) (i32.const 5) (i32.const 0) (i32.const 0) (i32.const 1)))
          (i32.wrap_i64 (i64.sub (i64.const 0) (local.get $r)))",
     );
-    for (deterministic, workers) in RUNS {
-        let what = format!("deterministic {deterministic}, {workers} workers");
-        let mut k = kernel(deterministic, workers);
+    in_each_run(|mut k, what| {
         load(&mut k, "srv", "run", &srv, "");
         load(
             &mut k,
@@ -908,7 +864,7 @@ fn a_call_and_a_blocked_send_crossing_end() {
                 || (*s == dl && *c == ExitStatus::Exited(2001)),
             "{what}: caller {c}, srv {s}"
         );
-    }
+    });
 }
 
 #[test]
@@ -926,9 +882,7 @@ fn a_call_queued_in_a_server_restarted_up_the_ladder_is_answered() {
          (i32.wrap_i64 (i64.sub (i64.const 0) (local.get $r)))",
     );
     let srv = task("", "(call $pause (i64.const 20)) unreachable");
-    for (deterministic, workers) in RUNS {
-        let what = format!("deterministic {deterministic}, {workers} workers");
-        let mut k = kernel(deterministic, workers);
+    in_each_run(|mut k, what| {
         load(&mut k, "srv", "run", &srv, r#""restart":"on_failure""#);
         load(&mut k, "caller", "run", &caller, "");
         k.spawn_all().unwrap();
@@ -940,7 +894,7 @@ fn a_call_queued_in_a_server_restarted_up_the_ladder_is_answered() {
             report.processes,
             report.restarts
         );
-    }
+    });
 }
 
 #[test]
@@ -975,9 +929,7 @@ fn a_kept_handler_that_revoked_its_receive_capability_gets_nothing_more() {
     (if (i64.lt_s (call $revoke (i32.load (i32.const 2048)) (i32.const 0)) (i64.const 0))
       (then (return (i32.const 3))))
     (i32.const 0)))"#;
-    for (deterministic, workers) in RUNS {
-        let what = format!("deterministic {deterministic}, {workers} workers");
-        let mut k = kernel(deterministic, workers);
+    in_each_run(|mut k, what| {
         k.load_module(
             Manifest::parse(
                 r#"{"name":"b","version":"0.1.0","entry_point":"handle","runtime":"wasm32",
@@ -1001,5 +953,5 @@ fn a_kept_handler_that_revoked_its_receive_capability_gets_nothing_more() {
                 "{what}: b ended {other} (42: called with a message after losing messaging:receive): {pb:?}"
             ),
         }
-    }
+    });
 }

@@ -597,3 +597,33 @@ fn a_higher_level_yielding_in_a_loop_starves_no_lower_level() {
         );
     }
 }
+
+/// Counts to `n` (about eight fuel units a step), then exits 0.
+fn counter(n: u32) -> String {
+    WORKER.replace("20000000", &n.to_string())
+}
+
+#[test]
+fn twenty_five_normal_guests_behind_a_busy_high_one_are_each_served_in_25_ms() {
+    // BRIEF §3.2: "a READY process gets a slice within ... 25 ms (NORMAL
+    // and above)". The 25 become ready together, so they reach the point
+    // of starving together and are served one at a time: the scheduler
+    // must start early enough for the last of them (it started at the
+    // same point for one as for 25, and the last waited 25.4 ms).
+    let mut kernel = estalogic_tests::kernel(true, 1);
+    load_wat(&mut kernel, "high", &counter(10_000_000), "high");
+    load_wat(&mut kernel, "normal", &counter(100_000), "normal");
+    kernel.spawn("high").unwrap();
+    for _ in 0..25 {
+        kernel.spawn("normal").unwrap();
+    }
+    let report = kernel.run();
+    assert_eq!(report.processes.len(), 26);
+    for process in &report.processes {
+        assert_eq!(process.status, ExitStatus::Exited(0), "{process:?}");
+        assert!(
+            process.module == "high" || process.max_wait_ns <= 25_000_000,
+            "waited past its window: {process:?}"
+        );
+    }
+}

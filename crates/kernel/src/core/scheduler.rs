@@ -17,8 +17,15 @@
 //!    `REALTIME` (a `SYSTEM` process stays `SYSTEM`).
 //! 3. **Choosing.** [`Scheduler::next`] first serves a *starving* process:
 //!    one whose wait has reached its minimum-service window (100 ms IDLE,
-//!    50 ms LOW, 25 ms NORMAL and above) less a safety margin; it gets a
-//!    short *service turn*. Otherwise it takes the queue front with the
+//!    50 ms LOW, 25 ms NORMAL and above) less a safety margin, and less one
+//!    service turn for every other process queued (those may starve at the
+//!    same time, and are served one at a time); it gets a short *service
+//!    turn*. The windows hold while no more processes are ready than a
+//!    window has service turns ([`SlicePolicy::served_in_window`]); past
+//!    that, every ready process starves and they are served one turn each
+//!    in order of waiting. A second of waiting is past every window, so a
+//!    process has aged only once the windows could not be kept: aging then
+//!    raises the level its service turn runs at (what may preempt it). Otherwise it takes the queue front with the
 //!    highest effective level (the longest wait breaks ties), for one slice:
 //!    its base level's slice, shortened when others of its level or above
 //!    are queued so that all of them get a turn within the window
@@ -132,6 +139,19 @@ impl SlicePolicy {
     pub fn checkpoint_ns(&self) -> u64 {
         self.checkpoint_fuel * MS / self.fuel_per_ms.max(1)
     }
+
+    /// How many ready processes (running one included) the minimum-service
+    /// window of `level` holds a service turn for: while no more are ready,
+    /// each process of that level gets the CPU within its window (policy
+    /// step 3). With more, a window cannot be kept by any policy that runs
+    /// each of them for at least a turn, and every ready process is served
+    /// one turn at a time, in order of waiting: its wait is at most one
+    /// turn per other ready process. 250 at NORMAL and above with the
+    /// default policy (25 ms of 100 µs turns), 500 LOW, 1,000 IDLE.
+    pub fn served_in_window(&self, level: Priority) -> u64 {
+        let turn = (self.checkpoint_ns() * self.service_turn_checkpoints.max(1)).max(1);
+        Self::service_window_ns(level) / turn
+    }
 }
 
 /// The effective level of a process of `base` that has waited `wait_ns`.
@@ -220,6 +240,8 @@ pub struct Scheduler {
     starving_after: [u64; 6],
     /// `policy.checkpoint_ns()`, at least 1.
     checkpoint_ns: u64,
+    /// How long a service turn lasts in the scheduler's model.
+    service_turn_ns: u64,
     queues: [VecDeque<(Pid, u64)>; 6],
     entries: HashMap<Pid, Entry>,
     queued: usize,
@@ -241,6 +263,10 @@ impl Scheduler {
                 SlicePolicy::service_window_ns(level(i)).saturating_sub(policy.service_margin_ns)
             }),
             checkpoint_ns: policy.checkpoint_ns().max(1),
+            service_turn_ns: policy
+                .checkpoint_ns()
+                .max(1)
+                .saturating_mul(policy.service_turn_checkpoints.max(1)),
             policy,
             queues: Default::default(),
             entries: HashMap::default(),
@@ -305,13 +331,22 @@ impl Scheduler {
         }
     }
 
+    /// The level whose queue front is starving and has waited longest, if
+    /// any. A front starves once its wait reaches its window less the
+    /// margin, and earlier by one service turn for every other process
+    /// queued: each of those may need a service turn before its own window
+    /// ends too, and they are served one at a time, so the last of them is
+    /// still served in its window (policy step 3).
     fn starving(&self, now: u64) -> Option<usize> {
+        let ahead = self
+            .service_turn_ns
+            .saturating_mul(self.queued.saturating_sub(1) as u64);
         let mut best: Option<(u64, usize)> = None;
         for (level, queue) in self.queues.iter().enumerate() {
             let Some(&(_, since)) = queue.front() else {
                 continue;
             };
-            let trigger = self.starving_after[level];
+            let trigger = self.starving_after[level].saturating_sub(ahead);
             if now.saturating_sub(since) >= trigger && best.is_none_or(|(b, _)| since < b) {
                 best = Some((since, level));
             }

@@ -391,3 +391,79 @@ proptest! {
         }
     }
 }
+
+/// The most waited by any of `sim`'s processes after `horizon` checkpoints,
+/// and the processes that waited past their window.
+fn waits(sim: &Sim, horizon: u64) -> (u64, Vec<usize>) {
+    let (s, _) = simulate(sim, horizon);
+    let wait = |i: usize| s.account(pid(i as u32 + 1)).unwrap().max_wait_ns;
+    let window =
+        |i: usize| SlicePolicy::service_window_ns(Priority::try_from(sim.levels[i]).unwrap());
+    let n = sim.levels.len();
+    let worst = (0..n).map(wait).max().unwrap_or(0);
+    (worst, (0..n).filter(|&i| wait(i) > window(i)).collect())
+}
+
+#[test]
+fn many_waiting_behind_a_busy_higher_level_are_all_served_in_their_window() {
+    // One HIGH spinner and 25 NORMAL ones that became ready together: all
+    // 25 reach the starving point at once and are served one service turn
+    // at a time, so they must start early enough for the last of them.
+    for waiting in [25, 100, 200, 248] {
+        let mut levels = vec![Priority::Normal as u8; waiting + 1];
+        levels[0] = Priority::High as u8;
+        let sim = Sim {
+            levels,
+            work: vec![(0, 1); waiting + 1],
+        };
+        let (worst, late) = waits(&sim, 40_000);
+        assert!(
+            late.is_empty(),
+            "{waiting} waiting: {late:?} waited past 25 ms (worst {worst} ns)"
+        );
+    }
+}
+
+#[test]
+fn past_the_bound_every_ready_process_is_still_served_in_turn() {
+    // 600 spinners of every level: more than a 25 ms window holds service
+    // turns for (250), so the windows cannot all be kept; each is still
+    // served within one turn of every other.
+    let policy = SlicePolicy::default();
+    assert_eq!(policy.served_in_window(Priority::Normal), 250);
+    assert_eq!(policy.served_in_window(Priority::Low), 500);
+    assert_eq!(policy.served_in_window(Priority::Idle), 1_000);
+    let n = 600;
+    let sim = Sim {
+        levels: (0..n).map(|i| (i % 5) as u8).collect(),
+        work: vec![(0, 1); n],
+    };
+    let (worst, _) = waits(&sim, 20_000);
+    assert!(
+        worst <= n as u64 * policy.checkpoint_ns(),
+        "worst wait {worst} ns"
+    );
+}
+
+fn sim_up_to(max: usize) -> impl Strategy<Value = Sim> {
+    (1usize..=max).prop_flat_map(|n| {
+        (
+            proptest::collection::vec(0u8..5, n),
+            proptest::collection::vec((0u64..400, 1u64..200), n),
+        )
+            .prop_map(|(levels, work)| Sim { levels, work })
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// With as many processes as a NORMAL window holds service turns for
+    /// (`SlicePolicy::served_in_window`), spinning or waking, on one CPU,
+    /// no ready process waits longer than its minimum-service window.
+    #[test]
+    fn up_to_the_bound_no_ready_process_waits_past_its_window(sim in sim_up_to(250)) {
+        let (worst, late) = waits(&sim, 20_000);
+        prop_assert!(late.is_empty(), "{:?} waited past their windows (worst {} ns)", late, worst);
+    }
+}

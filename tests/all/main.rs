@@ -1,5 +1,6 @@
 //! Integration tests with real WASM guests, one module per area.
 
+mod abi_edges;
 mod answers;
 mod answers_restarts;
 mod capabilities;

@@ -114,10 +114,15 @@ pub enum Syscall {
     /// max_uses: i64, scope_ptr: i32, scope_len: i32) -> i64`: gives the
     /// process `target` an attenuated copy and returns the copy's handle in
     /// the target's table. `rights` must be a subset of the source's; `-1`
-    /// for `expires_at` (kernel clock, ns) or `max_uses` keeps the source's;
-    /// an empty scope keeps the source's, otherwise it is a comma-separated
-    /// list (directory prefixes for files, names otherwise) inside the
-    /// source's. Needs the `delegate` right.
+    /// for `expires_at` (kernel clock, ns) keeps the source's, and for
+    /// `max_uses` gives the uses the source has left (a use counts against
+    /// the source and every capability it came from, so the fewest left up
+    /// its chain); an empty scope keeps the source's, otherwise it is a
+    /// comma-separated list (directory prefixes for files, names
+    /// otherwise) inside the source's. Needs the `delegate` right. The
+    /// handle is checked before the target: a bad one is `INVALID_HANDLE`
+    /// (and audited) whatever the target, and only then is a target that
+    /// does not exist `NO_SUCH_PROCESS`.
     CapDelegate = 15,
     /// `cap_revoke(handle: i32, mode: i32) -> i64`: mode 0 revokes the
     /// capability and everything derived from it; mode 1 only what was

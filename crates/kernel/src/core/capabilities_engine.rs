@@ -944,6 +944,43 @@ impl CapabilityEngine {
             })
     }
 
+    /// Whether `pid` holds a live capability (not revoked, inside its
+    /// window, uses left) on `resource` with `right`, for some item of its
+    /// scope. Counts no use and audits nothing: it lets a syscall tell a
+    /// caller that may not make it at all apart from one whose target is
+    /// gone, before it says which (a caller with no such capability learns
+    /// nothing about other processes).
+    pub fn holds_any(&self, pid: Pid, resource: &Resource, right: Rights, now: u64) -> bool {
+        self.tables.get(&pid).is_some_and(|table| {
+            table.slots.values().any(|&id| {
+                let capability = &self.node(id).capability;
+                capability.resource == *resource
+                    && capability.rights.contains(right)
+                    && !self.is_revoked(id)
+                    && self.in_time_and_uses(id, now).is_ok()
+            })
+        })
+    }
+
+    /// The capability at `from`'s `handle`, to delegate to `to`, and the
+    /// uses it has left (the fewest left anywhere up its chain; `None` for
+    /// no limit), which is what a copy keeping its use limit may have. A
+    /// handle that names nothing is refused and audited, as every refused
+    /// delegation is.
+    pub fn delegation_source(
+        &mut self,
+        from: Pid,
+        handle: Handle,
+        to: Pid,
+        now: u64,
+    ) -> Result<(Capability, Option<u64>), CapError> {
+        let id = self.lookup(from, handle).map_err(|error| {
+            let what = format!("delegate handle {} to {to}", handle.0);
+            self.denied(now, from, None, what, error)
+        })?;
+        Ok((self.node(id).capability.clone(), self.uses_left(id)))
+    }
+
     /// A snapshot of `pid`'s capability at `handle`, revoked or not.
     pub fn inspect(&self, pid: Pid, handle: Handle) -> Result<CapabilityInfo, CapError> {
         self.lookup(pid, handle).map(|id| self.info(id))

@@ -20,7 +20,7 @@
 //!    process held.
 
 use super::process::YieldOnce;
-use super::{FIND_FUEL, ProcessContext, charge, read_guest, to_return, write_guest};
+use super::{FIND_FUEL, ProcessContext, charge, check_guest, read_guest, to_return, write_guest};
 use crate::core::capabilities_engine::{
     Capability, CapabilityInfo, Handle, MAX_HANDLES, MAX_LIVE_DELEGATIONS, Resource, Scope,
     Validity,
@@ -366,6 +366,11 @@ fn cap_handles(
     if max < 0 {
         return Err(ErrorCode::INVALID_ARGUMENT);
     }
+    // The whole output range lies in memory (ABI convention 1), however
+    // few handles there are to write.
+    let len =
+        i32::try_from(u64::from(max.unsigned_abs()) * 4).map_err(|_| ErrorCode::INVALID_POINTER)?;
+    check_guest(caller, ptr, len)?;
     let handles: Vec<Handle> = {
         let context = caller.data();
         let engine = context.kernel.capabilities();
@@ -400,6 +405,9 @@ fn cap_inspect(
     if len < 0 {
         return Err(ErrorCode::INVALID_ARGUMENT);
     }
+    // The whole output range lies in memory (ABI convention 1), however
+    // short the record.
+    check_guest(caller, ptr, len)?;
     caller.data().add_host_work(CAP_CALL_FUEL);
     let record = {
         let context = caller.data();
@@ -450,10 +458,19 @@ fn cap_delegate(
     let kernel = &context.kernel;
     let from = context.process.pid;
     let target = Pid::from_u64(request.target as u64);
+    let now = kernel.clock.now_nanos();
+    // The handle first, so a caller with nothing to delegate learns
+    // nothing about the target (whether it is alive) and its refusal is
+    // audited.
+    let source = {
+        let mut engine = kernel.capabilities();
+        let source = engine.delegation_source(from, handle, target, now);
+        kernel.flush_audit(&mut engine);
+        source.map_err(|e| e.code())?
+    };
     let Some(target_process) = kernel.process(target) else {
         return Err(ErrorCode::NO_SUCH_PROCESS);
     };
-    let now = kernel.clock.now_nanos();
     let mut engine = kernel.capabilities();
     let result = (|| {
         // A target that exited meanwhile gets nothing (its capabilities
@@ -461,10 +478,7 @@ fn cap_delegate(
         if !target_process.open_capabilities() {
             return Err(ErrorCode::NO_SUCH_PROCESS);
         }
-        let source = engine
-            .inspect(from, handle)
-            .map_err(|e| e.code())?
-            .capability;
+        let (source, uses_left) = source;
         let scope = if scope_text.is_empty() {
             source.scope.clone()
         } else {
@@ -473,7 +487,9 @@ fn cap_delegate(
         let validity = Validity {
             not_before: source.validity.not_before,
             expires_at: inherit_or(request.expires_at, source.validity.expires_at)?,
-            max_uses: inherit_or(request.max_uses, source.validity.max_uses)?,
+            // Kept: what the source has left (a use counts against it
+            // and every ancestor, so the copy can have no more).
+            max_uses: inherit_or(request.max_uses, uses_left)?,
         };
         let narrowed =
             Capability::new(source.resource.clone(), rights, scope).with_validity(validity);

@@ -563,6 +563,8 @@ async fn send(
     // Out of the peer cache, and back into it once posted; a send that
     // fails drops it (the next one looks the target up again).
     let Some(receiver) = context.take_peer(target) else {
+        // Only a process that may send at all is told the target is gone.
+        context.admit_any_item(request.syscall)?;
         context
             .process
             .counters

@@ -167,6 +167,28 @@ impl ProcessContext {
         self.admit_searching(syscall, item).map(|_| ())
     }
 
+    /// Refuses `syscall` (as [`ProcessContext::admit`] would, audited)
+    /// when this process holds no live capability that could allow it for
+    /// any item: asked before a syscall says that its target does not
+    /// exist, so that a process that may not make it at all learns nothing
+    /// about which processes are alive. Counts no use.
+    pub(crate) fn admit_any_item(&self, syscall: Syscall) -> Result<(), ErrorCode> {
+        let Some((resource, rights)) = capabilities::requirement(syscall) else {
+            return Ok(());
+        };
+        let now = self.kernel.clock.now_nanos();
+        let mut engine = self.kernel.capabilities();
+        let pid = self.process.pid;
+        if engine.holds_any(pid, &resource, rights, now) {
+            return Ok(());
+        }
+        self.add_host_work((engine.table_len(pid) as u64).saturating_mul(FIND_FUEL));
+        // Nothing fits, so the search fails and audits why.
+        let denied = engine.find(pid, &resource, rights, None, now).err();
+        self.kernel.flush_audit(&mut engine);
+        Err(denied.map_or(ErrorCode::PERMISSION_DENIED, |error| error.code()))
+    }
+
     /// [`ProcessContext::admit`], saying whether the decision searched the
     /// capability engine (`Ok(true)`; a denial always does), which records
     /// host work for the caller (see [`charge`]), or came from the cache.

@@ -10,4 +10,5 @@ mod loading;
 mod messaging;
 mod messaging_edges;
 mod scheduling;
+mod scheduling_edges;
 mod supervision;

@@ -12,3 +12,4 @@ mod messaging_edges;
 mod scheduling;
 mod scheduling_edges;
 mod supervision;
+mod supervision_edges;

@@ -497,6 +497,9 @@ pub enum AuditKind {
     Revoked,
     /// A capability left the kernel as a token.
     Exported,
+    /// A process restarted with its state took over its predecessor's
+    /// capabilities, under the same handles.
+    Inherited,
     /// A handle left its holder's table: closed by the holder, or dropped
     /// from a full table because it could never validate again.
     Closed,
@@ -819,6 +822,50 @@ impl CapabilityEngine {
             self.free(id);
         }
         revoked
+    }
+
+    /// Hands the table of `from`, a process that ended, to `to`, the
+    /// process replacing it in a same-state restart: the same capabilities
+    /// under the same handles, nothing revoked, and what `from` delegated
+    /// counted as `to`'s delegations. A capability delegated to `to`
+    /// before the hand-over (it can be found as soon as it exists) keeps
+    /// its capability under a handle numbered after those. Audited once
+    /// per capability moved; returns how many moved.
+    pub fn transfer_table(&mut self, from: Pid, to: Pid, now: u64) -> usize {
+        let Some(mut table) = self.tables.remove(&from) else {
+            return 0;
+        };
+        let moved: Vec<(Handle, CapabilityId)> =
+            table.slots.iter().map(|(&h, &id)| (h, id)).collect();
+        for &(_, id) in &moved {
+            self.node_mut(id).holder = to;
+        }
+        if let Some(delegated) = self.live_delegations.remove(&from) {
+            for &id in &delegated {
+                self.node_mut(id).delegator = Some(to);
+            }
+            self.live_delegations
+                .entry(to)
+                .or_default()
+                .extend(delegated);
+        }
+        if let Some(early) = self.tables.remove(&to) {
+            for id in early.slots.into_values() {
+                let number = table.last.saturating_add(1);
+                table.last = number;
+                table.slots.insert(Handle(number), id);
+                self.node_mut(id).handle = Handle(number);
+            }
+        }
+        self.tables.insert(to, table);
+        for (handle, id) in &moved {
+            let detail = AuditDetail::Text(format!(
+                "handle {} of {from} taken over by its same-state restart",
+                handle.0
+            ));
+            self.record(now, AuditKind::Inherited, to, Some(*id), detail);
+        }
+        moved.len()
     }
 
     /// Checks that `pid`'s capability at `handle` allows `right` on

@@ -1387,7 +1387,8 @@ impl KernelLoop {
     /// `ProcessFactory::spawn` took them:
     ///
     /// 1. its instance and `Store` (the future; a suspended fiber unwinds),
-    /// 2. its capabilities (revoked, cascading to what it delegated),
+    /// 2. its capabilities (revoked, cascading to what it delegated) —
+    ///    unless a same-state restart takes them over,
     /// 3. its mailbox (mail left is failed back to the senders; blocked
     ///    senders are released) — unless a same-state restart inherits it,
     /// 4. its pid and name (the slot's generation moves on).
@@ -1405,7 +1406,6 @@ impl KernelLoop {
         drop(future);
         let now = self.shared.clock.now_nanos();
         let account = self.retire(core, pid, now);
-        self.revoke_capabilities(&process, now);
         // The manifest is looked up only when the exit needs it.
         let loaded = needs_supervision(&process, &outcome)
             .then(|| self.factory.module(&process.module))
@@ -1430,9 +1430,19 @@ impl KernelLoop {
             }
             _ => None,
         };
-        let inherited = match decision {
-            Some((_, RestartAction::RestartSameState)) => take_all(&process),
-            _ => Vec::new(),
+        let same_state = matches!(decision, Some((_, RestartAction::RestartSameState)));
+        // Closed either way, so nothing more reaches this pid's table; a
+        // same-state restart takes over what it held.
+        let kept_capabilities = if same_state {
+            process.close_capabilities().then_some(pid)
+        } else {
+            self.revoke_capabilities(&process, now);
+            None
+        };
+        let inherited = if same_state {
+            take_all(&process)
+        } else {
+            Vec::new()
         };
         let mut report = self.close_out(&process, outcome);
         report.add_account(&account);
@@ -1457,7 +1467,14 @@ impl KernelLoop {
                 core.given_up.push(module.clone());
             }
             core.restarting = true;
-            let new_pid = self.restart(core, &module, manifest, action, inherited);
+            let new_pid = self.restart(
+                core,
+                &module,
+                manifest,
+                action,
+                inherited,
+                kept_capabilities,
+            );
             core.restarting = false;
             tracing::info!(
                 target: "estalogic::supervision",
@@ -1558,6 +1575,7 @@ impl KernelLoop {
         manifest: Option<&Manifest>,
         action: RestartAction,
         inherited: Vec<Message>,
+        kept_capabilities: Option<Pid>,
     ) -> Option<Pid> {
         // Processes told to stop (a supervisor or system restart; a running
         // one leaves at its next checkpoint) and the modules to start again
@@ -1577,31 +1595,31 @@ impl KernelLoop {
                 if let Some(supervisor) = manifest.and_then(|m| m.supervisor.as_deref())
                     && !core.given_up.iter().any(|m| m == supervisor)
                 {
-                    replacing.extend(self.stop_module(core, supervisor));
+                    // The supervisor and all its children: every live
+                    // process of a module it supervises (the failed one's
+                    // siblings included), one new process each.
                     respawn.push(supervisor.to_string());
+                    respawn.extend(self.live_processes_of(core, |name| {
+                        name != supervisor
+                            && self.factory.module(name).is_some_and(|loaded| {
+                                loaded.manifest.supervisor.as_deref() == Some(supervisor)
+                            })
+                    }));
                 }
             }
             RestartAction::RestartSystem => {
                 // Every process of the app still alive, one new process
-                // for each: not every loaded module (one never spawned, or
-                // whose processes ended well, stays as it was).
-                // (A process already told to stop is being replaced by
-                // the restart that told it: not counted twice.)
-                respawn = core
-                    .states
-                    .iter()
-                    .flatten()
-                    .filter(|(_, _, state)| !state.kill.load(Ordering::Acquire))
-                    .map(|(_, process, _)| process.module.to_string())
-                    .filter(|name| name != module)
-                    .collect();
-                let mut stopped: Vec<&String> = Vec::new();
-                for other in &respawn {
-                    if !stopped.contains(&other) {
-                        stopped.push(other);
-                        replacing.extend(self.stop_module(core, other));
-                    }
-                }
+                // for each, the failed module's other processes included:
+                // not every loaded module (one never spawned, or whose
+                // processes ended well, stays as it was).
+                respawn = self.live_processes_of(core, |_| true);
+            }
+        }
+        let mut stopped: Vec<&String> = Vec::new();
+        for other in &respawn {
+            if !stopped.contains(&other) {
+                stopped.push(other);
+                replacing.extend(self.stop_module(core, other));
             }
         }
         // The failed module first: its restart is the decision carried out,
@@ -1614,31 +1632,57 @@ impl KernelLoop {
         // A restart that starts a module supersedes one still waiting for
         // room to start it: one process, not two.
         core.pending_respawns.retain(|entry| entry.module != module);
-        let new_pid = match self.factory.spawn_with(module, &mut inherited, &replacing) {
-            Ok(task) => {
-                let pid = task.process.pid;
-                self.admit(core, task);
-                Some(pid)
-            }
-            Err(error) => {
-                // Its mail is failed back now rather than held for a start
-                // that may wait long.
-                for message in &inherited {
-                    self.shared
-                        .report_failure(&message.header, ErrorCode::NO_SUCH_PROCESS);
+        let new_pid =
+            match self
+                .factory
+                .spawn_with(module, &mut inherited, &replacing, kept_capabilities)
+            {
+                Ok(task) => {
+                    let pid = task.process.pid;
+                    self.admit(core, task);
+                    Some(pid)
                 }
-                self.defer_respawn(core, module, &replacing, error);
-                None
-            }
-        };
+                Err(error) => {
+                    // Its mail is failed back and its capabilities revoked now
+                    // rather than held for a start that may wait long.
+                    for message in &inherited {
+                        self.shared
+                            .report_failure(&message.header, ErrorCode::NO_SUCH_PROCESS);
+                    }
+                    if let Some(predecessor) = kept_capabilities {
+                        let mut engine = self.shared.capabilities();
+                        engine.revoke_all_of(predecessor, self.shared.clock.now_nanos());
+                        self.shared.flush_audit(&mut engine);
+                    }
+                    self.defer_respawn(core, module, &replacing, error);
+                    None
+                }
+            };
         for other in respawn {
             core.pending_respawns.retain(|entry| entry.module != other);
-            match self.factory.spawn_with(&other, &mut Vec::new(), &replacing) {
+            match self
+                .factory
+                .spawn_with(&other, &mut Vec::new(), &replacing, None)
+            {
                 Ok(task) => self.admit(core, task),
                 Err(error) => self.defer_respawn(core, &other, &replacing, error),
             }
         }
         new_pid
+    }
+
+    /// The module of every live process whose module `wanted` picks, once
+    /// per process. A process already told to stop is being replaced by
+    /// the restart that told it, and is not counted twice.
+    fn live_processes_of(&self, core: &Core, wanted: impl Fn(&str) -> bool) -> Vec<String> {
+        core.states
+            .iter()
+            .flatten()
+            .filter(|(_, _, state)| !state.kill.load(Ordering::Acquire))
+            .map(|(_, process, _)| &*process.module)
+            .filter(|name| wanted(name))
+            .map(str::to_string)
+            .collect()
     }
 
     /// A restart of `module` could not start it: at the process limit it
@@ -1685,7 +1729,7 @@ impl KernelLoop {
         for entry in pending {
             match self
                 .factory
-                .spawn_with(&entry.module, &mut Vec::new(), &entry.replacing)
+                .spawn_with(&entry.module, &mut Vec::new(), &entry.replacing, None)
             {
                 Ok(task) => self.admit(core, task),
                 Err(KernelError::TooManyProcesses { .. }) => core.pending_respawns.push(entry),

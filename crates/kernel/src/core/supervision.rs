@@ -51,7 +51,11 @@ const SECOND: u64 = 1_000_000_000;
 /// escalation ladder, lowest first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum RestartAction {
-    /// Restart the process keeping its mailbox and capabilities.
+    /// Restart the process keeping its mailbox and capabilities: its mail
+    /// queued in the new mailbox, and its capability table, delegated
+    /// capabilities and delegations made included, taken over under the
+    /// same handles (not re-granted from its manifest). Its memory starts
+    /// afresh: a process's state is what the kernel holds for it.
     RestartSameState,
     /// Restart the process with a fresh mailbox and its capabilities
     /// re-granted from its manifest.
@@ -60,10 +64,13 @@ pub enum RestartAction {
     /// resolved anew; never recompiled, since the same bytes give the same
     /// code), then restart the process with a clean state.
     ReloadModule,
-    /// Restart the supervising process and all its children.
+    /// Restart the supervising process and all its children: every live
+    /// process of a module whose manifest names that supervisor, the
+    /// failed one's siblings included (one new process each).
     RestartSupervisor,
-    /// Restart every process of the app still alive (one new process for
-    /// each; a module whose processes ended, or that gave up, stays down).
+    /// Restart every process of the app still alive, the failed module's
+    /// other processes included (one new process for each; a module whose
+    /// processes ended, or that gave up, stays down).
     RestartSystem,
     /// Stop restarting: even a system restart did not help (or the policy
     /// allows no restarts). The process stays down.

@@ -135,7 +135,7 @@ impl ProcessFactory {
 
     /// Creates a process of module `name`, ready to hand to the kernel loop.
     pub(crate) fn spawn(&self, name: &str) -> Result<Task, KernelError> {
-        self.spawn_with(name, &mut Vec::new(), &[])
+        self.spawn_with(name, &mut Vec::new(), &[], None)
     }
 
     /// [`ProcessFactory::spawn`] for a restart: the process starts with
@@ -143,12 +143,17 @@ impl ProcessFactory {
     /// (so no sender gets in ahead of them), and takes its module's name
     /// from a holder in `replacing` (predecessors still on their way out).
     /// A message the new mailbox refuses is reported to its sender; if the
-    /// spawn fails, `inherited` is left for the caller to report.
+    /// spawn fails, `inherited` is left for the caller to report. With
+    /// `capabilities_of`, the ended process of a same-state restart, the
+    /// new process takes over that one's capability table (the same
+    /// handles) instead of its manifest's grants; if the spawn fails, that
+    /// table is left for the caller to revoke.
     pub(crate) fn spawn_with(
         &self,
         name: &str,
         inherited: &mut Vec<Message>,
         replacing: &[Pid],
+        capabilities_of: Option<Pid>,
     ) -> Result<Task, KernelError> {
         let loaded = self
             .module(name)
@@ -232,7 +237,14 @@ impl ProcessFactory {
                 .report_failure(header, ErrorCode::MESSAGE_DROPPED);
         }
         let pid = process.pid;
-        if !loaded.manifest.capabilities_required.is_empty() {
+        if let Some(predecessor) = capabilities_of {
+            let now = self.shared.clock.now_nanos();
+            let mut engine = self.shared.capabilities();
+            // Not yet running, so not yet exited: this cannot fail.
+            let _ = process.open_capabilities();
+            engine.transfer_table(predecessor, pid, now);
+            self.shared.flush_audit(&mut engine);
+        } else if !loaded.manifest.capabilities_required.is_empty() {
             // Validated at load, so every request maps to a capability.
             let now = self.shared.clock.now_nanos();
             let mut engine = self.shared.capabilities();

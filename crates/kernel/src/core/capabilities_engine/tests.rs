@@ -1184,3 +1184,53 @@ fn expired_delegations_stop_counting_once_the_limit_is_reached() {
     assert!(world.0.inspect(pid(holder), handle).unwrap().revoked);
     assert_eq!(world.0.live_delegations_of(pid(1)), 1);
 }
+
+#[test]
+fn a_same_state_restart_takes_over_the_table_under_the_same_handles() {
+    let mut engine = CapabilityEngine::new(KEY);
+    let (old, new, other) = (pid(1), pid(2), pid(3));
+    let first = engine.grant(old, file(RWDR), 0).unwrap();
+    let second = engine.grant(old, file(Rights::READ), 0).unwrap();
+    // What the old process delegated stays valid and counts as the new
+    // one's delegation.
+    let given = engine
+        .delegate(old, first, other, file(Rights::READ), 1)
+        .unwrap();
+    // Delegated to the new process before the hand-over: kept, numbered
+    // after the old handles.
+    let early = engine.grant(other, file(RWD), 2).unwrap();
+    let early_copy = engine
+        .delegate(other, early, new, file(Rights::READ), 3)
+        .unwrap();
+    assert_eq!(early_copy, Handle(1));
+    engine.drain_audit();
+    assert_eq!(engine.transfer_table(old, new, 4), 2);
+    assert!(engine.handles(old).is_empty());
+    let handles: Vec<Handle> = engine.handles(new).into_iter().map(|(h, _)| h).collect();
+    assert_eq!(handles, vec![first, second, Handle(3)]);
+    engine
+        .check(new, first, &Resource::File, Rights::WRITE, None, 5)
+        .unwrap();
+    engine
+        .check(new, Handle(3), &Resource::File, Rights::READ, None, 5)
+        .unwrap();
+    engine
+        .check(other, given, &Resource::File, Rights::READ, None, 5)
+        .unwrap();
+    assert_eq!(engine.live_delegations_of(old), 0);
+    assert_eq!(engine.live_delegations_of(new), 1);
+    // The new holder revokes what the old one gave.
+    assert_eq!(engine.revoke(new, first, 6).unwrap(), 2);
+    assert_eq!(
+        engine.check(other, given, &Resource::File, Rights::READ, None, 7),
+        Err(Revoked)
+    );
+    let inherited = engine
+        .drain_audit()
+        .iter()
+        .filter(|e| e.kind == AuditKind::Inherited && e.holder == new)
+        .count();
+    assert_eq!(inherited, 2);
+    // Nothing to take over: nothing moves.
+    assert_eq!(engine.transfer_table(pid(9), pid(10), 8), 0);
+}

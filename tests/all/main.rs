@@ -9,6 +9,7 @@ mod lifecycle;
 mod loading;
 mod messaging;
 mod messaging_edges;
+mod router_edges;
 mod scheduling;
 mod scheduling_edges;
 mod supervision;

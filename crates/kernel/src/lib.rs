@@ -24,7 +24,9 @@ pub mod drivers;
 pub mod loader;
 pub mod syscalls;
 
-pub use crate::core::init::{Kernel, KernelBuilder, KernelError, RunReport, ShutdownHandle};
+pub use crate::core::init::{
+    Kernel, KernelBuilder, KernelError, MAX_WORKERS, RunReport, ShutdownHandle,
+};
 pub use crate::core::kernel_loop::{
     ExitStatus, LoopStats, ProcessReport, RestartRecord, TraceRecord,
 };

@@ -40,6 +40,9 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, OperatorCost, Pooling
 /// [`KernelBuilder::max_processes`]): creating a pool costs about 2 µs a
 /// slot at boot, so the default keeps boot fast.
 pub const DEFAULT_MAX_PROCESSES: u32 = 4_096;
+/// The most worker threads a kernel runs ([`KernelBuilder::workers`]):
+/// each has its own Wasmtime engine and instance pool.
+pub const MAX_WORKERS: usize = 256;
 /// The smallest default process pool.
 const MIN_DEFAULT_PROCESSES: u32 = 1_000;
 /// Address space per linear memory: the largest memory class (system,
@@ -237,7 +240,8 @@ impl KernelBuilder {
     }
 
     /// Worker threads that run processes (default: the number of cores;
-    /// deterministic mode always uses one).
+    /// deterministic mode always uses one). At most [`MAX_WORKERS`]:
+    /// [`KernelBuilder::build`] refuses more.
     pub fn workers(mut self, workers: usize) -> Self {
         self.workers = Some(workers.max(1));
         self
@@ -251,7 +255,10 @@ impl KernelBuilder {
         self
     }
 
-    /// Overrides the slice policy (fuel per checkpoint, fuel per ms).
+    /// Overrides the slice policy (fuel per checkpoint, fuel per ms). Fuel
+    /// per checkpoint is clamped to 1..=[`SlicePolicy::MAX_CHECKPOINT_FUEL`];
+    /// fuel per ms outside [`SlicePolicy::FUEL_PER_MS`] is refused by
+    /// [`KernelBuilder::build`].
     pub fn slice_policy(mut self, policy: SlicePolicy) -> Self {
         self.policy = policy;
         self
@@ -277,12 +284,26 @@ impl KernelBuilder {
             }
             None => default_max_processes(),
         };
+        if !SlicePolicy::FUEL_PER_MS.contains(&policy.fuel_per_ms) {
+            return Err(KernelError::Engine(format!(
+                "slice policy: fuel_per_ms {} is outside {}..={}",
+                policy.fuel_per_ms,
+                SlicePolicy::FUEL_PER_MS.start(),
+                SlicePolicy::FUEL_PER_MS.end()
+            )));
+        }
         let workers = if self.deterministic {
             1
         } else {
-            self.workers
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            self.workers.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_WORKERS))
+            })
         };
+        if workers > MAX_WORKERS {
+            return Err(KernelError::Engine(format!(
+                "{workers} worker threads asked for; a kernel runs at most {MAX_WORKERS}"
+            )));
+        }
         let mut config = Config::new();
         config.consume_fuel(true);
         // 64-bit memories are not supported: a module that declares one is a

@@ -63,7 +63,8 @@ pub struct SlicePolicy {
     /// at most [`SlicePolicy::MAX_CHECKPOINT_FUEL`].
     pub checkpoint_fuel: u64,
     /// Nominal fuel units per millisecond: turns the slice lengths in
-    /// milliseconds into fuel, and fuel into virtual time.
+    /// milliseconds into fuel, and fuel into virtual time. A kernel takes
+    /// [`SlicePolicy::FUEL_PER_MS`]'s range.
     pub fuel_per_ms: u64,
     /// Checkpoints in a minimum-service turn.
     pub service_turn_checkpoints: u64,
@@ -88,6 +89,12 @@ const MS: u64 = 1_000_000;
 impl SlicePolicy {
     /// The most fuel a guest may burn between checkpoints.
     pub const MAX_CHECKPOINT_FUEL: u64 = 1_000_000;
+
+    /// The fuel per millisecond a kernel accepts (`KernelBuilder::build`
+    /// refuses others): a thousand to a billion. At the ends a checkpoint
+    /// of the most fuel stands for a second of virtual time, and one of
+    /// the default fuel for 100 ns.
+    pub const FUEL_PER_MS: std::ops::RangeInclusive<u64> = 1_000..=1_000_000_000;
 
     /// Base slice length of a level in milliseconds; `None` for `SYSTEM`,
     /// which runs to completion.
@@ -126,7 +133,7 @@ impl SlicePolicy {
 
     /// The slice of a level in fuel units; `None` for `SYSTEM`.
     pub fn slice_fuel(&self, level: Priority) -> Option<u64> {
-        Self::base_slice_ms(level).map(|ms| ms * self.fuel_per_ms)
+        Self::base_slice_ms(level).map(|ms| ms.saturating_mul(self.fuel_per_ms))
     }
 
     /// The slice of a level in checkpoints (at least one).
@@ -137,7 +144,7 @@ impl SlicePolicy {
 
     /// Nanoseconds of virtual time one checkpoint stands for.
     pub fn checkpoint_ns(&self) -> u64 {
-        self.checkpoint_fuel * MS / self.fuel_per_ms.max(1)
+        self.checkpoint_fuel.saturating_mul(MS) / self.fuel_per_ms.max(1)
     }
 
     /// How many ready processes (running one included) the minimum-service
@@ -149,7 +156,10 @@ impl SlicePolicy {
     /// turn per other ready process. 250 at NORMAL and above with the
     /// default policy (25 ms of 100 µs turns), 500 LOW, 1,000 IDLE.
     pub fn served_in_window(&self, level: Priority) -> u64 {
-        let turn = (self.checkpoint_ns() * self.service_turn_checkpoints.max(1)).max(1);
+        let turn = self
+            .checkpoint_ns()
+            .saturating_mul(self.service_turn_checkpoints.max(1))
+            .max(1);
         Self::service_window_ns(level) / turn
     }
 }

@@ -658,3 +658,33 @@ fn a_peers_report_is_the_same_with_crashers_beside_it() {
     };
     assert_eq!(results(false), results(true));
 }
+
+/// An exit notification that finds no live process of its supervisor is
+/// received by no one, and the run's stats count it
+/// (`LoopStats::notices_unsupervised`); one taken by a live supervisor is
+/// not counted.
+#[test]
+fn exit_notices_with_no_live_supervisor_are_counted() {
+    let waiting = r#"(module
+      (import "estalogic" "receive" (func $receive (param i32 i64 i32 i32 i32) (result i64)))
+      (memory (export "memory") 1)
+      (func (export "run")
+        (drop (call $receive (i32.const 0) (i64.const 100) (i32.const 0) (i32.const 64) (i32.const 64)))))"#;
+    let gone = r#"(module (memory (export "memory") 1) (func (export "run")))"#;
+    for (supervisor, unsupervised) in [(waiting, 0), (gone, 1)] {
+        let mut k = kernel(true, 1);
+        load_wat(&mut k, "s", supervisor, "normal");
+        load_wat_with(
+            &mut k,
+            "crasher",
+            &trapper("unreachable"),
+            r#""supervisor":"s""#,
+        );
+        k.spawn("s").unwrap();
+        k.spawn("crasher").unwrap();
+        let report = k.run();
+        let s = report.process("s").unwrap();
+        assert_eq!(s.received, 1 - unsupervised, "{s:?}");
+        assert_eq!(report.stats.notices_unsupervised, unsupervised);
+    }
+}

@@ -84,6 +84,12 @@ pub fn print_summary(report: &RunReport) {
         report.stats.checkpoints,
         report.stats.handoffs
     );
+    if report.stats.notices_unsupervised > 0 {
+        println!(
+            "{} exit notification(s) found no live supervisor to take them",
+            report.stats.notices_unsupervised
+        );
+    }
 }
 
 /// The run summary as JSON.
@@ -134,6 +140,7 @@ pub fn summary_json(report: &RunReport) -> serde_json::Value {
         "fairness": report.stats.fairness,
         "checkpoints": report.stats.checkpoints,
         "handoffs": report.stats.handoffs,
+        "notices_unsupervised": report.stats.notices_unsupervised,
         "processes": processes,
         "restarts": restarts,
     })

@@ -256,6 +256,10 @@ pub struct LoopStats {
     /// Exit reports not kept because more than [`MAX_REPORTS`] processes
     /// ended in the run (listeners still received every one).
     pub reports_dropped: u64,
+    /// Exit notifications that found no live process of the supervisor
+    /// their manifest names (it never started, ended, or was between a
+    /// restart's stop and start), so no one received them.
+    pub notices_unsupervised: u64,
 }
 
 /// One decision of the supervisor.
@@ -583,6 +587,8 @@ struct Core {
     reports: std::collections::VecDeque<ProcessReport>,
     /// Reports dropped to keep `reports` bounded.
     reports_dropped: u64,
+    /// See [`LoopStats::notices_unsupervised`].
+    notices_unsupervised: u64,
     listeners: Vec<std::sync::mpsc::Sender<ProcessReport>>,
     woken: Vec<Pid>,
     checkpoints: u64,
@@ -667,6 +673,7 @@ impl KernelLoop {
                 live: 0,
                 reports: std::collections::VecDeque::new(),
                 reports_dropped: 0,
+                notices_unsupervised: 0,
                 listeners: Vec::new(),
                 woken: Vec::new(),
                 checkpoints: 0,
@@ -809,6 +816,7 @@ impl KernelLoop {
             handoffs: core.handoffs,
             workers,
             reports_dropped: core.reports_dropped,
+            notices_unsupervised: core.notices_unsupervised,
         };
         (
             core.reports.into(),
@@ -1453,8 +1461,13 @@ impl KernelLoop {
                 ExitStatus::Stopped(code) => (2, code.0 as i32),
             };
             let notice = ExitNotice { pid, kind, code };
-            self.shared
-                .notify_module(supervisor, MessageType::EXIT_NOTIFICATION, &notice.encode());
+            if !self.shared.notify_module(
+                supervisor,
+                MessageType::EXIT_NOTIFICATION,
+                &notice.encode(),
+            ) {
+                core.notices_unsupervised += 1;
+            }
         }
         let module = decision.is_some().then(|| report.module.clone());
         record_exit(core, report);

@@ -205,13 +205,21 @@ impl KernelShared {
 
     /// Sends a kernel message (source `Pid::KERNEL`, highest priority) to
     /// the live process registered under module name `to`. A full mailbox
-    /// drops it (counted there): the kernel never blocks.
-    pub(crate) fn notify_module(&self, to: &str, message_type: MessageType, payload: &[u8]) {
+    /// drops it (counted there): the kernel never blocks. Returns false if
+    /// no live process holds the name (nothing was sent).
+    pub(crate) fn notify_module(
+        &self,
+        to: &str,
+        message_type: MessageType,
+        payload: &[u8],
+    ) -> bool {
         let target = {
             let table = self.table.read().unwrap_or_else(|p| p.into_inner());
             table.lookup(to).and_then(|pid| table.get(pid).cloned())
         };
-        let Some(target) = target else { return };
+        let Some(target) = target else {
+            return false;
+        };
         let header = Header {
             priority: MessagePriority::MAX,
             flags: Flags::NONE,
@@ -229,6 +237,7 @@ impl KernelShared {
                 payload: payload.into(),
             },
         );
+        true
     }
 
     /// Sends the sender of `failed` a `DELIVERY_FAILURE` notice and counts

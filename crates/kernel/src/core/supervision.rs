@@ -112,12 +112,15 @@ impl RestartAction {
     }
 }
 
-/// A process that ended with a trap or an error exit.
+/// A process that trapped (a failure the supervision ladder answers; an
+/// exit with a non-zero code is the process's own decision, reported to
+/// its supervisor but not restarted, as the manifest's
+/// `"restart": "on_failure"` says).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Failure {
     /// What the policy counts failures by: the module name.
     pub key: String,
-    /// The trap or error code it ended with.
+    /// The trap code it ended with.
     pub code: u32,
     /// When it failed on the kernel clock, in nanoseconds.
     pub at: u64,

@@ -14,3 +14,4 @@ mod scheduling;
 mod scheduling_edges;
 mod supervision;
 mod supervision_edges;
+mod waits_edges;

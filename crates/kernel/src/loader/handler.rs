@@ -145,17 +145,22 @@ fn status_of(error: &wasmtime::Error, store: &Store<ProcessContext>, budget: u64
 
 /// Runs `call` with `budget` fuel; returns its result and the fuel it
 /// spent, with the host work not yet taken off the store's fuel (see
-/// `syscalls::charge`).
+/// `syscalls::charge`). Host work done for the call before it starts (the
+/// message's copy into the inbox) comes off the budget first: a call left
+/// with nothing traps with `TIMEOUT` at its first instruction.
 fn metered<R>(
     store: &mut Store<ProcessContext>,
     budget: u64,
     call: impl FnOnce(&mut Store<ProcessContext>) -> wasmtime::Result<R>,
 ) -> (wasmtime::Result<R>, u64) {
-    if let Err(error) = store.set_fuel(budget) {
-        return (Err(error), 0);
+    let before = store.data().host_work.take();
+    let fuel = budget.saturating_sub(before);
+    if let Err(error) = store.set_fuel(fuel) {
+        return (Err(error), before);
     }
     let result = call(store);
-    let spent = budget - store.get_fuel().unwrap_or(0) + store.data().host_work.take();
+    let spent =
+        fuel.saturating_sub(store.get_fuel().unwrap_or(0)) + before + store.data().host_work.take();
     (result, spent)
 }
 

@@ -332,33 +332,32 @@ pub fn add_to_handler_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::R
     linker.func_wrap(
         IMPORT_MODULE,
         Syscall::SendReceive.import_name(),
-        |_caller: Caller<'_, ProcessContext>,
+        |mut caller: Caller<'_, ProcessContext>,
          _target: i64,
          _correlation: i64,
          message_type: i32,
          options: i32,
-         _ptr: i32,
+         ptr: i32,
          len: i32,
          wait_for: i64,
          timeout_ms: i64,
-         _header_ptr: i32,
-         _buffer_ptr: i32,
+         header_ptr: i32,
+         buffer_ptr: i32,
          buffer_len: i32|
          -> i64 {
-            // Bad arguments are INVALID_ARGUMENT (as for a task) before
-            // the wait, which a handler never makes, is WOULD_BLOCK;
-            // nothing is sent either way.
-            let bad = send_options::unpack(options).is_none()
-                || message_type == 0
-                || len < 0
-                || !(-1..=i64::from(u32::MAX)).contains(&wait_for)
-                || timeout_ms < TIMEOUT_INFINITE
-                || buffer_len < 0;
-            to_return(Err(if bad {
-                ErrorCode::INVALID_ARGUMENT
-            } else {
-                ErrorCode::WOULD_BLOCK
-            }))
+            let buffers = Buffers {
+                header_ptr,
+                buffer_ptr,
+                buffer_len,
+            };
+            let payload = (message_type, options, ptr, len);
+            to_return(handler_send_receive(
+                &mut caller,
+                payload,
+                wait_for,
+                timeout_ms,
+                buffers,
+            ))
         },
     )?;
     linker.func_wrap(
@@ -389,6 +388,36 @@ pub fn add_to_handler_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::R
     Ok(())
 }
 
+/// A handler's `send_receive`: the checks a task's makes before it sends,
+/// in the same order (the wait's arguments, capability and buffers, then
+/// the message's arguments and payload), and then `WOULD_BLOCK`, since a
+/// handler never waits. Nothing is sent either way.
+fn handler_send_receive(
+    caller: &mut Caller<'_, ProcessContext>,
+    (message_type, options, ptr, len): (i32, i32, i32, i32),
+    wait_for: i64,
+    timeout_ms: i64,
+    buffers: Buffers,
+) -> Result<u64, ErrorCode> {
+    if !(-1..=i64::from(u32::MAX)).contains(&wait_for) {
+        return Err(ErrorCode::INVALID_ARGUMENT);
+    }
+    let syscall = if wait_for == -1 {
+        Syscall::ReceiveReply
+    } else {
+        Syscall::Receive
+    };
+    check_wait(caller, syscall, timeout_ms, buffers)?;
+    if send_options::unpack(options).is_none() || message_type == 0 || len < 0 {
+        return Err(ErrorCode::INVALID_ARGUMENT);
+    }
+    if len as usize > MAX_PAYLOAD_LEN {
+        return Err(ErrorCode::PAYLOAD_TOO_LARGE);
+    }
+    check_guest(caller, ptr, len)?;
+    Err(ErrorCode::WOULD_BLOCK)
+}
+
 /// A handler's receive: only with timeout 0, which never waits; no handoff
 /// (the handler is in the middle of a call).
 fn receive_now(
@@ -398,11 +427,10 @@ fn receive_now(
     timeout_ms: i64,
     buffers: Buffers,
 ) -> Result<u64, ErrorCode> {
-    // Bad arguments are INVALID_ARGUMENT before a wait is WOULD_BLOCK.
-    if timeout_ms < TIMEOUT_INFINITE || buffers.buffer_len < 0 {
-        return Err(ErrorCode::INVALID_ARGUMENT);
-    }
+    // Checked as a task's wait is (capability, arguments, buffers) before
+    // a wait, which a handler never makes, is WOULD_BLOCK.
     if timeout_ms != 0 {
+        check_wait(caller, syscall, timeout_ms, buffers)?;
         return Err(ErrorCode::WOULD_BLOCK);
     }
     // What is held for it goes back into the mailbox, where this looks.

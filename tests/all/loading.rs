@@ -625,7 +625,10 @@ fn a_second_manifest_with_a_loaded_name_is_named_in_the_error() {
     let mut kernel = Kernel::builder().build().unwrap();
     let error = kernel.load_app_dir(dir.path()).unwrap_err().to_string();
     assert!(error.contains("two/manifest.json"), "{error}");
-    assert!(error.contains("already loaded"), "{error}");
+    assert!(error.contains("already in this app"), "{error}");
+    assert!(error.contains("one/manifest.json"), "{error}");
+    // Every manifest is checked before any module loads: none did.
+    assert!(kernel.modules().is_empty());
 }
 
 #[test]

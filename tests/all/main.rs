@@ -3,6 +3,7 @@
 mod abi_edges;
 mod answers;
 mod answers_restarts;
+mod boot_edges;
 mod capabilities;
 mod handlers;
 mod lifecycle;

@@ -584,20 +584,23 @@ impl Kernel {
     /// Loads one module from its manifest and binary bytes. `origin` names
     /// the binary in error messages. The module is registered, then
     /// validated and compiled: its registry state ends `Ready` or
-    /// `Failed`.
+    /// `Failed`. A module that failed may be loaded again (fixed): the
+    /// failed entry is replaced. While one has failed and is not replaced,
+    /// [`Kernel::spawn_all`] refuses to boot.
     pub fn load_module(
         &mut self,
         manifest: Manifest,
         bytes: &[u8],
         origin: &Path,
     ) -> Result<ModuleKey, KernelError> {
-        if self.registry.latest(&manifest.name).is_some() {
+        if self.is_loaded(&manifest.name) {
             return Err(KernelError::App {
                 path: origin.to_path_buf(),
                 problem: format!("a module named {:?} is already loaded", manifest.name),
             });
         }
         check_capability_scopes(&manifest, origin)?;
+        self.forget_failed(&manifest.name);
         let key = self
             .registry
             .register(manifest.clone())
@@ -627,6 +630,30 @@ impl Kernel {
         }
     }
 
+    /// Whether a module named `name` is registered and did not fail to
+    /// load (a failed one may be loaded again, see
+    /// [`Kernel::load_module`]).
+    fn is_loaded(&self, name: &str) -> bool {
+        self.registry
+            .versions(name)
+            .any(|entry| !matches!(entry.state(), ModuleState::Failed(_)))
+    }
+
+    /// Removes the entries of `name` that failed to load, so that a new
+    /// load of it starts afresh (registry invariant 4: a failed entry may
+    /// be unregistered).
+    fn forget_failed(&mut self, name: &str) {
+        let failed: Vec<ModuleKey> = self
+            .registry
+            .versions(name)
+            .filter(|entry| matches!(entry.state(), ModuleState::Failed(_)))
+            .map(|entry| entry.key())
+            .collect();
+        for key in failed {
+            let _ = self.registry.unregister(&key);
+        }
+    }
+
     /// Loads the module described by the manifest file at `path`.
     pub fn load_manifest_file(&mut self, path: &Path) -> Result<ModuleKey, KernelError> {
         let manifest = Manifest::load(path).map_err(|error| KernelError::Manifest {
@@ -634,7 +661,7 @@ impl Kernel {
             error,
         })?;
         check_capability_scopes(&manifest, path)?;
-        if self.registry.latest(&manifest.name).is_some() {
+        if self.is_loaded(&manifest.name) {
             return Err(KernelError::App {
                 path: path.to_path_buf(),
                 problem: format!(
@@ -667,39 +694,7 @@ impl Kernel {
                 (bytes.into(), PathBuf::from(format!("bundled:{name}")))
             }
             ModuleSource::File(relative) => {
-                if !stays_inside(Path::new(relative)) {
-                    return Err(KernelError::Manifest {
-                        path: path.to_path_buf(),
-                        error: ManifestError {
-                            field: "module".into(),
-                            problem: format!(
-                                "{relative:?} must be a path inside the manifest's directory \
-                                 (relative, without `..`)"
-                            ),
-                        },
-                    });
-                }
-                let dir = path.parent().unwrap_or(Path::new("."));
-                let file = dir.join(relative);
-                // Links are followed only as far as the manifest's own
-                // directory: a module that is, or lies under, a link to a
-                // file elsewhere is refused (a file that is not there is
-                // left to the read below, which says so).
-                if let (Ok(root), Ok(real)) = (dir.canonicalize(), file.canonicalize())
-                    && !real.starts_with(&root)
-                {
-                    return Err(KernelError::Manifest {
-                        path: path.to_path_buf(),
-                        error: ManifestError {
-                            field: "module".into(),
-                            problem: format!(
-                                "{relative:?} leads outside the manifest's directory (through a \
-                                 link, to {})",
-                                real.display()
-                            ),
-                        },
-                    });
-                }
+                let file = module_path(path, relative)?;
                 let bytes = read_module_file(&file).map_err(|error| KernelError::ModuleFile {
                     path: file.clone(),
                     error,
@@ -712,8 +707,45 @@ impl Kernel {
 
     /// Loads every module of an app directory: each `manifest.json` in the
     /// directory itself or in its immediate subdirectories, in path order.
+    ///
+    /// Every manifest is read and checked (fields, capability scopes,
+    /// module paths, names unique in the app and not loaded yet) before any
+    /// module is loaded, so a manifest error loads nothing. A module that
+    /// then fails to compile is registered `Failed` (the error names it),
+    /// and [`Kernel::spawn_all`] refuses the boot until it is loaded again.
     pub fn load_app_dir(&mut self, dir: &Path) -> Result<Vec<String>, KernelError> {
         let manifests = find_manifests(dir)?;
+        let mut seen: Vec<(String, PathBuf)> = Vec::new();
+        for path in &manifests {
+            let manifest = Manifest::load(path).map_err(|error| KernelError::Manifest {
+                path: path.to_path_buf(),
+                error,
+            })?;
+            check_capability_scopes(&manifest, path)?;
+            if let ModuleSource::File(relative) = &manifest.module {
+                module_path(path, relative)?;
+            }
+            if let Some((_, first)) = seen.iter().find(|(name, _)| *name == manifest.name) {
+                return Err(KernelError::App {
+                    path: path.to_path_buf(),
+                    problem: format!(
+                        "a module named {:?} is already in this app (in {})",
+                        manifest.name,
+                        first.display()
+                    ),
+                });
+            }
+            if self.is_loaded(&manifest.name) {
+                return Err(KernelError::App {
+                    path: path.to_path_buf(),
+                    problem: format!(
+                        "a module named {:?} is already loaded (from another manifest)",
+                        manifest.name
+                    ),
+                });
+            }
+            seen.push((manifest.name.clone(), path.clone()));
+        }
         let mut names = Vec::new();
         for manifest in manifests {
             names.push(self.load_manifest_file(&manifest)?.name);
@@ -731,6 +763,20 @@ impl Kernel {
 
     /// The order to spawn the loaded modules in, or what stops the boot.
     fn boot_order(&self) -> Result<Vec<ModuleKey>, String> {
+        let failed: Vec<String> = self
+            .registry
+            .iter()
+            .filter_map(|entry| match entry.state() {
+                ModuleState::Failed(reason) => Some(format!(
+                    "{} failed to load ({reason}); load it again fixed, or boot without it",
+                    entry.key()
+                )),
+                _ => None,
+            })
+            .collect();
+        if !failed.is_empty() {
+            return Err(failed.join("; "));
+        }
         match self.registry.check_dependencies() {
             Err(errors) => Err(errors
                 .iter()
@@ -745,8 +791,9 @@ impl Kernel {
 
     /// Checks every dependency and spawns one process of every loaded
     /// module, dependencies first (a topological order, ties by name).
-    /// Missing dependencies, version mismatches and cycles are errors that
-    /// name the modules; nothing is spawned then.
+    /// A module that failed to load, missing dependencies, version
+    /// mismatches and cycles are errors that name the modules; nothing is
+    /// spawned then.
     pub fn spawn_all(&mut self) -> Result<Vec<Pid>, KernelError> {
         let _ = self.boot.begin(InitPhase::PostInit);
         let checked = self.boot_order();
@@ -958,6 +1005,38 @@ fn check_capability_scopes(manifest: &Manifest, path: &Path) -> Result<(), Kerne
 
 /// The largest module file an app directory may hold.
 pub const MAX_MODULE_FILE_BYTES: u64 = 256 << 20;
+
+/// The module file a manifest at `manifest` names by `relative`: a path
+/// inside the manifest's directory (relative, without `..`), and not
+/// through a link to somewhere else. A file that is not there is left to
+/// the read, which says so.
+fn module_path(manifest: &Path, relative: &Path) -> Result<PathBuf, KernelError> {
+    let refuse = |problem: String| KernelError::Manifest {
+        path: manifest.to_path_buf(),
+        error: ManifestError {
+            field: "module".into(),
+            problem,
+        },
+    };
+    if !stays_inside(relative) {
+        return Err(refuse(format!(
+            "{relative:?} must be a path inside the manifest's directory (relative, without `..`)"
+        )));
+    }
+    let dir = manifest.parent().unwrap_or(Path::new("."));
+    let file = dir.join(relative);
+    // Links are followed only as far as the manifest's own directory: a
+    // module that is, or lies under, a link to a file elsewhere is refused.
+    if let (Ok(root), Ok(real)) = (dir.canonicalize(), file.canonicalize())
+        && !real.starts_with(&root)
+    {
+        return Err(refuse(format!(
+            "{relative:?} leads outside the manifest's directory (through a link, to {})",
+            real.display()
+        )));
+    }
+    Ok(file)
+}
 
 /// True for a relative path with no `..`, root or prefix component.
 fn stays_inside(path: &Path) -> bool {

@@ -71,8 +71,9 @@
 //! that its group or others may write (a directory someone else created
 //! first, at a predictable path, would be theirs to fill); and it reads an
 //! entry only if it is a regular file (not a link, a FIFO or a device, which
-//! could block or never end) owned by that user, of at most
-//! [`MAX_ENTRY_BYTES`]. There is no eviction, and a temporary file left by a
+//! could block or never end) owned by that user, that its group and others
+//! may not write (entries are created mode 0600, whatever the umask), of at
+//! most [`MAX_ENTRY_BYTES`]. There is no eviction, and a temporary file left by a
 //! crash between write and rename stays (it starts with `.` and ends in
 //! `.tmp`).
 
@@ -291,7 +292,16 @@ impl ModuleCache {
     fn reject(&self, path: &Path, reason: &str) {
         self.rejected.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(path = %path.display(), %reason, "module cache entry rejected; recompiling");
-        if let Err(e) = fs::remove_file(path)
+        // A directory at an entry's path would refuse every store's rename
+        // for ever; it is inside the private cache directory, so removing
+        // it (links in it are removed, not followed) harms nothing else.
+        let is_dir = fs::symlink_metadata(path).is_ok_and(|meta| meta.file_type().is_dir());
+        let removed = if is_dir {
+            fs::remove_dir_all(path)
+        } else {
+            fs::remove_file(path)
+        };
+        if let Err(e) = removed
             && e.kind() != io::ErrorKind::NotFound
         {
             tracing::warn!(path = %path.display(), error = %e, "cannot delete a rejected module cache entry");
@@ -347,6 +357,20 @@ fn read_entry(path: &Path, key: &blake3::Hash) -> Lookup {
             }
             if let Err(e) = owned_by_this_user(&meta) {
                 return Lookup::Invalid(e.to_string());
+            }
+            // Others who may rewrite an entry may make the kernel run their
+            // code: entries are written 0600, and one that is not private
+            // is not trusted.
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = meta.permissions().mode();
+                if mode & 0o022 != 0 {
+                    return Lookup::Invalid(format!(
+                        "its group or others may write it (mode {:o})",
+                        mode & 0o7777
+                    ));
+                }
             }
         }
     }
@@ -407,11 +431,14 @@ impl std::hash::Hasher for HashWriter<'_> {
     }
 }
 
+/// Writes a new file readable and writable by this user only, whatever
+/// the umask.
 fn write_new(path: &Path, parts: &[&[u8]]) -> io::Result<()> {
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)?;
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
     for part in parts {
         file.write_all(part)?;
     }

@@ -740,32 +740,47 @@ fn a_process_told_to_stop_that_traps_starts_no_second_replacement() {
 }
 
 #[test]
-fn a_run_of_one_process_starts_a_second_worker_once_restarts_make_more_ready() {
-    // Two workers, one process spawned: the run starts on one worker. The
-    // process traps, and the supervisor restart starts its supervisor
-    // beside it (two processes ready at once): a second worker joins.
+fn a_run_starts_another_worker_once_restarts_make_more_ready() {
+    // Three workers, two processes: the run starts two. The crasher
+    // sleeps, so the spinner holds the other worker (a higher level: no
+    // rotation), then traps, and the system restart stops the spinner,
+    // which leaves only at its next checkpoint, and makes its successor
+    // and the crasher's ready beside it: a third worker joins.
     let spinner = r#"(module
       (memory (export "memory") 1)
       (func (export "run") (local $i i32)
         (loop
           (local.set $i (i32.add (local.get $i) (i32.const 1)))
-          (br_if 0 (i32.lt_u (local.get $i) (i32.const 2000000))))))"#;
+          (br_if 0 (i32.lt_u (local.get $i) (i32.const 100000000))))))"#;
+    let sleeper = r#"(module
+      (import "estalogic" "receive" (func $receive (param i32 i64 i32 i32 i32) (result i64)))
+      (memory (export "memory") 1)
+      (func (export "run")
+        (drop (call $receive (i32.const 0x4321) (i64.const 5) (i32.const 0) (i32.const 64) (i32.const 64)))
+        unreachable))"#;
     for _ in 0..3 {
-        let mut kernel = Kernel::builder().workers(2).build().unwrap();
-        kernel.set_restart_policy(Once::then_give_up(RestartAction::RestartSupervisor));
-        load_wat(&mut kernel, "a", spinner, "normal");
-        load_wat_with(
-            &mut kernel,
-            "crasher",
-            &trapper("unreachable"),
-            r#""restart":"on_failure","supervisor":"a""#,
-        );
-        kernel.spawn("crasher").unwrap();
+        let mut kernel = Kernel::builder().workers(3).build().unwrap();
+        kernel.set_restart_policy(Once::then_give_up(RestartAction::RestartSystem));
+        load_wat(&mut kernel, "a", spinner, "high");
+        load_wat_with(&mut kernel, "crasher", sleeper, r#""restart":"on_failure""#);
+        kernel.spawn_all().unwrap();
         let report = kernel.run();
         assert_eq!(report.restarts.len(), 2, "{:?}", report.restarts);
-        assert_eq!(report.process("a").unwrap().status, ExitStatus::Exited(0));
-        assert_eq!(report.processes.len(), 3, "crasher twice, and a");
-        assert_eq!(report.stats.workers, 2, "a second worker joined the run");
+        let a: Vec<_> = report
+            .processes
+            .iter()
+            .filter(|p| p.module == "a")
+            .map(|p| p.status.clone())
+            .collect();
+        assert_eq!(
+            a,
+            vec![
+                ExitStatus::Stopped(ErrorCode::RESTARTED),
+                ExitStatus::Exited(0)
+            ]
+        );
+        assert_eq!(report.processes.len(), 4, "a and the crasher twice each");
+        assert_eq!(report.stats.workers, 3, "a third worker joined the run");
     }
 }
 

@@ -688,3 +688,40 @@ fn exit_notices_with_no_live_supervisor_are_counted() {
         assert_eq!(report.stats.notices_unsupervised, unsupervised);
     }
 }
+
+/// `RestartAction::RestartSupervisor`: "a supervisor whose process ended
+/// stays down" (as in a system restart): a supervisor that already exited
+/// is not started again, and its run's work is not done twice; the failed
+/// child is still restarted.
+#[test]
+fn a_supervisor_restart_leaves_a_supervisor_that_ended_down() {
+    let done = r#"(module (memory (export "memory") 1) (func (export "run")))"#;
+    let crasher = r#"(module
+  (import "estalogic" "receive" (func $receive (param i32 i64 i32 i32 i32) (result i64)))
+  (memory (export "memory") 1)
+  (func (export "run")
+    (drop (call $receive (i32.const 0x7777) (i64.const 10) (i32.const 64) (i32.const 128) (i32.const 64)))
+    unreachable))"#;
+    let mut kernel = kernel(true, 1);
+    kernel.set_restart_policy(Script::boxed(&[RestartSupervisor]));
+    load_wat(&mut kernel, "s", done, "normal");
+    load_wat_with(
+        &mut kernel,
+        "a",
+        crasher,
+        r#""restart":"on_failure","supervisor":"s""#,
+    );
+    kernel.spawn_all().unwrap();
+    let report = kernel.run();
+    assert_eq!(report.restarts.len(), 2, "{:?}", report.restarts);
+    assert_eq!(report.restarts[0].action, RestartSupervisor);
+    let count = |module: &str| {
+        report
+            .processes
+            .iter()
+            .filter(|p| p.module == module)
+            .count()
+    };
+    assert_eq!(count("s"), 1, "the supervisor that ended was started again");
+    assert_eq!(count("a"), 2);
+}

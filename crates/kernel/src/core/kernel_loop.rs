@@ -1609,12 +1609,13 @@ impl KernelLoop {
                     && !core.given_up.iter().any(|m| m == supervisor)
                 {
                     // The supervisor and all its children: every live
-                    // process of a module it supervises (the failed one's
-                    // siblings included), one new process each.
-                    respawn.push(supervisor.to_string());
+                    // process of the supervisor's module and of a module
+                    // it supervises (the failed one's siblings included),
+                    // one new process each. A supervisor whose process
+                    // ended stays down, as in a system restart.
                     respawn.extend(self.live_processes_of(core, |name| {
-                        name != supervisor
-                            && self.factory.module(name).is_some_and(|loaded| {
+                        name == supervisor
+                            || self.factory.module(name).is_some_and(|loaded| {
                                 loaded.manifest.supervisor.as_deref() == Some(supervisor)
                             })
                     }));

@@ -65,8 +65,9 @@ pub enum RestartAction {
     /// code), then restart the process with a clean state.
     ReloadModule,
     /// Restart the supervising process and all its children: every live
-    /// process of a module whose manifest names that supervisor, the
-    /// failed one's siblings included (one new process each).
+    /// process of the supervisor's module and of a module whose manifest
+    /// names that supervisor, the failed one's siblings included (one new
+    /// process each; a supervisor whose process ended stays down).
     RestartSupervisor,
     /// Restart every process of the app still alive, the failed module's
     /// other processes included (one new process for each; a module whose

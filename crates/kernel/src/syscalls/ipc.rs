@@ -1050,8 +1050,25 @@ async fn send_receive(
     check_wait(caller, syscall, timeout_ms, buffers)?;
     let target = Pid::from_u64(request.target as u64);
     // A call to itself, waiting for ever: only it could answer, and it
-    // waits. Refused as a blocking send to its own full mailbox is.
+    // waits. Refused as a blocking send to its own full mailbox is: after
+    // the send's own checks (its capability, arguments and payload), and
+    // counted as a send that failed at once.
     if answer && timeout_ms == TIMEOUT_INFINITE && target == caller.data().process.pid {
+        let module = caller.data().process.module.clone();
+        caller.data().admit(request.syscall, Some(&module))?;
+        outgoing_parts(
+            caller,
+            request.message_type,
+            request.options,
+            request.ptr,
+            request.len,
+        )?;
+        caller
+            .data()
+            .process
+            .counters
+            .send_failures
+            .fetch_add(1, Ordering::Relaxed);
         return Err(ErrorCode::WOULD_DEADLOCK);
     }
     let request = Outgoing {

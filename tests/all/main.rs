@@ -13,6 +13,7 @@ mod messaging_edges;
 mod router_edges;
 mod scheduling;
 mod scheduling_edges;
+mod sdk_edges;
 mod soak;
 mod supervision;
 mod supervision_edges;

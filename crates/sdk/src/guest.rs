@@ -81,14 +81,51 @@ fn check(raw: i64) -> Result<u64, ErrorCode> {
     ErrorCode::from_syscall_return(raw)
 }
 
-/// Turns a receive-family result, the header the kernel wrote and the
-/// buffer it filled into a [`Message`].
+/// What a receive-family call waited for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Waited {
+    /// Any message, or any of one type.
+    Message,
+    /// The answer to one message this process sent.
+    Answer,
+}
+
+/// Turns a receive-family result, the header the kernel wrote (zeroed
+/// before the call) and the buffer it filled into a [`Message`].
+///
+/// A negative result with the `DELIVERY_FAILURE` flag in the header is a
+/// kernel notice the wait took (ABI `receive`): it is gone from the
+/// mailbox, so it is never confused with a message left queued for want of
+/// room. Waiting for any message, it is that message (its payload a
+/// [`DeliveryFailure`](estalogic_abi::messages::DeliveryFailure), as far as
+/// the buffer holds it); waiting for an answer, it is `Err` with its code,
+/// where `BUFFER_TOO_SMALL` (the request did not fit its receiver's inbox)
+/// becomes `MESSAGE_DROPPED`: so `BUFFER_TOO_SMALL` always means the
+/// answer is still queued and a larger buffer takes it.
 fn received<'a>(
     raw: i64,
     header: &[u8; HEADER_LEN],
     buffer: &'a [u8],
+    waited: Waited,
 ) -> Result<Message<'a>, ErrorCode> {
-    let len = check(raw)? as usize;
+    let len = match check(raw) {
+        Ok(len) => len as usize,
+        Err(code) => {
+            let notice = Header::decode(header)
+                .ok()
+                .filter(|(decoded, _)| decoded.flags.contains(Flags::DELIVERY_FAILURE));
+            return match (notice, waited) {
+                (Some((header, len)), Waited::Message) => Ok(Message {
+                    header,
+                    payload: &buffer[..(len as usize).min(buffer.len())],
+                }),
+                (Some(_), Waited::Answer) if code == ErrorCode::BUFFER_TOO_SMALL => {
+                    Err(ErrorCode::MESSAGE_DROPPED)
+                }
+                _ => Err(code),
+            };
+        }
+    };
     let (header, _) = Header::decode(header).map_err(|_| ErrorCode::INTERNAL)?;
     Ok(Message {
         header,
@@ -111,9 +148,10 @@ pub fn self_pid() -> Pid {
     Pid::from_u64(raw::self_pid() as u64)
 }
 
-/// The kernel clock in nanoseconds since boot.
-pub fn now_nanos() -> u64 {
-    raw::clock_now() as u64
+/// The kernel clock in nanoseconds since boot; `PERMISSION_DENIED`
+/// without the `time:read` capability.
+pub fn now_nanos() -> Result<u64, ErrorCode> {
+    check(raw::clock_now())
 }
 
 /// Finds the running process of the module called `name`.
@@ -166,7 +204,12 @@ pub fn receive(buffer: &mut [u8]) -> Result<Message<'_>, ErrorCode> {
 ///
 /// If the payload does not fit in `buffer` this fails with
 /// `BUFFER_TOO_SMALL` and the message stays queued, so the caller can retry
-/// with a larger buffer (payloads are at most 1 MiB).
+/// with a larger buffer (payloads are at most 1 MiB). A kernel notice that
+/// a message of this process was not delivered comes as a message with
+/// the `DELIVERY_FAILURE` flag (its correlation the failed message's
+/// sequence number, its payload a
+/// [`DeliveryFailure`](estalogic_abi::messages::DeliveryFailure) with the
+/// reason), as a handler process sees it.
 pub fn receive_with(
     only: Option<MessageType>,
     wait: Wait,
@@ -185,7 +228,7 @@ pub fn receive_with(
             buffer.len(),
         )
     };
-    received(raw, &header, buffer)
+    received(raw, &header, buffer, Waited::Message)
 }
 
 /// Answers `request` (a message this process received) with a `REPLY`
@@ -211,9 +254,12 @@ pub fn reply(
 
 /// Waits for the answer to the message this process sent with sequence
 /// number `sequence`: a reply, an acknowledgement, or — as `Err` with its
-/// code — the kernel's notice that the message was not delivered. Any
-/// process can send a reply with that correlation: check the answer's
-/// `header.source` when it matters ([`call`] accepts only its target).
+/// code — the kernel's notice that the message was not delivered (a
+/// message too large for its receiver's inbox is `MESSAGE_DROPPED`, so
+/// that `BUFFER_TOO_SMALL` means only an answer too large for `buffer`,
+/// left queued for a retry with a larger one). Any process can send a
+/// reply with that correlation: check the answer's `header.source` when it
+/// matters ([`call`] accepts only its target).
 pub fn receive_reply(
     sequence: u64,
     wait: Wait,
@@ -231,7 +277,7 @@ pub fn receive_reply(
             buffer.len(),
         )
     };
-    received(raw, &header, buffer)
+    received(raw, &header, buffer, Waited::Answer)
 }
 
 /// The `send_receive` syscall: sends (with `correlation` in the header),
@@ -267,14 +313,23 @@ fn send_receive<'a>(
             buffer.len(),
         )
     };
-    received(raw, &header, buffer)
+    let waited = if wait_for == -1 {
+        Waited::Answer
+    } else {
+        Waited::Message
+    };
+    received(raw, &header, buffer, waited)
 }
 
 /// Request/reply in one call: sends `payload` to `to` and waits for its
 /// reply (or acknowledgement, or the kernel's notice that it was not
-/// delivered, as `Err` with its code); only `to` can answer. If `to` takes
-/// the request and ends without replying (returns, traps, is stopped), the
-/// kernel answers for it: `Err(NO_SUCH_PROCESS)`. One syscall,
+/// delivered, as `Err` with its code, as [`receive_reply`] gives it); only
+/// `to` can answer. If `to` takes the request and ends without replying
+/// (returns, traps, is stopped), the kernel answers for it:
+/// `Err(NO_SUCH_PROCESS)`. A reply too large for `buffer` is
+/// `Err(BUFFER_TOO_SMALL)` and stays queued: [`peek`] gives its header
+/// (its correlation is the request's sequence number) and
+/// [`receive_reply`] takes it with a larger buffer. One syscall,
 /// so the kernel can hand the CPU straight to `to` and back. If the wait
 /// times out the request was still sent, and a late reply is queued like
 /// any message: when that matters, use [`send`] and [`receive_reply`],
@@ -343,19 +398,16 @@ pub fn peek(only: Option<MessageType>) -> Result<(Header, usize), ErrorCode> {
 
 /// A capability handle: an index into this process's own handle table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(transparent)]
 pub struct Handle(pub u32);
 
 /// Fills `out` with this process's capability handles; returns how many it
 /// holds in all (which may be more than fit).
 pub fn cap_handles(out: &mut [Handle]) -> Result<usize, ErrorCode> {
-    let mut raw_handles = [0u32; 64];
-    let max = out.len().min(raw_handles.len());
-    // SAFETY: the kernel writes at most `max` u32 values into our array.
-    let total = check(unsafe { raw::cap_handles(raw_handles.as_mut_ptr(), max) })? as usize;
-    for (slot, raw) in out.iter_mut().zip(raw_handles.iter()).take(total.min(max)) {
-        *slot = Handle(*raw);
-    }
-    Ok(total)
+    // SAFETY: `Handle` is a transparent `u32`, so `out` is `out.len()`
+    // u32 slots, and the kernel writes at most that many.
+    let total = check(unsafe { raw::cap_handles(out.as_mut_ptr().cast::<u32>(), out.len()) })?;
+    Ok(total as usize)
 }
 
 /// Describes a capability: its record and its scope text (in `buffer`).

@@ -98,8 +98,12 @@ pub extern "C" fn responder() -> i32 {
             return 0;
         }
         let n = u64::from_le_bytes(request.payload.try_into().unwrap_or([0; 8]));
-        if sdk::reply(&request.header, MessageType::ACCRUAL_RESPONSE, &(n * 2).to_le_bytes())
-            .is_err()
+        if sdk::reply(
+            &request.header,
+            MessageType::ACCRUAL_RESPONSE,
+            &(n * 2).to_le_bytes(),
+        )
+        .is_err()
         {
             return 2;
         }
@@ -276,8 +280,15 @@ pub extern "C" fn delegator() -> i32 {
         return 2;
     };
     // Widening is refused: the copy may not carry rights the source lacks.
-    if sdk::cap_delegate(mine, delegatee, Rights::WRITE | Rights::CREATE, None, None, "victim")
-        .err()
+    if sdk::cap_delegate(
+        mine,
+        delegatee,
+        Rights::WRITE | Rights::CREATE,
+        None,
+        None,
+        "victim",
+    )
+    .err()
         != Some(ErrorCode::PERMISSION_DENIED)
     {
         return 3;
@@ -314,7 +325,9 @@ pub extern "C" fn delegatee() -> i32 {
     let Ok(message) = sdk::receive_with(Some(HANDLE), Wait::Millis(10_000), &mut buffer) else {
         return 1;
     };
-    let handle = Handle(u32::from_le_bytes(message.payload.try_into().unwrap_or([0; 4])));
+    let handle = Handle(u32::from_le_bytes(
+        message.payload.try_into().unwrap_or([0; 4]),
+    ));
     let verdict = (|| {
         // The copy is usable: it lets us reach `victim` ...
         if sdk::send(victim, DATA, b"via delegated capability").is_err() {
@@ -377,7 +390,11 @@ pub extern "C" fn watcher() -> i32 {
     let mut buffer = [0u8; 32];
     let mut traps = 0;
     loop {
-        match sdk::receive_with(Some(MessageType::EXIT_NOTIFICATION), Wait::Millis(300), &mut buffer) {
+        match sdk::receive_with(
+            Some(MessageType::EXIT_NOTIFICATION),
+            Wait::Millis(300),
+            &mut buffer,
+        ) {
             Ok(message) => {
                 if message.header.source != sdk::Pid::KERNEL {
                     return -2;
@@ -403,11 +420,316 @@ pub extern "C" fn timed_ping() -> i32 {
         if sdk::send(pong, MessageType::PING, &round.to_le_bytes()).is_err() {
             return 1;
         }
-        match sdk::receive_with(Some(MessageType::PONG), Wait::Millis(3_600_000), &mut buffer) {
+        match sdk::receive_with(
+            Some(MessageType::PONG),
+            Wait::Millis(3_600_000),
+            &mut buffer,
+        ) {
             Ok(reply) if reply.payload == round.to_le_bytes() => {}
             _ => return 2,
         }
     }
     let _ = sdk::send(pong, MessageType::PING, &[]);
+    0
+}
+
+// ---------------------------------------------------------------------
+// SDK edges (tests/all/sdk_edges.rs, from the sixteenth probe round).
+// Each returns 0 when the SDK did what its docs say, else a code naming
+// the step that did not.
+// ---------------------------------------------------------------------
+
+/// A payload larger than `hpong`'s 64-byte inbox: the kernel refuses it
+/// with a `DELIVERY_FAILURE` notice, code `BUFFER_TOO_SMALL`.
+const TOO_BIG_FOR_HPONG: [u8; 100] = [7; 100];
+
+/// `receive_with` docs: a kernel notice "comes as a message with the
+/// `DELIVERY_FAILURE` flag", never as the `BUFFER_TOO_SMALL` of a message
+/// left queued. A request too large for `hpong`'s inbox comes back so, with
+/// the reason in its payload, and nothing is left to retry.
+#[unsafe(no_mangle)]
+pub extern "C" fn sdk_receive_notice_retry() -> i32 {
+    use sdk::abi::messages::DeliveryFailure;
+    let hpong = find("hpong");
+    let Ok(sequence) = sdk::send(hpong, MessageType::PING, &TOO_BIG_FOR_HPONG) else {
+        return 1;
+    };
+    let mut small = [0u8; 64];
+    match sdk::receive_with(None, Wait::Millis(10_000), &mut small) {
+        Ok(message)
+            if message.header.flags.contains(Flags::DELIVERY_FAILURE)
+                && message.header.correlation == sequence =>
+        {
+            match DeliveryFailure::decode(message.payload) {
+                Some(notice) if notice.code == ErrorCode::BUFFER_TOO_SMALL => {}
+                _ => return 2,
+            }
+        }
+        Ok(_) => return 3,
+        Err(_) => return 4,
+    }
+    match sdk::receive_with(None, Wait::NoWait, &mut small) {
+        Err(ErrorCode::TIMEOUT) => 0,
+        _ => 5,
+    }
+}
+
+/// `receive_reply` docs: a notice is `Err` with its code, and one about a
+/// request too large for its receiver's inbox is `MESSAGE_DROPPED`, so
+/// that `BUFFER_TOO_SMALL` means only a reply left queued.
+#[unsafe(no_mangle)]
+pub extern "C" fn sdk_receive_reply_notice_retry() -> i32 {
+    let hpong = find("hpong");
+    let Ok(sequence) = sdk::send(hpong, MessageType::PING, &TOO_BIG_FOR_HPONG) else {
+        return 1;
+    };
+    let mut small = [0u8; 64];
+    match sdk::receive_reply(sequence, Wait::Millis(10_000), &mut small) {
+        Err(ErrorCode::MESSAGE_DROPPED) => {}
+        Ok(_) => return 2,
+        Err(_) => return 3,
+    }
+    let mut large = [0u8; 4096];
+    match sdk::receive_reply(sequence, Wait::NoWait, &mut large) {
+        Err(ErrorCode::TIMEOUT) => 0,
+        _ => 4,
+    }
+}
+
+/// A reply too large for `receive_reply`'s buffer: `BUFFER_TOO_SMALL`, the
+/// reply stays queued and a larger buffer gets it (the documented case).
+#[unsafe(no_mangle)]
+pub extern "C" fn sdk_receive_reply_small_buffer() -> i32 {
+    let echo = find("echo");
+    let Ok(sequence) = sdk::send(echo, DATA, &[9u8; 100]) else {
+        return 1;
+    };
+    let mut small = [0u8; 8];
+    match sdk::receive_reply(sequence, Wait::Millis(10_000), &mut small) {
+        Err(ErrorCode::BUFFER_TOO_SMALL) => {}
+        _ => return 2,
+    }
+    // peek shows what is queued, with its length.
+    match sdk::peek(None) {
+        Ok((header, 100)) if header.correlation == sequence && header.source == echo => {}
+        _ => return 3,
+    }
+    let mut large = [0u8; 128];
+    match sdk::receive_reply(sequence, Wait::Millis(500), &mut large) {
+        Ok(reply)
+            if reply.payload == [9u8; 100]
+                && reply.header.flags.contains(Flags::REPLY)
+                && reply.header.correlation == sequence =>
+        {
+            0
+        }
+        _ => 4,
+    }
+}
+
+/// `call` to `hpong` with a request its inbox cannot hold is
+/// `MESSAGE_DROPPED`; `call` to `echo` with a reply larger than the buffer
+/// is `BUFFER_TOO_SMALL`, and (`call` docs) `peek` gives the queued reply's
+/// header and `receive_reply` takes it with a larger buffer.
+#[unsafe(no_mangle)]
+pub extern "C" fn sdk_call_buffer_too_small_is_ambiguous() -> i32 {
+    let hpong = find("hpong");
+    let echo = find("echo");
+    let mut large = [0u8; 4096];
+    match sdk::call(
+        hpong,
+        MessageType::PING,
+        &TOO_BIG_FOR_HPONG,
+        Wait::Millis(10_000),
+        &mut large,
+    ) {
+        Err(ErrorCode::MESSAGE_DROPPED) => {}
+        _ => return 1,
+    }
+    let mut small = [0u8; 8];
+    match sdk::call(echo, DATA, &[3u8; 100], Wait::Millis(10_000), &mut small) {
+        Err(ErrorCode::BUFFER_TOO_SMALL) => {}
+        _ => return 2,
+    }
+    let Ok((header, 100)) = sdk::peek(None) else {
+        return 3;
+    };
+    match sdk::receive_reply(header.correlation, Wait::NoWait, &mut large) {
+        Ok(reply) if reply.payload == [3u8; 100] && reply.header.source == echo => 0,
+        _ => 4,
+    }
+}
+
+/// `cap_handles` docs: "Fills `out` with this process's capability
+/// handles; returns how many it holds in all (which may be more than
+/// fit)." With 70 more handles (copies delegated to itself) and room for
+/// 128, every one of the first `total` slots must be filled.
+#[unsafe(no_mangle)]
+pub extern "C" fn sdk_cap_handles_many() -> i32 {
+    let me = sdk::self_pid();
+    let Some(mine) = channel_write_handle() else {
+        return 1;
+    };
+    for _ in 0..70 {
+        if sdk::cap_delegate(mine, me, Rights::WRITE, None, None, "").is_err() {
+            return 2;
+        }
+    }
+    const UNSET: Handle = Handle(u32::MAX);
+    let mut out = [UNSET; 128];
+    let Ok(total) = sdk::cap_handles(&mut out) else {
+        return 3;
+    };
+    if total < 71 || total > out.len() {
+        return 4;
+    }
+    match out[..total].iter().position(|h| *h == UNSET) {
+        None => 0,
+        Some(first) => {
+            sdk::log!("cap_handles: total {} but slot {} not filled", total, first);
+            5
+        }
+    }
+}
+
+/// `now_nanos` docs: "`PERMISSION_DENIED` without the `time:read`
+/// capability" (it turned the negative code into a clock reading).
+#[unsafe(no_mangle)]
+pub extern "C" fn sdk_clock_without_time_read() -> i32 {
+    match sdk::now_nanos() {
+        Err(ErrorCode::PERMISSION_DENIED) => 0,
+        _ => 1,
+    }
+}
+
+/// Calls of [`on_sdk_probe`] so far.
+static SDK_CALLS: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
+/// A handler (entry point `sdk_handler`): its first message must be the
+/// kernel's `STARTED` (source pid 0, no payload, sequence 0); it then sends
+/// `hpong` a request too large for its inbox, and its second message must
+/// be the kernel's `DELIVERY_FAILURE` notice (code `BUFFER_TOO_SMALL`, the
+/// target and type of the refused request) as a message with the flag.
+/// Ends with exit code 42 when all held (`Next::Exit(42)`), else 10+.
+fn on_sdk_probe(message: sdk::Message<'_>) -> sdk::Next {
+    use core::sync::atomic::Ordering;
+    use sdk::abi::messages::DeliveryFailure;
+    let header = message.header;
+    match SDK_CALLS.fetch_add(1, Ordering::Relaxed) {
+        0 => {
+            if header.message_type != MessageType::STARTED
+                || header.source != sdk::Pid::KERNEL
+                || header.sequence != 0
+                || !message.payload.is_empty()
+            {
+                return sdk::Next::Exit(10);
+            }
+            let hpong = find("hpong");
+            match sdk::send(hpong, MessageType::PING, &TOO_BIG_FOR_HPONG) {
+                Ok(_) => sdk::Next::Wait,
+                Err(_) => sdk::Next::Exit(11),
+            }
+        }
+        1 => {
+            if !header.flags.contains(Flags::DELIVERY_FAILURE) || header.source != sdk::Pid::KERNEL
+            {
+                return sdk::Next::Exit(12);
+            }
+            match DeliveryFailure::decode(message.payload) {
+                Some(notice)
+                    if notice.code == ErrorCode::BUFFER_TOO_SMALL
+                        && notice.message_type == MessageType::PING
+                        && Some(notice.target) == sdk::lookup("hpong").ok() =>
+                {
+                    sdk::Next::Exit(42)
+                }
+                _ => sdk::Next::Exit(13),
+            }
+        }
+        _ => sdk::Next::Exit(14),
+    }
+}
+
+sdk::handler!(sdk_handler, on_sdk_probe, 16);
+
+/// Argument edges that must map to the documented results: empty slices,
+/// `Wait::NoWait`, a handle past `i32::MAX`, a buffer too short for a
+/// capability record, an over-long delegated scope, a closed handle.
+#[unsafe(no_mangle)]
+pub extern "C" fn sdk_argument_edges() -> i32 {
+    let me = sdk::self_pid();
+    let mut empty: [u8; 0] = [];
+    // Nothing queued: NoWait times out, peek finds nothing.
+    if sdk::receive_with(None, Wait::NoWait, &mut empty).err() != Some(ErrorCode::TIMEOUT) {
+        return 1;
+    }
+    if sdk::peek(None).err() != Some(ErrorCode::NOT_FOUND) {
+        return 2;
+    }
+    // An empty payload into an empty buffer.
+    let Ok(sequence) = sdk::send(me, DATA, &[]) else {
+        return 3;
+    };
+    match sdk::receive_with(Some(DATA), Wait::NoWait, &mut empty) {
+        Ok(message) if message.payload.is_empty() && message.header.sequence == sequence => {}
+        _ => return 4,
+    }
+    // A one-byte payload into an empty buffer: stays queued.
+    if sdk::send(me, DATA, &[1]).is_err() {
+        return 5;
+    }
+    if sdk::receive_with(None, Wait::NoWait, &mut empty).err() != Some(ErrorCode::BUFFER_TOO_SMALL)
+    {
+        return 6;
+    }
+    let mut one = [0u8; 1];
+    match sdk::receive_with(None, Wait::NoWait, &mut one) {
+        Ok(message) if message.payload == [1] => {}
+        _ => return 7,
+    }
+    // Handles past i32::MAX are not handles.
+    let mut buffer = [0u8; 256];
+    if sdk::cap_inspect(Handle(0x8000_0000), &mut buffer).err() != Some(ErrorCode::INVALID_HANDLE) {
+        return 8;
+    }
+    let Some(mine) = channel_write_handle() else {
+        return 9;
+    };
+    // A buffer shorter than the record.
+    if sdk::cap_inspect(mine, &mut buffer[..40]).err() != Some(ErrorCode::BUFFER_TOO_SMALL) {
+        return 10;
+    }
+    match sdk::cap_inspect(mine, &mut buffer) {
+        Ok((record, scope)) if record.scope_len as usize == scope.len() => {}
+        _ => return 11,
+    }
+    // A scope over 1,024 bytes.
+    let long = [b'a'; 1_025];
+    let long = core::str::from_utf8(&long).unwrap_or("");
+    if sdk::cap_delegate(mine, me, Rights::WRITE, None, None, long).err()
+        != Some(ErrorCode::INVALID_ARGUMENT)
+    {
+        return 12;
+    }
+    // A copy with a use limit and expiry far in the future, then closed.
+    let Ok(copy) = sdk::cap_delegate(mine, me, Rights::WRITE, Some(u64::MAX), Some(3), "") else {
+        return 13;
+    };
+    match sdk::cap_inspect(copy, &mut buffer) {
+        Ok((record, _)) if record.max_uses == Some(3) && record.depth == 1 => {}
+        _ => return 14,
+    }
+    match sdk::cap_close(copy) {
+        Ok(1) => {}
+        _ => return 15,
+    }
+    if sdk::cap_inspect(copy, &mut buffer).err() != Some(ErrorCode::INVALID_HANDLE) {
+        return 16;
+    }
+    // cap_handles with no room still counts.
+    match sdk::cap_handles(&mut []) {
+        Ok(n) if n > 0 => {}
+        _ => return 17,
+    }
     0
 }

@@ -5,6 +5,7 @@ mod answers;
 mod answers_restarts;
 mod boot_edges;
 mod capabilities;
+mod dos_edges;
 mod handlers;
 mod lifecycle;
 mod loading;

@@ -256,6 +256,9 @@ pub struct LoopStats {
     /// Exit reports not kept because more than [`MAX_REPORTS`] processes
     /// ended in the run (listeners still received every one).
     pub reports_dropped: u64,
+    /// Restart decisions not kept because more than
+    /// [`MAX_RESTART_RECORDS`] were made in the run.
+    pub restarts_dropped: u64,
     /// Exit notifications that found no live process of the supervisor
     /// their manifest names (it never started, ended, or was between a
     /// restart's stop and start), so no one received them.
@@ -289,6 +292,11 @@ pub const YIELD_NS: u64 = 1_000;
 /// [`LoopStats::reports_dropped`]), so a kernel that runs for months does
 /// not grow without bound.
 pub const MAX_REPORTS: usize = 100_000;
+
+/// Restart decisions a run keeps (the most recent; older ones are counted
+/// in [`LoopStats::restarts_dropped`]), for the same reason: a module that
+/// fails twice a minute for ever never climbs the ladder.
+pub const MAX_RESTART_RECORDS: usize = 100_000;
 
 thread_local! {
     /// The kernel loop this thread is a worker of, while it is one.
@@ -589,6 +597,8 @@ struct Core {
     reports_dropped: u64,
     /// See [`LoopStats::notices_unsupervised`].
     notices_unsupervised: u64,
+    /// See [`LoopStats::restarts_dropped`].
+    restarts_dropped: u64,
     listeners: Vec<std::sync::mpsc::Sender<ProcessReport>>,
     woken: Vec<Pid>,
     checkpoints: u64,
@@ -597,7 +607,8 @@ struct Core {
     /// stack.
     deferred: Vec<(Task, Outcome)>,
     restart_policy: Box<dyn RestartPolicy>,
-    restarts: Vec<RestartRecord>,
+    /// The most recent [`MAX_RESTART_RECORDS`] restart decisions.
+    restarts: std::collections::VecDeque<RestartRecord>,
     state: LoopState,
     events: EventCounts,
     idle_workers: usize,
@@ -674,13 +685,14 @@ impl KernelLoop {
                 reports: std::collections::VecDeque::new(),
                 reports_dropped: 0,
                 notices_unsupervised: 0,
+                restarts_dropped: 0,
                 listeners: Vec::new(),
                 woken: Vec::new(),
                 checkpoints: 0,
                 handoffs: 0,
                 deferred: Vec::new(),
                 restart_policy,
-                restarts: Vec::new(),
+                restarts: std::collections::VecDeque::new(),
                 state: LoopState::Initializing,
                 events: EventCounts::default(),
                 idle_workers: 0,
@@ -817,11 +829,12 @@ impl KernelLoop {
             workers,
             reports_dropped: core.reports_dropped,
             notices_unsupervised: core.notices_unsupervised,
+            restarts_dropped: core.restarts_dropped,
         };
         (
             core.reports.into(),
             stats,
-            core.restarts,
+            core.restarts.into(),
             core.restart_policy,
         )
     }
@@ -1493,7 +1506,11 @@ impl KernelLoop {
                 target: "estalogic::supervision",
                 %pid, %module, %code, ?action, ?new_pid, "restart decision"
             );
-            core.restarts.push(RestartRecord {
+            if core.restarts.len() >= MAX_RESTART_RECORDS {
+                core.restarts.pop_front();
+                core.restarts_dropped += 1;
+            }
+            core.restarts.push_back(RestartRecord {
                 module,
                 pid,
                 code,

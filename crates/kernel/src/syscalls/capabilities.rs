@@ -374,11 +374,7 @@ fn cap_handles(
     let handles: Vec<Handle> = {
         let context = caller.data();
         let engine = context.kernel.capabilities();
-        engine
-            .handles(context.process.pid)
-            .into_iter()
-            .map(|(handle, _)| handle)
-            .collect()
+        engine.handle_numbers(context.process.pid)
     };
     let bytes: Vec<u8> = handles
         .iter()

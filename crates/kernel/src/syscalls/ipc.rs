@@ -605,7 +605,14 @@ async fn send(
         }
         return Err(ErrorCode::NO_SUCH_PROCESS);
     };
-    context.admit(request.syscall, Some(&receiver.module))?;
+    if let Err(code) = context.admit(request.syscall, Some(&receiver.module)) {
+        // The refusal's search and audit are host work: paid now, so a
+        // loop of refused sends passes its checkpoints.
+        if charge(caller, 0) {
+            YieldOnce::new().await;
+        }
+        return Err(code);
+    }
     // A handler's message to a handler waiting idle, when nothing else is
     // ready: delivered into its inbox and handled at once (see
     // `loader::handler`).
@@ -621,9 +628,10 @@ async fn send(
         if let Some(result) = send_direct(caller, &request, &receiver) {
             if result.is_ok() {
                 caller.data_mut().keep_peer(receiver);
-                // A handler's charge never makes a checkpoint due.
-                charge(caller, copied);
             }
+            // Paid for whether it got in or not (a handler's charge never
+            // makes a checkpoint due).
+            charge(caller, copied);
             return result;
         }
     }
@@ -661,6 +669,9 @@ async fn send(
                 .counters
                 .send_failures
                 .fetch_add(1, Ordering::Relaxed);
+            if charge(caller, copied + POST_FUEL as usize) {
+                YieldOnce::new().await;
+            }
             return Err(code);
         }
     }
@@ -779,13 +790,20 @@ async fn send(
                     PostError::Full(_, OverflowMode::BlockSender, receiver) => receiver.pid == pid,
                     _ => false,
                 };
-                return Err(if would_block(sender.pid) {
+                let code = if would_block(sender.pid) {
                     ErrorCode::WOULD_DEADLOCK
                 } else if would_block(receiver_pid) {
                     ErrorCode::WOULD_BLOCK
                 } else {
                     error.code()
-                });
+                };
+                // The payload was copied and the post tried: paid for as
+                // a send that went through is, and the post's own work on
+                // top (a refused send would otherwise be a copy for free).
+                if charge(caller, copied + POST_FUEL as usize) {
+                    YieldOnce::new().await;
+                }
+                return Err(code);
             }
         }
     }
@@ -990,8 +1008,11 @@ fn broadcast(
     Counters::bump_own(&sender.counters.sent, accepted);
     // Every copy offered is host work for the sender (see `charge`),
     // accepted or not: the post, and the notice a dropped copy sends back,
-    // cost the kernel the same.
-    let work = (payload.len() as u64 + POST_FUEL).saturating_mul(attempted);
+    // cost the kernel the same; so is the payload's copy out of its memory,
+    // made even when no one is there to offer it to.
+    let work = (payload.len() as u64 + POST_FUEL)
+        .saturating_mul(attempted)
+        .saturating_add(payload.len() as u64);
     let due = charge(caller, usize::try_from(work).unwrap_or(usize::MAX));
     Ok((accepted, due))
 }
@@ -1056,19 +1077,25 @@ async fn send_receive(
     if answer && timeout_ms == TIMEOUT_INFINITE && target == caller.data().process.pid {
         let module = caller.data().process.module.clone();
         caller.data().admit(request.syscall, Some(&module))?;
-        outgoing_parts(
+        let copied = outgoing_parts(
             caller,
             request.message_type,
             request.options,
             request.ptr,
             request.len,
-        )?;
+        )?
+        .payload
+        .len();
         caller
             .data()
             .process
             .counters
             .send_failures
             .fetch_add(1, Ordering::Relaxed);
+        // Paid for as a refused send is: the copy and the post.
+        if charge(caller, copied + POST_FUEL as usize) {
+            YieldOnce::new().await;
+        }
         return Err(ErrorCode::WOULD_DEADLOCK);
     }
     let request = Outgoing {

@@ -182,7 +182,11 @@ impl ProcessContext {
         if engine.holds_any(pid, &resource, rights, now) {
             return Ok(());
         }
-        self.add_host_work((engine.table_len(pid) as u64).saturating_mul(FIND_FUEL));
+        self.add_host_work(
+            (engine.table_len(pid) as u64)
+                .saturating_mul(FIND_FUEL)
+                .saturating_add(DENIAL_FUEL),
+        );
         // Nothing fits, so the search fails and audits why.
         let denied = engine.find(pid, &resource, rights, None, now).err();
         self.kernel.flush_audit(&mut engine);
@@ -227,6 +231,9 @@ impl ProcessContext {
                 Ok(true)
             }
             Err(error) => {
+                // A denial is audited (text formatted, an event kept): host
+                // work the caller pays for like a search.
+                self.add_host_work(DENIAL_FUEL);
                 self.kernel.flush_audit(&mut engine);
                 Err(error.code())
             }
@@ -331,6 +338,11 @@ pub(crate) fn check_guest(
 /// Fuel units an uncached capability check pays per handle of the table it
 /// searches.
 pub(crate) const FIND_FUEL: u64 = 16;
+
+/// Fuel units a refused capability check pays besides its search: the
+/// audit event it records (about a microsecond of formatting and
+/// bookkeeping).
+pub(crate) const DENIAL_FUEL: u64 = 1_024;
 
 /// Handler host work below this many units gathers in
 /// [`ProcessContext::host_work`] until the call ends, so a short message

@@ -151,7 +151,8 @@ fn log(
     len: i32,
 ) -> Result<(u64, bool), ErrorCode> {
     caller.data().admit(Syscall::Log, None)?;
-    if !(0..=MAX_LOG_LINE).contains(&len) {
+    // Checked before the line is copied, so a bad call copies nothing.
+    if !(0..=MAX_LOG_LINE).contains(&len) || !(0..=4).contains(&level) {
         return Err(ErrorCode::INVALID_ARGUMENT);
     }
     let bytes = read_guest(caller, ptr, len)?;

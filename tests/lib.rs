@@ -88,10 +88,24 @@ pub fn load_testkit_with(kernel: &mut Kernel, name: &str, entry: &str, capabilit
 /// Loads WAT text under `name` (entry `run`, every test capability) with
 /// extra manifest fields (JSON members, e.g. `"restart":"on_failure"`).
 pub fn load_wat_with(kernel: &mut Kernel, name: &str, wat: &str, extra: &str) {
-    let capabilities: Vec<String> = ALL_CAPS.iter().map(|c| format!("{c:?}")).collect();
+    load_entry(kernel, name, "run", wat, ALL_CAPS, extra);
+}
+
+/// Loads WAT text under `name` with entry point `entry` (`run` for a task,
+/// `handle` for a handler), `capabilities` and extra manifest fields (JSON
+/// members).
+pub fn load_entry(
+    kernel: &mut Kernel,
+    name: &str,
+    entry: &str,
+    wat: &str,
+    capabilities: &[&str],
+    extra: &str,
+) {
+    let capabilities: Vec<String> = capabilities.iter().map(|c| format!("{c:?}")).collect();
     let separator = if extra.is_empty() { "" } else { "," };
     let manifest = Manifest::parse(&format!(
-        r#"{{"name":"{name}","version":"0.1.0","entry_point":"run","runtime":"wasm32",
+        r#"{{"name":"{name}","version":"0.1.0","entry_point":"{entry}","runtime":"wasm32",
             "capabilities_required":[{}]{separator}{extra}}}"#,
         capabilities.join(",")
     ))
@@ -217,4 +231,19 @@ pub fn in_each_mode_and_run(mut scenario: impl FnMut(&str, Kernel, &str)) {
     for mode in OVERFLOW_MODES {
         in_each_run(|kernel, what| scenario(mode, kernel, &format!("{mode} {what}")));
     }
+}
+
+/// This process's resident memory in KiB (`VmRSS`; 0 where there is no
+/// `/proc`).
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
 }

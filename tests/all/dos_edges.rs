@@ -6,7 +6,7 @@
 
 use estalogic_abi::ErrorCode;
 use estalogic_kernel::{ExitStatus, Kernel, Manifest, ProcessReport};
-use estalogic_tests::{ALL_CAPS, load_wat_with, mailbox, neg};
+use estalogic_tests::{ALL_CAPS, load_wat_with, mailbox, neg, rss_kib};
 use std::path::Path;
 
 const MIB: i64 = 1 << 20;
@@ -96,17 +96,6 @@ fn run_alone(mut kernel: Kernel, name: &str) -> ProcessReport {
     kernel.spawn(name).unwrap();
     let report = kernel.run();
     report.process(name).unwrap().clone()
-}
-
-/// This test binary's resident set (lifecycle.rs's `rss_kib`).
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
 }
 
 fn det() -> Kernel {

@@ -11,7 +11,7 @@ use estalogic_kernel::abi::ErrorCode;
 use estalogic_kernel::core::supervision::{Failure, RestartAction, RestartPolicy};
 use estalogic_kernel::{ExitStatus, Kernel, KernelError, RunReport};
 use estalogic_tests::{
-    ALL_CAPS, load_bundled, load_testkit, load_wat, load_wat_with, mailbox, trapper,
+    ALL_CAPS, load_bundled, load_testkit, load_wat, load_wat_with, mailbox, rss_kib, trapper,
 };
 use std::collections::HashSet;
 use std::path::Path;
@@ -55,16 +55,6 @@ fn summary(report: &RunReport) -> String {
         ));
     }
     out
-}
-
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
 }
 
 // ---------------------------------------------------------------- limits

@@ -8,29 +8,10 @@ use estalogic_abi::{ErrorCode, Header};
 use estalogic_kernel::{Kernel, KernelError, Manifest, RunReport};
 use estalogic_tests::{RUNS, kernel, neg};
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-const CAPS: &[&str] = &[
-    "messaging:send",
-    "messaging:receive",
-    "process:lookup",
-    "log:write",
-    "time:read",
-];
-
 fn load(kernel: &mut Kernel, name: &str, wat: &str, extra: &str) {
-    let caps: Vec<String> = CAPS.iter().map(|c| format!("{c:?}")).collect();
-    let sep = if extra.is_empty() { "" } else { "," };
-    let manifest = Manifest::parse(&format!(
-        r#"{{"name":"{name}","version":"0.1.0","entry_point":"run","runtime":"wasm32",
-            "capabilities_required":[{}]{sep}{extra}}}"#,
-        caps.join(",")
-    ))
-    .unwrap();
-    kernel
-        .load_module(manifest, wat.as_bytes(), Path::new(name))
-        .unwrap_or_else(|e| panic!("{name} does not load: {e}"));
+    estalogic_tests::load_wat_with(kernel, name, wat, extra);
 }
 
 const IMPORTS: &str = r#"

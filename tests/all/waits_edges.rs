@@ -3,32 +3,13 @@
 //! relied on is quoted in each case).
 
 use estalogic_abi::ErrorCode;
-use estalogic_kernel::{ExitStatus, Kernel, Manifest, ProcessReport, RunReport};
+use estalogic_kernel::{ExitStatus, Kernel, ProcessReport, RunReport};
 use estalogic_tests::{in_each_run, kernel, neg};
-use std::path::Path;
-
-const CAPS: &[&str] = &[
-    "messaging:send",
-    "messaging:receive",
-    "process:lookup",
-    "log:write",
-    "time:read",
-];
 
 /// Loads `wat` under `name` with entry `entry` (`run` for a task, `handle`
 /// for a handler), every capability, and extra manifest members.
 fn load(kernel: &mut Kernel, name: &str, entry: &str, wat: &str, extra: &str) {
-    let caps: Vec<String> = CAPS.iter().map(|c| format!("{c:?}")).collect();
-    let sep = if extra.is_empty() { "" } else { "," };
-    let manifest = Manifest::parse(&format!(
-        r#"{{"name":"{name}","version":"0.1.0","entry_point":"{entry}","runtime":"wasm32",
-            "capabilities_required":[{}]{sep}{extra}}}"#,
-        caps.join(",")
-    ))
-    .unwrap();
-    kernel
-        .load_module(manifest, wat.as_bytes(), Path::new(name))
-        .unwrap_or_else(|e| panic!("{name} does not load: {e}"));
+    estalogic_tests::load_entry(kernel, name, entry, wat, estalogic_tests::ALL_CAPS, extra);
 }
 
 const IMPORTS: &str = r#"

@@ -11,6 +11,7 @@ mod lifecycle;
 mod loading;
 mod messaging;
 mod messaging_edges;
+mod restart_edges;
 mod router_edges;
 mod scheduling;
 mod scheduling_edges;

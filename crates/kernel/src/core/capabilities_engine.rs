@@ -829,8 +829,10 @@ impl CapabilityEngine {
     /// under the same handles, nothing revoked, and what `from` delegated
     /// counted as `to`'s delegations. A capability delegated to `to`
     /// before the hand-over (it can be found as soon as it exists) keeps
-    /// its capability under a handle numbered after those. Audited once
-    /// per capability moved; returns how many moved.
+    /// its capability under a handle numbered after those, so the number
+    /// its delegator was told then names another of `to`'s handles (a
+    /// known gap of a window of microseconds). Audited once per capability
+    /// moved; returns how many moved.
     pub fn transfer_table(&mut self, from: Pid, to: Pid, now: u64) -> usize {
         let Some(mut table) = self.tables.remove(&from) else {
             return 0;
@@ -1012,8 +1014,8 @@ impl CapabilityEngine {
     /// The capability at `from`'s `handle`, to delegate to `to`, and the
     /// uses it has left (the fewest left anywhere up its chain; `None` for
     /// no limit), which is what a copy keeping its use limit may have. A
-    /// handle that names nothing is refused and audited, as every refused
-    /// delegation is.
+    /// handle that names nothing, or a capability that is not live or lacks
+    /// `DELEGATE`, is refused and audited, as every refused delegation is.
     pub fn delegation_source(
         &mut self,
         from: Pid,
@@ -1021,10 +1023,14 @@ impl CapabilityEngine {
         to: Pid,
         now: u64,
     ) -> Result<(Capability, Option<u64>), CapError> {
-        let id = self.lookup(from, handle).map_err(|error| {
-            let what = format!("delegate handle {} to {to}", handle.0);
-            self.denied(now, from, None, what, error)
-        })?;
+        let what = || format!("delegate handle {} to {to}", handle.0);
+        let id = self
+            .lookup(from, handle)
+            .map_err(|error| self.denied(now, from, None, what(), error))?;
+        // Live and delegable, or the caller may delegate nothing from it
+        // and learns nothing about the target.
+        self.require(id, Rights::DELEGATE, now)
+            .map_err(|error| self.denied(now, from, Some(id), what(), error))?;
         Ok((self.node(id).capability.clone(), self.uses_left(id)))
     }
 

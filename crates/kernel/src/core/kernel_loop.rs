@@ -648,6 +648,10 @@ struct PendingRespawn {
     /// Every process the restart replaces (the new one takes the module's
     /// name from these).
     replacing: Vec<Pid>,
+    /// Processes of the module still to start (a system or supervisor
+    /// restart starts one per live process, so a module may wait for
+    /// several).
+    count: usize,
 }
 
 enum TurnEnd {
@@ -1660,9 +1664,9 @@ impl KernelLoop {
         // process takes its name from the one it replaces (see
         // `ProcessFactory::spawn_with`).
         let mut inherited = inherited;
-        // A restart that starts a module supersedes one still waiting for
-        // room to start it: one process, not two.
-        core.pending_respawns.retain(|entry| entry.module != module);
+        // A restart that starts a module supersedes one start still
+        // waiting for room: one process, not two.
+        Self::supersede_pending(core, module);
         let new_pid =
             match self
                 .factory
@@ -1689,8 +1693,13 @@ impl KernelLoop {
                     None
                 }
             };
+        // Each start supersedes one decided earlier and still waiting, all
+        // before any of this decision's own starts waits (two processes of
+        // one module are two starts, not one superseding the other).
+        for other in &respawn {
+            Self::supersede_pending(core, other);
+        }
         for other in respawn {
-            core.pending_respawns.retain(|entry| entry.module != other);
             match self
                 .factory
                 .spawn_with(&other, &mut Vec::new(), &replacing, None)
@@ -1704,16 +1713,35 @@ impl KernelLoop {
 
     /// The module of every live process whose module `wanted` picks, once
     /// per process. A process already told to stop is being replaced by
-    /// the restart that told it, and is not counted twice.
+    /// the restart that told it, and is not counted twice; a module that
+    /// gave up this run is started by no other's restart, so its processes
+    /// are left as they are.
     fn live_processes_of(&self, core: &Core, wanted: impl Fn(&str) -> bool) -> Vec<String> {
         core.states
             .iter()
             .flatten()
             .filter(|(_, _, state)| !state.kill.load(Ordering::Acquire))
             .map(|(_, process, _)| &*process.module)
+            .filter(|name| !core.given_up.iter().any(|gave_up| gave_up == name))
             .filter(|name| wanted(name))
             .map(str::to_string)
             .collect()
+    }
+
+    /// A restart that starts `module` now supersedes one start of it still
+    /// waiting for room (one process, not two).
+    fn supersede_pending(core: &mut Core, module: &str) {
+        if let Some(at) = core
+            .pending_respawns
+            .iter()
+            .position(|e| e.module == module)
+        {
+            if core.pending_respawns[at].count > 1 {
+                core.pending_respawns[at].count -= 1;
+            } else {
+                core.pending_respawns.remove(at);
+            }
+        }
     }
 
     /// A restart of `module` could not start it: at the process limit it
@@ -1731,6 +1759,7 @@ impl KernelLoop {
             .find(|e| e.module == module)
         {
             Some(entry) => {
+                entry.count += 1;
                 for pid in replacing {
                     if !entry.replacing.contains(pid) {
                         entry.replacing.push(*pid);
@@ -1740,6 +1769,7 @@ impl KernelLoop {
             None => core.pending_respawns.push(PendingRespawn {
                 module: module.to_string(),
                 replacing: replacing.to_vec(),
+                count: 1,
             }),
         }
     }
@@ -1757,16 +1787,27 @@ impl KernelLoop {
         if self.shared.shutdown_requested() {
             return;
         }
-        for entry in pending {
-            match self
-                .factory
-                .spawn_with(&entry.module, &mut Vec::new(), &entry.replacing, None)
-            {
-                Ok(task) => self.admit(core, task),
-                Err(KernelError::TooManyProcesses { .. }) => core.pending_respawns.push(entry),
-                Err(error) => {
-                    tracing::error!(target: "estalogic::supervision", module = %entry.module, %error, "restart failed");
+        for mut entry in pending {
+            while entry.count > 0 {
+                match self.factory.spawn_with(
+                    &entry.module,
+                    &mut Vec::new(),
+                    &entry.replacing,
+                    None,
+                ) {
+                    Ok(task) => {
+                        self.admit(core, task);
+                        entry.count -= 1;
+                    }
+                    Err(KernelError::TooManyProcesses { .. }) => break,
+                    Err(error) => {
+                        tracing::error!(target: "estalogic::supervision", module = %entry.module, %error, "restart failed");
+                        entry.count = 0;
+                    }
                 }
+            }
+            if entry.count > 0 {
+                core.pending_respawns.push(entry);
             }
         }
     }

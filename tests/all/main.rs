@@ -8,6 +8,7 @@ mod capabilities;
 mod dos_edges;
 mod handlers;
 mod lifecycle;
+mod limits_edges;
 mod loading;
 mod messaging;
 mod messaging_edges;

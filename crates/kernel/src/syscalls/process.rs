@@ -104,6 +104,9 @@ fn lookup(caller: &mut Caller<'_, ProcessContext>, ptr: i32, len: i32) -> Result
         return Err(ErrorCode::INVALID_ARGUMENT);
     }
     let bytes = read_guest(caller, ptr, len)?;
+    // The name's copy is host work, paid (one unit a byte) by the charge
+    // each wrapper makes after the call, found or not.
+    caller.data().add_host_work(bytes.len() as u64);
     let name = std::str::from_utf8(&bytes).map_err(|_| ErrorCode::INVALID_UTF8)?;
     caller.data().admit(Syscall::Lookup, Some(name))?;
     let table = caller

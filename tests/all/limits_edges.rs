@@ -1,6 +1,6 @@
-//! Same-state restarts at the capability limits, chains of supervisors
-//! (from the twentieth probe round), and what refused or failing syscalls pay for the bytes
-//! they copy.
+//! Same-state restarts at the capability limits, chains of supervisors,
+//! and what refused or failing syscalls pay for the bytes they copy (from
+//! the twentieth probe round).
 
 use estalogic_abi::ErrorCode;
 use estalogic_kernel::core::capabilities_engine::{AuditKind, Handle};

@@ -59,7 +59,7 @@ pub fn list_modules(kernel: &Kernel, json: bool) -> Result<()> {
         let m = entry.manifest();
         let source = match &m.module {
             ModuleSource::Bundled(name) => format!("bundled:{name}"),
-            ModuleSource::File(path) => path.display().to_string(),
+            ModuleSource::File(path) => crate::output::printable(&path.display().to_string()),
         };
         let needs: Vec<String> = m
             .dependencies

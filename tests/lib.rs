@@ -247,3 +247,27 @@ pub fn rss_kib() -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// A restart policy that takes the given actions in order, then gives up.
+pub struct Script(Vec<estalogic_kernel::core::supervision::RestartAction>);
+
+impl Script {
+    /// The policy, boxed for `Kernel::set_restart_policy`.
+    pub fn boxed(actions: &[estalogic_kernel::core::supervision::RestartAction]) -> Box<Self> {
+        let mut actions = actions.to_vec();
+        actions.reverse();
+        Box::new(Script(actions))
+    }
+}
+
+impl estalogic_kernel::core::supervision::RestartPolicy for Script {
+    fn on_failure(
+        &mut self,
+        _failure: &estalogic_kernel::core::supervision::Failure,
+        _now: u64,
+    ) -> estalogic_kernel::core::supervision::RestartAction {
+        self.0
+            .pop()
+            .unwrap_or(estalogic_kernel::core::supervision::RestartAction::GiveUp)
+    }
+}

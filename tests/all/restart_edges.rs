@@ -5,28 +5,13 @@
 
 use estalogic_abi::ErrorCode;
 use estalogic_kernel::core::scheduler::SlicePolicy;
-use estalogic_kernel::core::supervision::{Failure, RestartAction, RestartPolicy};
+use estalogic_kernel::core::supervision::RestartAction;
 use estalogic_kernel::{ExitStatus, Kernel, RunReport};
 use estalogic_tests::{ALL_CAPS, kernel, load_entry, load_wat, load_wat_with, neg};
 
 use RestartAction::*;
 
-/// Takes the given actions in order, then gives up.
-struct Script(Vec<RestartAction>);
-
-impl Script {
-    fn boxed(actions: &[RestartAction]) -> Box<Self> {
-        let mut actions = actions.to_vec();
-        actions.reverse();
-        Box::new(Script(actions))
-    }
-}
-
-impl RestartPolicy for Script {
-    fn on_failure(&mut self, _failure: &Failure, _now: u64) -> RestartAction {
-        self.0.pop().unwrap_or(GiveUp)
-    }
-}
+use estalogic_tests::Script;
 
 const IMPORTS: &str = r#"
   (import "estalogic" "send" (func $send (param i64 i32 i32 i32 i32) (result i64)))

@@ -1,29 +1,14 @@
 //! Probe round 10: supervision and fault handling, held to the docs.
 
 use estalogic_abi::ErrorCode;
-use estalogic_kernel::core::supervision::{Failure, RestartAction, RestartPolicy};
+use estalogic_kernel::core::supervision::RestartAction;
 use estalogic_kernel::{ExitStatus, Manifest, ProcessReport, RunReport};
 use estalogic_tests::{TRAP_CASES, kernel, load_handler, load_wat, load_wat_with, trapper};
 use std::path::Path;
 
 use RestartAction::*;
 
-/// Takes the given actions in order, then gives up.
-struct Script(Vec<RestartAction>);
-
-impl Script {
-    fn boxed(actions: &[RestartAction]) -> Box<Self> {
-        let mut actions = actions.to_vec();
-        actions.reverse();
-        Box::new(Script(actions))
-    }
-}
-
-impl RestartPolicy for Script {
-    fn on_failure(&mut self, _failure: &Failure, _now: u64) -> RestartAction {
-        self.0.pop().unwrap_or(GiveUp)
-    }
-}
+use estalogic_tests::Script;
 
 const IMPORTS: &str = r#"
   (import "estalogic" "send" (func $send (param i64 i32 i32 i32 i32) (result i64)))

@@ -794,3 +794,59 @@ fn extreme_process_limits_fail_cleanly() {
         assert!(built.is_ok(), "{limit} x {workers}: build panicked");
     }
 }
+
+/// A restart policy that panics, as an embedder's bug would.
+struct Panics;
+impl RestartPolicy for Panics {
+    fn on_failure(&mut self, _: &Failure, _: u64) -> RestartAction {
+        panic!("the policy's own bug");
+    }
+}
+
+/// A panic on a kernel worker (here inside the embedder's restart policy)
+/// ends the run: the other workers stop at their next checkpoint and
+/// `Kernel::run` resumes the panic on its caller's thread. Before, with two
+/// workers, the other worker waited for ever for the process the panicking
+/// one had taken, and the run never returned.
+#[test]
+fn a_panic_on_a_worker_ends_the_run_and_reaches_the_caller() {
+    for workers in [1, 2] {
+        let mut kernel = Kernel::builder()
+            .workers(workers)
+            .build()
+            .expect("the kernel builds");
+        kernel.set_restart_policy(Box::new(Panics));
+        load_wat(
+            &mut kernel,
+            "spinner",
+            r#"(module (memory (export "memory") 1) (func (export "run") (loop br 0)))"#,
+            "normal",
+        );
+        load_wat_with(
+            &mut kernel,
+            "crasher",
+            &trapper("unreachable"),
+            r#""restart":"on_failure""#,
+        );
+        kernel.spawn_all().expect("both spawn");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| kernel.run()));
+            let _ = tx.send(outcome.map(|_| ()).map_err(|payload| {
+                payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_default()
+            }));
+        });
+        let outcome = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("{workers} workers: the run did not return within 60 s"));
+        assert_eq!(
+            outcome,
+            Err("the policy's own bug".to_string()),
+            "{workers} workers: the run resumes the worker's panic"
+        );
+    }
+}

@@ -913,6 +913,14 @@ impl Kernel {
     /// inside its sender's (each call up to 256 KiB of wasm stack): the
     /// calling thread needs about 1 MiB of stack (Rust's threads have 2 MiB,
     /// a main thread 8).
+    ///
+    /// # Panics
+    ///
+    /// If a worker panics (a kernel bug, or a panic in the restart policy
+    /// or a tracing subscriber this run calls), the other workers leave at
+    /// their next checkpoint and the first panic is resumed here. The
+    /// processes of the run are gone; drop the kernel rather than run it
+    /// again.
     pub fn run(&mut self) -> RunReport {
         let started = std::time::Instant::now();
         let restart_policy = self
@@ -928,7 +936,7 @@ impl Kernel {
         for listener in &self.exit_listeners {
             kernel_loop.notify_exits(listener.clone());
         }
-        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let ticker_stop = StopOnDrop(Arc::new(AtomicBool::new(false)));
         let ticker = self.factory.backstop().then(|| {
             let engines: Vec<Engine> = self
                 .factory
@@ -936,7 +944,7 @@ impl Kernel {
                 .iter()
                 .map(|lane| lane.engine.clone())
                 .collect();
-            let stop = ticker_stop.clone();
+            let stop = ticker_stop.0.clone();
             std::thread::Builder::new()
                 .name("estalogic-epoch".into())
                 .spawn(move || {
@@ -970,7 +978,7 @@ impl Kernel {
         self.shared.clear_shutdown();
         self.shared.drop_cancelled_timers();
         self.restart_policy = Some(restart_policy);
-        ticker_stop.store(true, Ordering::Relaxed);
+        drop(ticker_stop);
         if let Some(ticker) = ticker {
             let _ = ticker.join();
         }
@@ -983,6 +991,16 @@ impl Kernel {
             trace,
             trace_dropped,
         }
+    }
+}
+
+/// Sets its flag when dropped: the epoch ticker stops with the run, also
+/// when a worker's panic unwinds out of it.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 

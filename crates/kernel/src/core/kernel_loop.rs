@@ -107,7 +107,7 @@ use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -411,6 +411,21 @@ impl Drop for WorkerGuard {
     }
 }
 
+/// Abandons the run when its worker unwinds from a panic (a kernel bug, or
+/// one in the embedder's restart policy or tracing subscriber): the other
+/// workers would otherwise wait for ever for the process the panicking one
+/// had taken.
+struct PanicWatch<'a>(&'a KernelLoop);
+
+impl Drop for PanicWatch<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.abandoned.store(true, Ordering::Relaxed);
+            self.0.shared.inbox.notify();
+        }
+    }
+}
+
 /// Marks a handed-off turn in progress on this thread.
 struct HandingOff;
 
@@ -668,6 +683,9 @@ pub(crate) struct KernelLoop {
     checkpoint_ns: u64,
     checkpoint_fuel: u64,
     core: Mutex<Core>,
+    /// A worker panicked: the others leave at their next pass through the
+    /// loop, so the run's scope ends and resumes the panic on its caller.
+    abandoned: AtomicBool,
 }
 
 impl KernelLoop {
@@ -682,6 +700,7 @@ impl KernelLoop {
             factory,
             checkpoint_ns: policy.checkpoint_ns(),
             checkpoint_fuel: policy.checkpoint_fuel,
+            abandoned: AtomicBool::new(false),
             core: Mutex::new(Core {
                 scheduler: Scheduler::new(policy),
                 tasks: Vec::new(),
@@ -850,12 +869,16 @@ impl KernelLoop {
     fn work<'a>(&'a self, lane: usize, scope: Option<&rayon_core::Scope<'a>>) {
         let _worker = WorkerGuard::enter(self);
         let _lane = lifecycle_manager::enter_lane(lane);
+        let _watch = PanicWatch(self);
         let mut core = self.lock();
         // Lane 0 is the thread that called `run`; the others were started.
         if lane != 0 {
             core.workers_arriving -= 1;
         }
         loop {
+            if self.abandoned.load(Ordering::Relaxed) {
+                return;
+            }
             // A turn that just blocked read the clock an instant ago.
             let now = core
                 .fresh_now

@@ -559,13 +559,14 @@ fn bad_manifests_name_file_and_field() {
         // serde's own message names the field: "duplicate field `name`".
         (
             format!(r#"{{"name":"x",{base},"name":"y"}}"#),
-            ". duplicate field `name`",
+            "duplicate field `name`",
         ),
-        (deep, "."),
-        (huge, "."),
-        ("[]".into(), "."),
-        ("".into(), "."),
-        ("\u{feff}{}".into(), "."),
+        // The whole document at fault: the problem follows the path.
+        (deep, "not valid JSON: recursion limit exceeded"),
+        (huge, "cannot read the file: larger than"),
+        ("[]".into(), "must be a JSON object, not an array"),
+        ("".into(), "not valid JSON: EOF while parsing"),
+        ("\u{feff}{}".into(), "not valid JSON: expected value"),
     ];
     let mut kernel = Kernel::builder().deterministic(true).build().unwrap();
     for (json, field) in &cases {

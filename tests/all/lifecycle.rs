@@ -756,10 +756,16 @@ fn extreme_process_limits_fail_cleanly() {
     let mut kernel = Kernel::builder().max_processes(0).build().unwrap();
     load_wat(&mut kernel, "a", EXIT0, "normal");
     kernel.spawn("a").unwrap();
-    assert!(matches!(
-        kernel.spawn("a"),
-        Err(KernelError::TooManyProcesses { limit: 1, .. })
-    ));
+    let refused = kernel.spawn("a");
+    assert!(
+        matches!(refused, Err(KernelError::TooManyProcesses { limit: 1, .. })),
+        "{refused:?}"
+    );
+    let message = refused.unwrap_err().to_string();
+    assert!(
+        message.starts_with("cannot spawn a: the limit of 1 live process(es) is reached (1 alive;"),
+        "{message}"
+    );
     assert_eq!(kernel.run().processes.len(), 1);
     for limit in [u32::MAX, 50_000_000] {
         let started = Instant::now();

@@ -28,7 +28,7 @@ pub fn run(repeat: u32, json: bool, only: Option<&str>, quick: bool, list: bool)
         }
     }
     if list {
-        print_list(only, json);
+        print_list(only, json)?;
         return Ok(());
     }
     let settings = Settings {
@@ -41,27 +41,27 @@ pub fn run(repeat: u32, json: bool, only: Option<&str>, quick: bool, list: bool)
         } else {
             " (failed)"
         };
-        eprintln!(
+        errln!(
             "bench: {} {:.1} s{status}",
             outcome.benchmark.name,
             outcome.took.as_secs_f64()
         );
     });
     if json {
-        println!("{}", estalogic_bench::to_json(&outcomes, &settings));
+        outln!("{}", estalogic_bench::to_json(&outcomes, &settings))?;
     } else {
-        print_table(&outcomes, &settings);
+        print_table(&outcomes, &settings)?;
     }
     let failed = outcomes.iter().filter(|o| o.value.is_err()).count();
     if failed > 0 {
-        eprintln!("bench: warning: {failed} benchmark(s) failed; see their errors");
+        errln!("bench: warning: {failed} benchmark(s) failed; see their errors");
     }
     Ok(())
 }
 
 /// The benchmarks `only` selects (all without it), a line each, or a
 /// JSON array of their names, units, descriptions and targets.
-fn print_list(only: Option<&str>, json: bool) {
+fn print_list(only: Option<&str>, json: bool) -> Result<()> {
     let chosen: Vec<_> = ALL
         .iter()
         .filter(|b| only.is_none_or(|only| estalogic_bench::selects(only, b.name)))
@@ -82,8 +82,8 @@ fn print_list(only: Option<&str>, json: bool) {
                 })
             })
             .collect();
-        println!("{}", serde_json::Value::Array(entries));
-        return;
+        outln!("{}", serde_json::Value::Array(entries))?;
+        return Ok(());
     }
     let width = chosen.iter().map(|b| b.name.len()).max().unwrap_or(0);
     for benchmark in chosen {
@@ -91,14 +91,17 @@ fn print_list(only: Option<&str>, json: bool) {
             .target
             .map(|t| format!(" [target {t} {}]", benchmark.unit))
             .unwrap_or_default();
-        println!(
+        outln!(
             "{:width$}  {:5}  {}{target}",
-            benchmark.name, benchmark.unit, benchmark.about
-        );
+            benchmark.name,
+            benchmark.unit,
+            benchmark.about
+        )?;
     }
+    Ok(())
 }
 
-fn print_table(outcomes: &[Outcome], settings: &Settings) {
+fn print_table(outcomes: &[Outcome], settings: &Settings) -> Result<()> {
     let mut rows = vec![[
         "benchmark".to_string(),
         "value".to_string(),
@@ -133,10 +136,10 @@ fn print_table(outcomes: &[Outcome], settings: &Settings) {
     } else {
         ""
     };
-    println!(
+    outln!(
         "ESTA Logic benchmarks: times best of {} runs, memory the median{quick}",
         settings.runs()
-    );
+    )?;
     for (index, row) in rows.iter().enumerate() {
         let line = format!(
             "{:<w0$}  {:>w1$}  {:<w2$}  {:<w3$}  {}",
@@ -150,20 +153,21 @@ fn print_table(outcomes: &[Outcome], settings: &Settings) {
             w2 = widths[2],
             w3 = widths[3],
         );
-        println!("{}", line.trim_end());
+        outln!("{}", line.trim_end())?;
         if index == 0 {
             let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
-            println!("{}", rule.join("  "));
+            outln!("{}", rule.join("  "))?;
         }
     }
     let mut first = true;
     for outcome in outcomes {
         if let Err(error) = &outcome.value {
             if first {
-                println!();
+                outln!()?;
                 first = false;
             }
-            println!("{}: {error:#}", outcome.benchmark.name);
+            outln!("{}: {error:#}", outcome.benchmark.name)?;
         }
     }
+    Ok(())
 }

@@ -48,13 +48,18 @@ pub fn list_modules(kernel: &Kernel, json: bool) -> Result<()> {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&modules)?);
+        outln!("{}", serde_json::to_string_pretty(&modules)?)?;
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<16} {:<9} {:<9} {:<11} {:<8} {:<14} needs",
-        "module", "version", "priority", "memory", "state", "source"
-    );
+        "module",
+        "version",
+        "priority",
+        "memory",
+        "state",
+        "source"
+    )?;
     for entry in entries {
         let m = entry.manifest();
         let source = match &m.module {
@@ -66,7 +71,7 @@ pub fn list_modules(kernel: &Kernel, json: bool) -> Result<()> {
             .iter()
             .map(|(name, req)| format!("{name} {req}"))
             .collect();
-        println!(
+        outln!(
             "{:<16} {:<9} {:<9} {:<11} {:<8} {:<14} {}",
             m.name,
             m.version.to_string(),
@@ -79,9 +84,9 @@ pub fn list_modules(kernel: &Kernel, json: bool) -> Result<()> {
             } else {
                 needs.join(", ")
             }
-        );
+        )?;
         if !m.description.is_empty() {
-            println!("{:<16} {}", "", one_line(&m.description));
+            outln!("{:<16} {}", "", one_line(&m.description))?;
         }
     }
     Ok(())
@@ -115,27 +120,27 @@ pub fn show_capabilities(kernel: &Kernel, module: &str, json: bool) -> Result<()
                 })
             })
             .collect();
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(
                 &serde_json::json!({"module": module, "capabilities": list})
             )?
-        );
+        )?;
         return Ok(());
     }
-    println!("{module} {} is granted, at spawn:", manifest.version);
+    outln!("{module} {} is granted, at spawn:", manifest.version)?;
     if rows.is_empty() {
-        println!("  nothing: it can only compute, yield and exit");
+        outln!("  nothing: it can only compute, yield and exit")?;
     }
     for (request, capability) in rows {
-        println!(
+        outln!(
             "  {:<28} {:?}: {} on {}",
             request,
             capability.resource,
             rights_text(capability.rights),
             scope_text(&capability.scope)
-        );
+        )?;
     }
-    println!("Everything else it touches is refused with PERMISSION_DENIED.");
+    outln!("Everything else it touches is refused with PERMISSION_DENIED.")?;
     Ok(())
 }

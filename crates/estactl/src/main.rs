@@ -8,6 +8,25 @@
 //!   inspect an app without running it.
 //! - `bench` measures the kernel's basic costs on the bundled services.
 
+/// Writes a line to standard output; a write that fails (a full device, a
+/// closed descriptor) is an [`output::OutputError`], which `main` reports
+/// and exits 74 on (`println!` panicked).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*).map_err($crate::output::OutputError)
+    }};
+}
+
+/// Writes a line to standard error, dropping it if it cannot be written
+/// (`eprintln!` panicked with stderr on a full device).
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 mod allocator;
 mod bench;
 mod inspect;
@@ -134,8 +153,12 @@ fn main() -> ExitCode {
     match execute(cli.command) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {}", output::printable(&format!("{error:#}")));
-            ExitCode::from(2)
+            errln!("error: {}", output::printable(&format!("{error:#}")));
+            if error.downcast_ref::<output::OutputError>().is_some() {
+                ExitCode::from(74)
+            } else {
+                ExitCode::from(2)
+            }
         }
     }
 }
@@ -157,7 +180,7 @@ fn init_logging() {
     let filter = match std::env::var("ESTALOGIC_LOG") {
         Err(_) => tracing_subscriber::EnvFilter::new("info"),
         Ok(spec) => tracing_subscriber::EnvFilter::try_new(&spec).unwrap_or_else(|error| {
-            eprintln!(
+            errln!(
                 "warning: ESTALOGIC_LOG={} is not a log filter ({error}); logging at info",
                 output::printable(&format!("{spec:?}"))
             );
@@ -200,7 +223,7 @@ fn execute(command: Command) -> Result<ExitCode> {
             inspect::list_modules(&kernel, json)?;
             // Loaded is not bootable: say what would stop `run`.
             if let Err(error) = kernel.check_boot() {
-                eprintln!(
+                errln!(
                     "error: the app would not boot: {}",
                     output::printable(&error.to_string())
                 );
@@ -217,7 +240,7 @@ fn execute(command: Command) -> Result<ExitCode> {
             inspect::show_capabilities(&kernel, &module, json)?;
             // As `list-modules`: loaded is not bootable.
             if let Err(error) = kernel.check_boot() {
-                eprintln!(
+                errln!(
                     "error: the app would not boot: {}",
                     output::printable(&error.to_string())
                 );
@@ -261,7 +284,7 @@ fn builder(options: BootOptions, trace: bool) -> KernelBuilder {
         let dir = ModuleCache::default_dir();
         match ModuleCache::new(&dir) {
             Ok(_) => builder = builder.module_cache(dir),
-            Err(error) => eprintln!("warning: running without the compiled-module cache: {error}"),
+            Err(error) => errln!("warning: running without the compiled-module cache: {error}"),
         }
     }
     builder
@@ -291,12 +314,12 @@ fn cannot_boot(app_dir: &Path, error: impl std::fmt::Display) -> anyhow::Error {
 fn boot_app(app_dir: &Path, options: BootOptions, trace: bool) -> Result<Kernel> {
     let mut kernel = load_app(app_dir, options, trace)?;
     if let Err(error) = kernel.spawn_all() {
-        eprintln!("{}", kernel.boot_report());
+        errln!("{}", kernel.boot_report());
         return Err(cannot_boot(app_dir, error));
     }
     let shutdown = kernel.shutdown_handle();
     ctrlc::set_handler(move || {
-        eprintln!("stopping: interrupted (Ctrl-C, SIGTERM or SIGHUP)");
+        errln!("stopping: interrupted (Ctrl-C, SIGTERM or SIGHUP)");
         shutdown.request();
     })
     .context("cannot install the Ctrl-C (SIGINT, SIGTERM, SIGHUP) handler")?;
@@ -340,11 +363,11 @@ fn run(app_dir: &Path, json: bool, trace: bool, options: BootOptions) -> Result<
             summary["trace"] = output::trace_json(&report);
             summary["trace_dropped"] = report.trace_dropped.into();
         }
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        outln!("{}", serde_json::to_string_pretty(&summary)?)?;
     } else {
-        output::print_summary(&report);
+        output::print_summary(&report)?;
         if trace {
-            println!();
+            outln!()?;
             output::print_trace(&report, 0, false)?;
         }
     }

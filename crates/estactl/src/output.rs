@@ -6,6 +6,19 @@ use estalogic_kernel::abi::{Flags, Pid};
 use estalogic_kernel::{ExitStatus, RunReport, TraceRecord};
 use std::collections::HashMap;
 
+/// Standard output could not be written (a full device, a closed
+/// descriptor): `estactl` exits 74 (`EX_IOERR`) on it.
+#[derive(Debug)]
+pub struct OutputError(pub std::io::Error);
+
+impl std::fmt::Display for OutputError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot write to standard output: {}", self.0)
+    }
+}
+
+impl std::error::Error for OutputError {}
+
 /// `text` with every control character escaped (`\n`, `\u{1b}`): what an
 /// app's files put in names, paths and scopes reaches the terminal as
 /// text, never as an escape sequence or a forged line.
@@ -22,11 +35,16 @@ pub fn printable(text: &str) -> String {
 }
 
 /// The per-process summary table.
-pub fn print_summary(report: &RunReport) {
-    println!(
+pub fn print_summary(report: &RunReport) -> Result<()> {
+    outln!(
         "{:<8} {:<16} {:<8} {:>9} {:>9} {:>14}  status",
-        "pid", "module", "priority", "sent", "received", "fuel"
-    );
+        "pid",
+        "module",
+        "priority",
+        "sent",
+        "received",
+        "fuel"
+    )?;
     let mut processes: Vec<_> = report.processes.iter().collect();
     processes.sort_by_key(|p| (p.pid.index(), p.pid.generation()));
     for p in processes {
@@ -46,7 +64,7 @@ pub fn print_summary(report: &RunReport) {
                 p.undelivered
             ));
         }
-        println!(
+        outln!(
             "{:<8} {:<16} {:<8} {:>9} {:>9} {:>14}  {}{}",
             p.pid.to_string(),
             p.module,
@@ -56,10 +74,10 @@ pub fn print_summary(report: &RunReport) {
             p.fuel_used,
             p.status,
             notes
-        );
+        )?;
     }
     for restart in &report.restarts {
-        println!(
+        outln!(
             "restart: {} {} trapped ({}) -> {:?}{}",
             restart.module,
             restart.pid,
@@ -69,13 +87,13 @@ pub fn print_summary(report: &RunReport) {
                 .new_pid
                 .map(|pid| format!(", now {pid}"))
                 .unwrap_or_default()
-        );
+        )?;
     }
     let fairness = report
         .stats
         .fairness
         .map_or("n/a".to_string(), |f| format!("{f:.2}"));
-    println!(
+    outln!(
         "{} processes in {:.1} ms on {} worker(s); fairness {}; {} checkpoints; {} handoffs",
         report.processes.len(),
         report.elapsed.as_secs_f64() * 1e3,
@@ -83,13 +101,14 @@ pub fn print_summary(report: &RunReport) {
         fairness,
         report.stats.checkpoints,
         report.stats.handoffs
-    );
+    )?;
     if report.stats.notices_unsupervised > 0 {
-        println!(
+        outln!(
             "{} exit notification(s) found no live supervisor to take them",
             report.stats.notices_unsupervised
-        );
+        )?;
     }
+    Ok(())
 }
 
 /// The run summary as JSON.
@@ -179,10 +198,10 @@ pub fn print_trace(report: &RunReport, limit: usize, json: bool) -> Result<()> {
     for record in &report.trace[..shown] {
         let h = &record.header;
         if json {
-            println!("{}", record_json(record, &names));
+            outln!("{}", record_json(record, &names))?;
         } else {
             let flags = flag_names(h.flags);
-            println!(
+            outln!(
                 "{:>12.3} µs  {:<18} -> {:<18} {:<16?} seq {:<6} prio {} {:>6} B{}{}",
                 h.timestamp as f64 / 1e3,
                 name(h.source),
@@ -201,20 +220,20 @@ pub fn print_trace(report: &RunReport, limit: usize, json: bool) -> Result<()> {
                 } else {
                     format!("  [{flags}]")
                 },
-            );
+            )?;
         }
     }
     if shown < report.trace.len() {
         let more = report.trace.len() - shown;
         if json {
             // On stderr: stdout stays one JSON record a line.
-            eprintln!("note: {more} more messages not shown (use --limit 0 for all)");
+            errln!("note: {more} more messages not shown (use --limit 0 for all)");
         } else {
-            println!("... {more} more messages (use --limit 0 for all)");
+            outln!("... {more} more messages (use --limit 0 for all)")?;
         }
     }
     if report.trace_dropped > 0 {
-        eprintln!(
+        errln!(
             "note: the trace holds the first {} messages; {} more were not recorded",
             report.trace.len(),
             report.trace_dropped

@@ -179,6 +179,45 @@ fn run_with_unwritable_stderr(args: &[&str]) {
     }
 }
 
+/// README: "74 if its output could not be written". With stdout on a full
+/// device every printing command exits 74 and says why on stderr; before,
+/// `println!` panicked (exit 101) in `run`, `run --json`, `list-modules`
+/// and `bench --list`.
+#[test]
+fn an_unwritable_stdout_exits_74_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let app = examples("ping-pong");
+    let cases: [&[&str]; 7] = [
+        &["run", "--deterministic", &app],
+        &["run", "--json", &app],
+        &["trace-ipc", &app],
+        &["list-modules", &app],
+        &["show-capabilities", &app, "ping"],
+        &["bench", "--list"],
+        &["bench", "--list", "--json"],
+    ];
+    for args in cases {
+        let out = command(tmp.path())
+            .args(args)
+            .stdout(dev_full())
+            .output()
+            .expect("run estactl");
+        no_panic(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(74),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr)
+                .contains("error: cannot write to standard output: No space left on device"),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
 // ------------------------------------------------------------ what held
 
 /// README: "130 if a signal stopped the run" (Ctrl-C, SIGTERM, SIGHUP),
@@ -270,7 +309,31 @@ fn apps_that_do_not_load_exit_2_naming_the_problem() {
     write(&file, "not a directory");
     let empty = tmp.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
+    // A bundled module without the entry point its manifest names: the
+    // error named `bundled:pong` alone, not the manifest at fault.
+    let bundled = tmp.path().join("bundled");
+    write(
+        &bundled.join("manifest.json"),
+        r#"{"name":"pong","version":"0.1.0","entry_point":"nope","runtime":"wasm32","module":"bundled:pong"}"#,
+    );
+    // A manifest that is not JSON: the message named a field ".".
+    let garbled = tmp.path().join("garbled");
+    write(&garbled.join("manifest.json"), r#"{"name": "#);
     let cases = [
+        (
+            bundled.clone(),
+            format!(
+                "{}: module bundled:pong: does not export the entry point function `nope`",
+                bundled.join("manifest.json").display()
+            ),
+        ),
+        (
+            garbled.clone(),
+            format!(
+                "{}: not valid JSON: EOF while parsing",
+                garbled.join("manifest.json").display()
+            ),
+        ),
         (mixed.clone(), mixed.join("b/m.wat").display().to_string()),
         (
             unsupervised,

@@ -168,7 +168,7 @@ pub enum KernelError {
     Engine(String),
     /// A spawn would exceed [`KernelBuilder::max_processes`].
     #[error(
-        "cannot spawn {module}: {live} processes are alive, the limit is {limit} (the kernel's max_processes: `estactl run --max-processes N`, or `KernelBuilder::max_processes` when embedding)"
+        "cannot spawn {module}: the limit of {limit} live process(es) is reached ({live} alive; the kernel's max_processes: `estactl run --max-processes N`, or `KernelBuilder::max_processes` when embedding)"
     )]
     TooManyProcesses {
         /// The module asked for.
@@ -654,7 +654,10 @@ impl Kernel {
         }
     }
 
-    /// Loads the module described by the manifest file at `path`.
+    /// Loads the module described by the manifest file at `path`. A
+    /// bundled module that fails to load is a [`KernelError::App`] naming
+    /// the manifest (and the module), a module file's a
+    /// [`KernelError::Module`] naming the file.
     pub fn load_manifest_file(&mut self, path: &Path) -> Result<ModuleKey, KernelError> {
         let manifest = Manifest::load(path).map_err(|error| KernelError::Manifest {
             path: path.to_path_buf(),
@@ -702,7 +705,19 @@ impl Kernel {
                 (bytes.into(), file)
             }
         };
-        self.load_module(manifest, &bytes, &origin)
+        let bundled = matches!(manifest.module, ModuleSource::Bundled(_));
+        match self.load_module(manifest, &bytes, &origin) {
+            // A bundled module's error names the manifest that chose it:
+            // `bundled:NAME` alone does not say which app file is at fault.
+            Err(KernelError::Module {
+                path: module,
+                error,
+            }) if bundled => Err(KernelError::App {
+                path: path.to_path_buf(),
+                problem: format!("module {}: {error}", module.display()),
+            }),
+            loaded => loaded,
+        }
     }
 
     /// Loads every module of an app directory: each `manifest.json` in the

@@ -22,9 +22,10 @@ pub const MAX_MANIFEST_BYTES: u64 = 1 << 20;
 
 /// A manifest that failed to parse or validate, with the field at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {problem}")]
+#[error("{}{problem}", if field == "." { String::new() } else { format!("{field}: ") })]
 pub struct ManifestError {
-    /// The JSON path of the offending field (`.` for the whole document).
+    /// The JSON path of the offending field (`.` for the whole document,
+    /// which the message leaves out).
     pub field: String,
     /// What is wrong with it.
     pub problem: String,

@@ -174,6 +174,12 @@ fn objects_must_be_objects_and_a_capabilitys_unknown_field_is_named() {
     // loaded and ran.
     let array = error_of(r#"["pong","0.1.0","","run","wasm32","bundled:noop"]"#);
     assert_eq!(array.field, ".");
+    // The whole document is no field worth naming in the message.
+    assert_eq!(
+        array.to_string(),
+        "must be a JSON object, not an array",
+        "{array:?}"
+    );
     assert!(
         array
             .problem

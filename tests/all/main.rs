@@ -20,4 +20,5 @@ mod sdk_edges;
 mod soak;
 mod supervision;
 mod supervision_edges;
+mod time_edges;
 mod waits_edges;

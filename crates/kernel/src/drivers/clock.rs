@@ -69,20 +69,22 @@ impl Clock {
         matches!(self, Clock::Virtual { .. })
     }
 
-    /// Moves a virtual clock forward to `nanos` (never backward). A real
-    /// clock ignores this.
+    /// Moves a virtual clock forward to `nanos` (never backward, never
+    /// past [`END_OF_TIME`]). A real clock ignores this.
     pub fn advance_to(&self, nanos: u64) {
         if let Clock::Virtual { now } = self {
-            now.fetch_max(nanos, Ordering::AcqRel);
+            now.fetch_max(nanos.min(END_OF_TIME), Ordering::AcqRel);
         }
     }
 
-    /// Moves a virtual clock forward by `nanos` (saturating, never
-    /// wrapping). A real clock ignores this.
+    /// Moves a virtual clock forward by `nanos`, stopping at
+    /// [`END_OF_TIME`]: what it reads is what `clock_now` says and message
+    /// headers carry, so it must stay a valid `i64`. A real clock ignores
+    /// this.
     pub fn advance_by(&self, nanos: u64) {
         if let Clock::Virtual { now } = self {
             let _ = now.fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
-                Some(t.saturating_add(nanos))
+                Some(t.saturating_add(nanos).min(END_OF_TIME))
             });
         }
     }
@@ -105,19 +107,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn deadlines_stop_at_the_end_of_time_and_the_virtual_clock_never_wraps() {
+    fn deadlines_and_the_virtual_clock_stop_at_the_end_of_time() {
         let clock = Clock::virtual_clock();
         assert_eq!(clock.deadline_after_ms(5), 5_000_000);
         assert_eq!(clock.deadline_after_ms(u64::MAX), END_OF_TIME);
         clock.advance_to(END_OF_TIME);
         assert_eq!(clock.deadline_after_ms(5), END_OF_TIME);
         clock.advance_by(u64::MAX);
-        assert_eq!(clock.now_nanos(), u64::MAX);
+        assert_eq!(clock.now_nanos(), END_OF_TIME);
         clock.advance_by(1);
+        clock.advance_to(u64::MAX);
         assert_eq!(
             clock.now_nanos(),
-            u64::MAX,
-            "saturates, never wraps to zero"
+            END_OF_TIME,
+            "stops at the end, never past it or wrapping to zero"
         );
         assert!(Clock::real().deadline_after_ms(u64::MAX) <= END_OF_TIME);
     }

@@ -505,7 +505,7 @@ pub fn classify(error: &wasmtime::Error, memory_refused: bool) -> ExitStatus {
     if memory_refused && trap == Some(Trap::UnreachableCodeReached) {
         return ExitStatus::Trapped {
             code: ErrorCode::OUT_OF_MEMORY,
-            detail,
+            detail: format!("aborted after a memory growth was refused: {detail}"),
         };
     }
     if error.downcast_ref::<PoolConcurrencyLimitError>().is_some() {

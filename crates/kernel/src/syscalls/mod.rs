@@ -57,9 +57,12 @@ impl ResourceLimiter for MemoryLimiter {
         &mut self,
         _current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let allowed = desired <= self.max_bytes;
+        // Past the module's own declared maximum too: Wasmtime asks here
+        // first and refuses such a growth after, and the refusal must be
+        // remembered whichever limit made it.
+        let allowed = desired <= self.max_bytes && maximum.is_none_or(|max| desired <= max);
         self.refused |= !allowed;
         Ok(allowed)
     }

@@ -629,9 +629,9 @@ async fn send(
             if result.is_ok() {
                 caller.data_mut().keep_peer(receiver);
             }
-            // Paid for whether it got in or not (a handler's charge never
-            // makes a checkpoint due).
-            charge(caller, copied);
+            // Paid for, with the post, whether it got in or not (a
+            // handler's charge never makes a checkpoint due).
+            charge(caller, copied + POST_FUEL as usize);
             return result;
         }
     }
@@ -709,7 +709,7 @@ async fn send(
                 }
                 kernel.trace_send(&header, copied);
                 caller.data_mut().keep_peer(receiver);
-                charge(caller, copied);
+                charge(caller, copied + POST_FUEL as usize);
                 return Ok(sequence);
             }
             Err(back) => message = back,
@@ -742,7 +742,9 @@ async fn send(
                 let context = caller.data_mut();
                 context.hand_off = woke.then_some(receiver_pid);
                 context.keep_peer(receiver);
-                if charge(caller, copied) {
+                // The post is host work whatever became of the message (a
+                // full `drop_newest` mailbox drops it and notifies back).
+                if charge(caller, copied + POST_FUEL as usize) {
                     YieldOnce::new().await;
                 }
                 return Ok(sequence);
@@ -951,9 +953,9 @@ impl Drop for RoomIn {
     }
 }
 
-/// Fuel units a broadcast pays per receiver it offers a copy to, besides
-/// the copy's bytes: about what one post costs next to the guest's own
-/// instructions.
+/// Fuel units every send pays for its post, besides its payload's bytes
+/// (a broadcast per receiver it offers a copy to): about what one post
+/// costs next to the guest's own instructions.
 const POST_FUEL: u64 = 256;
 
 /// Broadcasts; returns how many accepted a copy, and whether the copies'

@@ -3,8 +3,9 @@
 # (peers.erl, next to this script) on the same machine, in one run.
 #
 # First every benchmark once on each side; then ROUNDS paired rounds of the
-# benchmarks with a ratio target (ping-pong; spawn + run + exit, many at
-# once and one at a time), Erlang's and ours back to back within seconds.
+# benchmarks with a ratio target (ping-pong, one pair and four pairs at
+# once; spawn + run + exit, many at once and one at a time), Erlang's and
+# ours back to back within seconds, which side goes first alternating.
 # The host's speed drifts by tens of percent over minutes, so each round
 # gives one ratio from figures taken moments apart, and the table reports
 # the median of those ratios (the range in brackets) rather than a ratio of
@@ -19,7 +20,7 @@
 #   PEERS_M  processes per spawn run      (Erlang side; default 1000)
 #   PEERS_K  idle processes               (Erlang side; default 100000)
 #   PEERS_R  runs per benchmark, best kept (both sides; default 5)
-#   PEERS_ROUNDS  paired rounds (default 5; 0 skips them)
+#   PEERS_ROUNDS  paired rounds (default 7; 0 skips them)
 # estactl uses its own fixed counts (100,000 round trips, 1,000 spawns), so
 # leave N and M at their defaults for a like-for-like comparison.
 #
@@ -44,7 +45,7 @@ done
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 runs=${PEERS_R:-5}
-rounds=${PEERS_ROUNDS:-5}
+rounds=${PEERS_ROUNDS:-7}
 case "$rounds" in
     '' | *[!0-9]*)
         echo "compare.sh: PEERS_ROUNDS must be a whole number, not '$rounds'" >&2
@@ -90,12 +91,21 @@ log "running estactl bench"
 estactl bench --json --repeat "$runs" >"$work/ours.json"
 
 # --- Paired rounds ----------------------------------------------------------
-paired=ping_pong_round_trip_ns,spawn_run_exit_ns,spawn_run_exit_single_ns
+paired=ping_pong_round_trip_ns,ping_pong_4_pairs_round_trip_ns,handler_ping_pong_round_trip_ns
+paired=$paired,handler_ping_pong_4_pairs_round_trip_ns,spawn_run_exit_ns,spawn_run_exit_single_ns
 : >"$work/rounds.jsonl"
 for round in $(seq 1 "$rounds"); do
-    log "paired round $round of $rounds: Erlang, then ours"
-    erl -noshell -pa "$work" -s peers paired >"$work/erlang-round.jsonl"
-    estactl bench --json --repeat "$runs" --only "$paired" >"$work/ours-round.json"
+    # Whoever goes second may find the machine warmer (or busier): the
+    # order alternates so that neither side always has it.
+    if [ $((round % 2)) -eq 1 ]; then
+        log "paired round $round of $rounds: Erlang, then ours"
+        erl -noshell -pa "$work" -s peers paired >"$work/erlang-round.jsonl"
+        estactl bench --json --repeat "$runs" --only "$paired" >"$work/ours-round.json"
+    else
+        log "paired round $round of $rounds: ours, then Erlang"
+        estactl bench --json --repeat "$runs" --only "$paired" >"$work/ours-round.json"
+        erl -noshell -pa "$work" -s peers paired >"$work/erlang-round.jsonl"
+    fi
     python3 - "$work/erlang-round.jsonl" "$work/ours-round.json" >>"$work/rounds.jsonl" <<'PY'
 import json, sys
 erlang = {}
@@ -140,6 +150,8 @@ SETTINGS = {"repeat"}
 TARGETS = {
     "ping_pong_round_trip_ns": 0.5,
     "handler_ping_pong_round_trip_ns": 0.5,
+    "ping_pong_4_pairs_round_trip_ns": 0.5,
+    "handler_ping_pong_4_pairs_round_trip_ns": 0.5,
     "spawn_run_exit_ns": 1.0,
     "handler_spawn_run_exit_ns": 1.0,
     "spawn_run_exit_single_ns": 1.0,
@@ -148,11 +160,13 @@ TARGETS = {
 # exchange or footprint, with our other process model (handler processes).
 PEER = {
     "handler_ping_pong_round_trip_ns": "ping_pong_round_trip_ns",
+    "handler_ping_pong_4_pairs_round_trip_ns": "ping_pong_4_pairs_round_trip_ns",
     "handler_spawn_run_exit_ns": "spawn_run_exit_ns",
     "idle_handler_process_bytes": "idle_process_bytes",
 }
 ORDER = [
     "ping_pong_round_trip_ns", "handler_ping_pong_round_trip_ns",
+    "ping_pong_4_pairs_round_trip_ns", "handler_ping_pong_4_pairs_round_trip_ns",
     "spawn_run_exit_ns", "handler_spawn_run_exit_ns", "spawn_run_exit_single_ns",
     "idle_process_bytes", "idle_handler_process_bytes", "idle_spawn_ns",
 ]
@@ -201,6 +215,11 @@ if as_json == "1":
 def fmt(x, digits=1):
     return "n/a" if x is None else f"{x:,.{digits}f}"
 
+def fmt_ours(name, x):
+    # Ratios (preemption overhead, fairness) sit near 1: three decimals,
+    # or 0.96 and 1.04 would both read 1.0.
+    return fmt(x, 3 if name.endswith("_ratio") or name.startswith("fairness") else 1)
+
 def fmt_paired(r):
     if not r["paired"]:
         return ""
@@ -209,7 +228,8 @@ def fmt_paired(r):
 table = [("bench", "ours", "erlang", "ours/erlang", "paired", "target", "met")]
 for r in rows:
     table.append((
-        r["bench"], fmt(r["ours"]), fmt(r["erlang"]), fmt(r["ratio"], 2), fmt_paired(r),
+        r["bench"], fmt_ours(r["bench"], r["ours"]), fmt(r["erlang"]), fmt(r["ratio"], 2),
+        fmt_paired(r),
         "" if r["target"] is None else f"<= {r['target']}",
         "" if r["met"] is None else ("yes" if r["met"] else "NO"),
     ))

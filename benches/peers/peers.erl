@@ -2,6 +2,7 @@
 %%
 %% Each benchmark prints one JSON object per line on stdout:
 %%   {"bench":"ping_pong_round_trip_ns","value":...}
+%%   {"bench":"ping_pong_4_pairs_round_trip_ns","value":...}
 %%   {"bench":"spawn_run_exit_ns","value":...}
 %%   {"bench":"spawn_run_exit_single_ns","value":...}
 %%   {"bench":"idle_process_bytes","value":...}
@@ -20,12 +21,16 @@
 %%      the VM needs a bigger process table: erl +P ...)
 %%   r  runs per benchmark, best reported (default 5)
 -module(peers).
--export([main/0, paired/0, run/1, run_paired/1, ping_pong/1, spawn_run_exit/1,
+-export([main/0, paired/0, run/1, run_paired/1, ping_pong/1, ping_pong_pairs/2,
+         spawn_run_exit/1,
          spawn_run_exit_single/1, idle/1]).
 
 -define(DEFAULTS, #{n => 100000, m => 1000, k => 100000, r => 5}).
 %% Cycles of the one-at-a-time spawn benchmark (as `estactl bench`'s).
 -define(SINGLE, 200).
+%% Pairs of the many-pairs ping-pong (as `estactl bench`'s: more pairs than
+%% the two schedulers).
+-define(PAIRS, 4).
 
 %% Entry point for `erl -noshell -s peers main`: prints the results and
 %% halts the VM with status 0, or 1 if a benchmark failed.
@@ -51,16 +56,18 @@ run_and_halt(Benchmarks) ->
             halt(1)
     end.
 
-%% Runs ping-pong and spawn-run-exit (many at once, one at a time),
-%% printing one line each.
+%% Runs ping-pong (one pair, four pairs) and spawn-run-exit (many at once,
+%% one at a time), printing one line each.
 run_paired(#{n := N, m := M, r := R}) ->
     emit(ping_pong_round_trip_ns, best(R, fun() -> ping_pong(N) end)),
+    emit(ping_pong_4_pairs_round_trip_ns, best(R, fun() -> ping_pong_pairs(?PAIRS, N) end)),
     emit(spawn_run_exit_ns, best(R, fun() -> spawn_run_exit(M) end)),
     emit(spawn_run_exit_single_ns, best(R, fun() -> spawn_run_exit_single(?SINGLE) end)).
 
 %% Runs every benchmark with the given parameters, printing one line each.
 run(#{n := N, m := M, k := K, r := R}) ->
     emit(ping_pong_round_trip_ns, best(R, fun() -> ping_pong(N) end)),
+    emit(ping_pong_4_pairs_round_trip_ns, best(R, fun() -> ping_pong_pairs(?PAIRS, N) end)),
     emit(spawn_run_exit_ns, best(R, fun() -> spawn_run_exit(M) end)),
     emit(spawn_run_exit_single_ns, best(R, fun() -> spawn_run_exit_single(?SINGLE) end)),
     Idle = [idle(K) || _ <- lists:seq(1, R)],
@@ -93,6 +100,23 @@ pong() ->
         {From, I} -> From ! {pong, I}, pong();
         stop -> ok
     end.
+
+%% Throughput under load: P pairs at once, each a pinger making N round
+%% trips with its own pong, as above; this process waits for every
+%% pinger's `done`. Result: wall time / (P * N), in ns.
+ping_pong_pairs(P, N) ->
+    Parent = self(),
+    T0 = now_ns(),
+    Pingers = [spawn_link(fun() ->
+                              Pong = spawn_link(fun pong/0),
+                              ping(Pong, 1, N),
+                              Pong ! stop,
+                              Parent ! {done, self()}
+                          end)
+               || _ <- lists:seq(1, P)],
+    [receive {done, Pinger} -> ok end || Pinger <- Pingers],
+    T1 = now_ns(),
+    (T1 - T0) / (P * N).
 
 %% --- spawn + run + exit -------------------------------------------------
 %% Cost of a short-lived process: spawn M processes that do nothing and

@@ -18,7 +18,13 @@ pub fn fairness(settings: &Settings) -> Result<f64> {
     let seconds = settings.count(10, 1);
     let mut kernel = Kernel::builder().build()?;
     // Far more iterations than 10 s allows: the spinners never finish.
-    Guest::wat("spinner", preemption::spinner(u64::MAX / 2), "run", &[]).load(&mut kernel)?;
+    Guest::wat(
+        "spinner",
+        preemption::Workload::Lcg.wat(u64::MAX / 2),
+        "run",
+        &[],
+    )
+    .load(&mut kernel)?;
     for _ in 0..SPINNERS {
         harness::spawn(&mut kernel, "spinner")?;
     }

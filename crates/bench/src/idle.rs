@@ -11,7 +11,8 @@
 //!    bundled `noop`, which returns at once). Spawn the keeper. Its armed
 //!    timer is what keeps the kernel from stopping the idle processes as
 //!    deadlocked once all of them wait; it never wakes during a run.
-//! 2. Read the resident set size (`VmRSS`), start the clock, spawn the
+//! 2. Read the memory footprint (`VmRSS` + `VmPTE`: resident memory and
+//!    the page tables mapping it), start the clock, spawn the
 //!    100,000 idle processes, then the sentinel, and run the kernel (on
 //!    this thread; a watcher thread follows the exits).
 //! 3. The scheduler runs a level first come, first served, and every idle
@@ -23,11 +24,13 @@
 //!    plus the first turn (`Store`, instantiation, running to `receive`,
 //!    parking). Erlang's figure is the same: spawn K, wait until all K said
 //!    they are ready.
-//! 4. The watcher waits until RSS stops moving (two readings 50 ms apart
-//!    within 1 % of the growth), then **`idle_process_bytes`** is
-//!    (RSS − RSS before spawning) / 100,000: everything a parked process
-//!    holds on the host — the kernel's records, its `Store` and instance,
-//!    the touched pages of its linear memory and of its fiber stack. If RSS
+//! 4. The watcher waits until the footprint stops moving (two readings 50
+//!    ms apart within 1 % of the growth), then **`idle_process_bytes`** is
+//!    (footprint − footprint before spawning) / 100,000: everything a
+//!    parked process holds on the host — the kernel's records, its `Store`
+//!    and instance, the touched pages of its linear memory and of its fiber
+//!    stack, and the page tables mapping them (about 5 KB of a task's
+//!    16 KB + 5 KB; before 2026-11-30 the figure was RSS alone). If it
 //!    kept growing for more than 10 % after the sentinel, the run fails:
 //!    the sentinel did not run last, so the time would be wrong.
 //! 5. Request shutdown; every idle process must end `SHUTDOWN`.
@@ -39,7 +42,7 @@
 //!
 //! Both figures come from the same runs: bytes are the median, times the
 //! best. Memory freed by one run's processes may be reused by the next
-//! run's without showing in RSS, which is why bytes keep the median.
+//! run's without showing in the footprint, which is why bytes keep the median.
 //!
 //! A process that ends before the sentinel (say, an instantiation that
 //! cannot map its memory) fails the run, with how many could be alive and
@@ -84,9 +87,9 @@ const IDLE_HANDLER: &str = r#"(module
 
 /// How long to wait for all idle processes to park before giving up.
 const PATIENCE: Duration = Duration::from_secs(600);
-/// Interval between two RSS readings while waiting for it to settle.
+/// Interval between two footprint readings while waiting for it to settle.
 const SETTLE_STEP: Duration = Duration::from_millis(50);
-/// Give up waiting for RSS to settle after this long.
+/// Give up waiting for the footprint to settle after this long.
 const SETTLE_LIMIT: Duration = Duration::from_secs(10);
 
 /// The figures of one run.
@@ -197,7 +200,7 @@ fn one_run_of(count: u64, idle: Guest) -> Result<Figures> {
     let shutdown = kernel.shutdown_handle();
     harness::spawn(&mut kernel, "keeper")?;
 
-    let before = measure::resident_bytes()?;
+    let before = measure::footprint_bytes()?;
     let started = Instant::now();
     for _ in 0..count {
         harness::spawn(&mut kernel, "idle")?;
@@ -238,7 +241,7 @@ fn one_run_of(count: u64, idle: Guest) -> Result<Figures> {
     Ok(figures)
 }
 
-/// Follows exits until the sentinel's, then waits for RSS to settle.
+/// Follows exits until the sentinel's, then waits for the footprint to settle.
 fn watch(
     exits: &Receiver<ProcessReport>,
     started: Instant,
@@ -263,13 +266,13 @@ fn watch(
         }
     }
     let parked = started.elapsed();
-    let at_sentinel = measure::resident_bytes()?;
+    let at_sentinel = measure::footprint_bytes()?;
     let after = settle(before, at_sentinel)?;
     if let Some(failure) = first_failure {
         let alive = count - ended_early;
         bail!(
             "only {alive} of {count} idle processes could be alive at once ({ended_early} ended \
-             at start; the first: {failure}); {} resident bytes per live process{}",
+             at start; the first: {failure}); {} bytes of memory and page tables per live process{}",
             measure::readable(after.saturating_sub(before) as f64 / alive.max(1) as f64),
             map_limit()
         );
@@ -278,7 +281,7 @@ fn watch(
     let late = after.saturating_sub(at_sentinel);
     ensure!(
         late * 10 <= grown,
-        "resident memory grew by {late} bytes after the sentinel exited (of {grown}): the \
+        "memory and page tables grew by {late} bytes after the sentinel exited (of {grown}): the \
          sentinel did not run after every idle process had parked, so the time is not valid"
     );
     Ok(Figures {
@@ -317,14 +320,14 @@ fn map_limit() -> String {
         .unwrap_or_default()
 }
 
-/// Reads RSS every [`SETTLE_STEP`] until two readings differ by at most
+/// Reads the footprint every [`SETTLE_STEP`] until two readings differ by at most
 /// 1 % of the growth since `before` (or [`SETTLE_LIMIT`] passed); returns
 /// the last reading.
 fn settle(before: u64, mut last: u64) -> Result<u64> {
     let started = Instant::now();
     loop {
         std::thread::sleep(SETTLE_STEP);
-        let now = measure::resident_bytes().context("reading resident memory")?;
+        let now = measure::footprint_bytes().context("reading resident memory")?;
         let grown = now.saturating_sub(before);
         if now.abs_diff(last) * 100 <= grown || started.elapsed() > SETTLE_LIMIT {
             return Ok(now);

@@ -85,7 +85,7 @@ impl std::fmt::Display for Target {
 }
 
 /// How to run the suite.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Settings {
     /// Runs of each measurement; the best time (or median memory) is kept.
     pub repeat: u32,
@@ -209,6 +209,22 @@ pub const ALL: &[Benchmark] = &[
         run: messaging::handler_ping_pong_one_worker,
     },
     Benchmark {
+        name: "ping_pong_4_pairs_round_trip_ns",
+        unit: "ns",
+        about: "4 task ping-pong pairs at once on the default workers, 100,000 round trips \
+                each: wall time / all round trips (a round trip under load: the one-pair \
+                fast paths mostly cannot apply)",
+        target: None,
+        run: messaging::task_pairs,
+    },
+    Benchmark {
+        name: "handler_ping_pong_4_pairs_round_trip_ns",
+        unit: "ns",
+        about: "the same with 4 handler pairs",
+        target: None,
+        run: messaging::handler_pairs,
+    },
+    Benchmark {
         name: "wasmtime_ping_pong_ns",
         unit: "ns",
         about: "baseline: the same round trip between two plain Wasmtime async stores, host \
@@ -236,8 +252,8 @@ pub const ALL: &[Benchmark] = &[
     Benchmark {
         name: "idle_process_bytes",
         unit: "bytes",
-        about: "resident memory per process with 100,000 idle processes alive (median); \
-                brief: 100,000 of them in 24 GiB",
+        about: "resident memory and page tables per process with 100,000 idle processes \
+                alive (median); brief: 100,000 of them in 24 GiB",
         target: Some(Target::AtMost(idle::BYTES_PER_PROCESS_BUDGET)),
         run: idle::bytes_per_process,
     },
@@ -252,7 +268,8 @@ pub const ALL: &[Benchmark] = &[
     Benchmark {
         name: "idle_handler_process_bytes",
         unit: "bytes",
-        about: "resident memory per process with 100,000 idle handler processes alive \
+        about: "resident memory and page tables per process with 100,000 idle handler \
+                processes alive \
                 (median): parked between messages, no fiber stack",
         target: None,
         run: idle::handler_bytes_per_process,
@@ -260,10 +277,48 @@ pub const ALL: &[Benchmark] = &[
     Benchmark {
         name: "preemption_overhead_ratio",
         unit: "ratio",
-        about: "a CPU-bound guest as a kernel process (fuel, default config) / the same \
-                module in plain Wasmtime",
+        about: "the worst of the four CPU-bound guests below: a kernel process (fuel, default \
+                config) / the same module unpreempted (plain Wasmtime, the kernel's memory \
+                layout, no fuel); median of paired rounds",
         target: Some(Target::AtMost(1.15)),
         run: preemption::overhead_ratio,
+    },
+    Benchmark {
+        name: "preemption_lcg_ratio",
+        unit: "ratio",
+        about: "the same for a 64-bit LCG loop (dependent multiplies)",
+        target: None,
+        run: preemption::lcg,
+    },
+    Benchmark {
+        name: "preemption_sum_ratio",
+        unit: "ratio",
+        about: "the same for a sum += i loop (fuel's worst case)",
+        target: None,
+        run: preemption::sum,
+    },
+    Benchmark {
+        name: "preemption_memory_ratio",
+        unit: "ratio",
+        about: "the same for a load-add-store loop over 64 KiB",
+        target: None,
+        run: preemption::memory,
+    },
+    Benchmark {
+        name: "preemption_calls_ratio",
+        unit: "ratio",
+        about: "the same for a loop calling a small function",
+        target: None,
+        run: preemption::calls,
+    },
+    Benchmark {
+        name: "preemption_vs_plain_wasmtime_ratio",
+        unit: "ratio",
+        about: "the worst of the four guests as a kernel process / in Wasmtime's default \
+                config (4 GiB reservations, bounds checks in guard pages): fuel and the \
+                kernel's 64 MiB memory slots together",
+        target: None,
+        run: preemption::against_default_ratio,
     },
     Benchmark {
         name: "fairness_10s",
@@ -283,14 +338,16 @@ pub const ALL: &[Benchmark] = &[
     Benchmark {
         name: "noop_syscall_ns",
         unit: "ns",
-        about: "a self_pid call from a guest loop, minus the same loop without it",
+        about: "a self_pid call (the cheapest syscall: no capability check, the engine's \
+                floor) from a guest loop, minus the same loop without it; median of pairs",
         target: None,
         run: syscalls::noop_syscall,
     },
     Benchmark {
         name: "checked_syscall_ns",
         unit: "ns",
-        about: "a clock_now call (through the capability choke point), minus the loop",
+        about: "a clock_now call (through the capability choke point), minus the loop; \
+                median of pairs",
         target: None,
         run: syscalls::checked_syscall,
     },

@@ -46,10 +46,11 @@ pub const MAX_WORKERS: usize = 256;
 /// The smallest default process pool.
 const MIN_DEFAULT_PROCESSES: u32 = 1_000;
 /// Address space per linear memory: the largest memory class (system,
-/// 64 MiB).
-const MEMORY_SLOT: u64 = 64 << 20;
+/// 64 MiB). Smaller than 4 GiB, so the engine keeps bounds checks explicit
+/// (`estalogic_bench::preemption` measures their cost apart from fuel's).
+pub const MEMORY_SLOT: u64 = 64 << 20;
 /// Guard region after each memory slot.
-const MEMORY_GUARD: u64 = 64 << 10;
+pub const MEMORY_GUARD: u64 = 64 << 10;
 /// Wasm call stack per process.
 const WASM_STACK: usize = 256 << 10;
 /// Stack of each worker thread the kernel starts.

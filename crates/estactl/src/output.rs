@@ -165,18 +165,23 @@ pub fn summary_json(report: &RunReport) -> serde_json::Value {
     })
 }
 
+/// Every flag the ABI defines (`Flags::ALL`), with the name the readable
+/// trace shows for it.
+const FLAG_NAMES: [(Flags, &str); 6] = [
+    (Flags::REPLY, "reply"),
+    (Flags::ACK_REQUESTED, "ack?"),
+    (Flags::ACK, "ack"),
+    (Flags::BROADCAST, "broadcast"),
+    (Flags::DELIVERY_FAILURE, "delivery-failure"),
+    (Flags::CALL, "call"),
+];
+
 fn flag_names(flags: Flags) -> String {
-    let names: Vec<&str> = [
-        (Flags::REPLY, "reply"),
-        (Flags::ACK_REQUESTED, "ack?"),
-        (Flags::ACK, "ack"),
-        (Flags::BROADCAST, "broadcast"),
-        (Flags::DELIVERY_FAILURE, "delivery-failure"),
-    ]
-    .into_iter()
-    .filter(|(flag, _)| flags.contains(*flag))
-    .map(|(_, name)| name)
-    .collect();
+    let names: Vec<&str> = FLAG_NAMES
+        .into_iter()
+        .filter(|(flag, _)| flags.contains(*flag))
+        .map(|(_, name)| name)
+        .collect();
     names.join(",")
 }
 
@@ -270,4 +275,24 @@ pub fn trace_json(report: &RunReport) -> serde_json::Value {
         .iter()
         .map(|record| record_json(record, &names))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each flag bit the ABI defines has a name of its own, so the
+    /// readable trace hides none.
+    #[test]
+    fn every_defined_flag_is_named() {
+        let named = FLAG_NAMES
+            .iter()
+            .fold(0u16, |bits, (flag, _)| bits | flag.bits());
+        assert_eq!(named, Flags::ALL.bits());
+        for (flag, name) in FLAG_NAMES {
+            assert_eq!(flag.bits().count_ones(), 1, "{name}");
+            assert_eq!(flag_names(flag), name);
+        }
+        assert_eq!(flag_names(Flags::CALL | Flags::ACK_REQUESTED), "ack?,call");
+    }
 }

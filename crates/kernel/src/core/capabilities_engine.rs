@@ -1034,6 +1034,23 @@ impl CapabilityEngine {
         Ok((self.node(id).capability.clone(), self.uses_left(id)))
     }
 
+    /// Audits a delegation from `from`'s `handle` to `to` that its caller
+    /// refused (`why`) after [`CapabilityEngine::delegation_source`]
+    /// accepted the source: a target that is not alive, a scope, expiry
+    /// or use limit that does not parse. Every refused delegation is a
+    /// denial.
+    pub fn refuse_delegation(&mut self, from: Pid, handle: Handle, to: Pid, why: &str, now: u64) {
+        let capability = self.lookup(from, handle).ok();
+        let what = format!("delegate handle {} to {to}: {why}", handle.0);
+        self.record(
+            now,
+            AuditKind::Denied,
+            from,
+            capability,
+            AuditDetail::Text(what),
+        );
+    }
+
     /// A snapshot of `pid`'s capability at `handle`, revoked or not.
     pub fn inspect(&self, pid: Pid, handle: Handle) -> Result<CapabilityInfo, CapError> {
         self.lookup(pid, handle).map(|id| self.info(id))

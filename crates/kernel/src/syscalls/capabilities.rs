@@ -20,10 +20,12 @@
 //!    process held.
 
 use super::process::YieldOnce;
-use super::{FIND_FUEL, ProcessContext, charge, check_guest, read_guest, to_return, write_guest};
+use super::{
+    DENIAL_FUEL, FIND_FUEL, ProcessContext, charge, check_guest, read_guest, to_return, write_guest,
+};
 use crate::core::capabilities_engine::{
-    Capability, CapabilityInfo, Handle, MAX_HANDLES, MAX_LIVE_DELEGATIONS, Resource, Scope,
-    Validity,
+    Capability, CapabilityEngine, CapabilityInfo, Handle, MAX_HANDLES, MAX_LIVE_DELEGATIONS,
+    Resource, Scope, Validity,
 };
 use crate::loader::manifest::CapabilityRequest;
 use estalogic_abi::capabilities::CapabilityRecord;
@@ -464,28 +466,57 @@ fn cap_delegate(
         kernel.flush_audit(&mut engine);
         source.map_err(|e| e.code())?
     };
-    let Some(target_process) = kernel.process(target) else {
-        return Err(ErrorCode::NO_SUCH_PROCESS);
+    let target_process = kernel.process(target);
+    // A refusal from here on is the caller's to know (it may delegate
+    // this handle) and a denial like the engine's own: audited, its
+    // event paid for as a refused check's is.
+    let refuse = |engine: &mut CapabilityEngine, code: ErrorCode, why: &str| {
+        context.add_host_work(DENIAL_FUEL);
+        engine.refuse_delegation(from, handle, target, why, now);
+        code
     };
     let mut engine = kernel.capabilities();
     let result = (|| {
+        let Some(target_process) = target_process else {
+            return Err(refuse(
+                &mut engine,
+                ErrorCode::NO_SUCH_PROCESS,
+                "no such process",
+            ));
+        };
         // A target that exited meanwhile gets nothing (its capabilities
         // would outlive it); see `Process::open_capabilities`.
         if !target_process.open_capabilities() {
-            return Err(ErrorCode::NO_SUCH_PROCESS);
+            return Err(refuse(
+                &mut engine,
+                ErrorCode::NO_SUCH_PROCESS,
+                "the target has exited",
+            ));
         }
         let (source, uses_left) = source;
         let scope = if scope_text.is_empty() {
             source.scope.clone()
         } else {
-            parse_scope(&source.resource, scope_text).map_err(|_| ErrorCode::INVALID_ARGUMENT)?
+            parse_scope(&source.resource, scope_text).map_err(|error| {
+                let why = format!("bad scope: {error}");
+                refuse(&mut engine, ErrorCode::INVALID_ARGUMENT, &why)
+            })?
         };
+        let expires_at =
+            inherit_or(request.expires_at, source.validity.expires_at).map_err(|code| {
+                let why = format!("expires_at {} is neither -1 nor a time", request.expires_at);
+                refuse(&mut engine, code, &why)
+            })?;
+        // Kept: what the source has left (a use counts against it and
+        // every ancestor, so the copy can have no more).
+        let max_uses = inherit_or(request.max_uses, uses_left).map_err(|code| {
+            let why = format!("max_uses {} is neither -1 nor a count", request.max_uses);
+            refuse(&mut engine, code, &why)
+        })?;
         let validity = Validity {
             not_before: source.validity.not_before,
-            expires_at: inherit_or(request.expires_at, source.validity.expires_at)?,
-            // Kept: what the source has left (a use counts against it
-            // and every ancestor, so the copy can have no more).
-            max_uses: inherit_or(request.max_uses, uses_left)?,
+            expires_at,
+            max_uses,
         };
         let narrowed =
             Capability::new(source.resource.clone(), rights, scope).with_validity(validity);

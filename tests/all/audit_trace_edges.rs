@@ -781,6 +781,62 @@ fn a_closed_handle_is_audited_once_and_not_again_at_exit() {
     );
 }
 
+/// `Kernel::take_audit`: "every grant, delegation, export, revocation and
+/// denial"; ARCHITECTURE invariant 6: "kept in a bounded buffer (100,000)
+/// until the embedder takes it; past that the oldest are dropped and
+/// counted, and the next take starts with one `Lost` event saying how
+/// many". A guest that delegates to itself and closes the copy 40,000
+/// times makes 120,000 events: the buffer keeps 100,000, and the embedder
+/// is told that older events were dropped, and how many (as the denials
+/// past the per-process cap get a counting event).
+// Failed before the fix: `AuditBuffer::overflowed` was counted but never
+// reported nor reset: take_audit returned 100,000 events and nothing said
+// that 20,010 had been dropped.
+#[test]
+fn an_audit_buffer_overflow_is_reported_to_the_embedder() {
+    let mut k = traced(true, 1);
+    let body = r#"
+  (local.set $p (call $self))
+  (loop
+    (local.set $r (call $delegate (i32.const 1) (local.get $p) (i32.const 2) (i64.const -1) (i64.const -1) (i32.const 0) (i32.const 0)))
+    (if (i64.le_s (local.get $r) (i64.const 0)) (then (return (i32.const 101))))
+    (drop (call $revoke (i32.wrap_i64 (local.get $r)) (i32.const 2)))
+    (local.set $i (i32.add (local.get $i) (i32.const 1)))
+    (br_if 0 (i32.lt_u (local.get $i) (i32.const 40000))))
+"#;
+    load(&mut k, "p", "run", &task("", body), CAPS, "");
+    k.spawn("p").unwrap();
+    let report = k.run();
+    exited0(&report, "p", "det");
+    let audit = k.take_audit();
+    // 5 grants + 40,000 x (delegated, revoked, closed) + 5 exit revocations.
+    let made = 5 + 3 * 40_000 + 5;
+    let kept = audit.len();
+    let mentions_loss = audit.iter().any(|e| {
+        let text = e.detail.to_string();
+        text.contains("dropped") && !text.contains("full table") || text.contains("not recorded")
+    });
+    assert!(
+        kept == made || mentions_loss,
+        "{made} events made, {kept} taken, and nothing says {} were dropped",
+        made - kept
+    );
+    // The first event says how many (all but the 100,000 kept), once.
+    assert_eq!(kept, 100_001);
+    assert_eq!(
+        (audit[0].kind, audit[0].holder),
+        (AuditKind::Lost, Pid::KERNEL)
+    );
+    let first = audit[0].detail.to_string();
+    assert!(
+        first.starts_with("20010 older audit events dropped"),
+        "{first}"
+    );
+    assert!(audit[0].at <= audit[1].at);
+    assert!(audit[1..].iter().all(|e| e.kind != AuditKind::Lost));
+    assert!(k.take_audit().is_empty(), "the count starts afresh");
+}
+
 /// A refused delegation is a denial (`AuditKind::Denied`: "A check, find,
 /// delegation, revocation, export or redemption was refused"); a
 /// delegation to a pid that is not alive is refused (`NO_SUCH_PROCESS`)

@@ -51,7 +51,8 @@
 //!    anyone may delegate into any table.
 //! 6. **Audit.** Every grant, delegation, export, revocation and denial
 //!    appends an [`AuditEvent`]; the kernel drains them with
-//!    [`CapabilityEngine::drain_audit`] into the durable audit log.
+//!    [`CapabilityEngine::drain_audit`] into its bounded audit buffer,
+//!    which the embedder takes.
 //!
 //! Tables are keyed by [`Pid`], whose generation changes when a slot is
 //! reused, so a new process never inherits an old table. The kernel must call
@@ -503,6 +504,12 @@ pub enum AuditKind {
     /// A handle left its holder's table: closed by the holder, or dropped
     /// from a full table because it could never validate again.
     Closed,
+    /// Older events were dropped from the kernel's full audit buffer
+    /// (100,000 events) before the embedder took them: the first event of
+    /// `Kernel::take_audit` when that happened since the last take, its
+    /// detail saying how many (holder [`Pid::KERNEL`], no capability, at
+    /// the time of the newest event dropped).
+    Lost,
 }
 
 /// One entry of the capability audit trail.
@@ -514,7 +521,8 @@ pub struct AuditEvent {
     pub kind: AuditKind,
     /// The process concerned: the new holder for grants and delegations,
     /// the holder for revocations and exports, the caller for denials
-    /// ([`Pid::KERNEL`] for a token that names nothing).
+    /// ([`Pid::KERNEL`] for a token that names nothing, and for a
+    /// [`AuditKind::Lost`] count).
     pub holder: Pid,
     /// The capability concerned, if the request named one that exists.
     pub capability: Option<CapabilityId>,

@@ -914,7 +914,14 @@ impl Kernel {
     }
 
     /// Takes the capability audit events recorded so far: every grant,
-    /// delegation, export, revocation and denial.
+    /// delegation, export, revocation and denial, oldest first. At most
+    /// 100,000 are kept between two takes: past that the oldest are
+    /// dropped, and the take starts with one [`AuditKind::Lost`] event
+    /// saying how many were dropped since the last take. At most 1,000
+    /// denials of one process are kept between two takes; the rest are
+    /// counted in one `Denied` event per process, after the others.
+    ///
+    /// [`AuditKind::Lost`]: crate::core::capabilities_engine::AuditKind::Lost
     pub fn take_audit(&self) -> Vec<AuditEvent> {
         self.shared.take_audit()
     }

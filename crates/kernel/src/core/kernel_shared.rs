@@ -252,8 +252,9 @@ pub struct TraceRecord {
     pub payload_len: usize,
 }
 
-/// The most capability audit events kept in memory; older ones are
-/// counted and dropped.
+/// The most capability audit events kept in memory between two takes;
+/// past it the oldest are dropped and counted, and the next take starts
+/// with one [`AuditKind::Lost`] event saying how many.
 const AUDIT_BUFFER: usize = 100_000;
 
 /// State shared by the kernel loop and every syscall.
@@ -291,7 +292,10 @@ const AUDIT_DENIALS_PER_PROCESS: usize = 1_000;
 #[derive(Debug, Default)]
 struct AuditBuffer {
     events: std::collections::VecDeque<AuditEvent>,
+    /// Events dropped from the full buffer since the last drain.
     overflowed: u64,
+    /// When the newest of them happened.
+    overflowed_until: u64,
     /// Denials in `events`, by process.
     denials: rustc_hash::FxHashMap<Pid, usize>,
     /// Denials not kept, by process (see [`AUDIT_DENIALS_PER_PROCESS`]).
@@ -312,6 +316,7 @@ impl AuditBuffer {
             && let Some(oldest) = self.events.pop_front()
         {
             self.overflowed += 1;
+            self.overflowed_until = oldest.at;
             if oldest.kind == AuditKind::Denied
                 && let Some(kept) = self.denials.get_mut(&oldest.holder)
             {
@@ -321,10 +326,25 @@ impl AuditBuffer {
         self.events.push_back(event);
     }
 
-    /// Every event kept, oldest first, then one per process whose denials
-    /// were not all kept; the buffer starts afresh.
+    /// One [`AuditKind::Lost`] event if the buffer overflowed (how many
+    /// older events it dropped), then every event kept, oldest first, then
+    /// one per process whose denials were not all kept; the buffer starts
+    /// afresh.
     fn drain(&mut self, now: u64) -> Vec<AuditEvent> {
-        let mut events: Vec<AuditEvent> = self.events.drain(..).collect();
+        let mut events = Vec::with_capacity(self.events.len() + 1);
+        if self.overflowed > 0 {
+            let count = std::mem::take(&mut self.overflowed);
+            events.push(AuditEvent {
+                at: self.overflowed_until,
+                kind: AuditKind::Lost,
+                holder: Pid::KERNEL,
+                capability: None,
+                detail: AuditDetail::Text(format!(
+                    "{count} older audit events dropped before they were taken (the buffer keeps at most {AUDIT_BUFFER} between takes)"
+                )),
+            });
+        }
+        events.extend(self.events.drain(..));
         self.denials.clear();
         let mut suppressed: Vec<(Pid, u64)> = self.suppressed.drain().collect();
         suppressed.sort_by_key(|(pid, _)| pid.to_u64());
@@ -395,7 +415,8 @@ impl KernelShared {
         }
     }
 
-    /// Takes the capability audit events recorded so far.
+    /// Takes the capability audit events recorded so far (see
+    /// [`AuditBuffer::drain`]).
     pub(crate) fn take_audit(&self) -> Vec<AuditEvent> {
         let mut engine = self.capabilities();
         self.flush_audit(&mut engine);
@@ -576,6 +597,47 @@ impl KernelShared {
 mod tests {
     use super::*;
     use std::time::Instant;
+
+    fn closed(at: u64) -> AuditEvent {
+        AuditEvent {
+            at,
+            kind: AuditKind::Closed,
+            holder: Pid::from_u64(1),
+            capability: None,
+            detail: AuditDetail::Text(String::new()),
+        }
+    }
+
+    /// A full audit buffer drops its oldest events, and the next drain
+    /// starts with one `Lost` event saying how many (at the time of the
+    /// newest dropped); the drain after it has none.
+    #[test]
+    fn an_audit_overflow_is_reported_once_by_the_next_drain() {
+        let mut buffer = AuditBuffer::default();
+        let made = AUDIT_BUFFER as u64 + 7;
+        for at in 0..made {
+            buffer.push(closed(at));
+        }
+        let events = buffer.drain(made);
+        assert_eq!(events.len(), AUDIT_BUFFER + 1);
+        let lost = &events[0];
+        assert_eq!(
+            (lost.kind, lost.holder, lost.at),
+            (AuditKind::Lost, Pid::KERNEL, 6)
+        );
+        assert!(
+            lost.detail
+                .to_string()
+                .starts_with("7 older audit events dropped"),
+            "{}",
+            lost.detail
+        );
+        assert_eq!(events[1].at, 7);
+        assert_eq!(events.last().unwrap().at, made - 1);
+        buffer.push(closed(made));
+        let events = buffer.drain(made + 1);
+        assert_eq!(events, [closed(made)]);
+    }
 
     /// A worker that decided to sleep (and noted the notifications then)
     /// but was notified before it began to wait does not sleep through it.

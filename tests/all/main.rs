@@ -6,6 +6,7 @@ mod answers_restarts;
 mod audit_trace_edges;
 mod boot_edges;
 mod capabilities;
+mod charges_and_panics_edges;
 mod dos_edges;
 mod handlers;
 mod lifecycle;

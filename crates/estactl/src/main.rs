@@ -9,12 +9,16 @@
 //! - `bench` measures the kernel's basic costs on the bundled services.
 
 /// Writes a line to standard output; a write that fails (a full device, a
-/// closed descriptor) is an [`output::OutputError`], which `main` reports
-/// and exits 74 on (`println!` panicked).
+/// descriptor closed at start, see [`output::stdout`]) is an
+/// [`output::OutputError`], which `main` reports and exits 74 on
+/// (`println!` panicked).
 macro_rules! outln {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        writeln!(std::io::stdout().lock(), $($arg)*).map_err($crate::output::OutputError)
+        match $crate::output::stdout() {
+            Ok(mut out) => writeln!(out, $($arg)*).map_err($crate::output::OutputError),
+            Err(error) => Err(error),
+        }
     }};
 }
 

@@ -5,6 +5,7 @@ use anyhow::Result;
 use estalogic_kernel::abi::{Flags, Pid};
 use estalogic_kernel::{ExitStatus, RunReport, TraceRecord};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Standard output could not be written (a full device, a closed
 /// descriptor): `estactl` exits 74 (`EX_IOERR`) on it.
@@ -18,6 +19,38 @@ impl std::fmt::Display for OutputError {
 }
 
 impl std::error::Error for OutputError {}
+
+/// Whether descriptor 1 was open when the process started. Rust's runtime
+/// reopens a closed standard descriptor on `/dev/null` before `main`, so
+/// that a later file cannot take its number; a closed stdout (`>&-`) would
+/// then swallow a run's summary while the exit code said all was well.
+static STDOUT_OPEN_AT_START: AtomicBool = AtomicBool::new(true);
+
+/// Records [`STDOUT_OPEN_AT_START`] before Rust's runtime starts: the C
+/// runtime calls the functions of `.init_array` before `main`, which is
+/// where Rust's runtime sanitises the descriptors.
+#[cfg(target_os = "linux")]
+#[used]
+#[unsafe(link_section = ".init_array")]
+static RECORD_STDOUT: extern "C" fn() = {
+    extern "C" fn record() {
+        // SAFETY: `fcntl(F_GETFD)` on descriptor 1 only reads its flags: no
+        // memory arguments, no effect on the descriptor; it needs nothing
+        // of Rust's runtime.
+        let open = unsafe { libc::fcntl(1, libc::F_GETFD) } != -1;
+        STDOUT_OPEN_AT_START.store(open, Ordering::Relaxed);
+    }
+    record
+};
+
+/// Standard output, locked, or why it cannot be written: closed when the
+/// program started (see [`STDOUT_OPEN_AT_START`]), which is `EBADF`.
+pub fn stdout() -> Result<std::io::StdoutLock<'static>, OutputError> {
+    if !STDOUT_OPEN_AT_START.load(Ordering::Relaxed) {
+        return Err(OutputError(std::io::Error::from_raw_os_error(libc::EBADF)));
+    }
+    Ok(std::io::stdout().lock())
+}
 
 /// `text` with every control character escaped (`\n`, `\u{1b}`): what an
 /// app's files put in names, paths and scopes reaches the terminal as

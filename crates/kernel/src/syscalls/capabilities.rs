@@ -531,10 +531,15 @@ fn cap_delegate(
         if delegated >= MAX_LIVE_DELEGATIONS {
             context.add_host_work((delegated as u64).saturating_mul(FIND_FUEL));
         }
+        // The engine audits every refusal of its own (not an attenuation,
+        // a full table, the delegation limit): paid for as `refuse`'s.
         engine
             .delegate(from, handle, target, narrowed, now)
             .map(|h| u64::from(h.0))
-            .map_err(|e| e.code())
+            .map_err(|e| {
+                context.add_host_work(DENIAL_FUEL);
+                e.code()
+            })
     })();
     kernel.flush_audit(&mut engine);
     result

@@ -626,12 +626,14 @@ async fn send(
     {
         let copied = request.len.max(0) as usize;
         if let Some(result) = send_direct(caller, &request, &receiver) {
+            // Delivered: the copy into the inbox and the post are paid for
+            // (a handler's charge never makes a checkpoint due). A refusal
+            // here comes from the send's own checks, before any copy, and
+            // is free, as it is on the mailbox's way (`outgoing_parts`).
             if result.is_ok() {
                 caller.data_mut().keep_peer(receiver);
+                charge(caller, copied + POST_FUEL as usize);
             }
-            // Paid for, with the post, whether it got in or not (a
-            // handler's charge never makes a checkpoint due).
-            charge(caller, copied + POST_FUEL as usize);
             return result;
         }
     }

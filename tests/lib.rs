@@ -271,3 +271,35 @@ impl estalogic_kernel::core::supervision::RestartPolicy for Script {
             .unwrap_or(estalogic_kernel::core::supervision::RestartAction::GiveUp)
     }
 }
+
+/// A restart policy that panics, as an embedder's bug would, with the
+/// message `"the policy panics"`.
+pub struct PanickingPolicy;
+
+impl estalogic_kernel::core::supervision::RestartPolicy for PanickingPolicy {
+    fn on_failure(
+        &mut self,
+        _failure: &estalogic_kernel::core::supervision::Failure,
+        _now: u64,
+    ) -> estalogic_kernel::core::supervision::RestartAction {
+        panic!("the policy panics");
+    }
+}
+
+/// Runs `kernel` on a thread and returns the run's outcome within 60 s:
+/// `Some(Ok(()))` if it returned, `Some(Err(text))` if it panicked (the
+/// panic's message), `None` if it did not return in time.
+pub fn run_catching_panic(mut kernel: Kernel) -> Option<Result<(), String>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| kernel.run()));
+        let _ = tx.send(outcome.map(|_| ()).map_err(|payload| {
+            payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default()
+        }));
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(60)).ok()
+}

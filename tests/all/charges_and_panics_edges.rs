@@ -7,10 +7,9 @@
 
 use estalogic_abi::ErrorCode;
 use estalogic_kernel::core::capabilities_engine::{AuditEvent, AuditKind};
-use estalogic_kernel::core::supervision::{Failure, RestartAction, RestartPolicy};
 use estalogic_kernel::{ExitStatus, Kernel, Manifest, RunReport};
+use estalogic_tests::{PanickingPolicy, run_catching_panic};
 use std::path::Path;
-use std::sync::mpsc;
 use std::time::Duration;
 
 const IMPORTS: &str = r#"
@@ -240,31 +239,6 @@ fn every_audited_delegation_refusal_pays_for_its_event() {
 // c292c32: a worker that panics abandons the run
 // ---------------------------------------------------------------------
 
-/// A restart policy that panics.
-struct Panics;
-impl RestartPolicy for Panics {
-    fn on_failure(&mut self, _: &Failure, _: u64) -> RestartAction {
-        panic!("the policy panics");
-    }
-}
-
-/// Runs `kernel` on a thread; the run's outcome (Ok, or the panic's text)
-/// within 60 s, else None.
-fn run_catching(mut kernel: Kernel) -> Option<Result<(), String>> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| kernel.run()));
-        let _ = tx.send(outcome.map(|_| ()).map_err(|payload| {
-            payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_default()
-        }));
-    });
-    rx.recv_timeout(Duration::from_secs(60)).ok()
-}
-
 /// What held: the panic reaches the caller also when the failing process
 /// ended inside a lent turn (a direct handoff: its reap is deferred to
 /// the worker's own stack), and when several workers hold critical
@@ -291,7 +265,7 @@ fn a_policy_panic_after_a_handoff_or_beside_critical_spinners_reaches_the_caller
     );
     for workers in [1, 2] {
         let mut k = Kernel::builder().workers(workers).build().unwrap();
-        k.set_restart_policy(Box::new(Panics));
+        k.set_restart_policy(Box::new(PanickingPolicy));
         load(
             &mut k,
             "crasher",
@@ -302,7 +276,7 @@ fn a_policy_panic_after_a_handoff_or_beside_critical_spinners_reaches_the_caller
         load(&mut k, "sender", "run", &sender, "");
         k.spawn("crasher").unwrap();
         k.spawn("sender").unwrap();
-        let outcome = run_catching(k);
+        let outcome = run_catching_panic(k);
         assert_eq!(
             outcome,
             Some(Err("the policy panics".into())),
@@ -311,7 +285,7 @@ fn a_policy_panic_after_a_handoff_or_beside_critical_spinners_reaches_the_caller
     }
     let spinner = r#"(module (memory (export "memory") 1) (func (export "run") (loop br 0)))"#;
     let mut k = Kernel::builder().workers(3).build().unwrap();
-    k.set_restart_policy(Box::new(Panics));
+    k.set_restart_policy(Box::new(PanickingPolicy));
     load(&mut k, "spin", "run", spinner, r#""priority":"critical""#);
     load(
         &mut k,
@@ -324,7 +298,7 @@ fn a_policy_panic_after_a_handoff_or_beside_critical_spinners_reaches_the_caller
     k.spawn("spin").unwrap();
     k.spawn("crash").unwrap();
     let started = std::time::Instant::now();
-    let outcome = run_catching(k);
+    let outcome = run_catching_panic(k);
     assert_eq!(outcome, Some(Err("the policy panics".into())));
     assert!(
         started.elapsed() < Duration::from_secs(10),

@@ -11,7 +11,8 @@ use estalogic_kernel::abi::ErrorCode;
 use estalogic_kernel::core::supervision::{Failure, RestartAction, RestartPolicy};
 use estalogic_kernel::{ExitStatus, Kernel, KernelError, RunReport};
 use estalogic_tests::{
-    ALL_CAPS, load_bundled, load_testkit, load_wat, load_wat_with, mailbox, rss_kib, trapper,
+    ALL_CAPS, PanickingPolicy, load_bundled, load_testkit, load_wat, load_wat_with, mailbox,
+    rss_kib, run_catching_panic, trapper,
 };
 use std::collections::HashSet;
 use std::path::Path;
@@ -801,14 +802,6 @@ fn extreme_process_limits_fail_cleanly() {
     }
 }
 
-/// A restart policy that panics, as an embedder's bug would.
-struct Panics;
-impl RestartPolicy for Panics {
-    fn on_failure(&mut self, _: &Failure, _: u64) -> RestartAction {
-        panic!("the policy's own bug");
-    }
-}
-
 /// A panic on a kernel worker (here inside the embedder's restart policy)
 /// ends the run: the other workers stop at their next checkpoint and
 /// `Kernel::run` resumes the panic on its caller's thread. Before, with two
@@ -821,7 +814,7 @@ fn a_panic_on_a_worker_ends_the_run_and_reaches_the_caller() {
             .workers(workers)
             .build()
             .expect("the kernel builds");
-        kernel.set_restart_policy(Box::new(Panics));
+        kernel.set_restart_policy(Box::new(PanickingPolicy));
         load_wat(
             &mut kernel,
             "spinner",
@@ -835,23 +828,11 @@ fn a_panic_on_a_worker_ends_the_run_and_reaches_the_caller() {
             r#""restart":"on_failure""#,
         );
         kernel.spawn_all().expect("both spawn");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| kernel.run()));
-            let _ = tx.send(outcome.map(|_| ()).map_err(|payload| {
-                payload
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_default()
-            }));
-        });
-        let outcome = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("{workers} workers: the run did not return within 60 s"));
+        let outcome = run_catching_panic(kernel)
+            .unwrap_or_else(|| panic!("{workers} workers: the run did not return within 60 s"));
         assert_eq!(
             outcome,
-            Err("the policy's own bug".to_string()),
+            Err("the policy panics".to_string()),
             "{workers} workers: the run resumes the worker's panic"
         );
     }

@@ -102,12 +102,12 @@ use crate::loader::manifest::{Manifest, RestartMode};
 use estalogic_abi::MessageType;
 use estalogic_abi::messages::ExitNotice;
 use estalogic_abi::{ErrorCode, Pid, Priority, Syscall};
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::Mutex;
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -411,6 +411,35 @@ impl Drop for WorkerGuard {
     }
 }
 
+/// The core lock held. Releasing it publishes the scheduler's count of
+/// queued processes in `KernelLoop::queued`, so that a handoff can see
+/// without the lock that others are ready and it will not be taken.
+struct CoreGuard<'a> {
+    core: parking_lot::MutexGuard<'a, Core>,
+    queued: &'a AtomicUsize,
+}
+
+impl std::ops::Deref for CoreGuard<'_> {
+    type Target = Core;
+
+    fn deref(&self) -> &Core {
+        &self.core
+    }
+}
+
+impl std::ops::DerefMut for CoreGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Core {
+        &mut self.core
+    }
+}
+
+impl Drop for CoreGuard<'_> {
+    fn drop(&mut self) {
+        self.queued
+            .store(self.core.scheduler.queued(), Ordering::Relaxed);
+    }
+}
+
 /// Abandons the run when its worker unwinds from a panic (a kernel bug, or
 /// one in the embedder's restart policy or tracing subscriber): the other
 /// workers would otherwise wait for ever for the process the panicking one
@@ -683,6 +712,9 @@ pub(crate) struct KernelLoop {
     checkpoint_ns: u64,
     checkpoint_fuel: u64,
     core: Mutex<Core>,
+    /// The scheduler's count of queued processes as of the core lock's
+    /// last release (see [`CoreGuard`]): a hint read without the lock.
+    queued: AtomicUsize,
     /// A worker panicked: the others leave at their next pass through the
     /// loop, so the run's scope ends and resumes the panic on its caller.
     abandoned: AtomicBool,
@@ -701,6 +733,7 @@ impl KernelLoop {
             checkpoint_ns: policy.checkpoint_ns(),
             checkpoint_fuel: policy.checkpoint_fuel,
             abandoned: AtomicBool::new(false),
+            queued: AtomicUsize::new(0),
             core: Mutex::new(Core {
                 scheduler: Scheduler::new(policy),
                 tasks: Vec::new(),
@@ -731,8 +764,11 @@ impl KernelLoop {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Core> {
-        self.core.lock()
+    fn lock(&self) -> CoreGuard<'_> {
+        CoreGuard {
+            core: self.core.lock(),
+            queued: &self.queued,
+        }
     }
 
     /// Adds spawned tasks, ready at once, all under one hold of the core
@@ -978,6 +1014,13 @@ impl KernelLoop {
     /// now if it is the only ready process; see the module docs.
     fn hand_off(&self, from: Pid, to: Pid, on_fiber: bool) -> HandOff {
         self.release_kept();
+        // Taken only if `to` will be the only ready process: with another
+        // queued, or woken besides it, it will not be, and asking under the
+        // core lock would only contend for it with the other workers (a
+        // hint: one read stale may cost a handoff, never a wrong one).
+        if self.queued.load(Ordering::Relaxed) + self.shared.inbox.len() > 1 {
+            return HandOff::NotTaken;
+        }
         let mut core = self.lock();
         let now = self.shared.clock.now_nanos();
         self.collect(&mut core, now);
@@ -1051,6 +1094,10 @@ impl KernelLoop {
                 }
             }
             self.end_claim(&mut self.lock(), kept, DirectEnd::Park);
+        }
+        // Not with others queued or woken (see `hand_off`'s hint).
+        if self.queued.load(Ordering::Relaxed) + self.shared.inbox.len() > 0 {
+            return false;
         }
         let index = to.index() as usize;
         let mut core = self.lock();
@@ -1297,7 +1344,7 @@ impl KernelLoop {
 
     /// Runs `task` until it blocks, ends, or the scheduler takes it off the
     /// CPU; parks or reaps it; returns with the core lock held.
-    fn run_turn(&self, mut task: Task) -> MutexGuard<'_, Core> {
+    fn run_turn(&self, mut task: Task) -> CoreGuard<'_> {
         let pid = task.process.pid;
         task.state.state.store(RUNNING, Ordering::Release);
         let (mut core, end) = loop {
@@ -1608,7 +1655,7 @@ impl KernelLoop {
     /// the same order of resources, but only the scheduler's part under
     /// the core lock, which every worker takes for every process it runs.
     /// Returns with the lock held, as `run_turn` does.
-    fn finish_unsupervised(&self, task: Task, outcome: Outcome) -> MutexGuard<'_, Core> {
+    fn finish_unsupervised(&self, task: Task, outcome: Outcome) -> CoreGuard<'_> {
         let Task { process, .. } = task;
         self.revoke_capabilities(&process, self.shared.clock.now_nanos());
         let mut report = self.close_out(&process, outcome);

@@ -81,6 +81,11 @@ impl Inbox {
         self.len.load(Ordering::Acquire) == 0
     }
 
+    /// Pids queued, as of the last push or drain.
+    pub(crate) fn len(&self) -> usize {
+        self.len.load(Ordering::Acquire)
+    }
+
     /// Sleeps until something is pushed, `stop` is set, a notification
     /// comes, or `timeout` passes; returns at once if a notification came
     /// since [`Inbox::notifications`] returned `seen`.

@@ -855,7 +855,12 @@ impl KernelLoop {
                 let _ = core.state.transition(LoopState::Running);
                 core.workers_allowed = allowed;
                 core.workers_started = upfront;
-                core.workers_arriving = upfront - 1;
+                // This thread too: between admitting the batch and taking
+                // the core lock again in `work`, another worker that got
+                // the lock first saw the rest of the batch queued, no idle
+                // worker and none arriving, and started one more than the
+                // processes needed.
+                core.workers_arriving = upfront;
                 for lane in 1..upfront {
                     let this = &self;
                     scope.spawn(move |scope| this.work(lane, Some(scope)));
@@ -907,8 +912,9 @@ impl KernelLoop {
         let _lane = lifecycle_manager::enter_lane(lane);
         let _watch = PanicWatch(self);
         let mut core = self.lock();
-        // Lane 0 is the thread that called `run`; the others were started.
-        if lane != 0 {
+        // Counted as arriving until here, the thread that called `run`
+        // included, when the run has other workers (`scope`).
+        if scope.is_some() {
             core.workers_arriving -= 1;
         }
         loop {

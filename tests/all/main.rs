@@ -11,6 +11,7 @@ mod dos_edges;
 mod handlers;
 mod lifecycle;
 mod limits_edges;
+mod load_edges;
 mod loading;
 mod messaging;
 mod messaging_edges;

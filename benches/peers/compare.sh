@@ -52,6 +52,17 @@ case "$rounds" in
         exit 2
         ;;
 esac
+# The counts peers.erl reads must be positive whole numbers: said here, once,
+# before anything runs (peers.erl would stop with a stack trace).
+for name in PEERS_N PEERS_M PEERS_K PEERS_R; do
+    value=${!name:-1}
+    case "$value" in
+        '' | *[!0-9]* | 0 | 0*)
+            echo "compare.sh: $name must be a positive whole number, not '$value'" >&2
+            exit 2
+            ;;
+    esac
+done
 idle=${PEERS_K:-100000}
 
 log() { echo "compare.sh: $*" >&2; }
@@ -87,8 +98,18 @@ estactl() {
         (cd "$root" && cargo run --release -q -p estactl -- "$@")
     fi
 }
+# `estactl bench` reports a benchmark that fails in its JSON and goes on;
+# one that cannot run at all ends the comparison, saying so.
+run_ours() {
+    local status=0
+    estactl bench --json --repeat "$runs" "$@" || status=$?
+    if [ "$status" -ne 0 ]; then
+        log "estactl bench failed (exit status $status); no comparison"
+        exit 1
+    fi
+}
 log "running estactl bench"
-estactl bench --json --repeat "$runs" >"$work/ours.json"
+run_ours >"$work/ours.json"
 
 # --- Paired rounds ----------------------------------------------------------
 paired=ping_pong_round_trip_ns,ping_pong_4_pairs_round_trip_ns,handler_ping_pong_round_trip_ns
@@ -100,10 +121,10 @@ for round in $(seq 1 "$rounds"); do
     if [ $((round % 2)) -eq 1 ]; then
         log "paired round $round of $rounds: Erlang, then ours"
         erl -noshell -pa "$work" -s peers paired >"$work/erlang-round.jsonl"
-        estactl bench --json --repeat "$runs" --only "$paired" >"$work/ours-round.json"
+        run_ours --only "$paired" >"$work/ours-round.json"
     else
         log "paired round $round of $rounds: ours, then Erlang"
-        estactl bench --json --repeat "$runs" --only "$paired" >"$work/ours-round.json"
+        run_ours --only "$paired" >"$work/ours-round.json"
         erl -noshell -pa "$work" -s peers paired >"$work/erlang-round.jsonl"
     fi
     python3 - "$work/erlang-round.jsonl" "$work/ours-round.json" >>"$work/rounds.jsonl" <<'PY'
@@ -144,8 +165,8 @@ for line in open(ours_path):
 def number(x):
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
-# Keys of estactl's object that are settings, not measurements.
-SETTINGS = {"repeat"}
+# Keys of estactl's object that are settings or reasons, not measurements.
+SETTINGS = {"repeat", "quick", "errors"}
 # BRIEF section 5: ours / Erlang must be at most this.
 TARGETS = {
     "ping_pong_round_trip_ns": 0.5,
@@ -172,10 +193,17 @@ ORDER = [
 ]
 
 names = [n for n in ORDER if n in ours or n in erlang]
+# Every other benchmark either side reported, a failed one (null) too: its
+# row says n/a, and its reason is printed under the table.
 names += sorted(
     n for n in set(ours) | set(erlang)
-    if n not in ORDER and n not in SETTINGS and number(ours.get(n, erlang.get(n)))
+    if n not in ORDER and n not in SETTINGS
 )
+# Why a benchmark of ours failed, in the full run or a paired round.
+errors = dict(ours.get("errors") or {})
+for record in rounds:
+    for name, reason in (record["ours"].get("errors") or {}).items():
+        errors.setdefault(name, reason)
 
 def paired_ratios(name):
     """The ratio ours/Erlang of each paired round that measured `name`."""
@@ -209,8 +237,9 @@ if as_json == "1":
         "repeat": int(runs),
         "paired_rounds": len(rounds),
         "benches": {r.pop("bench"): r for r in rows},
+        "errors": errors,
     }))
-    sys.exit(0)
+    sys.exit(1 if errors else 0)
 
 def fmt(x, digits=1):
     return "n/a" if x is None else f"{x:,.{digits}f}"
@@ -234,11 +263,16 @@ for r in rows:
         "" if r["met"] is None else ("yes" if r["met"] else "NO"),
     ))
 widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-print(f"ESTA Logic vs Erlang/OTP {otp}: ns unless the name says bytes; times best of {runs} runs, bytes the median")
+print(f"ESTA Logic vs Erlang/OTP {otp}: units as each name ends (ns, ms, bytes, ratio); times best of {runs} runs, bytes the median")
 print(f"paired: median ours/erlang of {len(rounds)} back-to-back rounds [lowest-highest]; 'met' judges it where present")
 for i, row in enumerate(table):
     cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]
     print("  ".join(cells).rstrip())
     if i == 0:
         print("  ".join("-" * w for w in widths))
+if errors:
+    print()
+    for name, reason in sorted(errors.items()):
+        print(f"{name}: failed: {reason}")
+    sys.exit(1)
 PY

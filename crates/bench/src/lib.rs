@@ -403,7 +403,16 @@ pub fn run_each(
             continue;
         }
         let started = Instant::now();
-        let value = (benchmark.run)(settings);
+        // A figure that is not a number (a division by a count of zero)
+        // is a failure with a reason, never a silent `null` or `inf`.
+        let value = (benchmark.run)(settings).and_then(|value| {
+            anyhow::ensure!(
+                value.is_finite(),
+                "{} measured {value}, not a figure",
+                benchmark.name
+            );
+            Ok(value)
+        });
         let outcome = Outcome {
             benchmark,
             value,
@@ -416,8 +425,9 @@ pub fn run_each(
 }
 
 /// The outcomes as one JSON object, `{"<name>": figure, ..., "repeat": N}`,
-/// the shape `benches/peers/compare.sh` reads. A benchmark that failed is
-/// `null`, and its error is under `"errors"` (present only if one failed).
+/// the shape `benches/peers/compare.sh` reads, with `"quick": true` in
+/// quick mode. A benchmark that failed is `null`, and its error is under
+/// `"errors"` (present only if one failed).
 pub fn to_json(outcomes: &[Outcome], settings: &Settings) -> serde_json::Value {
     let mut object = serde_json::Map::new();
     let mut errors = serde_json::Map::new();

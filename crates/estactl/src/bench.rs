@@ -1,7 +1,8 @@
 //! `estactl bench`: runs the benchmark suite of `estalogic-bench` (see its
 //! docs for what each benchmark measures) and prints a table, or one JSON
-//! object for machines: `{"<name>": figure, ..., "repeat": N}` — the shape
-//! `benches/peers/compare.sh` reads.
+//! object for machines: `{"<name>": figure, ..., "repeat": N}` (and
+//! `"quick": true` in quick mode) — the shape `benches/peers/compare.sh`
+//! reads.
 //!
 //! Progress goes to stderr. A benchmark that fails is reported with its
 //! error — an `error` row and the text under the table; `null` and an

@@ -130,9 +130,16 @@ enum Command {
     Bench {
         /// Runs of each measurement (the best time, or the median memory,
         /// is reported).
-        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+        #[arg(
+            long,
+            default_value_t = 5,
+            allow_negative_numbers = true,
+            value_parser = clap::value_parser!(u32).range(1..)
+        )]
         repeat: u32,
-        /// Print one JSON object on stdout: `{"<name>": value, ..., "repeat": N}`.
+        /// Print one JSON object on stdout: `{"<name>": value, ..., "repeat": N}`,
+        /// with `"quick": true` in quick mode and the failures' reasons under
+        /// `"errors"`.
         #[arg(long)]
         json: bool,
         /// Run only the benchmarks whose name contains NAME; several

@@ -16,6 +16,7 @@ mod loading;
 mod messaging;
 mod messaging_edges;
 mod restart_edges;
+mod restart_load_edges;
 mod router_edges;
 mod scheduling;
 mod scheduling_edges;

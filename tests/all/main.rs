@@ -3,6 +3,7 @@
 mod abi_edges;
 mod answers;
 mod answers_restarts;
+mod argument_edges;
 mod audit_trace_edges;
 mod boot_edges;
 mod capabilities;

@@ -69,6 +69,11 @@ use std::str::FromStr;
 /// The most handles one process's table holds at a time.
 pub const MAX_HANDLES: usize = 4_096;
 
+/// The highest handle number a table gives out: a guest names handles as
+/// an `i32`, so a number above this could never be named, and a negative
+/// `i32` (read as a `u32`, above it) never names a capability.
+pub const MAX_HANDLE_NUMBER: u32 = i32::MAX as u32;
+
 /// The most delegation steps between a capability and its root grant.
 pub const MAX_DEPTH: u32 = 16;
 
@@ -1357,9 +1362,13 @@ impl CapabilityEngine {
         if table.slots.len() >= MAX_HANDLES {
             return Err(CapError::LimitReached("the handle table is full"));
         }
-        let number = table.last.checked_add(1).ok_or(CapError::LimitReached(
-            "the table's handle numbers are used up",
-        ))?;
+        let number = table
+            .last
+            .checked_add(1)
+            .filter(|&number| number <= MAX_HANDLE_NUMBER)
+            .ok_or(CapError::LimitReached(
+                "the table's handle numbers are used up",
+            ))?;
         table.last = number;
         let handle = Handle(number);
         let id = CapabilityId(self.next_id);

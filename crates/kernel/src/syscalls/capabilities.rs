@@ -351,10 +351,14 @@ pub const MAX_DELEGATED_SCOPE_BYTES: i32 = 1_024;
 /// can delegate into any table).
 pub const MAX_DELEGATED_SCOPE_ITEMS: usize = 32;
 
-fn handle_of(raw: i32) -> Result<Handle, ErrorCode> {
-    u32::try_from(raw)
-        .map(Handle)
-        .map_err(|_| ErrorCode::INVALID_HANDLE)
+/// The handle a guest names. A negative one names a number above
+/// `i32::MAX`, which no table ever gives out
+/// ([`crate::core::capabilities_engine::MAX_HANDLE_NUMBER`]): it is then
+/// refused as any handle never given is, at the same point, with the same
+/// charge and audit event (it was refused before the call's other checks
+/// and its charge, so the same mistake cost and answered differently).
+fn handle_of(raw: i32) -> Handle {
+    Handle(raw as u32)
 }
 
 /// Fuel units `cap_handles` pays per handle in the table it snapshots.
@@ -399,7 +403,7 @@ fn cap_inspect(
     ptr: i32,
     len: i32,
 ) -> Result<u64, ErrorCode> {
-    let handle = handle_of(handle)?;
+    let handle = handle_of(handle);
     if len < 0 {
         return Err(ErrorCode::INVALID_ARGUMENT);
     }
@@ -436,7 +440,7 @@ fn cap_delegate(
     caller: &mut Caller<'_, ProcessContext>,
     request: Delegation,
 ) -> Result<u64, ErrorCode> {
-    let handle = handle_of(request.handle)?;
+    let handle = handle_of(request.handle);
     let rights = u16::try_from(request.rights)
         .ok()
         .and_then(Rights::from_bits)
@@ -550,7 +554,7 @@ fn cap_revoke(
     handle: i32,
     mode: i32,
 ) -> Result<u64, ErrorCode> {
-    let handle = handle_of(handle)?;
+    let handle = handle_of(handle);
     let context = caller.data();
     context.add_host_work(CAP_CALL_FUEL);
     let kernel = &context.kernel;

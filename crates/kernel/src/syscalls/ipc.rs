@@ -333,7 +333,7 @@ pub fn add_to_handler_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::R
         IMPORT_MODULE,
         Syscall::SendReceive.import_name(),
         |mut caller: Caller<'_, ProcessContext>,
-         _target: i64,
+         target: i64,
          _correlation: i64,
          message_type: i32,
          options: i32,
@@ -353,6 +353,7 @@ pub fn add_to_handler_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::R
             let payload = (message_type, options, ptr, len);
             to_return(handler_send_receive(
                 &mut caller,
+                target,
                 payload,
                 wait_for,
                 timeout_ms,
@@ -388,12 +389,15 @@ pub fn add_to_handler_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::R
     Ok(())
 }
 
-/// A handler's `send_receive`: the checks a task's makes before it sends,
-/// in the same order (the wait's arguments, capability and buffers, then
-/// the message's arguments and payload), and then `WOULD_BLOCK`, since a
-/// handler never waits. Nothing is sent either way.
+/// A handler's `send_receive`: the checks a task's makes before it would
+/// wait, in the same order and with the same codes and counts (the wait's
+/// arguments, capability and buffers; a call to itself waiting for ever;
+/// the target, alive and within its `messaging:send`; the message's
+/// arguments and payload), and then `WOULD_BLOCK`, since a handler never
+/// waits. Nothing is sent either way.
 fn handler_send_receive(
     caller: &mut Caller<'_, ProcessContext>,
+    target: i64,
     (message_type, options, ptr, len): (i32, i32, i32, i32),
     wait_for: i64,
     timeout_ms: i64,
@@ -408,13 +412,47 @@ fn handler_send_receive(
         Syscall::Receive
     };
     check_wait(caller, syscall, timeout_ms, buffers)?;
-    if send_options::unpack(options).is_none() || message_type == 0 || len < 0 {
-        return Err(ErrorCode::INVALID_ARGUMENT);
+    let message = |caller: &mut Caller<'_, ProcessContext>| {
+        if send_options::unpack(options).is_none() || message_type == 0 || len < 0 {
+            return Err(ErrorCode::INVALID_ARGUMENT);
+        }
+        if len as usize > MAX_PAYLOAD_LEN {
+            return Err(ErrorCode::PAYLOAD_TOO_LARGE);
+        }
+        check_guest(caller, ptr, len)
+    };
+    let failed_at_once = |caller: &mut Caller<'_, ProcessContext>| {
+        caller
+            .data()
+            .process
+            .counters
+            .send_failures
+            .fetch_add(1, Ordering::Relaxed);
+    };
+    let target = Pid::from_u64(target as u64);
+    // A call to itself waiting for ever, as a task's (`send_receive`):
+    // after the send's capability and the message's checks, counted and
+    // paid for as a refused send.
+    if wait_for == -1 && timeout_ms == TIMEOUT_INFINITE && target == caller.data().process.pid {
+        let module = caller.data().process.module.clone();
+        caller.data().admit(Syscall::Send, Some(&module))?;
+        message(caller)?;
+        failed_at_once(caller);
+        charge(caller, len as usize + POST_FUEL as usize);
+        return Err(ErrorCode::WOULD_DEADLOCK);
     }
-    if len as usize > MAX_PAYLOAD_LEN {
-        return Err(ErrorCode::PAYLOAD_TOO_LARGE);
+    // The target, as a task's `send` looks at it first.
+    let Some(receiver) = caller.data().take_peer(target) else {
+        caller.data().admit_any_item(Syscall::Send)?;
+        failed_at_once(caller);
+        return Err(ErrorCode::NO_SUCH_PROCESS);
+    };
+    if let Err(code) = caller.data().admit(Syscall::Send, Some(&receiver.module)) {
+        charge(caller, 0);
+        return Err(code);
     }
-    check_guest(caller, ptr, len)?;
+    caller.data_mut().keep_peer(receiver);
+    message(caller)?;
     Err(ErrorCode::WOULD_BLOCK)
 }
 

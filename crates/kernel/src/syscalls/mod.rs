@@ -332,10 +332,22 @@ pub(crate) fn check_guest(
     len: i32,
 ) -> Result<(), ErrorCode> {
     if len == 0 {
-        return Ok(());
+        return check_empty(caller, ptr);
     }
     let memory = memory_of(caller)?;
     guest_range(ptr, len, memory.data_size(&*caller)).map(|_| ())
+}
+
+/// An empty range at `ptr`: inside memory if it starts at most at its end,
+/// as WebAssembly's own bulk-memory instructions have it (an empty copy
+/// past the end traps). Null is always fine, memory or not: what a guest
+/// without memory passes for nothing.
+fn check_empty(caller: &mut Caller<'_, ProcessContext>, ptr: i32) -> Result<(), ErrorCode> {
+    if ptr == 0 {
+        return Ok(());
+    }
+    let memory = memory_of(caller)?;
+    guest_range(ptr, 0, memory.data_size(&*caller)).map(|_| ())
 }
 
 /// Fuel units an uncached capability check pays per handle of the table it
@@ -444,7 +456,7 @@ pub(crate) fn read_guest(
     len: i32,
 ) -> Result<Vec<u8>, ErrorCode> {
     if len == 0 {
-        return Ok(Vec::new());
+        return check_empty(caller, ptr).map(|()| Vec::new());
     }
     let memory = memory_of(caller)?;
     let data = memory.data(&*caller);
@@ -460,7 +472,7 @@ pub(crate) fn guest_bytes(
     len: i32,
 ) -> Result<Option<(wasmtime::Memory, std::ops::Range<usize>)>, ErrorCode> {
     if len == 0 {
-        return Ok(None);
+        return check_empty(caller, ptr).map(|()| None);
     }
     let memory = memory_of(caller)?;
     let range = guest_range(ptr, len, memory.data_size(&*caller))?;

@@ -55,13 +55,16 @@ esac
 # The counts peers.erl reads must be positive whole numbers: said here, once,
 # before anything runs (peers.erl would stop with a stack trace).
 for name in PEERS_N PEERS_M PEERS_K PEERS_R; do
-    value=${!name:-1}
+    value=${!name-1}
+    # Digits only, and not all zeros (`010` is ten).
     case "$value" in
-        '' | *[!0-9]* | 0 | 0*)
-            echo "compare.sh: $name must be a positive whole number, not '$value'" >&2
-            exit 2
-            ;;
+        '' | *[!0-9]*) valid=0 ;;
+        *) if [ -n "${value//0/}" ]; then valid=1; else valid=0; fi ;;
     esac
+    if [ "$valid" -ne 1 ]; then
+        echo "compare.sh: $name must be a positive whole number, not '$value'" >&2
+        exit 2
+    fi
 done
 idle=${PEERS_K:-100000}
 

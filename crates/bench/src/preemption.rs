@@ -178,7 +178,14 @@ pub fn against_default_ratio(settings: &Settings) -> Result<f64> {
 fn worst(settings: &Settings, figure: impl Fn(&Figures) -> f64) -> Result<f64> {
     let mut worst = 0.0f64;
     for workload in Workload::ALL {
-        worst = worst.max(figure(&figures(workload, settings)?));
+        let value = figure(&figures(workload, settings)?);
+        // `max` would drop a NaN: a workload that measured nothing fails.
+        ensure!(
+            value.is_finite(),
+            "the {} guest measured {value}, not a ratio",
+            workload.name()
+        );
+        worst = worst.max(value);
     }
     Ok(worst)
 }

@@ -20,7 +20,8 @@ impl std::fmt::Display for OutputError {
 
 impl std::error::Error for OutputError {}
 
-/// Whether descriptor 1 was open when the process started. Rust's runtime
+/// Whether descriptor 1 was open when the process started (checked on
+/// Linux; elsewhere taken as open). Rust's runtime
 /// reopens a closed standard descriptor on `/dev/null` before `main`, so
 /// that a later file cannot take its number; a closed stdout (`>&-`) would
 /// then swallow a run's summary while the exit code said all was well.
@@ -31,6 +32,14 @@ static STDOUT_OPEN_AT_START: AtomicBool = AtomicBool::new(true);
 /// where Rust's runtime sanitises the descriptors.
 #[cfg(target_os = "linux")]
 #[used]
+// SAFETY: `.init_array` holds pointer-sized pointers to functions the C
+// runtime calls before `main`, which this is. glibc passes them `(argc,
+// argv, envp)`; under the System V C ABI a function that takes no
+// arguments may be called so (the extra registers are ignored). It runs
+// before Rust's runtime, so it does nothing that needs it: no allocation,
+// no thread-locals, no panic (an atomic store and one system call). A
+// constructor of another library that ran earlier and opened a file on
+// descriptor 1 would hide a closed stdout; none of ours does.
 #[unsafe(link_section = ".init_array")]
 static RECORD_STDOUT: extern "C" fn() = {
     extern "C" fn record() {

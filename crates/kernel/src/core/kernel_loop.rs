@@ -1434,6 +1434,12 @@ impl KernelLoop {
             if task.state.kill.load(Ordering::Acquire) {
                 break (core, TurnEnd::Stop(ErrorCode::RESTARTED));
             }
+            // Another worker panicked: back to the loop, which leaves (a
+            // process that never rotates, at SYSTEM, would hold this
+            // worker, and the run, for ever).
+            if self.abandoned.load(Ordering::Relaxed) {
+                break (core, TurnEnd::Requeued);
+            }
             let now = self.shared.clock.now_nanos();
             self.collect(&mut core, now);
             // What this turn woke may run on an idle worker now, not when

@@ -451,8 +451,8 @@ fn handler_send_receive(
         charge(caller, 0);
         return Err(code);
     }
-    caller.data_mut().keep_peer(receiver);
     message(caller)?;
+    caller.data_mut().keep_peer(receiver);
     Err(ErrorCode::WOULD_BLOCK)
 }
 

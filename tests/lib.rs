@@ -303,3 +303,31 @@ pub fn run_catching_panic(mut kernel: Kernel) -> Option<Result<(), String>> {
     });
     rx.recv_timeout(std::time::Duration::from_secs(60)).ok()
 }
+
+/// A run's processes and restart decisions, a line each, for assertion
+/// messages: each process's counts and status, each decision's failure
+/// code and action.
+pub fn describe(report: &RunReport) -> String {
+    let mut s = String::new();
+    for p in &report.processes {
+        s.push_str(&format!(
+            "  {} {} {}: sent {} recv {} sfail {} dfail {} undeliv {} blocked {}\n",
+            p.module,
+            p.pid,
+            p.status,
+            p.sent,
+            p.received,
+            p.send_failures,
+            p.delivery_failures,
+            p.undelivered,
+            p.blocked_sends
+        ));
+    }
+    for r in &report.restarts {
+        s.push_str(&format!(
+            "  restart {} {} {} {:?} -> {:?}\n",
+            r.module, r.pid, r.code, r.action, r.new_pid
+        ));
+    }
+    s
+}

@@ -10,7 +10,7 @@ use estalogic_abi::{ErrorCode, Flags, Pid};
 use estalogic_bench::messaging::{handler_ping, handler_pong, task_ping};
 use estalogic_kernel::core::supervision::{Failure, RestartAction, RestartPolicy};
 use estalogic_kernel::{ExitStatus, Kernel, RunReport};
-use estalogic_tests::{ALL_CAPS, load_entry};
+use estalogic_tests::{ALL_CAPS, describe, load_entry};
 use std::collections::{HashMap, HashSet};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -327,30 +327,6 @@ fn verbose(report: &RunReport, what: &str) {
             describe(report)
         );
     }
-}
-
-fn describe(report: &RunReport) -> String {
-    let mut s = String::new();
-    for p in &report.processes {
-        s.push_str(&format!(
-            "  {} {} {}: sent {} recv {} sfail {} dfail {} undeliv {}\n",
-            p.module,
-            p.pid,
-            p.status,
-            p.sent,
-            p.received,
-            p.send_failures,
-            p.delivery_failures,
-            p.undelivered
-        ));
-    }
-    for r in &report.restarts {
-        s.push_str(&format!(
-            "  restart {} {} {} {:?} -> {:?}\n",
-            r.module, r.pid, r.code, r.action, r.new_pid
-        ));
-    }
-    s
 }
 
 fn done(ending: Ending, what: &str) -> RunReport {

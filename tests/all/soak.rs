@@ -17,6 +17,7 @@
 
 use estalogic_abi::{ErrorCode, Flags, Pid};
 use estalogic_kernel::{ExitStatus, Kernel, Manifest, RunReport};
+use estalogic_tests::describe;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::mpsc;
@@ -673,31 +674,6 @@ fn fingerprint(report: &RunReport) -> String {
         "{:?}\n{:?}\n{:?}\n{:?}",
         report.processes, report.restarts, report.stats.events, trace
     )
-}
-
-fn describe(report: &RunReport) -> String {
-    let mut s = String::new();
-    for p in &report.processes {
-        s.push_str(&format!(
-            "  {} {} {}: sent {} recv {} sfail {} dfail {} undeliv {} blocked {}\n",
-            p.module,
-            p.pid,
-            p.status,
-            p.sent,
-            p.received,
-            p.send_failures,
-            p.delivery_failures,
-            p.undelivered,
-            p.blocked_sends
-        ));
-    }
-    for r in &report.restarts {
-        s.push_str(&format!(
-            "  restart {} {} {:?} -> {:?}\n",
-            r.module, r.pid, r.action, r.new_pid
-        ));
-    }
-    s
 }
 
 /// Runs `app` in one configuration; the broken laws, labelled.

@@ -180,6 +180,15 @@ impl KernelShared {
                 // clone to take out): a wake only queues the pid.
                 Ok(delivery) => {
                     accepted();
+                    // Traced before the receiver can see it (under its
+                    // mailbox's lock): after, a receiver on another worker
+                    // could take it and trace its reply first. A refused
+                    // or blocked attempt is not a message in the trace (a
+                    // blocked sender's retry is recorded when it gets in),
+                    // and one the mode dropped at once was never queued.
+                    if !matches!(delivery, Delivery::DroppedNewest(_)) {
+                        self.trace_send(&header, len);
+                    }
                     (delivery, slot.wake_waiter())
                 }
                 Err(MailboxFull(message)) => {
@@ -187,12 +196,6 @@ impl KernelShared {
                 }
             }
         };
-        // Recorded once queued: a refused or blocked attempt is not a
-        // message in the trace (a blocked sender's retry is recorded when
-        // it gets in), and one the mode dropped at once was never queued.
-        if !matches!(delivery, Delivery::DroppedNewest(_)) {
-            self.trace_send(&header, len);
-        }
         let dropped = match delivery {
             Delivery::Queued => None,
             Delivery::DroppedNewest(dropped) => Some(vec![dropped.header]),

@@ -370,8 +370,10 @@ fn spinners_are_served_beside_ping_pong_pairs() {
 }
 
 /// A handler's send never runs a lower-level handler inside it, whatever
-/// the two levels, on one and two workers; an equal or higher one is run
-/// inside it on one worker when nothing else is ready.
+/// the two levels, and an equal or higher one is run inside it when
+/// nothing else is ready (one worker, where only a delivery inside the send
+/// can answer before the asker looks); on two workers the other worker
+/// may answer in parallel, and the run ends cleanly either way.
 #[test]
 fn direct_delivery_respects_levels_at_every_pair_of_levels() {
     let levels = ["critical", "high", "normal", "low", "lazy"];
@@ -399,13 +401,21 @@ fn direct_delivery_respects_levels_at_every_pair_of_levels() {
                 let status = report.process("asker").unwrap().status.clone();
                 let what =
                     format!("{workers} workers, asker {asker_level}, answerer {answerer_level}");
-                if j > i {
+                if workers == 2 {
+                    // The other worker may run the answerer at once, in
+                    // parallel, whatever its level: its answer can then be
+                    // there for the asker's look (0) or not (4).
+                    assert!(
+                        matches!(status, ExitStatus::Exited(0) | ExitStatus::Exited(4)),
+                        "{what}: {status:?}"
+                    );
+                } else if j > i {
                     assert_eq!(
                         status,
                         ExitStatus::Exited(4),
                         "lower level ran inside: {what}"
                     );
-                } else if workers == 1 {
+                } else {
                     assert_eq!(
                         status,
                         ExitStatus::Exited(0),

@@ -16,6 +16,7 @@ mod load_edges;
 mod loading;
 mod messaging;
 mod messaging_edges;
+mod ordering_edges;
 mod restart_edges;
 mod restart_load_edges;
 mod router_edges;

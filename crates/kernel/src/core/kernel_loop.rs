@@ -1163,12 +1163,18 @@ impl KernelLoop {
     }
 
     /// True if a kept receiver may take its sender's next message at once:
-    /// nothing has woken it (its mailbox is empty), it is not to stop,
-    /// and nothing else may have become ready (no wake-up waits to be
+    /// nothing has woken it, its mailbox is empty, it is not to stop, and
+    /// nothing else may have become ready (no wake-up waits to be
     /// collected, no timer is due), so it is still what the scheduler
-    /// would run.
+    /// would run. The mailbox is looked at, not only the wake: a receive
+    /// that found nothing inside the kept call ended its wait, so a post
+    /// since (the same sender's message that asked for an acknowledgement,
+    /// or a broadcast copy) queued it without waking it, and a direct
+    /// delivery now would overtake that message (invariant 5). The sender's
+    /// own posts came before this look on this thread, so they are seen.
     fn may_keep(&self, task: &Task, now: u64) -> bool {
         task.state.state.load(Ordering::Acquire) == RUNNING
+            && task.process.looks_empty()
             && !task.state.kill.load(Ordering::Acquire)
             && !self.shared.shutdown_requested()
             && self.shared.inbox.is_empty()

@@ -253,6 +253,9 @@ pub struct Scheduler {
     /// How long a service turn lasts in the scheduler's model.
     service_turn_ns: u64,
     queues: [VecDeque<(Pid, u64)>; 6],
+    /// Bit `level` set when `queues[level]` is not empty: `next` looks at
+    /// occupied levels only (most loads use one or two of the six).
+    occupied: u8,
     entries: HashMap<Pid, Entry>,
     queued: usize,
     running: usize,
@@ -279,6 +282,7 @@ impl Scheduler {
                 .saturating_mul(policy.service_turn_checkpoints.max(1)),
             policy,
             queues: Default::default(),
+            occupied: 0,
             entries: HashMap::default(),
             queued: 0,
             running: 0,
@@ -326,7 +330,41 @@ impl Scheduler {
             entry.runnable_since = now;
         }
         self.queues[entry.base as usize].push_back((pid, now));
+        self.occupied |= 1 << entry.base as usize;
         self.queued += 1;
+    }
+
+    /// The occupied levels, lowest first (the order the scans ran in over
+    /// all six, so ties are broken as before).
+    fn occupied_levels(&self) -> impl Iterator<Item = usize> + use<> {
+        debug_assert_eq!(
+            self.occupied,
+            self.queues
+                .iter()
+                .enumerate()
+                .filter(|(_, queue)| !queue.is_empty())
+                .fold(0, |bits, (level, _)| bits | 1 << level),
+            "the occupied bits match the queues"
+        );
+        let mut bits = self.occupied;
+        std::iter::from_fn(move || {
+            (bits != 0).then(|| {
+                let level = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                level
+            })
+        })
+    }
+
+    /// Takes the front of `level`'s queue, which is not empty.
+    fn pop_front(&mut self, level: usize) -> (Pid, u64) {
+        let queue = &mut self.queues[level];
+        let front = queue.pop_front().expect("non-empty");
+        if queue.is_empty() {
+            self.occupied &= !(1 << level);
+        }
+        self.queued -= 1;
+        front
     }
 
     /// A waiting process became ready (a message or a timer). Returns false
@@ -352,8 +390,8 @@ impl Scheduler {
             .service_turn_ns
             .saturating_mul(self.queued.saturating_sub(1) as u64);
         let mut best: Option<(u64, usize)> = None;
-        for (level, queue) in self.queues.iter().enumerate() {
-            let Some(&(_, since)) = queue.front() else {
+        for level in self.occupied_levels() {
+            let Some(&(_, since)) = self.queues[level].front() else {
                 continue;
             };
             let trigger = self.starving_after[level].saturating_sub(ahead);
@@ -366,8 +404,8 @@ impl Scheduler {
 
     fn best_front(&self, now: u64) -> Option<(Priority, usize)> {
         let mut best: Option<(Priority, u64, usize)> = None;
-        for (level, queue) in self.queues.iter().enumerate() {
-            let Some(&(_, since)) = queue.front() else {
+        for level in self.occupied_levels() {
+            let Some(&(_, since)) = self.queues[level].front() else {
                 continue;
             };
             let base = Priority::try_from(level as u8).expect("six levels");
@@ -411,14 +449,17 @@ impl Scheduler {
                 (level, index, false)
             }
         };
-        let (pid, since) = self.queues[queue_index].pop_front().expect("non-empty");
-        self.queued -= 1;
+        let (pid, since) = self.pop_front(queue_index);
         self.running += 1;
         let base = Priority::try_from(queue_index as u8).expect("six levels");
         let slice = if service_turn {
             self.policy.service_turn_checkpoints.max(1)
         } else {
-            let competitors: usize = self.queues[queue_index..].iter().map(VecDeque::len).sum();
+            let competitors: usize = self
+                .occupied_levels()
+                .filter(|&level| level >= queue_index)
+                .map(|level| self.queues[level].len())
+                .sum();
             let full = self.full_slices[level as usize];
             if competitors == 0 {
                 full
@@ -438,12 +479,11 @@ impl Scheduler {
     /// full slice, since nothing else is queued to share it with.
     fn next_of_one(&mut self, now: u64) -> Dispatch {
         let index = self
-            .queues
-            .iter()
-            .position(|queue| !queue.is_empty())
+            .occupied_levels()
+            .next()
             .expect("one process is queued");
-        let (pid, since) = self.queues[index].pop_front().expect("non-empty");
-        self.queued = 0;
+        let (pid, since) = self.pop_front(index);
+        debug_assert_eq!(self.queued, 0, "one process was queued");
         self.running += 1;
         let wait = now.saturating_sub(since);
         let base = Priority::try_from(index as u8).expect("six levels");
@@ -595,6 +635,9 @@ impl Scheduler {
                 let queue = &mut self.queues[base as usize];
                 if let Some(at) = queue.iter().position(|(p, _)| *p == pid) {
                     queue.remove(at);
+                    if queue.is_empty() {
+                        self.occupied &= !(1 << base as usize);
+                    }
                     self.queued -= 1;
                 }
             }
@@ -617,9 +660,8 @@ impl Scheduler {
         if self.queued != 1 {
             return None;
         }
-        self.queues
-            .iter()
-            .find_map(|queue| queue.front().map(|&(pid, _)| pid))
+        let level = self.occupied_levels().next()?;
+        self.queues[level].front().map(|&(pid, _)| pid)
     }
 
     /// The running process `pid` lent `ns` of its turn to a process it

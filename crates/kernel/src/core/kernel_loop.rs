@@ -544,11 +544,29 @@ pub(crate) fn deliver_direct(
     kernel_loop.deliver_direct(from, to, deliver)
 }
 
-/// True if this thread could deliver directly now ([`deliver_direct`]): it
-/// is a kernel worker, not inside a lent turn. A cheap look before the
-/// checks a delivery makes.
-pub(crate) fn may_deliver_direct() -> bool {
-    !HANDING_OFF.get() && !WORKER.get().is_null()
+/// True if this thread could deliver to `to` directly now
+/// ([`deliver_direct`]): it is a kernel worker, not inside a lent turn, and
+/// either it keeps a receiver claimed (`to`, or one the attempt hands back
+/// first) or `to` is parked idle and the lock-free hint (see
+/// `KernelLoop::hand_off`) says nothing else is ready. A cheap look before
+/// the checks a delivery makes (under load, most sends fail it and go
+/// straight to the mailbox); `KernelLoop::deliver_direct` decides.
+pub(crate) fn may_deliver_direct(to: &Process) -> bool {
+    if HANDING_OFF.get() {
+        return false;
+    }
+    let worker = WORKER.get();
+    if worker.is_null() {
+        return false;
+    }
+    if KEPT.with_borrow(Option::is_some) {
+        return keeps(to.pid) || to.looks_idle();
+    }
+    // SAFETY: as in `hand_off`: `WORKER` is non-null only while `work`
+    // borrows the loop on this thread, further up this stack.
+    let kernel_loop = unsafe { &*worker };
+    to.looks_idle()
+        && kernel_loop.queued.load(Ordering::Relaxed) + kernel_loop.shared.inbox.len() == 0
 }
 
 /// True if the process whose run state is `task` is to stop (a shutdown,

@@ -42,7 +42,7 @@ use super::{
     to_return, write_guest,
 };
 use crate::core::kernel_loop::{
-    HandOff, KernelShared, TaskState, deliver_direct, hand_off, hold_for_lender, keeps, lender,
+    HandOff, KernelShared, TaskState, deliver_direct, hand_off, hold_for_lender, lender,
     may_deliver_direct, put_back_held, stop_due, take_held,
 };
 use crate::core::kernel_shared::TimerGuard;
@@ -659,8 +659,7 @@ async fn send(
         && receiver.pid != context.process.pid
         // Never ahead of the rest of a higher level's call.
         && receiver.priority >= context.process.priority
-        && may_deliver_direct()
-        && (receiver.looks_idle() || keeps(receiver.pid))
+        && may_deliver_direct(&receiver)
     {
         let copied = request.len.max(0) as usize;
         if let Some(result) = send_direct(caller, &request, &receiver) {

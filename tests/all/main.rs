@@ -9,6 +9,7 @@ mod boot_edges;
 mod capabilities;
 mod charges_and_panics_edges;
 mod dos_edges;
+mod embedding_edges;
 mod handlers;
 mod lifecycle;
 mod limits_edges;

@@ -561,8 +561,10 @@ impl Kernel {
     }
 
     /// The init phases so far with the state of every subsystem (one per
-    /// module in `ServiceInit`); a failed boot names the subsystem and
-    /// phase.
+    /// module loaded before the boot completed, in `ServiceInit`); a
+    /// failed boot names the subsystem and phase. The first successful
+    /// [`Kernel::spawn_all`] completes the boot: a module loaded after it
+    /// is not part of the boot, and [`Kernel::registry`] has its state.
     pub fn boot_report(&self) -> &InitReport {
         self.boot.report()
     }
@@ -867,7 +869,10 @@ impl Kernel {
 
     /// Spawns a process running the loaded module `name`; it becomes the
     /// process [`lookup`](estalogic_abi::Syscall::Lookup) finds for that name
-    /// if none is registered yet.
+    /// if none is registered yet, or else when the registered one and the
+    /// module's processes spawned before it have ended (a supervisor or
+    /// system restart's replacement of a holder still on its way out takes
+    /// the name over instead).
     pub fn spawn(&mut self, name: &str) -> Result<Pid, KernelError> {
         let task = self.factory.spawn(name)?;
         let pid = task.process.pid;

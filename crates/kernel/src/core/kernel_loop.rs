@@ -619,6 +619,14 @@ fn needs_supervision(process: &Process, outcome: &Outcome) -> bool {
     (trapped && process.restart_on_failure) || process.supervised
 }
 
+/// Tells the restart policy that a process of a module it answers for
+/// (`restart: on_failure`) ended normally: it exited with code 0.
+fn heard_success(core: &mut Core, process: &Process, status: &ExitStatus, now: u64) {
+    if process.restart_on_failure && *status == ExitStatus::Exited(0) {
+        core.restart_policy.on_success(&process.module, now);
+    }
+}
+
 /// Counts an exit, tells the listeners and keeps the report (the most
 /// recent [`MAX_REPORTS`]).
 fn record_exit(core: &mut Core, report: ProcessReport) {
@@ -901,7 +909,9 @@ impl KernelLoop {
             let _ = core.state.transition(LoopState::ShuttingDown);
         }
         let _ = core.state.transition(LoopState::Stopped);
-        core.events.syscalls = self.shared.syscalls.load(Ordering::Relaxed);
+        // This run's own: every process's count was added as its context
+        // dropped, which its reap did before the run could end.
+        core.events.syscalls = self.shared.syscalls.swap(0, Ordering::Relaxed);
         let stats = LoopStats {
             events: core.events,
             state: core.state,
@@ -1577,6 +1587,7 @@ impl KernelLoop {
         };
         let mut report = self.close_out(&process, outcome);
         report.add_account(&account);
+        heard_success(core, &process, &report.status, now);
         if let Some(supervisor) = manifest.as_ref().and_then(|m| m.supervisor.as_deref()) {
             let (kind, code) = match &report.status {
                 ExitStatus::Exited(code) => (0, *code),
@@ -1700,6 +1711,7 @@ impl KernelLoop {
         let now = self.shared.clock.now_nanos();
         let account = self.retire(&mut core, process.pid, now);
         report.add_account(&account);
+        heard_success(&mut core, &process, &report.status, now);
         record_exit(&mut core, report);
         self.respawn_pending(&mut core);
         core

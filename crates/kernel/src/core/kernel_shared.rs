@@ -279,7 +279,9 @@ pub struct KernelShared {
     cancelled_timers: AtomicUsize,
     pub(crate) inbox: Arc<Inbox>,
     pub(crate) shutdown: AtomicBool,
-    /// Capability-checked syscalls made so far.
+    /// Capability-checked syscalls of the processes reaped in this run (a
+    /// process's count is added as its context drops; the run's end takes
+    /// the sum into its report and starts again from 0).
     pub(crate) syscalls: AtomicU64,
     /// The capability engine's generation as of its last change.
     pub(crate) capability_generation: AtomicU64,

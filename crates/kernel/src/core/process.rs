@@ -426,6 +426,8 @@ impl Process {
 struct Slot {
     generation: u32,
     process: Option<Arc<Process>>,
+    /// Its process is queued for its module's name (see [`Name`]).
+    waits_for_name: bool,
 }
 
 /// All live processes, indexed by pid, plus the module-name directory.
@@ -433,10 +435,35 @@ struct Slot {
 pub struct ProcessTable {
     slots: Vec<Slot>,
     free: Vec<u32>,
-    /// Module name → its registered process. FxHash: names come from
-    /// loaded manifests, and every spawn and exit looks one up.
-    names: FxHashMap<Arc<str>, Pid>,
+    /// Module name → its registered process and the module's other live
+    /// processes that asked for the name. FxHash: names come from loaded
+    /// manifests, and every spawn and exit looks one up.
+    names: FxHashMap<Arc<str>, Name>,
     live: usize,
+}
+
+/// A module name's registration: the process [`ProcessTable::lookup`]
+/// finds, and who takes the name when it leaves.
+#[derive(Debug)]
+struct Name {
+    holder: Pid,
+    /// The module's other processes that asked for the name, oldest first:
+    /// the first still alive takes it when the holder leaves. Pids that
+    /// left are skipped then, and swept out once they outnumber the live
+    /// ones, so the queue stays within about twice the module's processes.
+    next: VecDeque<Pid>,
+    /// How many pids in `next` are of live processes.
+    waiting: usize,
+}
+
+impl Name {
+    fn new(holder: Pid) -> Self {
+        Name {
+            holder,
+            next: VecDeque::new(),
+            waiting: 0,
+        }
+    }
 }
 
 impl Default for ProcessTable {
@@ -446,6 +473,7 @@ impl Default for ProcessTable {
             slots: vec![Slot {
                 generation: 0,
                 process: None,
+                waits_for_name: false,
             }],
             free: Vec::new(),
             names: FxHashMap::default(),
@@ -462,7 +490,9 @@ impl ProcessTable {
 
     /// Allocates a pid and stores the process `make` builds for it. If
     /// `register_name` is set and the name is free, the process becomes the
-    /// one [`ProcessTable::lookup`] finds for its module name.
+    /// one [`ProcessTable::lookup`] finds for its module name; if it is
+    /// held, the process takes it when the holder and the module's older
+    /// processes that asked for it have left.
     pub fn insert(
         &mut self,
         register_name: bool,
@@ -488,21 +518,32 @@ impl ProcessTable {
                 self.slots.push(Slot {
                     generation: 1,
                     process: None,
+                    waits_for_name: false,
                 });
                 Pid::new(index, 1)
             }
         };
         let process = make(pid);
         debug_assert_eq!(process.pid, pid);
-        if register_name
-            && self
-                .names
-                .get(&process.module)
-                .is_none_or(|&holder| take_over(holder))
-        {
-            self.names.insert(process.module.clone(), pid);
+        let mut waits_for_name = false;
+        if register_name {
+            match self.names.get_mut(&process.module) {
+                None => {
+                    self.names.insert(process.module.clone(), Name::new(pid));
+                }
+                // The one it replaces is on its way out: it never takes
+                // the name back.
+                Some(name) if take_over(name.holder) => name.holder = pid,
+                Some(name) => {
+                    name.next.push_back(pid);
+                    name.waiting += 1;
+                    waits_for_name = true;
+                }
+            }
         }
-        self.slots[pid.index() as usize].process = Some(process.clone());
+        let slot = &mut self.slots[pid.index() as usize];
+        slot.process = Some(process.clone());
+        slot.waits_for_name = waits_for_name;
         self.live += 1;
         process
     }
@@ -522,6 +563,7 @@ impl ProcessTable {
         self.get(pid)?;
         let slot = &mut self.slots[pid.index() as usize];
         let process = slot.process.take();
+        let waited_for_name = std::mem::take(&mut slot.waits_for_name);
         self.live -= 1;
         // A slot whose generations are used up is retired, never reused:
         // wrapping would let an old pid name a new process.
@@ -529,17 +571,52 @@ impl ProcessTable {
             slot.generation = next;
             self.free.push(pid.index());
         }
-        if let Some(process) = &process
-            && self.names.get(&process.module) == Some(&pid)
-        {
-            self.names.remove(&process.module);
+        if let Some(process) = &process {
+            self.release_name(process, waited_for_name);
         }
         process
     }
 
+    /// What `process`'s leaving does to its module's name: held, it passes
+    /// to the oldest of the module's live processes that asked for it (or
+    /// is freed); waiting for it, it stops waiting.
+    fn release_name(&mut self, process: &Process, waited_for_name: bool) {
+        let pid = process.pid;
+        let Some(name) = self.names.get_mut(&process.module) else {
+            return;
+        };
+        let slots = &mut self.slots;
+        let waiting = |slots: &[Slot], pid: Pid| {
+            slots
+                .get(pid.index() as usize)
+                .is_some_and(|slot| slot.generation == pid.generation() && slot.waits_for_name)
+        };
+        if name.holder == pid {
+            while let Some(next) = name.next.pop_front() {
+                if waiting(slots, next) {
+                    slots[next.index() as usize].waits_for_name = false;
+                    name.holder = next;
+                    name.waiting -= 1;
+                    return;
+                }
+            }
+            debug_assert_eq!(name.waiting, 0, "every waiting pid is queued");
+            self.names.remove(&process.module);
+        } else if waited_for_name {
+            // Counted out now; skipped when its turn comes (its slot no
+            // longer holds it), or swept out once the pids that left
+            // outnumber the rest.
+            name.waiting -= 1;
+            if name.next.len() > 2 * name.waiting + 16 {
+                name.next.retain(|&next| waiting(slots, next));
+                debug_assert_eq!(name.next.len(), name.waiting);
+            }
+        }
+    }
+
     /// The process registered under a module name.
     pub fn lookup(&self, name: &str) -> Option<Pid> {
-        self.names.get(name).copied()
+        self.names.get(name).map(|name| name.holder)
     }
 
     /// Every live process.
@@ -748,6 +825,66 @@ mod tests {
         );
         assert!(table.get(second).is_some());
         assert_eq!(table.lookup("a"), Some(second));
+    }
+
+    #[test]
+    fn the_name_passes_to_the_oldest_process_of_the_module_still_alive() {
+        let mut table = ProcessTable::new();
+        let a = spawn(&mut table, "svc");
+        let b = spawn(&mut table, "svc");
+        let c = spawn(&mut table, "svc");
+        let other = spawn(&mut table, "other");
+        table.remove(b);
+        table.remove(a);
+        assert_eq!(table.lookup("svc"), Some(c), "b left before a did");
+        let d = spawn(&mut table, "svc");
+        table.remove(c);
+        assert_eq!(table.lookup("svc"), Some(d));
+        table.remove(d);
+        assert_eq!(table.lookup("svc"), None);
+        assert_eq!(table.lookup("other"), Some(other));
+    }
+
+    #[test]
+    fn churn_behind_a_long_lived_holder_keeps_the_queue_small() {
+        let mut table = ProcessTable::new();
+        let holder = spawn(&mut table, "svc");
+        for _ in 0..10_000 {
+            let passing = spawn(&mut table, "svc");
+            table.remove(passing);
+        }
+        let queued = table.names["svc"].next.len();
+        assert!(queued <= 17, "{queued} pids queued for the name");
+        let last = spawn(&mut table, "svc");
+        table.remove(holder);
+        assert_eq!(table.lookup("svc"), Some(last));
+    }
+
+    proptest::proptest! {
+        /// Without restarts taking a name over, a module's name is held by
+        /// its oldest live process, whatever order processes leave in.
+        #[test]
+        fn the_name_is_held_by_the_oldest_live_process_of_its_module(
+            ops in proptest::collection::vec((0u8..3, 0usize..64), 1..200)
+        ) {
+            let mut table = ProcessTable::new();
+            // Live processes per module, oldest first.
+            let mut live: [Vec<Pid>; 2] = Default::default();
+            for (op, pick) in ops {
+                let module = pick % 2;
+                let name = ["a", "b"][module];
+                if op == 0 || live[module].is_empty() {
+                    live[module].push(spawn(&mut table, name));
+                } else {
+                    let at = pick % live[module].len();
+                    let pid = live[module].remove(at);
+                    proptest::prop_assert!(table.remove(pid).is_some());
+                }
+                for (module, name) in ["a", "b"].into_iter().enumerate() {
+                    proptest::prop_assert_eq!(table.lookup(name), live[module].first().copied());
+                }
+            }
+        }
     }
 
     #[test]

@@ -134,8 +134,11 @@ pub trait RestartPolicy: Send {
     /// and never goes backwards between calls.
     fn on_failure(&mut self, failure: &Failure, now: u64) -> RestartAction;
 
-    /// A process of `key` ended normally (or was seen healthy) at `now`.
-    /// The default ignores it.
+    /// A process of `key` ended normally at `now`: a process of a module
+    /// whose manifest says `"restart": "on_failure"` exited with code 0.
+    /// The kernel calls it as it reaps the process, under the same lock as
+    /// [`RestartPolicy::on_failure`], so the two are never called at once
+    /// and `now` never goes backwards between them. The default ignores it.
     fn on_success(&mut self, key: &str, now: u64) {
         let _ = (key, now);
     }

@@ -7,6 +7,7 @@ mod argument_edges;
 mod audit_trace_edges;
 mod boot_edges;
 mod capabilities;
+mod capability_race_edges;
 mod charges_and_panics_edges;
 mod dos_edges;
 mod embedding_edges;

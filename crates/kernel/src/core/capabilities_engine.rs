@@ -520,7 +520,9 @@ pub enum AuditKind {
 /// One entry of the capability audit trail.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditEvent {
-    /// The kernel clock when it happened.
+    /// The kernel clock when it happened: read by the caller just before
+    /// the engine recorded it, and never earlier than the event before it
+    /// (events are in the order they happened, their times agree).
     pub at: u64,
     /// What happened.
     pub kind: AuditKind,
@@ -668,6 +670,9 @@ pub struct CapabilityEngine {
     next_id: u64,
     fallback_ids: u64,
     audit: Vec<AuditEvent>,
+    /// The time of the latest event recorded: no event is stamped earlier
+    /// (see [`CapabilityEngine::record`]).
+    audit_clock: u64,
     /// Bumped by every revocation: a positive decision taken at an older
     /// generation may no longer hold.
     generation: u64,
@@ -699,6 +704,7 @@ impl CapabilityEngine {
             next_id: 1,
             fallback_ids: 0,
             audit: Vec::new(),
+            audit_clock: 0,
             generation: 0,
             live_delegations: HashMap::default(),
         }
@@ -1624,6 +1630,12 @@ impl CapabilityEngine {
         u128::from_le_bytes(bytes)
     }
 
+    /// Records an event that happened at `at`, as the caller read the
+    /// clock: before it took the engine's lock, so another worker that read
+    /// the clock later may have recorded first. The events are in the order
+    /// they happened (the lock's), and their times are made to agree: an
+    /// event is stamped no earlier than the one before it, a time between
+    /// the caller's reading and the record.
     fn record(
         &mut self,
         at: u64,
@@ -1632,6 +1644,8 @@ impl CapabilityEngine {
         capability: Option<CapabilityId>,
         detail: AuditDetail,
     ) {
+        let at = at.max(self.audit_clock);
+        self.audit_clock = at;
         self.audit.push(AuditEvent {
             at,
             kind,

@@ -460,17 +460,25 @@ fn cap_delegate(
     let kernel = &context.kernel;
     let from = context.process.pid;
     let target = Pid::from_u64(request.target as u64);
+    // Looked up before the engine's lock (the process table has a lock of
+    // its own), but told to no one unless the handle may be delegated.
+    let target_process = kernel.process(target);
+    // One hold of the engine's lock from the source's check to the copy:
+    // a use of the source on another worker cannot make its `max_uses`
+    // -1 (the uses it has left) more than it has, and a revocation of the
+    // source cannot come between its check and the copy.
+    let mut engine = kernel.capabilities();
     let now = kernel.clock.now_nanos();
     // The handle first, so a caller with nothing to delegate learns
     // nothing about the target (whether it is alive) and its refusal is
     // audited.
-    let source = {
-        let mut engine = kernel.capabilities();
-        let source = engine.delegation_source(from, handle, target, now);
-        kernel.flush_audit(&mut engine);
-        source.map_err(|e| e.code())?
+    let source = match engine.delegation_source(from, handle, target, now) {
+        Ok(source) => source,
+        Err(error) => {
+            kernel.flush_audit(&mut engine);
+            return Err(error.code());
+        }
     };
-    let target_process = kernel.process(target);
     // A refusal from here on is the caller's to know (it may delegate
     // this handle) and a denial like the engine's own: audited, its
     // event paid for as a refused check's is.
@@ -479,7 +487,6 @@ fn cap_delegate(
         engine.refuse_delegation(from, handle, target, why, now);
         code
     };
-    let mut engine = kernel.capabilities();
     let result = (|| {
         let Some(target_process) = target_process else {
             return Err(refuse(

@@ -107,11 +107,11 @@ pub struct ProcessContext {
     pub(crate) host_fuel: std::cell::Cell<u64>,
     /// Fuel units between two checkpoints.
     pub(crate) checkpoint_fuel: u64,
-    /// The store's fuel when a synchronous syscall found a checkpoint due
-    /// and shortened the fuel interval to [`SOON`] (see
-    /// [`checkpoint_soon`]); the first [`charge`] after the guest has
-    /// spent that much (so passed the checkpoint) restores it.
-    pub(crate) interval_shortened: std::cell::Cell<Option<u64>>,
+    /// Set while the fuel interval is shortened to [`SOON`] because a
+    /// synchronous syscall found a checkpoint due (see
+    /// [`checkpoint_soon`]); the first [`charge`] after the process passed
+    /// a checkpoint restores it.
+    pub(crate) interval_shortened: std::cell::Cell<bool>,
 }
 
 impl Drop for ProcessContext {
@@ -379,12 +379,18 @@ const HOST_WORK_BATCH: u64 = 4 << 10;
 /// the scheduler may preempt it. Never true for a handler, whose syscalls
 /// never wait.
 pub(crate) fn charge(caller: &mut Caller<'_, ProcessContext>, bytes: usize) -> bool {
-    if let Some(at) = caller.data().interval_shortened.get()
+    // Restored only after the checkpoint the short interval was for: the
+    // guest may have spent its units already and not yet reached its next
+    // fuel check (a loop header), and setting the interval would then
+    // start its count again and drop the checkpoint, every time.
+    if caller.data().interval_shortened.get()
         && caller
-            .get_fuel()
-            .is_ok_and(|fuel| fuel.saturating_add(SOON) <= at)
+            .data()
+            .task
+            .checkpoint_passed
+            .load(std::sync::atomic::Ordering::Relaxed)
     {
-        caller.data().interval_shortened.set(None);
+        caller.data().interval_shortened.set(false);
         let interval = caller.data().checkpoint_fuel.max(1);
         // Cannot fail: fuel and its interval are on for every task store.
         let _ = caller.fuel_async_yield_interval(Some(interval));
@@ -423,14 +429,17 @@ const SOON: u64 = 1_000;
 /// calls, each costly for the kernel and cheap in the guest's own fuel,
 /// would hold its worker until the guest's fuel alone reached a slice.
 pub(crate) fn checkpoint_soon(caller: &mut Caller<'_, ProcessContext>) {
-    if caller.data().process.handler || caller.data().interval_shortened.get().is_some() {
+    if caller.data().process.handler || caller.data().interval_shortened.get() {
         return;
     }
     let soon = SOON.min(caller.data().checkpoint_fuel.max(1));
-    if let Ok(fuel) = caller.get_fuel()
-        && caller.fuel_async_yield_interval(Some(soon)).is_ok()
-    {
-        caller.data().interval_shortened.set(Some(fuel));
+    if caller.fuel_async_yield_interval(Some(soon)).is_ok() {
+        caller
+            .data()
+            .task
+            .checkpoint_passed
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        caller.data().interval_shortened.set(true);
     }
 }
 

@@ -1193,8 +1193,8 @@ impl KernelLoop {
     /// True if a kept receiver may take its sender's next message at once:
     /// nothing has woken it, its mailbox is empty, it is not to stop, and
     /// nothing else may have become ready (no wake-up waits to be
-    /// collected, no timer is due), so it is still what the scheduler
-    /// would run. The mailbox is looked at, not only the wake: a receive
+    /// collected or in a run queue, no timer is due), so it is still what
+    /// the scheduler would run. The mailbox is looked at, not only the wake: a receive
     /// that found nothing inside the kept call ended its wait, so a post
     /// since (the same sender's message that asked for an acknowledgement,
     /// or a broadcast copy) queued it without waking it, and a direct
@@ -1206,6 +1206,9 @@ impl KernelLoop {
             && !task.state.kill.load(Ordering::Acquire)
             && !self.shared.shutdown_requested()
             && self.shared.inbox.is_empty()
+            // Nor queued: another worker may have collected a wake-up it
+            // has not run yet (the hint of `hand_off`).
+            && self.queued.load(Ordering::Relaxed) == 0
             && !self.shared.timer_due(now)
     }
 

@@ -19,9 +19,9 @@
 //!    attenuated; revocation cascades; process exit revokes everything the
 //!    process held.
 
-use super::process::YieldOnce;
 use super::{
-    DENIAL_FUEL, FIND_FUEL, ProcessContext, charge, check_guest, read_guest, to_return, write_guest,
+    DENIAL_FUEL, FIND_FUEL, ProcessContext, check_guest, pay_host_work, pay_host_work_now,
+    read_guest, to_return, write_guest,
 };
 use crate::core::capabilities_engine::{
     Capability, CapabilityEngine, CapabilityInfo, Handle, MAX_HANDLES, MAX_LIVE_DELEGATIONS,
@@ -203,7 +203,7 @@ pub fn add_to_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()
         |mut caller: Caller<'_, ProcessContext>, (ptr, max): (i32, i32)| {
             Box::new(async move {
                 let result = cap_handles(&mut caller, ptr, max);
-                checkpoint_if_due(&mut caller).await;
+                pay_host_work(&mut caller).await;
                 Ok(to_return(result))
             })
         },
@@ -214,7 +214,7 @@ pub fn add_to_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()
         |mut caller: Caller<'_, ProcessContext>, (handle, ptr, len): (i32, i32, i32)| {
             Box::new(async move {
                 let result = cap_inspect(&mut caller, handle, ptr, len);
-                checkpoint_if_due(&mut caller).await;
+                pay_host_work(&mut caller).await;
                 Ok(to_return(result))
             })
         },
@@ -243,7 +243,7 @@ pub fn add_to_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()
                     scope_len,
                 };
                 let result = cap_delegate(&mut caller, request);
-                checkpoint_if_due(&mut caller).await;
+                pay_host_work(&mut caller).await;
                 Ok(to_return(result))
             })
         },
@@ -254,7 +254,7 @@ pub fn add_to_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()
         |mut caller: Caller<'_, ProcessContext>, (handle, mode): (i32, i32)| {
             Box::new(async move {
                 let result = cap_revoke(&mut caller, handle, mode);
-                checkpoint_if_due(&mut caller).await;
+                pay_host_work(&mut caller).await;
                 Ok(to_return(result))
             })
         },
@@ -270,7 +270,7 @@ pub fn add_to_handler_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::R
         Syscall::CapHandles.import_name(),
         |mut caller: Caller<'_, ProcessContext>, ptr: i32, max: i32| -> i64 {
             let result = cap_handles(&mut caller, ptr, max);
-            let _ = charge(&mut caller, 0);
+            pay_host_work_now(&mut caller);
             to_return(result)
         },
     )?;
@@ -279,7 +279,7 @@ pub fn add_to_handler_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::R
         Syscall::CapInspect.import_name(),
         |mut caller: Caller<'_, ProcessContext>, handle: i32, ptr: i32, len: i32| -> i64 {
             let result = cap_inspect(&mut caller, handle, ptr, len);
-            let _ = charge(&mut caller, 0);
+            pay_host_work_now(&mut caller);
             to_return(result)
         },
     )?;
@@ -305,7 +305,7 @@ pub fn add_to_handler_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::R
                 scope_len,
             };
             let result = cap_delegate(&mut caller, request);
-            let _ = charge(&mut caller, 0);
+            pay_host_work_now(&mut caller);
             to_return(result)
         },
     )?;
@@ -314,19 +314,11 @@ pub fn add_to_handler_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::R
         Syscall::CapRevoke.import_name(),
         |mut caller: Caller<'_, ProcessContext>, handle: i32, mode: i32| -> i64 {
             let result = cap_revoke(&mut caller, handle, mode);
-            let _ = charge(&mut caller, 0);
+            pay_host_work_now(&mut caller);
             to_return(result)
         },
     )?;
     Ok(())
-}
-
-/// Charges the host work the syscall recorded and, for a task whose host
-/// work adds up to a slice, passes a checkpoint (see [`charge`]).
-async fn checkpoint_if_due(caller: &mut Caller<'_, ProcessContext>) {
-    if charge(caller, 0) {
-        YieldOnce::new().await;
-    }
 }
 
 /// Fuel units every capability syscall pays besides its copies: the

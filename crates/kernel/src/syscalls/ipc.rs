@@ -38,8 +38,8 @@
 
 use super::process::YieldOnce;
 use super::{
-    ProcessContext, charge, charge_scans, check_guest, guest_bytes, poll_once, read_guest,
-    to_return, write_guest,
+    ProcessContext, charge, charge_scans, check_guest, guest_bytes, pay_host_work,
+    pay_host_work_now, poll_once, read_guest, to_return, write_guest,
 };
 use crate::core::kernel_loop::{
     HandOff, KernelShared, TaskState, deliver_direct, hand_off, hold_for_lender, lender,
@@ -81,7 +81,9 @@ pub fn add_to_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()
                     may_block: true,
                     call: false,
                 };
-                Ok(to_return(send(&mut caller, request).await))
+                let result = send(&mut caller, request).await;
+                pay_host_work(&mut caller).await;
+                Ok(to_return(result))
             })
         },
     )?;
@@ -102,7 +104,9 @@ pub fn add_to_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()
                     may_block: true,
                     call: false,
                 };
-                Ok(to_return(send(&mut caller, request).await))
+                let result = send(&mut caller, request).await;
+                pay_host_work(&mut caller).await;
+                Ok(to_return(result))
             })
         },
     )?;
@@ -120,6 +124,7 @@ pub fn add_to_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()
                 };
                 let result =
                     receive(&mut caller, Syscall::Receive, filter, timeout_ms, buffers).await;
+                pay_host_work(&mut caller).await;
                 Ok(to_return(result))
             })
         },
@@ -150,6 +155,7 @@ pub fn add_to_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()
                     buffers,
                 )
                 .await;
+                pay_host_work(&mut caller).await;
                 Ok(to_return(result))
             })
         },
@@ -190,6 +196,7 @@ pub fn add_to_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()
                 };
                 let result =
                     send_receive(&mut caller, request, wait_for, timeout_ms, buffers).await;
+                pay_host_work(&mut caller).await;
                 Ok(to_return(result))
             })
         },
@@ -204,6 +211,7 @@ pub fn add_to_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()
                 if let Ok((_, true)) = result {
                     YieldOnce::new().await;
                 }
+                pay_host_work(&mut caller).await;
                 Ok(to_return(result.map(|(accepted, _)| accepted)))
             })
         },
@@ -217,6 +225,7 @@ pub fn add_to_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()
                 if due {
                     YieldOnce::new().await;
                 }
+                pay_host_work(&mut caller).await;
                 Ok(to_return(result))
             })
         },
@@ -251,7 +260,9 @@ pub fn add_to_handler_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::R
                 may_block: false,
                 call: false,
             };
-            to_return(poll_once(send(&mut caller, request)))
+            let result = poll_once(send(&mut caller, request));
+            pay_host_work_now(&mut caller);
+            to_return(result)
         },
     )?;
     linker.func_wrap(
@@ -276,7 +287,9 @@ pub fn add_to_handler_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::R
                 may_block: false,
                 call: false,
             };
-            to_return(poll_once(send(&mut caller, request)))
+            let result = poll_once(send(&mut caller, request));
+            pay_host_work_now(&mut caller);
+            to_return(result)
         },
     )?;
     linker.func_wrap(
@@ -295,13 +308,9 @@ pub fn add_to_handler_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::R
                 buffer_ptr,
                 buffer_len,
             };
-            to_return(receive_now(
-                &mut caller,
-                Syscall::Receive,
-                filter,
-                timeout_ms,
-                buffers,
-            ))
+            let result = receive_now(&mut caller, Syscall::Receive, filter, timeout_ms, buffers);
+            pay_host_work_now(&mut caller);
+            to_return(result)
         },
     )?;
     linker.func_wrap(
@@ -320,13 +329,15 @@ pub fn add_to_handler_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::R
                 buffer_len,
             };
             let filter = Filter::Answer(correlation as u64);
-            to_return(receive_now(
+            let result = receive_now(
                 &mut caller,
                 Syscall::ReceiveReply,
                 filter,
                 timeout_ms,
                 buffers,
-            ))
+            );
+            pay_host_work_now(&mut caller);
+            to_return(result)
         },
     )?;
     linker.func_wrap(
@@ -351,14 +362,10 @@ pub fn add_to_handler_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::R
                 buffer_len,
             };
             let payload = (message_type, options, ptr, len);
-            to_return(handler_send_receive(
-                &mut caller,
-                target,
-                payload,
-                wait_for,
-                timeout_ms,
-                buffers,
-            ))
+            let result =
+                handler_send_receive(&mut caller, target, payload, wait_for, timeout_ms, buffers);
+            pay_host_work_now(&mut caller);
+            to_return(result)
         },
     )?;
     linker.func_wrap(
@@ -373,6 +380,7 @@ pub fn add_to_handler_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::R
             // A handler's host work is taken off its call's fuel; nothing
             // is due here (see `charge`).
             let result = broadcast(&mut caller, message_type, options, ptr, len);
+            pay_host_work_now(&mut caller);
             to_return(result.map(|(accepted, _)| accepted))
         },
     )?;
@@ -383,7 +391,9 @@ pub fn add_to_handler_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::R
             // What is held for it goes back into the mailbox, where this
             // looks.
             put_back_held(&caller.data().kernel, &caller.data().process);
-            to_return(peek(&mut caller, filter, header_ptr).0)
+            let result = peek(&mut caller, filter, header_ptr).0;
+            pay_host_work_now(&mut caller);
+            to_return(result)
         },
     )?;
     Ok(())

@@ -412,8 +412,46 @@ pub(crate) fn charge(caller: &mut Caller<'_, ProcessContext>, bytes: usize) -> b
     if work < slice {
         return false;
     }
-    context.host_work.set(work % slice);
+    // One checkpoint a slice: the rest is carried, so a syscall that did
+    // several slices of work passes as many checkpoints (see [`pay_host_work`]).
+    context.host_work.set(work - slice);
     true
+}
+
+/// True if [`charge`] with nothing more to add would do anything: a
+/// task's host work has reached a slice or its shortened fuel interval
+/// may be restored, a handler's has reached a batch. What
+/// [`pay_host_work`] and [`pay_host_work_now`] look at first, so the
+/// common syscall pays a few loads for them.
+fn unsettled(caller: &Caller<'_, ProcessContext>) -> bool {
+    let context = caller.data();
+    let work = context.host_work.get();
+    if context.process.handler {
+        work >= HOST_WORK_BATCH
+    } else {
+        work >= context.checkpoint_fuel.max(1) || context.interval_shortened.get()
+    }
+}
+
+/// Ends every waitable syscall of a task: charges the host work it
+/// recorded (a search of the capability table, a denial's audit, a copy),
+/// whichever way it returns, refusals included, and passes a checkpoint
+/// for every slice of it, where the scheduler may preempt the caller.
+/// Without it a loop of refused calls made the kernel work for nothing.
+pub(crate) async fn pay_host_work(caller: &mut Caller<'_, ProcessContext>) {
+    while unsettled(caller) && charge(caller, 0) {
+        process::YieldOnce::new().await;
+    }
+}
+
+/// [`pay_host_work`] for a synchronous syscall, or any syscall of a handler (whose
+/// host work comes off its call's fuel budget, so it never waits here): a
+/// task with a checkpoint due passes it soon after the call
+/// ([`checkpoint_soon`]).
+pub(crate) fn pay_host_work_now(caller: &mut Caller<'_, ProcessContext>) {
+    if unsettled(caller) && charge(caller, 0) {
+        checkpoint_soon(caller);
+    }
 }
 
 /// Fuel units a task runs, at most, after a synchronous syscall found a

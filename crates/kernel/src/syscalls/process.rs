@@ -1,6 +1,8 @@
 //! Process syscalls: `exit`, `yield_now`, `self_pid`, `lookup`, `log`.
 
-use super::{ProcessContext, ProcessExit, charge, read_guest, to_return};
+use super::{
+    ProcessContext, ProcessExit, charge, pay_host_work, pay_host_work_now, read_guest, to_return,
+};
 use estalogic_abi::{ErrorCode, IMPORT_MODULE, Syscall};
 use std::future::Future;
 use std::pin::Pin;
@@ -30,9 +32,7 @@ pub fn add_to_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()
         |mut caller: Caller<'_, ProcessContext>, (ptr, len): (i32, i32)| {
             Box::new(async move {
                 let result = lookup(&mut caller, ptr, len);
-                if charge(&mut caller, 0) {
-                    YieldOnce::new().await;
-                }
+                pay_host_work(&mut caller).await;
                 Ok(to_return(result))
             })
         },
@@ -47,6 +47,8 @@ pub fn add_to_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()
                 if let Ok((_, true)) = result {
                     YieldOnce::new().await;
                 }
+                // A refused line (the check, its audit) is paid too.
+                pay_host_work(&mut caller).await;
                 Ok(to_return(result.map(|(code, _)| code)))
             })
         },
@@ -66,7 +68,9 @@ pub fn add_to_handler_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::R
         IMPORT_MODULE,
         Syscall::Log.import_name(),
         |mut caller: Caller<'_, ProcessContext>, level: i32, ptr: i32, len: i32| -> i64 {
-            to_return(log(&mut caller, level, ptr, len).map(|(code, _)| code))
+            let result = log(&mut caller, level, ptr, len);
+            pay_host_work_now(&mut caller);
+            to_return(result.map(|(code, _)| code))
         },
     )?;
     linker.func_wrap(
@@ -75,7 +79,7 @@ pub fn add_to_handler_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::R
         |mut caller: Caller<'_, ProcessContext>, ptr: i32, len: i32| -> i64 {
             let result = lookup(&mut caller, ptr, len);
             // Takes the search's host work off the call's fuel.
-            let _ = charge(&mut caller, 0);
+            pay_host_work_now(&mut caller);
             to_return(result)
         },
     )?;

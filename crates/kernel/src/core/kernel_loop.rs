@@ -1456,7 +1456,6 @@ impl KernelLoop {
             }
             task.checkpoints += 1;
             core.checkpoints += 1;
-            task.state.checkpoint_passed.store(true, Ordering::Relaxed);
             self.shared.clock.advance_by(self.checkpoint_ns);
             if self.shared.shutdown_requested() {
                 // Set aside, not stopped yet: a shutdown dispatches

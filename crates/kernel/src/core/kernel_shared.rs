@@ -123,10 +123,6 @@ pub(crate) struct TaskState {
     /// Set to stop the process at its next checkpoint or block (a system
     /// restart while it runs on another worker).
     pub(crate) kill: AtomicBool,
-    /// Set at each checkpoint the process passes; cleared when a syscall
-    /// shortens its fuel interval (`syscalls::checkpoint_soon`), which is
-    /// restored only once this is set again.
-    pub(crate) checkpoint_passed: AtomicBool,
     inbox: Arc<Inbox>,
 }
 
@@ -576,7 +572,6 @@ impl KernelShared {
             yield_requested: AtomicBool::new(false),
             blocked: AtomicBool::new(false),
             kill: AtomicBool::new(false),
-            checkpoint_passed: AtomicBool::new(false),
             inbox: self.inbox.clone(),
         })
     }

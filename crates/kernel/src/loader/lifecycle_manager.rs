@@ -272,7 +272,6 @@ impl ProcessFactory {
             host_work: Default::default(),
             host_fuel: Default::default(),
             checkpoint_fuel: self.checkpoint_fuel,
-            interval_shortened: Default::default(),
         };
         if loaded.entry == EntryKind::Handler {
             let cell = Arc::new(HandlerCell::default());

@@ -38,7 +38,7 @@
 
 use super::process::YieldOnce;
 use super::{
-    ProcessContext, charge, charge_scans, check_guest, guest_bytes, pay_host_work,
+    ProcessContext, SCAN_FUEL, charge, charge_scans, check_guest, guest_bytes, pay_host_work,
     pay_host_work_now, poll_once, read_guest, to_return, write_guest,
 };
 use crate::core::kernel_loop::{
@@ -1250,7 +1250,11 @@ fn hand_over(
         }
         scanned
     };
-    let mut due = charge_scans(caller, scanned);
+    // One charge for the search and the copy: each `true` stands for one
+    // slice taken off, so two charges whose answers were merged into one
+    // checkpoint lost a slice.
+    let scan_work = scanned.saturating_mul(SCAN_FUEL);
+    let mut copied = 0;
     let result = match taken {
         Ok(message) => (|| {
             let header = message
@@ -1262,7 +1266,7 @@ fn hand_over(
             // (see `Receive`); it is written as far as the buffer goes.
             let fits = message.payload.len().min(buffers.buffer_len as usize);
             write_guest(caller, buffers.buffer_ptr, &message.payload[..fits])?;
-            due |= charge(caller, fits);
+            copied = fits;
             if message.header.flags.contains(Flags::DELIVERY_FAILURE) {
                 let notice = DeliveryFailure::decode(&message.payload);
                 return Err(notice.map_or(ErrorCode::INTERNAL, |n| n.code));
@@ -1276,6 +1280,10 @@ fn hand_over(
             .and(Err(ErrorCode::BUFFER_TOO_SMALL)),
         Err(Missed::Timeout) => Err(ErrorCode::TIMEOUT),
     };
+    let work = usize::try_from(scan_work)
+        .unwrap_or(usize::MAX)
+        .saturating_add(copied);
+    let due = charge(caller, work);
     (result, due)
 }
 

@@ -107,11 +107,6 @@ pub struct ProcessContext {
     pub(crate) host_fuel: std::cell::Cell<u64>,
     /// Fuel units between two checkpoints.
     pub(crate) checkpoint_fuel: u64,
-    /// Set while the fuel interval is shortened to [`SOON`] because a
-    /// synchronous syscall found a checkpoint due (see
-    /// [`checkpoint_soon`]); the first [`charge`] after the process passed
-    /// a checkpoint restores it.
-    pub(crate) interval_shortened: std::cell::Cell<bool>,
 }
 
 impl Drop for ProcessContext {
@@ -379,22 +374,6 @@ const HOST_WORK_BATCH: u64 = 4 << 10;
 /// the scheduler may preempt it. Never true for a handler, whose syscalls
 /// never wait.
 pub(crate) fn charge(caller: &mut Caller<'_, ProcessContext>, bytes: usize) -> bool {
-    // Restored only after the checkpoint the short interval was for: the
-    // guest may have spent its units already and not yet reached its next
-    // fuel check (a loop header), and setting the interval would then
-    // start its count again and drop the checkpoint, every time.
-    if caller.data().interval_shortened.get()
-        && caller
-            .data()
-            .task
-            .checkpoint_passed
-            .load(std::sync::atomic::Ordering::Relaxed)
-    {
-        caller.data().interval_shortened.set(false);
-        let interval = caller.data().checkpoint_fuel.max(1);
-        // Cannot fail: fuel and its interval are on for every task store.
-        let _ = caller.fuel_async_yield_interval(Some(interval));
-    }
     let context = caller.data();
     context.add_host_work(bytes as u64);
     let work = context.host_work.get();
@@ -419,8 +398,7 @@ pub(crate) fn charge(caller: &mut Caller<'_, ProcessContext>, bytes: usize) -> b
 }
 
 /// True if [`charge`] with nothing more to add would do anything: a
-/// task's host work has reached a slice or its shortened fuel interval
-/// may be restored, a handler's has reached a batch. What
+/// task's host work has reached a slice, a handler's a batch. What
 /// [`pay_host_work`] and [`pay_host_work_now`] look at first, so the
 /// common syscall pays a few loads for them.
 fn unsettled(caller: &Caller<'_, ProcessContext>) -> bool {
@@ -429,7 +407,7 @@ fn unsettled(caller: &Caller<'_, ProcessContext>) -> bool {
     if context.process.handler {
         work >= HOST_WORK_BATCH
     } else {
-        work >= context.checkpoint_fuel.max(1) || context.interval_shortened.get()
+        work >= context.checkpoint_fuel.max(1)
     }
 }
 
@@ -444,40 +422,16 @@ pub(crate) async fn pay_host_work(caller: &mut Caller<'_, ProcessContext>) {
     }
 }
 
-/// [`pay_host_work`] for a synchronous syscall, or any syscall of a handler (whose
-/// host work comes off its call's fuel budget, so it never waits here): a
-/// task with a checkpoint due passes it soon after the call
-/// ([`checkpoint_soon`]).
+/// [`pay_host_work`] for a handler's syscall, which never waits: its host
+/// work comes off its call's fuel budget (see [`charge`]). Every task
+/// syscall that can do host work is waitable and uses [`pay_host_work`].
 pub(crate) fn pay_host_work_now(caller: &mut Caller<'_, ProcessContext>) {
-    if unsettled(caller) && charge(caller, 0) {
-        checkpoint_soon(caller);
-    }
-}
-
-/// Fuel units a task runs, at most, after a synchronous syscall found a
-/// checkpoint due (see [`checkpoint_soon`]).
-const SOON: u64 = 1_000;
-
-/// For a synchronous syscall of a task (which cannot wait inside the call)
-/// whose host work made a checkpoint due: shortens the store's fuel
-/// interval so that the guest passes one within [`SOON`] units of its own
-/// work after the call returns; the first [`charge`] (every syscall with
-/// host work makes one) after those units restores the interval. Until
-/// then the guest passes a checkpoint every [`SOON`] units. Without it a loop of such
-/// calls, each costly for the kernel and cheap in the guest's own fuel,
-/// would hold its worker until the guest's fuel alone reached a slice.
-pub(crate) fn checkpoint_soon(caller: &mut Caller<'_, ProcessContext>) {
-    if caller.data().process.handler || caller.data().interval_shortened.get() {
-        return;
-    }
-    let soon = SOON.min(caller.data().checkpoint_fuel.max(1));
-    if caller.fuel_async_yield_interval(Some(soon)).is_ok() {
-        caller
-            .data()
-            .task
-            .checkpoint_passed
-            .store(false, std::sync::atomic::Ordering::Relaxed);
-        caller.data().interval_shortened.set(true);
+    debug_assert!(
+        caller.data().process.handler,
+        "a task's syscall waits to pay"
+    );
+    if unsettled(caller) {
+        let _ = charge(caller, 0);
     }
 }
 
@@ -577,7 +531,7 @@ impl Linkers {
 pub fn add_to_handler_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()> {
     process::add_to_handler_linker(linker)?;
     ipc::add_to_handler_linker(linker)?;
-    time::add_to_linker(linker)?;
+    time::add_to_handler_linker(linker)?;
     capabilities::add_to_handler_linker(linker)?;
     Ok(())
 }

@@ -20,6 +20,7 @@ mod load_edges;
 mod loading;
 mod messaging;
 mod messaging_edges;
+mod name_edges;
 mod ordering_edges;
 mod priority_edges;
 mod restart_edges;

@@ -1326,9 +1326,24 @@ impl KernelLoop {
         };
         // Reaped later on a worker's own stack, as a handed-off turn's end;
         // the lender passes a checkpoint at its next message for it.
-        core.deferred.push((task, outcome));
+        self.defer_reap(core, task, outcome);
         REAP_DUE.set(true);
         self.after_lent_turn(core, ended);
+    }
+
+    /// Leaves a process that ended in a lent turn to be reaped later, on a
+    /// worker's own stack. Its module's name passes on now (to the
+    /// module's next oldest process, see `ProcessTable`): until the reap
+    /// `lookup` would find the ended process, and its lender, still
+    /// running, could send to it and lose the message to the reap's
+    /// failure notice while another process of the module was alive.
+    fn defer_reap(&self, core: &mut Core, task: Task, outcome: Outcome) {
+        self.shared
+            .table
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .release_name_of(task.process.pid);
+        core.deferred.push((task, outcome));
     }
 
     /// Ends this worker's kept claim, if any (see [`Kept`]): before its
@@ -1494,10 +1509,12 @@ impl KernelLoop {
             // little room for host frames; `finish` (which may reload a
             // module to restart it) runs later on a worker's
             // own stack, at the lender's next stop or the loop's next turn.
-            TurnEnd::Finished(outcome) if HANDING_OFF.get() => core.deferred.push((task, outcome)),
+            TurnEnd::Finished(outcome) if HANDING_OFF.get() => {
+                self.defer_reap(&mut core, task, outcome);
+            }
             TurnEnd::Stop(reason) if HANDING_OFF.get() => {
                 let outcome = self.stopped_outcome(&task, reason);
-                core.deferred.push((task, outcome));
+                self.defer_reap(&mut core, task, outcome);
             }
             TurnEnd::Finished(outcome) => self.finish(&mut core, task, outcome),
             TurnEnd::Stop(reason) => {

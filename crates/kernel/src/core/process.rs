@@ -577,6 +577,18 @@ impl ProcessTable {
         process
     }
 
+    /// Gives up the name `pid` holds or waits for, as its removal would,
+    /// while its slot stays (a process that ended and is not reaped yet):
+    /// [`ProcessTable::lookup`] no longer finds it, and its removal later
+    /// changes no name.
+    pub fn release_name_of(&mut self, pid: Pid) {
+        let Some(process) = self.get(pid).cloned() else {
+            return;
+        };
+        let waited_for_name = std::mem::take(&mut self.slots[pid.index() as usize].waits_for_name);
+        self.release_name(&process, waited_for_name);
+    }
+
     /// What `process`'s leaving does to its module's name: held, it passes
     /// to the oldest of the module's live processes that asked for it (or
     /// is freed); waiting for it, it stops waiting.
@@ -843,6 +855,26 @@ mod tests {
         table.remove(d);
         assert_eq!(table.lookup("svc"), None);
         assert_eq!(table.lookup("other"), Some(other));
+    }
+
+    #[test]
+    fn a_name_given_up_early_passes_on_once() {
+        let mut table = ProcessTable::new();
+        let a = spawn(&mut table, "svc");
+        let b = spawn(&mut table, "svc");
+        let c = spawn(&mut table, "svc");
+        table.release_name_of(a);
+        assert_eq!(table.lookup("svc"), Some(b), "a ended, not reaped yet");
+        assert!(table.get(a).is_some(), "its slot stays until the reap");
+        table.release_name_of(c);
+        table.remove(a);
+        assert_eq!(table.lookup("svc"), Some(b), "the reap changes no name");
+        table.remove(b);
+        assert_eq!(table.lookup("svc"), None, "c gave the name up too");
+        table.remove(c);
+        assert_eq!(table.lookup("svc"), None);
+        let d = spawn(&mut table, "svc");
+        assert_eq!(table.lookup("svc"), Some(d));
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod embedding_edges;
 mod fuel_accounting_edges;
 mod handlers;
 mod host_work_edges;
+mod lent_turn_edges;
 mod lifecycle;
 mod limits_edges;
 mod load_edges;

@@ -825,8 +825,8 @@ fn lookup_after_the_holder_ended_in_a_handed_off_turn() {
 /// turn (a direct delivery, a handed-off turn) kept its module's name
 /// until its deferred reap, so `lookup` gave the ended holder and a send
 /// to it was accepted and failed back, while the live second process was
-/// never found. The name now passes on as the turn ends
-/// (`KernelLoop::defer_reap`).
+/// never found. `lookup` now skips a holder that ended and waits for its
+/// reap (`Process::ended`, set by `KernelLoop::defer_reap`).
 #[test]
 fn lookup_after_the_holder_ended_in_a_direct_delivery() {
     let checker = format!(

@@ -1332,17 +1332,13 @@ impl KernelLoop {
     }
 
     /// Leaves a process that ended in a lent turn to be reaped later, on a
-    /// worker's own stack. Its module's name passes on now (to the
-    /// module's next oldest process, see `ProcessTable`): until the reap
-    /// `lookup` would find the ended process, and its lender, still
-    /// running, could send to it and lose the message to the reap's
-    /// failure notice while another process of the module was alive.
+    /// worker's own stack. Marked ended now: until the reap `lookup` gives
+    /// another running process of its module, or none, so its lender,
+    /// still running, does not send to it; a kernel notice to its module
+    /// with no process running still reaches its open mailbox, which a
+    /// same-state restart inherits (`notify_module`).
     fn defer_reap(&self, core: &mut Core, task: Task, outcome: Outcome) {
-        self.shared
-            .table
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .release_name_of(task.process.pid);
+        task.process.ended.store(true, Ordering::Release);
         core.deferred.push((task, outcome));
     }
 

@@ -184,6 +184,12 @@ pub struct Process {
     pub counters: Counters,
     /// False once the process has ended: blocked senders stop waiting.
     pub alive: AtomicBool,
+    /// True once its code has ended in a turn lent to it (a handoff, a
+    /// direct delivery) whose reap is deferred: [`ProcessTable::lookup`]
+    /// then prefers another live process of its module (its mailbox stays
+    /// open until the reap, so a same-state restart still inherits what
+    /// reaches it meanwhile).
+    pub(crate) ended: AtomicBool,
     /// True if it may receive messages (broadcasts skip it otherwise).
     pub receives: bool,
     /// Its manifest asks for a restart when it fails (`restart:
@@ -285,6 +291,7 @@ impl Process {
             mailbox: parking_lot::Mutex::new(MailboxSlot::new(mailbox)),
             counters: Counters::default(),
             alive: AtomicBool::new(true),
+            ended: AtomicBool::new(false),
             receives,
             restart_on_failure: false,
             supervised: false,
@@ -577,18 +584,6 @@ impl ProcessTable {
         process
     }
 
-    /// Gives up the name `pid` holds or waits for, as its removal would,
-    /// while its slot stays (a process that ended and is not reaped yet):
-    /// [`ProcessTable::lookup`] no longer finds it, and its removal later
-    /// changes no name.
-    pub fn release_name_of(&mut self, pid: Pid) {
-        let Some(process) = self.get(pid).cloned() else {
-            return;
-        };
-        let waited_for_name = std::mem::take(&mut self.slots[pid.index() as usize].waits_for_name);
-        self.release_name(&process, waited_for_name);
-    }
-
     /// What `process`'s leaving does to its module's name: held, it passes
     /// to the oldest of the module's live processes that asked for it (or
     /// is freed); waiting for it, it stops waiting.
@@ -626,8 +621,35 @@ impl ProcessTable {
         }
     }
 
-    /// The process registered under a module name.
+    /// The running process a module name names: its holder, unless the
+    /// holder has ended and waits for its deferred reap
+    /// ([`Process::ended`]); then the oldest other process of the module
+    /// that runs on, if any (`lookup`: "the pid of the running process").
     pub fn lookup(&self, name: &str) -> Option<Pid> {
+        let name = self.names.get(name)?;
+        let running = |pid: Pid| {
+            self.get(pid)
+                .is_some_and(|process| !process.ended.load(Ordering::Acquire))
+        };
+        if running(name.holder) {
+            return Some(name.holder);
+        }
+        let waiting = |pid: &Pid| {
+            self.slots
+                .get(pid.index() as usize)
+                .is_some_and(|slot| slot.generation == pid.generation() && slot.waits_for_name)
+        };
+        name.next
+            .iter()
+            .copied()
+            .find(|&pid| waiting(&pid) && running(pid))
+    }
+
+    /// The process holding a module's name, ended or not: one that ended
+    /// in a lent turn keeps its mailbox open until its reap, and what
+    /// reaches it then goes to its same-state restart (a kernel notice to
+    /// its module, when no process of it runs; see `notify_module`).
+    pub fn holder(&self, name: &str) -> Option<Pid> {
         self.names.get(name).map(|name| name.holder)
     }
 
@@ -858,23 +880,27 @@ mod tests {
     }
 
     #[test]
-    fn a_name_given_up_early_passes_on_once() {
+    fn lookup_prefers_a_running_process_to_an_ended_holder() {
         let mut table = ProcessTable::new();
         let a = spawn(&mut table, "svc");
         let b = spawn(&mut table, "svc");
         let c = spawn(&mut table, "svc");
-        table.release_name_of(a);
+        let ended = |table: &ProcessTable, pid: Pid| {
+            table.get(pid).unwrap().ended.store(true, Ordering::Release);
+        };
+        ended(&table, a);
         assert_eq!(table.lookup("svc"), Some(b), "a ended, not reaped yet");
-        assert!(table.get(a).is_some(), "its slot stays until the reap");
-        table.release_name_of(c);
+        ended(&table, b);
+        assert_eq!(table.lookup("svc"), Some(c));
+        ended(&table, c);
+        assert_eq!(table.lookup("svc"), None, "none runs");
+        assert_eq!(table.holder("svc"), Some(a), "its mailbox is still open");
         table.remove(a);
-        assert_eq!(table.lookup("svc"), Some(b), "the reap changes no name");
+        assert_eq!(table.holder("svc"), Some(b), "the name passes at the reap");
+        assert_eq!(table.lookup("svc"), None, "b ended too");
         table.remove(b);
-        assert_eq!(table.lookup("svc"), None, "c gave the name up too");
         table.remove(c);
         assert_eq!(table.lookup("svc"), None);
-        let d = spawn(&mut table, "svc");
-        assert_eq!(table.lookup("svc"), Some(d));
     }
 
     #[test]

@@ -218,7 +218,14 @@ impl KernelShared {
     ) -> bool {
         let target = {
             let table = self.table.read().unwrap_or_else(|p| p.into_inner());
-            table.lookup(to).and_then(|pid| table.get(pid).cloned())
+            // A running process of the module; else its holder that ended
+            // in a lent turn and is not reaped yet, whose open mailbox a
+            // same-state restart inherits (a supervisor that trapped just
+            // after its child still hears of it).
+            table
+                .lookup(to)
+                .or_else(|| table.holder(to))
+                .and_then(|pid| table.get(pid).cloned())
         };
         let Some(target) = target else {
             return false;

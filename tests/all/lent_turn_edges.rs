@@ -698,3 +698,94 @@ fn a_second_run_after_lent_turn_ends() {
         assert_eq!(order, b, "{what}: run 2 drain order\n{}", describe(&r2));
     }
 }
+
+// ------------------------------------------- restarts around an ended child
+
+/// ARCHITECTURE.md, supervision: a supervisor restart brings back the
+/// processes of its modules still alive; a process that ended well stays
+/// as it was. `x` and `c` are both supervised by `sup`; the checker calls
+/// `x`, which answers and traps (its policy: restart the supervisor), then
+/// calls `c`, which answers and exits 0. Both end in turns lent by the
+/// checker's calls, so both reaps are deferred, `x`'s first: the
+/// supervisor restart it decides must not count `c`, which ended before
+/// it, as alive (one process of `c` in the report, not a second started
+/// for it), and `c`'s own exit stays `Exited(0)`.
+///
+/// Failed before the fix: `live_processes_of` and `stop_module` looked at
+/// every process not yet reaped, so `c` was restarted though it had exited
+/// with code 0 (and marked replaced). Both now skip `Process::ended`.
+#[test]
+fn a_supervisor_restart_leaves_a_child_that_ended_in_a_lent_turn_alone() {
+    let child = format!(
+        r#"(module {IMPORTS}
+  (memory (export "memory") 1)
+  (func (export "run") (result i32)
+    (drop (call $receive (i32.const 0) (i64.const -1) (i32.const 64) (i32.const 128) (i32.const 64)))
+    (drop (call $reply (i64.load (i32.const 72)) (i64.load (i32.const 88))
+      (i32.const {ANSWER}) (i32.const 0) (i32.const 256) (i32.const 24)))
+    (i32.const 0)))"#
+    );
+    let supervisor = format!(
+        r#"(module {IMPORTS}
+  (memory (export "memory") 1)
+  (func (export "run") (result i32)
+    (loop $wait
+      (drop (call $receive (i32.const 0) (i64.const -1) (i32.const 64) (i32.const 128) (i32.const 64)))
+      (br $wait))
+    (i32.const 0)))"#
+    );
+    let checker = format!(
+        r#"(module {IMPORTS}
+  (memory (export "memory") 1)
+  (data (i32.const 0) "x")
+  (data (i32.const 8) "c")
+  (func (export "run") (result i32) (local $x i64) (local $c i64) (local $r i64)
+    (local.set $x (call $lookup (i32.const 0) (i32.const 1)))
+    (local.set $c (call $lookup (i32.const 8) (i32.const 1)))
+    (if (i64.lt_s (local.get $x) (i64.const 0)) (then (return (i32.const 1))))
+    (if (i64.lt_s (local.get $c) (i64.const 0)) (then (return (i32.const 2))))
+    (local.set $r {trap_x})
+    (if (i64.ne (local.get $r) (i64.const 24)) (then (return (i32.const 3))))
+    (local.set $r {query_c})
+    (if (i64.ne (local.get $r) (i64.const 24)) (then (return (i32.const 4))))
+    {pause}
+    (i32.const 0)))"#,
+        trap_x = call("(local.get $x)", REPLY_TRAP),
+        query_c = call("(local.get $c)", QUERY),
+        pause = sleep(20),
+    );
+    let mut failures = Vec::new();
+    for (det, workers) in [(true, 1), (false, 1)] {
+        let what = format!("det {det}, {workers} workers");
+        let mut k = build(det, workers);
+        k.set_restart_policy(Script::boxed(&[RestartAction::RestartSupervisor]));
+        load(&mut k, "sup", "run", &supervisor, TASK_CAPS, "");
+        let supervised = r#""restart":"on_failure","supervisor":"sup""#;
+        load(&mut k, "x", "run", &svc(1), TASK_CAPS, supervised);
+        load(&mut k, "c", "run", &child, TASK_CAPS, supervised);
+        load(&mut k, "chk", "run", &checker, TASK_CAPS, "");
+        k.spawn("sup").unwrap();
+        k.spawn("x").unwrap();
+        let c = k.spawn("c").unwrap();
+        let chk = k.spawn("chk").unwrap();
+        let (_k, report) = run_watched(k, 20);
+        let cs: Vec<&estalogic_kernel::ProcessReport> = report
+            .processes
+            .iter()
+            .filter(|p| p.module == "c")
+            .collect();
+        if status_of(&report, chk) != Some(ExitStatus::Exited(0))
+            || cs.len() != 1
+            || status_of(&report, c) != Some(ExitStatus::Exited(0))
+            || report.stats.handoffs == 0
+        {
+            failures.push(format!(
+                "{what}: {} processes of c, handoffs {}\n{}",
+                cs.len(),
+                report.stats.handoffs,
+                describe(&report)
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -1855,6 +1855,9 @@ impl KernelLoop {
             .iter()
             .flatten()
             .filter(|(_, _, state)| !state.kill.load(Ordering::Acquire))
+            // Ended in a lent turn, its reap deferred: not alive (its own
+            // reap reports it, and decides its own restart).
+            .filter(|(_, process, _)| !process.ended.load(Ordering::Acquire))
             .map(|(_, process, _)| &*process.module)
             .filter(|name| !core.given_up.iter().any(|gave_up| gave_up == name))
             .filter(|name| wanted(name))
@@ -1965,7 +1968,9 @@ impl KernelLoop {
         }
         let mut running_pids = Vec::new();
         for (pid, running, state) in core.states.iter().flatten() {
-            if &*running.module == module {
+            // One that ended in a lent turn is not running: its deferred
+            // reap reports how it ended, not as replaced.
+            if &*running.module == module && !running.ended.load(Ordering::Acquire) {
                 state.kill.store(true, Ordering::Release);
                 running_pids.push(*pid);
             }

@@ -623,7 +623,7 @@ impl ProcessTable {
 
     /// The running process a module name names: its holder, unless the
     /// holder has ended and waits for its deferred reap
-    /// ([`Process::ended`]); then the oldest other process of the module
+    /// (`Process::ended`); then the oldest other process of the module
     /// that runs on, if any (`lookup`: "the pid of the running process").
     pub fn lookup(&self, name: &str) -> Option<Pid> {
         let name = self.names.get(name)?;

@@ -449,6 +449,14 @@ pub struct ProcessTable {
     live: usize,
 }
 
+/// True if `pid` names a live process queued for its module's name (a
+/// pid in a [`Name`]'s queue whose process left since is skipped).
+fn waits_for_name(slots: &[Slot], pid: Pid) -> bool {
+    slots
+        .get(pid.index() as usize)
+        .is_some_and(|slot| slot.generation == pid.generation() && slot.waits_for_name)
+}
+
 /// A module name's registration: the process [`ProcessTable::lookup`]
 /// finds, and who takes the name when it leaves.
 #[derive(Debug)]
@@ -593,14 +601,9 @@ impl ProcessTable {
             return;
         };
         let slots = &mut self.slots;
-        let waiting = |slots: &[Slot], pid: Pid| {
-            slots
-                .get(pid.index() as usize)
-                .is_some_and(|slot| slot.generation == pid.generation() && slot.waits_for_name)
-        };
         if name.holder == pid {
             while let Some(next) = name.next.pop_front() {
-                if waiting(slots, next) {
+                if waits_for_name(slots, next) {
                     slots[next.index() as usize].waits_for_name = false;
                     name.holder = next;
                     name.waiting -= 1;
@@ -615,7 +618,7 @@ impl ProcessTable {
             // outnumber the rest.
             name.waiting -= 1;
             if name.next.len() > 2 * name.waiting + 16 {
-                name.next.retain(|&next| waiting(slots, next));
+                name.next.retain(|&next| waits_for_name(slots, next));
                 debug_assert_eq!(name.next.len(), name.waiting);
             }
         }
@@ -634,15 +637,10 @@ impl ProcessTable {
         if running(name.holder) {
             return Some(name.holder);
         }
-        let waiting = |pid: &Pid| {
-            self.slots
-                .get(pid.index() as usize)
-                .is_some_and(|slot| slot.generation == pid.generation() && slot.waits_for_name)
-        };
         name.next
             .iter()
             .copied()
-            .find(|&pid| waiting(&pid) && running(pid))
+            .find(|&pid| waits_for_name(&self.slots, pid) && running(pid))
     }
 
     /// The process holding a module's name, ended or not: one that ended

@@ -91,6 +91,28 @@ pub fn load_wat_with(kernel: &mut Kernel, name: &str, wat: &str, extra: &str) {
     load_entry(kernel, name, "run", wat, ALL_CAPS, extra);
 }
 
+/// Loads `wat` under `name` with `entry`, the capabilities (JSON values,
+/// quoted), the level and extra manifest members (JSON members).
+pub fn load_leveled(
+    k: &mut Kernel,
+    name: &str,
+    entry: &str,
+    wat: &str,
+    caps: &[&str],
+    priority: &str,
+    extra: &str,
+) {
+    let sep = if extra.is_empty() { "" } else { "," };
+    let manifest = Manifest::parse(&format!(
+        r#"{{"name":"{name}","version":"0.1.0","entry_point":"{entry}","runtime":"wasm32",
+            "priority":"{priority}","capabilities_required":[{}]{sep}{extra}}}"#,
+        caps.join(",")
+    ))
+    .unwrap_or_else(|e| panic!("{name}: manifest: {e}"));
+    k.load_module(manifest, wat.as_bytes(), Path::new(name))
+        .unwrap_or_else(|e| panic!("{name} does not load: {e}"));
+}
+
 /// Loads WAT text under `name` with entry point `entry` (`run` for a task,
 /// `handle` for a handler), `capabilities` and extra manifest fields (JSON
 /// members).

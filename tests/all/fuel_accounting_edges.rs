@@ -10,8 +10,8 @@
 //! ARCHITECTURE.md invariant 7: "A guest reaches a checkpoint at least
 //! every 1,000,000 fuel units".
 
-use estalogic_kernel::{ExitStatus, Kernel, Manifest, RunReport};
-use std::path::Path;
+use estalogic_kernel::{ExitStatus, Kernel, RunReport};
+use estalogic_tests::load_leveled as load;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -25,28 +25,6 @@ const IMPORTS: &str = r#"
   (import "estalogic" "clock_now" (func $now (result i64)))
   (import "estalogic" "cap_delegate" (func $delegate (param i32 i64 i32 i64 i64 i32 i32) (result i64)))
 "#;
-
-/// Loads `wat` under `name` with `entry`, the capabilities (JSON values),
-/// the level and extra manifest members.
-fn load(
-    k: &mut Kernel,
-    name: &str,
-    entry: &str,
-    wat: &str,
-    caps: &[&str],
-    priority: &str,
-    extra: &str,
-) {
-    let sep = if extra.is_empty() { "" } else { "," };
-    let manifest = Manifest::parse(&format!(
-        r#"{{"name":"{name}","version":"0.1.0","entry_point":"{entry}","runtime":"wasm32",
-            "priority":"{priority}","capabilities_required":[{}]{sep}{extra}}}"#,
-        caps.join(",")
-    ))
-    .unwrap_or_else(|e| panic!("{name}: manifest: {e}"));
-    k.load_module(manifest, wat.as_bytes(), Path::new(name))
-        .unwrap_or_else(|e| panic!("{name} does not load: {e}"));
-}
 
 fn det() -> Kernel {
     estalogic_tests::kernel(true, 1)

@@ -42,8 +42,8 @@
 //!   slice.
 
 use estalogic_abi::ErrorCode;
-use estalogic_kernel::{ExitStatus, Kernel, Manifest, ProcessReport, RunReport};
-use std::path::Path;
+use estalogic_kernel::{ExitStatus, Kernel, ProcessReport, RunReport};
+use estalogic_tests::load_leveled as load;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -151,28 +151,6 @@ const ALL: &[&str] = &[
     "\"time:read\"",
     "\"messaging:broadcast\"",
 ];
-
-/// Loads `wat` under `name` with `entry`, the capabilities (JSON values),
-/// the level and extra manifest members.
-fn load(
-    k: &mut Kernel,
-    name: &str,
-    entry: &str,
-    wat: &str,
-    caps: &[&str],
-    priority: &str,
-    extra: &str,
-) {
-    let sep = if extra.is_empty() { "" } else { "," };
-    let manifest = Manifest::parse(&format!(
-        r#"{{"name":"{name}","version":"0.1.0","entry_point":"{entry}","runtime":"wasm32",
-            "priority":"{priority}","capabilities_required":[{}]{sep}{extra}}}"#,
-        caps.join(",")
-    ))
-    .unwrap_or_else(|e| panic!("{name}: manifest: {e}"));
-    k.load_module(manifest, wat.as_bytes(), Path::new(name))
-        .unwrap_or_else(|e| panic!("{name} does not load: {e}"));
-}
 
 /// The giver: delegates its handle `handle` (rights `rights`) to "loop",
 /// limited to 10^12 uses (so that every check of it goes to the engine),

@@ -949,18 +949,32 @@ fn check_c(report: &RunReport, modules: usize, what: &str) -> Vec<String> {
             bad.push(format!("{what}: {} {} stopped DEADLOCKED", p.module, p.pid));
         }
     }
-    for m in ["chping0", "chpong0", "ctping0", "ctpong0"] {
-        let p = last(report, m);
-        if p.status != ExitStatus::Exited(0) {
-            bad.push(format!("{what}: last {m} ended {}", p.status));
+    // These modules are replaced only by system restarts, which stop every
+    // process of theirs (RESTARTED) and start one more: so exactly one of
+    // each finished, and every other was replaced. (Not "the last report":
+    // one told to stop while in a turn on the other worker ends at its
+    // next checkpoint, and on a loaded host its replacement can finish
+    // first.)
+    let finished = |p: &estalogic_kernel::ProcessReport, m: &str| match p.status {
+        ExitStatus::Exited(code) if m.starts_with("client") => {
+            decode(code).is_some_and(|c| c.ok == 60 && c.extra == 0)
         }
-    }
-    for i in 0..2 {
-        let p = last(report, &format!("client{i}"));
-        match p.status {
-            ExitStatus::Exited(code)
-                if decode(code).is_some_and(|c| c.ok == 60 && c.extra == 0) => {}
-            ref s => bad.push(format!("{what}: last client{i} ended {s}")),
+        ExitStatus::Exited(0) => !m.starts_with("client"),
+        _ => false,
+    };
+    for m in [
+        "chping0", "chpong0", "ctping0", "ctpong0", "client0", "client1",
+    ] {
+        let mut done = 0;
+        for p in report.processes.iter().filter(|p| p.module == m) {
+            if finished(p, m) {
+                done += 1;
+            } else if p.status != ExitStatus::Stopped(ErrorCode::RESTARTED) {
+                bad.push(format!("{what}: {m} {} ended {}", p.pid, p.status));
+            }
+        }
+        if done != 1 {
+            bad.push(format!("{what}: {done} processes of {m} finished, not one"));
         }
     }
     if !bad.is_empty() {

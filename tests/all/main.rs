@@ -11,6 +11,7 @@ mod capability_race_edges;
 mod charges_and_panics_edges;
 mod dos_edges;
 mod embedding_edges;
+mod fanout_edges;
 mod fuel_accounting_edges;
 mod handlers;
 mod host_work_edges;

@@ -133,12 +133,20 @@ impl HandlerState {
 /// own.
 fn status_of(error: &wasmtime::Error, store: &Store<ProcessContext>, budget: u64) -> ExitStatus {
     match classify(error, store.data().limiter.refused()) {
-        ExitStatus::Trapped { code, detail } if code == ErrorCode::TIMEOUT => ExitStatus::Trapped {
-            code,
-            detail: format!(
-                "a call used up its fuel budget ({budget} units, {HANDLER_CALL_SLICES} slices; instantiation, a unit per byte of data segments plus the start function, is one call too): {detail}"
-            ),
-        },
+        ExitStatus::Trapped { code, detail } if code == ErrorCode::TIMEOUT => {
+            let detail = if store.data().overran.get() {
+                "the host work of a syscall (the bytes the kernel copied for it) took it past"
+                    .to_string()
+            } else {
+                detail
+            };
+            ExitStatus::Trapped {
+                code,
+                detail: format!(
+                    "a call used up its fuel budget ({budget} units, {HANDLER_CALL_SLICES} slices; instantiation, a unit per byte of data segments plus the start function, is one call too): {detail}"
+                ),
+            }
+        }
         other => other,
     }
 }
@@ -153,6 +161,7 @@ fn metered<R>(
     budget: u64,
     call: impl FnOnce(&mut Store<ProcessContext>) -> wasmtime::Result<R>,
 ) -> (wasmtime::Result<R>, u64) {
+    store.data().overran.set(false);
     let before = store.data().host_work.take();
     let fuel = budget.saturating_sub(before);
     if let Err(error) = store.set_fuel(fuel) {

@@ -270,6 +270,7 @@ impl ProcessFactory {
             hand_off: None,
             syscalls: Default::default(),
             host_work: Default::default(),
+            overran: Default::default(),
             host_fuel: Default::default(),
             checkpoint_fuel: self.checkpoint_fuel,
         };

@@ -268,19 +268,23 @@ pub fn add_to_handler_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::R
     linker.func_wrap(
         IMPORT_MODULE,
         Syscall::CapHandles.import_name(),
-        |mut caller: Caller<'_, ProcessContext>, ptr: i32, max: i32| -> i64 {
+        |mut caller: Caller<'_, ProcessContext>, ptr: i32, max: i32| -> wasmtime::Result<i64> {
             let result = cap_handles(&mut caller, ptr, max);
-            pay_host_work_now(&mut caller);
-            to_return(result)
+            pay_host_work_now(&mut caller)?;
+            Ok(to_return(result))
         },
     )?;
     linker.func_wrap(
         IMPORT_MODULE,
         Syscall::CapInspect.import_name(),
-        |mut caller: Caller<'_, ProcessContext>, handle: i32, ptr: i32, len: i32| -> i64 {
+        |mut caller: Caller<'_, ProcessContext>,
+         handle: i32,
+         ptr: i32,
+         len: i32|
+         -> wasmtime::Result<i64> {
             let result = cap_inspect(&mut caller, handle, ptr, len);
-            pay_host_work_now(&mut caller);
-            to_return(result)
+            pay_host_work_now(&mut caller)?;
+            Ok(to_return(result))
         },
     )?;
     linker.func_wrap(
@@ -294,7 +298,7 @@ pub fn add_to_handler_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::R
          max_uses: i64,
          scope_ptr: i32,
          scope_len: i32|
-         -> i64 {
+         -> wasmtime::Result<i64> {
             let request = Delegation {
                 handle,
                 target,
@@ -305,17 +309,17 @@ pub fn add_to_handler_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::R
                 scope_len,
             };
             let result = cap_delegate(&mut caller, request);
-            pay_host_work_now(&mut caller);
-            to_return(result)
+            pay_host_work_now(&mut caller)?;
+            Ok(to_return(result))
         },
     )?;
     linker.func_wrap(
         IMPORT_MODULE,
         Syscall::CapRevoke.import_name(),
-        |mut caller: Caller<'_, ProcessContext>, handle: i32, mode: i32| -> i64 {
+        |mut caller: Caller<'_, ProcessContext>, handle: i32, mode: i32| -> wasmtime::Result<i64> {
             let result = cap_revoke(&mut caller, handle, mode);
-            pay_host_work_now(&mut caller);
-            to_return(result)
+            pay_host_work_now(&mut caller)?;
+            Ok(to_return(result))
         },
     )?;
     Ok(())

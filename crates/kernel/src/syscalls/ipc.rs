@@ -38,8 +38,8 @@
 
 use super::process::YieldOnce;
 use super::{
-    ProcessContext, SCAN_FUEL, charge, charge_scans, check_guest, guest_bytes, pay_host_work,
-    pay_host_work_now, poll_once, read_guest, to_return, write_guest,
+    ProcessContext, SCAN_FUEL, charge, charge_scans, check_guest, guest_bytes, overran,
+    pay_host_work, pay_host_work_now, poll_once, read_guest, to_return, write_guest,
 };
 use crate::core::kernel_loop::{
     HandOff, KernelShared, TaskState, deliver_direct, hand_off, hold_for_lender, lender,
@@ -207,12 +207,17 @@ pub fn add_to_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()
         |mut caller: Caller<'_, ProcessContext>,
          (message_type, options, ptr, len): (i32, i32, i32, i32)| {
             Box::new(async move {
-                let result = broadcast(&mut caller, message_type, options, ptr, len);
-                if let Ok((_, true)) = result {
-                    YieldOnce::new().await;
-                }
+                let result = match start_broadcast(&mut caller, message_type, options, ptr, len) {
+                    Ok(mut fanout) => {
+                        while offer_copies(&mut caller, &mut fanout) {
+                            YieldOnce::new().await;
+                        }
+                        Ok(fanout.accepted)
+                    }
+                    Err(code) => Err(code),
+                };
                 pay_host_work(&mut caller).await;
-                Ok(to_return(result.map(|(accepted, _)| accepted)))
+                Ok(to_return(result))
             })
         },
     )?;
@@ -248,7 +253,7 @@ pub fn add_to_handler_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::R
          options: i32,
          ptr: i32,
          len: i32|
-         -> i64 {
+         -> wasmtime::Result<i64> {
             let request = Outgoing {
                 syscall: Syscall::Send,
                 target,
@@ -261,8 +266,8 @@ pub fn add_to_handler_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::R
                 call: false,
             };
             let result = poll_once(send(&mut caller, request));
-            pay_host_work_now(&mut caller);
-            to_return(result)
+            pay_host_work_now(&mut caller)?;
+            Ok(to_return(result))
         },
     )?;
     linker.func_wrap(
@@ -275,7 +280,7 @@ pub fn add_to_handler_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::R
          options: i32,
          ptr: i32,
          len: i32|
-         -> i64 {
+         -> wasmtime::Result<i64> {
             let request = Outgoing {
                 syscall: Syscall::Reply,
                 target,
@@ -288,8 +293,8 @@ pub fn add_to_handler_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::R
                 call: false,
             };
             let result = poll_once(send(&mut caller, request));
-            pay_host_work_now(&mut caller);
-            to_return(result)
+            pay_host_work_now(&mut caller)?;
+            Ok(to_return(result))
         },
     )?;
     linker.func_wrap(
@@ -301,7 +306,7 @@ pub fn add_to_handler_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::R
          header_ptr: i32,
          buffer_ptr: i32,
          buffer_len: i32|
-         -> i64 {
+         -> wasmtime::Result<i64> {
             let filter = type_filter(filter);
             let buffers = Buffers {
                 header_ptr,
@@ -309,8 +314,8 @@ pub fn add_to_handler_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::R
                 buffer_len,
             };
             let result = receive_now(&mut caller, Syscall::Receive, filter, timeout_ms, buffers);
-            pay_host_work_now(&mut caller);
-            to_return(result)
+            pay_host_work_now(&mut caller)?;
+            Ok(to_return(result))
         },
     )?;
     linker.func_wrap(
@@ -322,7 +327,7 @@ pub fn add_to_handler_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::R
          header_ptr: i32,
          buffer_ptr: i32,
          buffer_len: i32|
-         -> i64 {
+         -> wasmtime::Result<i64> {
             let buffers = Buffers {
                 header_ptr,
                 buffer_ptr,
@@ -336,8 +341,8 @@ pub fn add_to_handler_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::R
                 timeout_ms,
                 buffers,
             );
-            pay_host_work_now(&mut caller);
-            to_return(result)
+            pay_host_work_now(&mut caller)?;
+            Ok(to_return(result))
         },
     )?;
     linker.func_wrap(
@@ -355,7 +360,7 @@ pub fn add_to_handler_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::R
          header_ptr: i32,
          buffer_ptr: i32,
          buffer_len: i32|
-         -> i64 {
+         -> wasmtime::Result<i64> {
             let buffers = Buffers {
                 header_ptr,
                 buffer_ptr,
@@ -364,8 +369,8 @@ pub fn add_to_handler_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::R
             let payload = (message_type, options, ptr, len);
             let result =
                 handler_send_receive(&mut caller, target, payload, wait_for, timeout_ms, buffers);
-            pay_host_work_now(&mut caller);
-            to_return(result)
+            pay_host_work_now(&mut caller)?;
+            Ok(to_return(result))
         },
     )?;
     linker.func_wrap(
@@ -376,24 +381,31 @@ pub fn add_to_handler_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::R
          options: i32,
          ptr: i32,
          len: i32|
-         -> i64 {
-            // A handler's host work is taken off its call's fuel; nothing
-            // is due here (see `charge`).
-            let result = broadcast(&mut caller, message_type, options, ptr, len);
-            pay_host_work_now(&mut caller);
-            to_return(result.map(|(accepted, _)| accepted))
+         -> wasmtime::Result<i64> {
+            // A handler's host work is taken off its call's fuel; the
+            // copies stop where the budget runs out, and the call traps.
+            let result =
+                start_broadcast(&mut caller, message_type, options, ptr, len).map(|mut fanout| {
+                    offer_copies(&mut caller, &mut fanout);
+                    fanout.accepted
+                });
+            pay_host_work_now(&mut caller)?;
+            Ok(to_return(result))
         },
     )?;
     linker.func_wrap(
         IMPORT_MODULE,
         Syscall::Peek.import_name(),
-        |mut caller: Caller<'_, ProcessContext>, filter: i32, header_ptr: i32| -> i64 {
+        |mut caller: Caller<'_, ProcessContext>,
+         filter: i32,
+         header_ptr: i32|
+         -> wasmtime::Result<i64> {
             // What is held for it goes back into the mailbox, where this
             // looks.
             put_back_held(&caller.data().kernel, &caller.data().process);
             let result = peek(&mut caller, filter, header_ptr).0;
-            pay_host_work_now(&mut caller);
-            to_return(result)
+            pay_host_work_now(&mut caller)?;
+            Ok(to_return(result))
         },
     )?;
     Ok(())
@@ -1007,65 +1019,100 @@ impl Drop for RoomIn {
 /// costs next to the guest's own instructions.
 const POST_FUEL: u64 = 256;
 
-/// Broadcasts; returns how many accepted a copy, and whether the copies'
-/// host work makes a checkpoint due (see [`charge`]).
-fn broadcast(
+/// A broadcast under way: the message's parts and the receivers still to
+/// be offered a copy. A broadcast's work grows with its receivers (a copy
+/// of up to 1 MiB each), so it is done in steps ([`offer_copies`]): a
+/// task passes a checkpoint between them for every slice of work, where
+/// it may be preempted, and a handler's call stops where its fuel budget
+/// runs out.
+struct Fanout {
+    parts: Parts,
+    targets: std::vec::IntoIter<Arc<Process>>,
+    /// Copies accepted so far.
+    accepted: u64,
+}
+
+/// Starts a broadcast: its checks, the payload's copy out of the guest's
+/// memory, and the receivers (every other live process that receives),
+/// taken once, at the start.
+fn start_broadcast(
     caller: &mut Caller<'_, ProcessContext>,
     message_type: i32,
     options: i32,
     ptr: i32,
     len: i32,
-) -> Result<(u64, bool), ErrorCode> {
+) -> Result<Fanout, ErrorCode> {
     caller.data().admit(Syscall::Broadcast, None)?;
-    let Parts {
-        priority,
-        flags,
-        message_type,
-        payload,
-    } = outgoing_parts(caller, message_type, options, ptr, len)?;
+    let parts = outgoing_parts(caller, message_type, options, ptr, len)?;
     let context = caller.data();
     let sender = &context.process;
-    let kernel = &context.kernel;
     let targets: Vec<Arc<Process>> = {
-        let table = kernel.table.read().unwrap_or_else(|p| p.into_inner());
+        let table = context
+            .kernel
+            .table
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
         table
             .iter()
             .filter(|p| p.pid != sender.pid && p.receives)
             .cloned()
             .collect()
     };
-    let attempted = targets.len() as u64;
+    // The payload's copy out of its memory is work made even when no one
+    // is there to offer it to.
+    context.add_host_work(parts.payload.len() as u64);
+    Ok(Fanout {
+        parts,
+        targets: targets.into_iter(),
+        accepted: 0,
+    })
+}
+
+/// Offers copies of a broadcast's message until every receiver has been
+/// offered one (false) or, in between, a checkpoint is due (a task) or the
+/// call's fuel budget has run out (a handler; see [`overran`]): true. Every
+/// copy offered is host work for the sender (see [`charge`]), accepted or
+/// not: the post, and the notice a dropped copy sends back, cost the
+/// kernel the same.
+fn offer_copies(caller: &mut Caller<'_, ProcessContext>, fanout: &mut Fanout) -> bool {
+    let work = (fanout.parts.payload.len() as u64).saturating_add(POST_FUEL);
+    let work = usize::try_from(work).unwrap_or(usize::MAX);
     let mut accepted = 0;
-    for target in targets {
+    let stopped = loop {
+        let Some(target) = fanout.targets.next() else {
+            break false;
+        };
+        let context = caller.data();
+        let sender = &context.process;
+        let kernel = &context.kernel;
+        let parts = &fanout.parts;
         let message = Message {
             header: Header {
-                priority,
-                flags: flags | Flags::BROADCAST,
-                message_type,
+                priority: parts.priority,
+                flags: parts.flags | Flags::BROADCAST,
+                message_type: parts.message_type,
                 source: sender.pid,
                 target: target.pid,
                 sequence: sender.next_sequence(),
                 timestamp: kernel.clock.now_nanos(),
                 correlation: 0,
             },
-            payload: payload.clone(),
+            payload: parts.payload.clone(),
         };
         // A broadcast never blocks: a full mailbox just does not get a copy
         // in any mode, and is not counted there (`Mailbox::offer_copy`).
         if kernel.post_copy(&target, message).is_ok() {
             accepted += 1;
         }
-    }
-    Counters::bump_own(&sender.counters.sent, accepted);
-    // Every copy offered is host work for the sender (see `charge`),
-    // accepted or not: the post, and the notice a dropped copy sends back,
-    // cost the kernel the same; so is the payload's copy out of its memory,
-    // made even when no one is there to offer it to.
-    let work = (payload.len() as u64 + POST_FUEL)
-        .saturating_mul(attempted)
-        .saturating_add(payload.len() as u64);
-    let due = charge(caller, usize::try_from(work).unwrap_or(usize::MAX));
-    Ok((accepted, due))
+        if charge(caller, work) || overran(caller) {
+            break true;
+        }
+    };
+    // Counted as they go: a process stopped between two steps has sent
+    // what it sent.
+    Counters::bump_own(&caller.data().process.counters.sent, accepted);
+    fanout.accepted += accepted;
+    stopped
 }
 
 /// Peeks; returns the syscall's result and whether the search's work

@@ -102,6 +102,10 @@ pub struct ProcessContext {
     /// since its last checkpoint, a handler's not yet taken off its call's
     /// fuel.
     pub(crate) host_work: std::cell::Cell<u64>,
+    /// Set when a handler's host work took its call past the call's fuel
+    /// budget (see [`charge`]): the syscall then returns into a `TIMEOUT`
+    /// trap ([`pay_host_work_now`]).
+    pub(crate) overran: std::cell::Cell<bool>,
     /// A task's host work in all, added to the fuel its report shows (a
     /// handler's is taken off the store's fuel, which already counts it).
     pub(crate) host_fuel: std::cell::Cell<u64>,
@@ -365,8 +369,10 @@ const HOST_WORK_BATCH: u64 = 4 << 10;
 /// the kernel copy megabytes per slice of fuel and hold its worker far
 /// past a slice.
 ///
-/// A handler's call pays from its fuel budget, as its own instructions do
-/// (past it, `TIMEOUT`); small amounts are taken at the end of the call.
+/// A handler's call pays from its fuel budget, as its own instructions do,
+/// in batches of 4 KiB (smaller amounts are taken at the end of the call);
+/// work the budget cannot pay marks the call overrun, and its syscall then
+/// traps with `TIMEOUT` ([`pay_host_work_now`]).
 /// A task's store keeps its fuel (setting it would restart the interval
 /// to its next checkpoint); instead, once a slice's worth of host work has
 /// gathered since its last checkpoint this returns true, and the syscall
@@ -379,10 +385,16 @@ pub(crate) fn charge(caller: &mut Caller<'_, ProcessContext>, bytes: usize) -> b
     let work = context.host_work.get();
     if context.process.handler {
         if work >= HOST_WORK_BATCH {
-            context.host_work.set(0);
-            if let Ok(fuel) = caller.get_fuel() {
-                // Cannot fail: fuel is on for every store.
-                let _ = caller.set_fuel(fuel.saturating_sub(work));
+            // Cannot fail: fuel is on for every store.
+            let fuel = caller.get_fuel().unwrap_or(0);
+            let paid = work.min(fuel);
+            let _ = caller.set_fuel(fuel - paid);
+            // What the budget could not pay stays counted: the call's
+            // report shows it, and the syscall traps (`pay_host_work_now`).
+            let context = caller.data();
+            context.host_work.set(work - paid);
+            if work > fuel {
+                context.overran.set(true);
             }
         }
         return false;
@@ -425,7 +437,12 @@ pub(crate) async fn pay_host_work(caller: &mut Caller<'_, ProcessContext>) {
 /// [`pay_host_work`] for a handler's syscall, which never waits: its host
 /// work comes off its call's fuel budget (see [`charge`]). Every task
 /// syscall that can do host work is waitable and uses [`pay_host_work`].
-pub(crate) fn pay_host_work_now(caller: &mut Caller<'_, ProcessContext>) {
+///
+/// A syscall whose host work took the call past its fuel budget (a 1 MiB
+/// copy with less than that left; a broadcast, which stops offering copies
+/// there) returns into a `TIMEOUT` trap, as the guest's own instructions
+/// would have, instead of back to the guest: what the syscall did stands.
+pub(crate) fn pay_host_work_now(caller: &mut Caller<'_, ProcessContext>) -> wasmtime::Result<()> {
     debug_assert!(
         caller.data().process.handler,
         "a task's syscall waits to pay"
@@ -433,6 +450,16 @@ pub(crate) fn pay_host_work_now(caller: &mut Caller<'_, ProcessContext>) {
     if unsettled(caller) {
         let _ = charge(caller, 0);
     }
+    if caller.data().overran.get() {
+        return Err(wasmtime::Trap::OutOfFuel.into());
+    }
+    Ok(())
+}
+
+/// True once a handler's host work has taken its call past the call's
+/// fuel budget (see [`charge`]): a syscall doing work in steps stops there.
+pub(crate) fn overran(caller: &Caller<'_, ProcessContext>) -> bool {
+    caller.data().overran.get()
 }
 
 /// Fuel units per message a search looks at past its free allowance

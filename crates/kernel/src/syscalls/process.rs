@@ -67,20 +67,24 @@ pub fn add_to_handler_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::R
     linker.func_wrap(
         IMPORT_MODULE,
         Syscall::Log.import_name(),
-        |mut caller: Caller<'_, ProcessContext>, level: i32, ptr: i32, len: i32| -> i64 {
+        |mut caller: Caller<'_, ProcessContext>,
+         level: i32,
+         ptr: i32,
+         len: i32|
+         -> wasmtime::Result<i64> {
             let result = log(&mut caller, level, ptr, len);
-            pay_host_work_now(&mut caller);
-            to_return(result.map(|(code, _)| code))
+            pay_host_work_now(&mut caller)?;
+            Ok(to_return(result.map(|(code, _)| code)))
         },
     )?;
     linker.func_wrap(
         IMPORT_MODULE,
         Syscall::Lookup.import_name(),
-        |mut caller: Caller<'_, ProcessContext>, ptr: i32, len: i32| -> i64 {
+        |mut caller: Caller<'_, ProcessContext>, ptr: i32, len: i32| -> wasmtime::Result<i64> {
             let result = lookup(&mut caller, ptr, len);
             // Takes the search's host work off the call's fuel.
-            pay_host_work_now(&mut caller);
-            to_return(result)
+            pay_host_work_now(&mut caller)?;
+            Ok(to_return(result))
         },
     )?;
     add_never_waiting(linker)

@@ -33,10 +33,10 @@ pub fn add_to_handler_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::R
     linker.func_wrap(
         IMPORT_MODULE,
         Syscall::ClockNow.import_name(),
-        |mut caller: Caller<'_, ProcessContext>| -> i64 {
+        |mut caller: Caller<'_, ProcessContext>| -> wasmtime::Result<i64> {
             let result = clock_now(&caller);
-            pay_host_work_now(&mut caller);
-            to_return(result)
+            pay_host_work_now(&mut caller)?;
+            Ok(to_return(result))
         },
     )?;
     Ok(())

@@ -442,14 +442,23 @@ pub(crate) async fn pay_host_work(caller: &mut Caller<'_, ProcessContext>) {
 /// copy with less than that left; a broadcast, which stops offering copies
 /// there) returns into a `TIMEOUT` trap, as the guest's own instructions
 /// would have, instead of back to the guest: what the syscall did stands.
+#[inline]
 pub(crate) fn pay_host_work_now(caller: &mut Caller<'_, ProcessContext>) -> wasmtime::Result<()> {
     debug_assert!(
         caller.data().process.handler,
         "a task's syscall waits to pay"
     );
-    if unsettled(caller) {
-        let _ = charge(caller, 0);
+    if unsettled(caller) || caller.data().overran.get() {
+        return settle_now(caller);
     }
+    Ok(())
+}
+
+/// [`pay_host_work_now`]'s rare part: a batch of host work to take off the
+/// call's fuel, or a call already past its budget.
+#[cold]
+fn settle_now(caller: &mut Caller<'_, ProcessContext>) -> wasmtime::Result<()> {
+    let _ = charge(caller, 0);
     if caller.data().overran.get() {
         return Err(wasmtime::Trap::OutOfFuel.into());
     }

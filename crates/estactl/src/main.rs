@@ -71,7 +71,11 @@ struct BootOptions {
     no_cache: bool,
     /// How many processes may be alive at once (default 4,096; more may
     /// need a higher vm.max_map_count, which the error names).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(
+        long,
+        allow_negative_numbers = true,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
     max_processes: Option<u32>,
     /// Also preempt on wall-clock time (epoch interruption, every 10 ms),
     /// at a run-time cost for tight loops; fuel alone is the default.
@@ -99,7 +103,7 @@ enum Command {
         /// The app directory.
         app_dir: PathBuf,
         /// Print at most this many messages (0 = all).
-        #[arg(long, default_value_t = 200)]
+        #[arg(long, default_value_t = 200, allow_negative_numbers = true)]
         limit: usize,
         /// Print the trace as JSON lines.
         #[arg(long)]

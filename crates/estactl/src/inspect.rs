@@ -106,7 +106,9 @@ pub fn show_capabilities(kernel: &Kernel, module: &str, json: bool) -> Result<()
     let mut rows = Vec::new();
     for request in &manifest.capabilities_required {
         let capability = capability_for(request).map_err(anyhow::Error::msg)?;
-        rows.push((request.to_string(), capability));
+        // The request as the manifest wrote it: its scope is the app's
+        // text, escaped like every other column.
+        rows.push((crate::output::printable(&request.to_string()), capability));
     }
     if json {
         let list: Vec<serde_json::Value> = rows

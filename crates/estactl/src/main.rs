@@ -299,7 +299,12 @@ fn builder(options: BootOptions, trace: bool) -> KernelBuilder {
         let dir = ModuleCache::default_dir();
         match ModuleCache::new(&dir) {
             Ok(_) => builder = builder.module_cache(dir),
-            Err(error) => errln!("warning: running without the compiled-module cache: {error}"),
+            // The error names the directory, which comes from the
+            // environment: escaped like an app's paths.
+            Err(error) => errln!(
+                "warning: running without the compiled-module cache: {}",
+                output::printable(&error.to_string())
+            ),
         }
     }
     builder

@@ -116,6 +116,39 @@ fn a_foreign_cache_dir_is_refused_and_the_run_goes_on() {
     assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 0);
 }
 
+/// output.rs `printable`: what reaches the terminal is text, "never an
+/// escape sequence or a forged line". The cache warning names
+/// `$ESTALOGIC_CACHE_DIR`, which may hold control characters: they are
+/// escaped like an app's paths (an ESC and a newline came out raw).
+#[test]
+fn the_cache_warning_escapes_control_characters_of_its_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    app(&tmp.path().join("app"));
+    // A file in the way, so the cache is refused and the warning names it.
+    let cache = tmp.path().join("cache\u{1b}[31mRED\nFAKE: warning");
+    write(&cache, "x");
+    let out = Command::new(env!("CARGO_BIN_EXE_estactl"))
+        .env("ESTALOGIC_CACHE_DIR", &cache)
+        .args(["run", tmp.path().join("app").to_str().unwrap()])
+        .output()
+        .expect("run estactl");
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("without the compiled-module cache"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
+    assert!(
+        stderr.contains(r"cache\u{1b}[31mRED\nFAKE: warning"),
+        "{stderr:?}"
+    );
+    assert!(
+        !stderr.lines().any(|line| line.starts_with("FAKE")),
+        "a forged line: {stderr:?}"
+    );
+}
+
 /// `list-modules` prints what the registry holds: every module, its
 /// version, state Ready and its dependency requirement.
 #[test]

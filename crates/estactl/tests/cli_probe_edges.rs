@@ -100,6 +100,39 @@ fn signalled(tmp: &Path, args: &[&str], signal: i32, after: Duration) -> Output 
 
 // =============================================== failed before their fixes
 
+/// output.rs, `printable`: "what an app's files put in names, paths and
+/// scopes reaches the terminal as text, never as an escape sequence or a
+/// forged line." `show-capabilities` prints the request column
+/// (`CapabilityRequest`'s Display, `name [scope]`) escaped, like its last
+/// column: a scope holding an ESC and a newline neither colours the
+/// terminal nor forges a line.
+// Failed before the fix: inspect.rs show_capabilities printed
+// `request.to_string()` raw, so the ESC reached stdout and "FAKE: granted
+// everything" began a line of its own.
+#[test]
+fn show_capabilities_escapes_control_characters_of_a_scope() {
+    let tmp = tempfile::tempdir().unwrap();
+    let app = tmp.path().join("app");
+    module(
+        &app,
+        "a",
+        r#","capabilities_required":[{"name":"messaging:send","scope":"pong\u001b[31mRED\nFAKE: granted everything"}]"#,
+        OK,
+    );
+    let out = estactl(
+        tmp.path(),
+        &["show-capabilities", app.to_str().unwrap(), "a"],
+    );
+    no_panic(&out);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(!stdout.contains('\u{1b}'), "raw ESC on stdout: {stdout:?}");
+    assert!(
+        !stdout.lines().any(|line| line.starts_with("FAKE")),
+        "a forged line: {stdout:?}"
+    );
+}
+
 /// The brief: errors name what is wrong; commit 07eac81 made `bench
 /// --repeat -1` name the option (`allow_negative_numbers`), "--repeat -1
 /// names the option". `trace-ipc --limit -1` and `run --max-processes -1`

@@ -128,6 +128,49 @@ fn a_deterministic_sleep_lasts_exactly_its_timeout() {
     assert_eq!(exited(&k.run(), "sleeper"), 0);
 }
 
+#[test]
+fn a_deterministic_runs_elapsed_time_is_virtual_and_repeats() {
+    // RunReport::elapsed: "In deterministic mode, virtual time: how far the
+    // run moved the kernel's virtual clock ... so that two runs of the same
+    // app report the same figure". A process alone that sleeps 10 ms, 1 ms
+    // and 7 ms (and reaches no checkpoint) makes a run of exactly 18 ms of
+    // virtual time, however long it took on the wall clock; so does a
+    // second run on the same kernel, whose clock starts where the first
+    // left it. Before the fix the figure was wall-clock time, different at
+    // every run.
+    let body = "(drop (call $sleep (i64.const 10)))
+         (drop (call $sleep (i64.const 1)))
+         (drop (call $sleep (i64.const 7)))
+         (i32.const 0)";
+    let sleeper = task(1, "", body);
+    let mut first = kernel(true, 1);
+    load(&mut first, "sleeper", &sleeper, "");
+    first.spawn_all().unwrap();
+    let report = first.run();
+    assert_eq!(exited(&report, "sleeper"), 0);
+    assert_eq!(report.elapsed, Duration::from_millis(18));
+    first.spawn_all().unwrap();
+    let again = first.run();
+    assert_eq!(exited(&again, "sleeper"), 0);
+    assert_eq!(again.elapsed, Duration::from_millis(18));
+    // With fuel spent and checkpoints passed, two fresh kernels' runs
+    // still report the same elapsed time: the clock's advance over the
+    // run, not zero.
+    let spin = || {
+        let mut k = kernel(true, 1);
+        load(&mut k, "spin", &spinner(3_000_000), "");
+        load(&mut k, "sleeper", &sleeper, "");
+        k.spawn_all().unwrap();
+        let report = k.run();
+        assert_eq!(exited(&report, "sleeper"), 0);
+        assert!(report.stats.checkpoints > 0, "{:?}", report.stats);
+        report.elapsed
+    };
+    let elapsed = spin();
+    assert!(elapsed > Duration::from_millis(18), "{elapsed:?}");
+    assert_eq!(spin(), elapsed);
+}
+
 /// A sleeper that sleeps 1 ms `n` times and exits with its worst
 /// overshoot in microseconds (the time past the deadline when it ran
 /// again), or 100000 + i if a sleep ended early.
@@ -588,8 +631,13 @@ fn mixed(workers: usize) -> RunReport {
 
 fn fingerprint(report: &RunReport) -> String {
     format!(
-        "{:#?}\n{:#?}\n{:#?}\n{:#?}\n{}",
-        report.processes, report.stats, report.restarts, report.trace, report.trace_dropped
+        "{:#?}\n{:#?}\n{:#?}\n{:#?}\n{}\n{:?}",
+        report.processes,
+        report.stats,
+        report.restarts,
+        report.trace,
+        report.trace_dropped,
+        report.elapsed
     )
 }
 

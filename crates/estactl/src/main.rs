@@ -62,7 +62,8 @@ struct Cli {
 /// Options shared by commands that boot a kernel.
 #[derive(clap::Args, Clone, Copy)]
 struct BootOptions {
-    /// Deterministic mode: virtual clock, fuel-only preemption, one worker.
+    /// Deterministic mode: virtual clock (the summary's elapsed time is
+    /// virtual too, the same at every run), fuel-only preemption, one worker.
     #[arg(long)]
     deterministic: bool,
     /// Compile every module afresh instead of using the compiled-module

@@ -488,7 +488,11 @@ impl ShutdownHandle {
 pub struct RunReport {
     /// One report per process, in the order they ended.
     pub processes: Vec<ProcessReport>,
-    /// Wall-clock time the run took.
+    /// How long the run took. In real mode, wall-clock time from the start
+    /// of [`Kernel::run`] to its end. In deterministic mode, virtual time:
+    /// how far the run moved the kernel's virtual clock (fuel at
+    /// checkpoints, yields, jumps to timers), so that two runs of the same
+    /// app report the same figure, as they do each process's `cpu_ns`.
     pub elapsed: Duration,
     /// Scheduler figures: fairness, checkpoints, workers.
     pub stats: LoopStats,
@@ -951,6 +955,9 @@ impl Kernel {
     /// again.
     pub fn run(&mut self) -> RunReport {
         let started = std::time::Instant::now();
+        // Deterministic mode reports virtual time: the wall clock would
+        // make two runs' reports differ.
+        let virtual_start = self.shared.clock.now_nanos();
         let restart_policy = self
             .restart_policy
             .take()
@@ -1011,9 +1018,14 @@ impl Kernel {
             let _ = ticker.join();
         }
         let (trace, trace_dropped) = self.shared.take_trace();
+        let elapsed = if self.shared.clock.is_virtual() {
+            Duration::from_nanos(self.shared.clock.now_nanos().saturating_sub(virtual_start))
+        } else {
+            started.elapsed()
+        };
         RunReport {
             processes,
-            elapsed: started.elapsed(),
+            elapsed,
             stats,
             restarts,
             trace,

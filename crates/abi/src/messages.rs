@@ -81,12 +81,51 @@ impl MessageType {
     }
 }
 
+/// The name of a registered type, else `MessageType(0x1234)`; padded to
+/// the formatter's width, so `{:<16?}` lines a column up.
 impl fmt::Debug for MessageType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.name() {
-            Some(name) => f.write_str(name),
-            None => write!(f, "MessageType({:#06x})", self.0),
+            Some(name) => f.pad(name),
+            None => {
+                // `MessageType(0xffffffff)` at most; no allocation, as the
+                // crate may be built without `alloc`.
+                let mut text = StackText::<24>::new();
+                fmt::Write::write_fmt(&mut text, format_args!("MessageType({:#06x})", self.0))?;
+                f.pad(text.as_str())
+            }
         }
+    }
+}
+
+/// A string of at most `N` bytes on the stack, written with
+/// [`fmt::Write`] (which fails once it is full).
+struct StackText<const N: usize> {
+    bytes: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> StackText<N> {
+    fn new() -> Self {
+        Self {
+            bytes: [0; N],
+            len: 0,
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        // Only whole `&str`s are appended, so the bytes are UTF-8.
+        core::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+    }
+}
+
+impl<const N: usize> fmt::Write for StackText<N> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len + s.len();
+        let slot = self.bytes.get_mut(self.len..end).ok_or(fmt::Error)?;
+        slot.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
     }
 }
 
@@ -473,6 +512,33 @@ mod tests {
             timestamp: 123_456_789,
             correlation: 42,
         }
+    }
+
+    /// `{:<16?}` (estactl's readable trace) pads a named type and an
+    /// unnamed one alike; width, fill, alignment and precision all apply.
+    #[test]
+    fn message_type_debug_honours_width_and_alignment() {
+        use alloc::format;
+        assert_eq!(format!("{:?}", MessageType::PING), "PING");
+        assert_eq!(format!("{:<16?}|", MessageType::PING), "PING            |");
+        assert_eq!(format!("{:>6?}", MessageType::PONG), "  PONG");
+        assert_eq!(format!("{:*^8?}", MessageType::PING), "**PING**");
+        assert_eq!(format!("{:.2?}", MessageType::PING), "PI");
+        assert_eq!(format!("{:?}", MessageType(0x1234)), "MessageType(0x1234)");
+        assert_eq!(format!("{:?}", MessageType(0x7)), "MessageType(0x0007)");
+        assert_eq!(
+            format!("{:<22?}|", MessageType(0x1234)),
+            "MessageType(0x1234)   |"
+        );
+        assert_eq!(
+            format!("{:>24?}", MessageType(u32::MAX)),
+            " MessageType(0xffffffff)"
+        );
+        // Narrower than the text: nothing cut, as for a `str`.
+        assert_eq!(
+            format!("{:<4?}", MessageType(0x1234)),
+            "MessageType(0x1234)"
+        );
     }
 
     #[test]

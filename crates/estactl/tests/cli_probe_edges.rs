@@ -177,6 +177,37 @@ fn two_deterministic_runs_print_identical_summaries() {
     );
 }
 
+/// crates/estactl/src/output.rs `print_trace` lays the readable trace out
+/// in columns (`{:<16?}` for the message type), README: trace-ipc prints
+/// "the messages of a run, readably". The message type column is 16
+/// characters wide, so the columns after it line up.
+// Failed before the fix: the line read "PING seq 1": abi messages.rs
+// `impl Debug for MessageType` wrote the name with `f.write_str` (and an
+// unnamed type with `write!`), which ignore the width `{:<16?}` asks for.
+#[test]
+fn the_readable_trace_pads_the_message_type_column() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = estactl(
+        tmp.path(),
+        &[
+            "trace-ipc",
+            "--deterministic",
+            "--limit",
+            "2",
+            &examples("ping-pong"),
+        ],
+    );
+    no_panic(&out);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let first = stdout.lines().next().unwrap();
+    assert!(first.contains("PING"), "{stdout}");
+    assert!(
+        first.contains(&format!("{:<16} seq", "PING")),
+        "the type column is not 16 wide: {first:?}"
+    );
+}
+
 /// The brief: errors name what is wrong; commit 07eac81 made `bench
 /// --repeat -1` name the option (`allow_negative_numbers`), "--repeat -1
 /// names the option". `trace-ipc --limit -1` and `run --max-processes -1`

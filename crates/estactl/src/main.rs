@@ -44,7 +44,7 @@ static ALLOCATOR: allocator::Allocator = allocator::Allocator;
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
-use estalogic_kernel::{Kernel, KernelBuilder, ModuleCache};
+use estalogic_kernel::{Kernel, KernelBuilder, KernelError, ModuleCache};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -321,10 +321,12 @@ fn load_app(app_dir: &Path, options: BootOptions, trace: bool) -> Result<Kernel>
 }
 
 /// "cannot boot DIR: ERROR", naming the directory once: most errors of an
-/// app start with the path of the file at fault, inside it.
-fn cannot_boot(app_dir: &Path, error: impl std::fmt::Display) -> anyhow::Error {
-    let error = error.to_string();
-    if error.starts_with(&app_dir.display().to_string()) {
+/// app start with the path of the file at fault, inside it. That path is
+/// the error's own ([`KernelError::path`]), compared component by
+/// component: a text prefix took "cannot spawn b" for a path in an app
+/// directory named `ca`.
+fn cannot_boot(app_dir: &Path, error: KernelError) -> anyhow::Error {
+    if error.path().is_some_and(|path| path.starts_with(app_dir)) {
         anyhow::anyhow!("cannot boot: {error}")
     } else {
         anyhow::anyhow!("cannot boot {}: {error}", app_dir.display())
@@ -393,4 +395,49 @@ fn run(app_dir: &Path, json: bool, trace: bool, options: BootOptions) -> Result<
         }
     }
     Ok(exit_code(&report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `cannot_boot` names the app directory once: not again before an
+    /// error that starts with a path in it, but before any other error,
+    /// whatever the directory's name has in common with the error's text.
+    #[test]
+    fn cannot_boot_names_the_directory_once() {
+        let app = |path: &str| KernelError::App {
+            path: PathBuf::from(path),
+            problem: "is not a readable regular file".into(),
+        };
+        let dir = Path::new("ca");
+        assert_eq!(
+            cannot_boot(dir, app("ca/a/manifest.json")).to_string(),
+            "cannot boot: ca/a/manifest.json: is not a readable regular file"
+        );
+        assert_eq!(
+            cannot_boot(Path::new("ca/"), app("ca")).to_string(),
+            "cannot boot: ca: is not a readable regular file"
+        );
+        // A path that only shares a prefix of its text is elsewhere.
+        assert_eq!(
+            cannot_boot(dir, app("cab/manifest.json")).to_string(),
+            "cannot boot ca: cab/manifest.json: is not a readable regular file"
+        );
+        let spawn = KernelError::TooManyProcesses {
+            module: "b".into(),
+            live: 1,
+            limit: 1,
+        };
+        assert!(
+            cannot_boot(dir, spawn)
+                .to_string()
+                .starts_with("cannot boot ca: cannot spawn b: ")
+        );
+        let missing = KernelError::UnknownModule("ca".into());
+        assert_eq!(
+            cannot_boot(Path::new("no"), missing).to_string(),
+            "cannot boot no: no module named \"ca\" is loaded"
+        );
+    }
 }

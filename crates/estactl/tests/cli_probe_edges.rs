@@ -208,6 +208,34 @@ fn the_readable_trace_pads_the_message_type_column() {
     );
 }
 
+/// crates/estactl/src/main.rs `cannot_boot`: errors read "cannot boot DIR:
+/// ERROR", naming the directory once (left out only when the error
+/// already starts with the path of a file in it). An app directory called
+/// `ca` (or `c`, `a`, `no` ...) whose error names no file ("cannot spawn
+/// b: ...") is still named.
+// Failed before the fix: "cannot boot: cannot spawn b ...": cannot_boot
+// tested the error's text with `str::starts_with("ca")`, a string prefix
+// rather than a path under the directory.
+#[test]
+fn a_boot_error_names_the_app_dir_whatever_its_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    module(&tmp.path().join("ca"), "a", "", OK);
+    module(&tmp.path().join("ca"), "b", "", OK);
+    let out = command(tmp.path())
+        .current_dir(tmp.path())
+        .args(["run", "--max-processes", "1", "ca"])
+        .output()
+        .unwrap();
+    no_panic(&out);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("cannot spawn b"), "{stderr}");
+    assert!(
+        stderr.contains("cannot boot ca: cannot spawn b"),
+        "the error does not name the app directory: {stderr}"
+    );
+}
+
 /// The brief: errors name what is wrong; commit 07eac81 made `bench
 /// --repeat -1` name the option (`allow_negative_numbers`), "--repeat -1
 /// names the option". `trace-ipc --limit -1` and `run --max-processes -1`

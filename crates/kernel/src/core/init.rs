@@ -187,6 +187,24 @@ pub enum KernelError {
     Dependencies(String),
 }
 
+impl KernelError {
+    /// The file or directory at fault, if the error names one: its text
+    /// then starts with this path (a manifest, a module file or
+    /// `bundled:<name>`, an app directory).
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            KernelError::Manifest { path, .. }
+            | KernelError::Module { path, .. }
+            | KernelError::ModuleFile { path, .. }
+            | KernelError::App { path, .. } => Some(path),
+            KernelError::Engine(_)
+            | KernelError::TooManyProcesses { .. }
+            | KernelError::UnknownModule(_)
+            | KernelError::Dependencies(_) => None,
+        }
+    }
+}
+
 /// Builds a [`Kernel`].
 #[derive(Debug, Clone, Default)]
 pub struct KernelBuilder {

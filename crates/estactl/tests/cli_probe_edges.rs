@@ -715,7 +715,7 @@ fn trace_limits_at_their_edges() {
 }
 
 /// README: "74 if its output could not be written (a full device; a closed
-/// stdout, on Linux)", also for a run that fails, a deadlock, `--trace`
+/// stdout, on Linux ...)", also for a run that fails, a deadlock, `--trace`
 /// and trace-ipc with the trace's note.
 #[test]
 fn a_full_stdout_exits_74_for_failing_runs_and_traces() {

@@ -6,6 +6,7 @@ mod answers_restarts;
 mod argument_edges;
 mod audit_trace_edges;
 mod boot_edges;
+mod broadcast_step_edges;
 mod capabilities;
 mod capability_race_edges;
 mod charges_and_panics_edges;

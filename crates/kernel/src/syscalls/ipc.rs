@@ -39,7 +39,7 @@
 use super::process::YieldOnce;
 use super::{
     ProcessContext, SCAN_FUEL, charge, charge_scans, check_guest, guest_bytes, overran,
-    pay_host_work, pay_host_work_now, poll_once, read_guest, to_return, write_guest,
+    pay_host_work, pay_host_work_now, poll_once, read_guest, to_return, unsettled, write_guest,
 };
 use crate::core::kernel_loop::{
     HandOff, KernelShared, TaskState, deliver_direct, hand_off, hold_for_lender, lender,
@@ -1069,16 +1069,20 @@ fn start_broadcast(
 }
 
 /// Offers copies of a broadcast's message until every receiver has been
-/// offered one (false) or, in between, a checkpoint is due (a task) or the
-/// call's fuel budget has run out (a handler; see [`overran`]): true. Every
-/// copy offered is host work for the sender (see [`charge`]), accepted or
-/// not: the post, and the notice a dropped copy sends back, cost the
-/// kernel the same.
+/// offered one (false) or, before the next copy, a checkpoint is due (a
+/// task: one for every slice of the work so far, the payload's copy out of
+/// memory included) or the call's fuel budget has run out (a handler; see
+/// [`overran`]): true, and the next call goes on where this one stopped.
+/// Every copy offered is host work for the sender (see [`charge`]),
+/// accepted or not: the post, and the notice a dropped copy sends back,
+/// cost the kernel the same.
 fn offer_copies(caller: &mut Caller<'_, ProcessContext>, fanout: &mut Fanout) -> bool {
     let work = (fanout.parts.payload.len() as u64).saturating_add(POST_FUEL);
-    let work = usize::try_from(work).unwrap_or(usize::MAX);
     let mut accepted = 0;
     let stopped = loop {
+        if owes_a_stop(caller) {
+            break true;
+        }
         let Some(target) = fanout.targets.next() else {
             break false;
         };
@@ -1104,15 +1108,28 @@ fn offer_copies(caller: &mut Caller<'_, ProcessContext>, fanout: &mut Fanout) ->
         if kernel.post_copy(&target, message).is_ok() {
             accepted += 1;
         }
-        if charge(caller, work) || overran(caller) {
-            break true;
-        }
+        context.add_host_work(work);
     };
     // Counted as they go: a process stopped between two steps has sent
     // what it sent.
     Counters::bump_own(&caller.data().process.counters.sent, accepted);
     fanout.accepted += accepted;
     stopped
+}
+
+/// Whether a syscall working in steps must stop before its next one: a
+/// task owes a checkpoint (a slice of host work since its last; each call
+/// takes one slice off, see [`charge`]), a handler's call is past its
+/// budget once the work so far is paid.
+fn owes_a_stop(caller: &mut Caller<'_, ProcessContext>) -> bool {
+    if caller.data().process.handler {
+        if unsettled(caller) {
+            let _ = charge(caller, 0);
+        }
+        overran(caller)
+    } else {
+        unsettled(caller) && charge(caller, 0)
+    }
 }
 
 /// Peeks; returns the syscall's result and whether the search's work

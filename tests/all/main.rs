@@ -10,6 +10,7 @@ mod broadcast_step_edges;
 mod capabilities;
 mod capability_race_edges;
 mod charges_and_panics_edges;
+mod check_site_edges;
 mod dos_edges;
 mod embedding_edges;
 mod fanout_edges;

@@ -16,7 +16,9 @@
 //! The key is a blake3 hash, in derive-key mode with a context string of
 //! its own, over:
 //!
-//! 1. this crate's version (a kernel upgrade starts with a cold cache);
+//! 1. this crate's version (a kernel upgrade starts with a cold cache) and
+//!    the check-site pass's (`check_sites::VERSION`: what is compiled is
+//!    the module with its fuel check sites added);
 //! 2. the WebAssembly bytes;
 //! 3. `Engine::precompile_compatibility_hash()`: the target triple, the
 //!    Cranelift and ISA flags, the tunables (fuel metering, epoch
@@ -256,8 +258,8 @@ impl ModuleCache {
                 tracing::debug!(path = %path.display(), error = %e, "module cache entry unreadable");
             }
         }
-        let module =
-            Module::new(engine, bytes).map_err(|e| CacheError::Compile(format!("{e:#}")))?;
+        let module = super::check_sites::compile(engine, bytes)
+            .map_err(|e| CacheError::Compile(format!("{e:#}")))?;
         let outcome = match self.store(&key, &path, &module) {
             Ok(()) => {
                 self.misses.fetch_add(1, Ordering::Relaxed);
@@ -408,6 +410,7 @@ fn cache_key(engine: &Engine, wasm: &[u8]) -> blake3::Hash {
     let mut hasher = blake3::Hasher::new_derive_key(KEY_CONTEXT);
     hasher.update(&(version.len() as u64).to_le_bytes());
     hasher.update(version);
+    hasher.update(&super::check_sites::VERSION.to_le_bytes());
     hasher.update(&(wasm.len() as u64).to_le_bytes());
     hasher.update(wasm);
     engine

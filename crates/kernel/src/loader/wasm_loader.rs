@@ -26,9 +26,9 @@
 //! made from lane 0's compiled code the first time a process of it starts
 //! there.
 
-use crate::loader::compile_budget;
 use crate::loader::manifest::{Manifest, MemoryClass};
 use crate::loader::preload_manager::{CacheError, ModuleCache};
+use crate::loader::{check_sites, compile_budget};
 use crate::syscalls::{Linkers, ProcessContext};
 use estalogic_abi::syscalls::WasmType;
 use estalogic_abi::{IMPORT_MODULE, INBOX_EXPORT, Syscall};
@@ -264,7 +264,8 @@ pub fn load(
             Err(CacheError::Compile(message)) => return Err(ModuleError::Invalid(message)),
             Err(other) => return Err(ModuleError::Invalid(other.to_string())),
         },
-        None => Module::new(engine, bytes).map_err(|e| ModuleError::Invalid(format!("{e:#}")))?,
+        None => check_sites::compile(engine, &binary)
+            .map_err(|e| ModuleError::Invalid(format!("{e:#}")))?,
     };
     prepare(lanes, manifest, module, bytes.into())
 }

@@ -33,10 +33,12 @@
 //! (recursion too), so they are computed from zero in rounds until a round
 //! changes none: then each function's walk with those tails gives back its
 //! own, and by induction on the depth of calls no run returns from a
-//! function with more unchecked work than its tail. If [`TAIL_ROUNDS`]
-//! rounds do not settle them, every function is given the largest tail a
-//! function can have, which is sound since a check site is then added
-//! right after every call and wherever `m` reaches the bound.
+//! function with more unchecked work than its tail. Functions whose tails still
+//! rise after [`TAIL_ROUNDS`] rounds (recursion through code after a call
+//! climbs a little every round) are given the largest tail a function can
+//! have, which is always sound: a site is added wherever `m` reaches the
+//! bound, so no function returns with more, and a call to one of them is
+//! followed by a site. After [`MAX_TAIL_ROUNDS`], every function is.
 //!
 //! A module this pass cannot read (or one using exceptions, which the
 //! engine refuses anyway) is compiled as it is, for Wasmtime to judge.
@@ -49,9 +51,13 @@ use wasmparser::{BinaryReaderError, FunctionBody, Operator, Parser, Payload, Typ
 /// checkpoint at most a slice and this much fuel after its slice ends.
 pub const MAX_UNCHECKED: u64 = 100_000;
 
-/// Rounds of tail computation before a function still rising is given the
-/// largest tail.
+/// Rounds of tail computation before the functions whose tails still rise
+/// are given the largest tail.
 pub const TAIL_ROUNDS: usize = 8;
+
+/// Rounds of tail computation in all before every function is given the
+/// largest tail.
+pub const MAX_TAIL_ROUNDS: usize = 64;
 
 /// The instrumentation's version, part of the compiled-module cache's key:
 /// bumped whenever its output changes.
@@ -157,13 +163,20 @@ pub fn compile(engine: &wasmtime::Engine, bytes: &[u8]) -> wasmtime::Result<wasm
 /// own tail.
 fn tails(bodies: &[FunctionBody<'_>], imported: u32) -> Result<(Vec<u64>, u64), Skipped> {
     let mut tails = vec![0u64; bodies.len()];
+    // Functions given the largest tail: walked no more.
+    let mut pinned = vec![false; bodies.len()];
     // The largest tail seen in any round: an indirect call's.
     let mut largest = 0;
-    for _ in 0..TAIL_ROUNDS {
+    let mut changed_last = vec![false; bodies.len()];
+    for round in 0..MAX_TAIL_ROUNDS {
         let mut changed = false;
         for (index, body) in bodies.iter().enumerate() {
+            if pinned[index] {
+                continue;
+            }
             let tail = walk(body, &tails, imported, largest, None, &[])?.tail;
-            if tail != tails[index] {
+            changed_last[index] = tail != tails[index];
+            if changed_last[index] {
                 tails[index] = tail;
                 largest = largest.max(tail);
                 changed = true;
@@ -172,10 +185,21 @@ fn tails(bodies: &[FunctionBody<'_>], imported: u32) -> Result<(Vec<u64>, u64), 
         if !changed {
             return Ok((tails, largest));
         }
+        // Still rising after a few rounds: recursion through code after a
+        // call, which would climb a little every round. Those functions
+        // are given the largest tail a function can have (always sound:
+        // a site is added wherever a path reaches it, so none returns with
+        // more), and the others go on settling.
+        if (round + 1) % TAIL_ROUNDS == 0 {
+            for index in 0..bodies.len() {
+                if changed_last[index] {
+                    pinned[index] = true;
+                    tails[index] = MAX_UNCHECKED;
+                    largest = MAX_UNCHECKED;
+                }
+            }
+        }
     }
-    // Still rising: recursion through code after a call. The largest tail
-    // any function can have is sound for all (a site is added wherever a
-    // path reaches it).
     Ok((vec![MAX_UNCHECKED; bodies.len()], MAX_UNCHECKED))
 }
 

@@ -38,3 +38,4 @@ mod supervision;
 mod supervision_edges;
 mod time_edges;
 mod waits_edges;
+mod wasm_feature_edges;

@@ -97,7 +97,8 @@ codes! {
     TRAP_INTEGER_OVERFLOW = 4003;
     /// Trap: memory or table access out of bounds.
     TRAP_OUT_OF_BOUNDS = 4004;
-    /// Trap: indirect call to a null entry or with the wrong signature.
+    /// Trap: indirect call to a null entry or with the wrong signature,
+    /// or a call through a null function reference (`call_ref`).
     TRAP_INDIRECT_CALL_TYPE = 4005;
     /// Trap: call stack exhausted.
     TRAP_STACK_OVERFLOW = 4006;

@@ -519,6 +519,12 @@ pub fn classify(error: &wasmtime::Error, memory_refused: bool) -> ExitStatus {
 }
 
 /// The error code of each Wasmtime trap kind.
+///
+/// `INDIRECT_CALL_TYPE` is every call that finds no function of the right
+/// type: `call_indirect` (or `return_call_indirect`) of a null element or
+/// of one with another signature, and `call_ref` (or `return_call_ref`)
+/// of a null function reference (Wasmtime's `NullReference`, which with
+/// the GC proposal off is also what `ref.as_non_null` of a null raises).
 pub fn trap_code(trap: Trap) -> ErrorCode {
     match trap {
         Trap::UnreachableCodeReached => ErrorCode::TRAP_UNREACHABLE,
@@ -527,7 +533,9 @@ pub fn trap_code(trap: Trap) -> ErrorCode {
         Trap::MemoryOutOfBounds | Trap::HeapMisaligned | Trap::TableOutOfBounds => {
             ErrorCode::TRAP_OUT_OF_BOUNDS
         }
-        Trap::IndirectCallToNull | Trap::BadSignature => ErrorCode::TRAP_INDIRECT_CALL_TYPE,
+        Trap::IndirectCallToNull | Trap::BadSignature | Trap::NullReference => {
+            ErrorCode::TRAP_INDIRECT_CALL_TYPE
+        }
         Trap::StackOverflow => ErrorCode::TRAP_STACK_OVERFLOW,
         Trap::OutOfFuel | Trap::Interrupt => ErrorCode::TIMEOUT,
         Trap::AllocationTooLarge => ErrorCode::OUT_OF_MEMORY,
@@ -588,5 +596,28 @@ mod tests {
             trapped(Trap::MemoryOutOfBounds, true),
             ErrorCode::TRAP_OUT_OF_BOUNDS
         );
+    }
+
+    #[test]
+    fn every_call_to_no_function_of_its_type_is_an_indirect_call_fault() {
+        // A null table element, a wrong signature, and a `call_ref` of a
+        // null function reference: one fault, one code.
+        for trap in [
+            Trap::IndirectCallToNull,
+            Trap::BadSignature,
+            Trap::NullReference,
+        ] {
+            assert_eq!(
+                trap_code(trap),
+                ErrorCode::TRAP_INDIRECT_CALL_TYPE,
+                "{trap:?}"
+            );
+            assert_eq!(
+                trapped(trap, false),
+                ErrorCode::TRAP_INDIRECT_CALL_TYPE,
+                "{trap:?}"
+            );
+        }
+        assert_eq!(trap_code(Trap::CastFailure), ErrorCode::TRAP_OTHER);
     }
 }

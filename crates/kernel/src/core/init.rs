@@ -62,6 +62,12 @@ const KEEP_RESIDENT: usize = 16 << 10;
 /// Table slots per process: the most elements a module's table may
 /// start with (`wasm_loader` refuses more at load).
 pub(crate) const TABLE_ELEMENTS: usize = 10_000;
+/// Instance state per process: what the engine keeps for a process's
+/// globals, imported and referenced functions and data segments (its
+/// `VMContext`). Wasmtime's default, set here so that it is a documented
+/// process limit: `wasm_loader` refuses a module past it at load, naming
+/// it. Allocated per instance as needed, not reserved per slot.
+pub(crate) const INSTANCE_STATE: usize = 1 << 20;
 /// Memory mappings a pool slot can take: a guard page splits each stack
 /// slot, and an active memory splits its slot.
 const MAPPINGS_PER_PROCESS: u64 = 10;
@@ -76,6 +82,7 @@ fn pool_config(slots: u32) -> PoolingAllocationConfig {
         .total_stacks(slots)
         .max_memory_size(MEMORY_SLOT as usize)
         .table_elements(TABLE_ELEMENTS)
+        .max_core_instance_size(INSTANCE_STATE)
         .max_unused_warm_slots(1_024)
         // Return freed pages to the host in batches: one
         // `process_madvise` per 256 exits instead of one per exit. A slot

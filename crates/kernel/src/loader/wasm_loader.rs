@@ -16,6 +16,12 @@
 //!    Growth beyond the class maximum is refused at run time by the
 //!    process's resource limiter.
 //!
+//! Before any of these, on the module's bytes: the compile budget
+//! (`loader::compile_budget`) and the process limits its declarations
+//! must fit (one memory inside its class, one table of at most 10,000
+//! elements, at most 1 MiB of instance state: see
+//! [`ModuleError::InstanceTooLarge`]).
+//!
 //! # Lanes
 //!
 //! The kernel runs one Wasmtime engine per worker, each with its own
@@ -104,6 +110,24 @@ pub enum ModuleError {
     /// process's table slot.
     #[error("has an unsupported table: {0}")]
     UnsupportedTable(String),
+    /// More instance state than a process may have: the engine keeps, for
+    /// each process, 16 bytes per global, 64 per imported function, 32
+    /// per other function exported or referenced (by a table segment, a
+    /// global or a table's initial value) and 12 per data segment, plus a
+    /// few hundred of its own, in at most 1 MiB (about 65,000 globals).
+    /// Checked on the module's bytes before compiling; a module within
+    /// the engine's few hundred bytes of the limit is refused by the
+    /// engine after compiling, with this error too.
+    #[error(
+        "needs {needed} bytes of instance state, more than a process's {limit} (1 MiB): {what}",
+        limit = crate::core::init::INSTANCE_STATE
+    )]
+    InstanceTooLarge {
+        /// The bytes it needs.
+        needed: u64,
+        /// What they are for.
+        what: String,
+    },
 }
 
 fn known_syscalls() -> String {
@@ -261,13 +285,45 @@ pub fn load(
     let module = match cache {
         Some(cache) => match cache.load_or_compile(engine, bytes) {
             Ok((module, _)) => module,
-            Err(CacheError::Compile(message)) => return Err(ModuleError::Invalid(message)),
+            Err(CacheError::Compile(message)) => return Err(not_compiled(message, &binary)),
             Err(other) => return Err(ModuleError::Invalid(other.to_string())),
         },
         None => check_sites::compile(engine, &binary)
-            .map_err(|e| ModuleError::Invalid(format!("{e:#}")))?,
+            .map_err(|e| not_compiled(format!("{e:#}"), &binary))?,
     };
     prepare(lanes, manifest, module, bytes.into())
+}
+
+/// The error for a module Wasmtime did not compile: `Invalid`, unless its
+/// instance pool refused it for the size of its instance state (a module
+/// within the engine's own few hundred bytes of the limit passes
+/// [`check_declared_limits`], which counts only what the declarations
+/// cost), which is a process limit, not invalid WebAssembly.
+fn not_compiled(message: String, binary: &[u8]) -> ModuleError {
+    if !message.contains("instance size does not fit in pooling allocator requirements") {
+        return ModuleError::Invalid(message);
+    }
+    // "... instance allocation for this module requires N bytes which
+    // exceeds the configured maximum ..."
+    let needed = message
+        .split_once(" requires ")
+        .and_then(|(_, rest)| rest.split_once(' '))
+        .and_then(|(n, _)| n.parse::<u64>().ok());
+    let declared = InstanceState::of(binary);
+    match needed {
+        Some(needed) if needed > declared.bytes() => ModuleError::InstanceTooLarge {
+            needed,
+            what: format!(
+                "{}, and {} bytes of the engine's own",
+                declared.describe(),
+                needed - declared.bytes()
+            ),
+        },
+        _ => ModuleError::InstanceTooLarge {
+            needed: needed.unwrap_or(declared.bytes()),
+            what: declared.describe(),
+        },
+    }
 }
 
 /// The error for bytes that are neither a binary module nor WAT text that
@@ -547,9 +603,174 @@ fn check_declared_limits(binary: &[u8], class: MemoryClass) -> Result<(), Module
             "{tables} tables; a process has at most one"
         )));
     }
+    let state = InstanceState::of(binary);
+    if state.bytes() > crate::core::init::INSTANCE_STATE as u64 {
+        return Err(ModuleError::InstanceTooLarge {
+            needed: state.bytes(),
+            what: state.describe(),
+        });
+    }
     Ok(())
+}
+
+/// What a module's declarations cost in the instance state the engine
+/// keeps for each of its processes (Wasmtime's `VMContext`): the parts
+/// that grow with the module. The engine adds a few hundred bytes of its
+/// own (its `Instance`, a memory's and a table's definitions, the start
+/// function's reference), not counted here, so a module this passes may
+/// still be refused by the engine (see `not_compiled`), never the reverse.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct InstanceState {
+    /// Globals defined (16 bytes each: a value of up to 128 bits).
+    globals: u64,
+    /// Functions imported (the import's record and the function's
+    /// reference, four pointers each).
+    imports: u64,
+    /// Functions defined and exported or referenced (by a table segment,
+    /// a global's or a table's initial value; a `ref.func` in code must
+    /// name one of these): one reference each, four pointers.
+    referenced: u64,
+    /// Data segments, active and passive (with copy-on-write images off,
+    /// each is copied at instantiation from a pointer and a length).
+    data_segments: u64,
+}
+
+impl InstanceState {
+    const POINTER: u64 = std::mem::size_of::<usize>() as u64;
+    const GLOBAL: u64 = 16;
+    const FUNCTION_REF: u64 = 4 * Self::POINTER;
+    const IMPORT: u64 = 4 * Self::POINTER + Self::FUNCTION_REF;
+    const DATA_SEGMENT: u64 = Self::POINTER + 4;
+
+    /// Counts `binary`'s declarations (the sections that parse).
+    fn of(binary: &[u8]) -> InstanceState {
+        use wasmparser::{ElementItems, ExternalKind, Parser, Payload, TableInit, TypeRef};
+        let mut state = InstanceState::default();
+        let mut referenced = std::collections::HashSet::new();
+        let mut defined = 0u64;
+        for payload in Parser::new(0).parse_all(binary) {
+            match payload {
+                Ok(Payload::ImportSection(section)) => {
+                    state.imports += section
+                        .into_imports()
+                        .flatten()
+                        .filter(|import| {
+                            matches!(import.ty, TypeRef::Func(_) | TypeRef::FuncExact(_))
+                        })
+                        .count() as u64;
+                }
+                Ok(Payload::FunctionSection(section)) => defined += u64::from(section.count()),
+                Ok(Payload::GlobalSection(section)) => {
+                    state.globals += u64::from(section.count());
+                    for global in section.into_iter().flatten() {
+                        functions_in(&global.init_expr, &mut referenced);
+                    }
+                }
+                Ok(Payload::TableSection(section)) => {
+                    for table in section.into_iter().flatten() {
+                        if let TableInit::Expr(expr) = table.init {
+                            functions_in(&expr, &mut referenced);
+                        }
+                    }
+                }
+                Ok(Payload::ExportSection(section)) => {
+                    for export in section.into_iter().flatten() {
+                        if matches!(export.kind, ExternalKind::Func | ExternalKind::FuncExact) {
+                            referenced.insert(export.index);
+                        }
+                    }
+                }
+                Ok(Payload::ElementSection(section)) => {
+                    for element in section.into_iter().flatten() {
+                        match element.items {
+                            ElementItems::Functions(functions) => {
+                                referenced.extend(functions.into_iter().flatten());
+                            }
+                            ElementItems::Expressions(_, exprs) => {
+                                for expr in exprs.into_iter().flatten() {
+                                    functions_in(&expr, &mut referenced);
+                                }
+                            }
+                        }
+                    }
+                }
+                Ok(Payload::DataSection(section)) => {
+                    state.data_segments += u64::from(section.count());
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        // An imported function's reference is counted with its import (an
+        // index past the functions is left to the validator).
+        let defined = state.imports..state.imports + defined;
+        state.referenced = referenced
+            .iter()
+            .filter(|&&index| defined.contains(&u64::from(index)))
+            .count() as u64;
+        state
+    }
+
+    fn bytes(&self) -> u64 {
+        self.globals * Self::GLOBAL
+            + self.imports * Self::IMPORT
+            + self.referenced * Self::FUNCTION_REF
+            + self.data_segments * Self::DATA_SEGMENT
+    }
+
+    /// The parts, "80000 globals at 16 bytes each, ...", the largest
+    /// first.
+    fn describe(&self) -> String {
+        let mut parts = [
+            (self.globals, Self::GLOBAL, "global", "globals"),
+            (
+                self.imports,
+                Self::IMPORT,
+                "imported function",
+                "imported functions",
+            ),
+            (
+                self.referenced,
+                Self::FUNCTION_REF,
+                "function exported or referenced",
+                "functions exported or referenced",
+            ),
+            (
+                self.data_segments,
+                Self::DATA_SEGMENT,
+                "data segment",
+                "data segments",
+            ),
+        ];
+        parts.sort_by_key(|&(count, each, _, _)| std::cmp::Reverse(count * each));
+        let parts: Vec<String> = parts
+            .iter()
+            .filter(|&&(count, ..)| count > 0)
+            .map(|&(count, each, one, many)| {
+                let what = if count == 1 { one } else { many };
+                format!("{count} {what} at {each} bytes each")
+            })
+            .collect();
+        if parts.is_empty() {
+            "its globals, functions and data segments".to_string()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
+/// Adds the functions a constant expression takes a reference to.
+fn functions_in(expr: &wasmparser::ConstExpr<'_>, into: &mut std::collections::HashSet<u32>) {
+    for operator in expr.get_operators_reader().into_iter().flatten() {
+        if let wasmparser::Operator::RefFunc { function_index } = operator {
+            into.insert(function_index);
+        }
+    }
 }
 
 /// Bytes in a wasm page (memories here are 32-bit, with the default page
 /// size).
 const WASM_PAGE: u64 = 64 << 10;
+
+#[cfg(test)]
+mod tests;

@@ -11,6 +11,7 @@ mod capabilities;
 mod capability_race_edges;
 mod charges_and_panics_edges;
 mod check_site_edges;
+mod check_site_shape_edges;
 mod dos_edges;
 mod embedding_edges;
 mod fanout_edges;

@@ -22,23 +22,31 @@
 //! any path reaching this point can have used since its last check. Fuel
 //! is counted as Wasmtime counts it by default (one unit an operator, none
 //! for `nop`, `drop`, `block`, `loop`, `end`, `else`, `return` and
-//! `unreachable`). Control flow is structured and only loops branch back,
-//! to a check, so `m` is exact enough in one pass: a block's end takes the
-//! largest `m` of its fall-through and of the branches to it, an `if`'s
-//! `else` starts again from the `m` at the `if`. A call to a function of
-//! the module resets `m` to the callee's *tail* (the most its code can run
-//! after its last check before it returns), since the callee's entry is a
-//! check; a call to a kernel import adds one; an indirect call takes the
-//! largest tail there is. Tails depend on one another through calls
-//! (recursion too), so they are computed from zero in rounds until a round
-//! changes none: then each function's walk with those tails gives back its
-//! own, and by induction on the depth of calls no run returns from a
-//! function with more unchecked work than its tail. Functions whose tails still
-//! rise after [`TAIL_ROUNDS`] rounds (recursion through code after a call
-//! climbs a little every round) are given the largest tail a function can
-//! have, which is always sound: a site is added wherever `m` reaches the
-//! bound, so no function returns with more, and a call to one of them is
-//! followed by a site. After [`MAX_TAIL_ROUNDS`], every function is.
+//! `unreachable`), a bulk operation as the most Wasmtime adds to its count
+//! without a check of its own (128 units, plus one). Control flow is
+//! structured and only loops branch back, to a check, so `m` is exact
+//! enough in one pass: a block's end takes the largest `m` of its
+//! fall-through and of the branches to it, an `if`'s `else` starts again
+//! from the `m` at the `if`. A call to a function of the module resets `m`
+//! to the callee's *tail* (the most its code can run after its last check
+//! before it returns), since the callee's entry is a check, and a tail
+//! call gives this function the callee's tail; a call to a kernel import
+//! adds one; an indirect call takes the largest tail there is. Tails
+//! depend on one another through calls (recursion too), so they are
+//! computed from zero in rounds until a round changes none: then each
+//! function's walk with those tails gives back its own, and by induction
+//! on the depth of calls no run returns from a function with more
+//! unchecked work than its tail. Functions whose tails still rise after
+//! [`TAIL_ROUNDS`] rounds (recursion through code after a call climbs a
+//! little every round) are given the largest tail a function can have,
+//! which is always sound: a site is added wherever `m` reaches the bound,
+//! so no function returns with more, and a call to one of them is followed
+//! by a site. After [`MAX_TAIL_ROUNDS`], every function is.
+//!
+//! A site adds three bytes, at most one for every two bytes of code (after
+//! a call); the compile budget's `MAX_FUNCTION_BYTES` keeps every body
+//! with its sites under the engine's limit, and a body that would still
+//! pass it is refused, never compiled without its sites.
 //!
 //! A module this pass cannot read (or one using exceptions, which the
 //! engine refuses anyway) is compiled as it is, for Wasmtime to judge.
@@ -61,7 +69,16 @@ pub const MAX_TAIL_ROUNDS: usize = 64;
 
 /// The instrumentation's version, part of the compiled-module cache's key:
 /// bumped whenever its output changes.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
+
+/// The largest cost of a bulk operation Wasmtime adds to its count without
+/// checking fuel (see `pre_translate_bulk_op` in wasmtime-cranelift).
+const SMALL_BULK_OP_COST: u64 = 128;
+
+/// Wasmtime's largest function body (wasmparser's
+/// `MAX_WASM_FUNCTION_SIZE`); the compile budget keeps bodies far enough
+/// under it that their sites fit.
+const MAX_BODY_BYTES: usize = 7_654_321;
 
 /// An empty loop: `loop (type []) end`.
 const SITE: [u8; 3] = [0x03, 0x40, 0x0b];
@@ -74,6 +91,9 @@ pub enum Skipped {
     /// It uses an operator the pass does not follow (exception handling,
     /// which the kernel's engine refuses).
     Unsupported(&'static str),
+    /// A body with its sites would be larger than the engine compiles (the
+    /// defined function's index, and its size with them).
+    TooLarge(usize, usize),
 }
 
 impl From<BinaryReaderError> for Skipped {
@@ -117,6 +137,9 @@ pub fn instrument(wasm: &[u8]) -> Result<Cow<'_, [u8]>, Skipped> {
     for body in &bodies {
         let mut out = Vec::new();
         let walked = walk(body, &tails, imported, largest, Some(&mut out), wasm)?;
+        if out.len() > MAX_BODY_BYTES {
+            return Err(Skipped::TooLarge(code.len(), out.len()));
+        }
         sites += walked.sites;
         code.push(out);
     }
@@ -148,6 +171,9 @@ pub fn compile(engine: &wasmtime::Engine, bytes: &[u8]) -> wasmtime::Result<wasm
                 Ok(()) => error,
             }
         }),
+        Err(Skipped::TooLarge(function, bytes)) => Err(wasmtime::Error::msg(format!(
+            "defined function {function} would be {bytes} bytes long with its fuel check sites, more than the engine compiles ({MAX_BODY_BYTES})"
+        ))),
         Err(_) => wasmtime::Module::new(engine, &binary),
     }
 }
@@ -347,10 +373,19 @@ fn walk(
             Operator::Unreachable => reachable = false,
             // The callee's entry is a check; its tail is what it may run
             // after its last one.
-            Operator::ReturnCall { .. }
-            | Operator::ReturnCallIndirect { .. }
-            | Operator::ReturnCallRef { .. } => {
-                m += 1;
+            // A tail call returns from this function when its callee
+            // returns: what the callee runs after its last check is this
+            // function's tail too.
+            Operator::ReturnCall { function_index } => {
+                let after = match function_index.checked_sub(imported) {
+                    Some(defined) => tails.get(defined as usize).copied().unwrap_or(largest),
+                    None => m + 1,
+                };
+                tail = tail.max(after);
+                reachable = false;
+            }
+            Operator::ReturnCallIndirect { .. } | Operator::ReturnCallRef { .. } => {
+                tail = tail.max((m + 1).max(largest));
                 reachable = false;
             }
             Operator::Call { function_index } => {
@@ -370,6 +405,18 @@ fn walk(
             | Operator::Rethrow { .. }
             | Operator::Throw { .. }
             | Operator::ThrowRef => return Err(Skipped::Unsupported("exception handling")),
+            // Priced by the byte, element or page: Wasmtime folds a
+            // constant cost of up to 128 units into its count with no check
+            // of its own (a larger or unknown one is checked, but counting
+            // it so is never wrong).
+            Operator::MemoryGrow { .. }
+            | Operator::MemoryFill { .. }
+            | Operator::MemoryCopy { .. }
+            | Operator::MemoryInit { .. }
+            | Operator::TableGrow { .. }
+            | Operator::TableFill { .. }
+            | Operator::TableCopy { .. }
+            | Operator::TableInit { .. } => m += 1 + SMALL_BULK_OP_COST,
             _ => m += 1,
         }
         if reachable && m >= MAX_UNCHECKED {

@@ -18,6 +18,11 @@ use wasmparser::{
 
 /// The most functions a module may define.
 pub const MAX_FUNCTIONS: u32 = 50_000;
+/// The largest function body, in bytes: well under Wasmtime's own limit
+/// (7,654,321 bytes), so that the fuel check sites the loader adds (at most
+/// three bytes for every two of code: one after a call) keep every body
+/// within it (`loader::check_sites`).
+pub const MAX_FUNCTION_BYTES: usize = 4_000_000;
 /// The most data segments a module may have.
 pub const MAX_DATA_SEGMENTS: u32 = 10_000;
 /// The most element segments a module may have.
@@ -66,6 +71,12 @@ pub fn check(wasm: &[u8]) -> Result<(), String> {
                 return Err(format!(
                     "it has {} data segments; the kernel compiles at most {MAX_DATA_SEGMENTS}",
                     data.count()
+                ));
+            }
+            Payload::CodeSectionEntry(body) if body.range().len() > MAX_FUNCTION_BYTES => {
+                return Err(format!(
+                    "function {function} of its code section is {} bytes long; the kernel compiles bodies of at most {MAX_FUNCTION_BYTES}",
+                    body.range().len()
                 ));
             }
             Payload::ElementSection(elements) if elements.count() > MAX_ELEMENT_SEGMENTS => {

@@ -325,13 +325,19 @@ fn walk(
                 });
             }
             Operator::Else => {
-                let frame = frames.last_mut().expect("an else is inside its if");
+                // Invalid code (an `else` outside an `if`) is the engine's
+                // to refuse.
+                let Some(frame) = frames.last_mut().filter(|f| f.kind == Kind::If) else {
+                    return Err(Skipped::Unsupported("an else outside an if"));
+                };
                 frame.then_end = Some(if reachable { m } else { 0 });
                 m = frame.at_if;
                 reachable = true;
             }
             Operator::End => {
-                let frame = frames.pop().expect("every end closes a frame");
+                let Some(frame) = frames.pop() else {
+                    return Err(Skipped::Unsupported("an end that closes nothing"));
+                };
                 let fell = if reachable { m } else { 0 };
                 m = match frame.kind {
                     Kind::Function => {

@@ -157,6 +157,38 @@ fn other_sections_are_kept() {
     assert!(out.windows(4).any(|w| w == b"name"));
 }
 
+/// A module of one `() -> ()` function whose body is `code` (no locals).
+fn raw(code: &[u8]) -> Vec<u8> {
+    let mut m = b"\0asm\x01\0\0\0".to_vec();
+    m.extend([1, 4, 1, 0x60, 0, 0]); // type section: () -> ()
+    m.extend([3, 2, 1, 0]); // function section: one of type 0
+    let mut body = vec![0u8]; // no locals
+    body.extend(code);
+    let mut section = vec![1u8, body.len() as u8];
+    section.extend(body);
+    m.push(10);
+    m.push(section.len() as u8);
+    m.extend(section);
+    m
+}
+
+#[test]
+fn unbalanced_code_is_left_to_the_engine_not_a_panic() {
+    // An else outside an if (at the top, in a block); an end past the
+    // function's; a lone end.
+    for code in [
+        &[0x05, 0x0b][..],
+        &[0x02, 0x40, 0x05, 0x0b, 0x0b][..],
+        &[0x0b, 0x0b][..],
+        &[0x01, 0x0b, 0x0b, 0x0b][..],
+    ] {
+        assert!(instrument(&raw(code)).is_err(), "{code:x?}");
+        let engine = wasmtime::Engine::default();
+        let error = compile(&engine, &raw(code)).expect_err("invalid code does not compile");
+        assert!(!format!("{error:#}").is_empty());
+    }
+}
+
 #[test]
 fn exceptions_are_left_to_the_engine() {
     let bytes = wasm(

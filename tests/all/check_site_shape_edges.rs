@@ -416,7 +416,10 @@ fn a_body_near_the_engines_size_limit_is_refused_by_name_and_one_within_the_budg
         .expect_err("a body past the compile budget is refused")
         .to_string();
     assert!(
-        error.contains("bytes long") && error.contains("4000000"),
+        error.contains("bytes long")
+            && error.contains(
+                &estalogic_kernel::loader::compile_budget::MAX_FUNCTION_BYTES.to_string()
+            ),
         "the error names the limit: {error}"
     );
     // Just within the budget: instrumented, valid, and loads and runs.
@@ -487,4 +490,103 @@ fn multivalue_blocks_and_br_tables_keep_their_meaning() {
         eprintln!("param {p}: {a:?} {b:?}");
         assert_eq!(a, b, "param {p}");
     }
+}
+
+/// A `() -> ()` function whose tail is exactly the bound (100,000 units):
+/// 99,999 units, then `br 0` to its own end.
+fn full_tail() -> Vec<u8> {
+    let mut code = vec![0x41, 0x00];
+    code.extend(std::iter::repeat_n(0x45u8, 99_998));
+    code.extend([0x1a, 0x0c, 0x00]);
+    code
+}
+
+// compile_budget.rs: MAX_FUNCTION_BYTES keeps "every body with its sites
+// under the engine's limit"; a valid module within the budget is never
+// refused as "not a valid WebAssembly module". Failed before the fix (the
+// budget was 4,000,000 bytes): a 3,200,002-byte body of calls to a
+// function whose tail is the bound got a site after every call and was
+// refused as invalid, 8,000,002 bytes with its sites. Now the largest body
+// of calls the budget admits fits with its sites, loads and runs.
+#[test]
+fn the_largest_body_of_calls_the_budget_admits_fits_with_its_sites() {
+    let budget = estalogic_kernel::loader::compile_budget::MAX_FUNCTION_BYTES;
+    // Two bytes a call, within the budget with the body's other bytes.
+    let calls = (budget - 8) / 2;
+    let mut big = Vec::with_capacity(2 * calls);
+    for _ in 0..calls {
+        big.extend([0x10, 0x00]);
+    }
+    // Function 0: the full tail; 1: the calls; run calls 1 once.
+    let bytes = module(
+        &[(T_VOID, full_tail()), (T_VOID, big)],
+        vec![0x10, 0x01, 0x41, 0x00],
+        vec![0x41, 0x00],
+        &[],
+        false,
+    );
+    assert!(estalogic_kernel::loader::compile_budget::check(&bytes).is_ok());
+    let out = estalogic_kernel::loader::check_sites::instrument(&bytes).expect("instruments");
+    assert!(out.len() > 2 * bytes.len(), "a site after every call");
+    // The engine's validator takes it (compiling a 7.5 MB function takes
+    // minutes in a debug build; the engine's size limit is the parser's).
+    wasmtime::Module::validate(&wasmtime::Engine::default(), &out)
+        .expect("the instrumented module is valid");
+    let mut k = det();
+    // A body one call larger is refused by the budget, by name.
+    let mut over = vec![];
+    for _ in 0..budget / 2 + 1 {
+        over.extend([0x10, 0x00]);
+    }
+    let bytes = module(
+        &[(T_VOID, full_tail()), (T_VOID, over)],
+        vec![0x41, 0x00],
+        vec![0x41, 0x00],
+        &[],
+        false,
+    );
+    let error = k
+        .load_module(
+            manifest("over", "run", ALL_CAPS, "normal"),
+            &bytes,
+            Path::new("over"),
+        )
+        .expect_err("over the budget")
+        .to_string();
+    assert!(error.contains("bytes long"), "{error}");
+}
+
+// compile_budget.rs: "a small module built to make Cranelift slow or
+// hungry ... is refused at once with a reason". Failed before the fix:
+// element segments whose offset is not a plain constant compile element
+// by element (100 segments of 128 elements took about 20 times as long as
+// a function body of their size; 1,000 took 33 s in a debug build), and
+// only their number was limited. Now their elements in all are.
+#[test]
+fn element_segments_past_the_budgets_elements_are_refused_at_once() {
+    use estalogic_kernel::loader::compile_budget::{MAX_ELEMENTS, check};
+    let limit = MAX_ELEMENTS as usize;
+    let bytes = |elements: usize| {
+        module(
+            &[],
+            vec![0x41, 0x00],
+            vec![0x41, 0x00],
+            &vec![0u32; elements],
+            false,
+        )
+    };
+    assert!(check(&bytes(limit)).is_ok());
+    let error = check(&bytes(limit + 1)).expect_err("one element too many");
+    assert!(error.contains("table elements"), "{error}");
+    // The kernel refuses it before compiling anything.
+    let mut k = det();
+    let error = k
+        .load_module(
+            manifest("e", "run", ALL_CAPS, "normal"),
+            &bytes(limit + 1),
+            Path::new("e"),
+        )
+        .expect_err("refused")
+        .to_string();
+    assert!(error.contains("table elements"), "{error}");
 }

@@ -353,3 +353,70 @@ pub fn describe(report: &RunReport) -> String {
     }
     s
 }
+
+/// The report of `module`'s first process in `report` (panics, with the
+/// whole report, if it has none).
+pub fn report_of<'a>(report: &'a RunReport, module: &str) -> &'a ProcessReport {
+    report
+        .processes
+        .iter()
+        .find(|p| p.module == module)
+        .unwrap_or_else(|| panic!("no process of {module}:\n{}", describe(report)))
+}
+
+/// The trap code of `status`, if it is a trap.
+pub fn trapped(status: &estalogic_kernel::ExitStatus) -> Option<estalogic_abi::ErrorCode> {
+    match status {
+        estalogic_kernel::ExitStatus::Trapped { code, .. } => Some(*code),
+        _ => None,
+    }
+}
+
+/// Loads a module given as bytes (or WAT text) under `name`, entry point
+/// `entry`, with every test capability, at NORMAL priority.
+pub fn load_bytes(kernel: &mut Kernel, name: &str, entry: &str, bytes: &[u8]) {
+    kernel
+        .load_module(
+            manifest(name, entry, ALL_CAPS, "normal"),
+            bytes,
+            Path::new(name),
+        )
+        .unwrap_or_else(|e| panic!("{name} does not load: {e}"));
+}
+
+/// Building blocks of binary modules, for tests that write them as bytes
+/// (WAT text of millions of instructions is slow to parse).
+pub mod wasm_bytes {
+    /// Appends `v` as unsigned LEB128.
+    pub fn leb(mut v: u64, out: &mut Vec<u8>) {
+        loop {
+            let b = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                out.push(b);
+                break;
+            }
+            out.push(b | 0x80);
+        }
+    }
+
+    /// Appends `v` as signed LEB128.
+    pub fn sleb(mut v: i64, out: &mut Vec<u8>) {
+        loop {
+            let b = (v & 0x7f) as u8;
+            v >>= 7;
+            let done = (v == 0 && b & 0x40 == 0) || (v == -1 && b & 0x40 != 0);
+            out.push(if done { b } else { b | 0x80 });
+            if done {
+                break;
+            }
+        }
+    }
+
+    /// Appends a section: its id, its length and `body`.
+    pub fn section(id: u8, body: Vec<u8>, out: &mut Vec<u8>) {
+        out.push(id);
+        leb(body.len() as u64, out);
+        out.extend(body);
+    }
+}

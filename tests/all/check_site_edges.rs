@@ -3,65 +3,12 @@
 //! its handler budget like any other.
 
 use estalogic_kernel::abi::ErrorCode;
-use estalogic_kernel::{ExitStatus, Kernel, ProcessReport, RunReport};
-use estalogic_tests::{ALL_CAPS, describe, manifest};
-use std::path::Path;
+use estalogic_kernel::{ExitStatus, Kernel};
+use estalogic_tests::wasm_bytes::{leb, section, sleb};
+use estalogic_tests::{load_bytes as load, report_of, trapped};
 
 fn det() -> Kernel {
     Kernel::builder().deterministic(true).build().unwrap()
-}
-
-fn load(k: &mut Kernel, name: &str, entry: &str, bytes: &[u8]) {
-    k.load_module(
-        manifest(name, entry, ALL_CAPS, "normal"),
-        bytes,
-        Path::new(name),
-    )
-    .unwrap_or_else(|e| panic!("{name} does not load: {e}"));
-}
-
-fn report_of<'a>(r: &'a RunReport, module: &str) -> &'a ProcessReport {
-    r.processes
-        .iter()
-        .find(|p| p.module == module)
-        .unwrap_or_else(|| panic!("no process of {module}:\n{}", describe(r)))
-}
-
-fn trapped(status: &ExitStatus) -> Option<ErrorCode> {
-    match status {
-        ExitStatus::Trapped { code, .. } => Some(*code),
-        _ => None,
-    }
-}
-
-fn leb(mut v: u64, out: &mut Vec<u8>) {
-    loop {
-        let b = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(b);
-            break;
-        }
-        out.push(b | 0x80);
-    }
-}
-
-fn sleb(mut v: i64, out: &mut Vec<u8>) {
-    loop {
-        let b = (v & 0x7f) as u8;
-        v >>= 7;
-        let done = (v == 0 && b & 0x40 == 0) || (v == -1 && b & 0x40 != 0);
-        out.push(if done { b } else { b | 0x80 });
-        if done {
-            break;
-        }
-    }
-}
-
-fn section(id: u8, body: Vec<u8>, out: &mut Vec<u8>) {
-    out.push(id);
-    leb(body.len() as u64, out);
-    out.extend(body);
 }
 
 /// Fuel units in `$big`: straight-line code, no loop, no call.

@@ -4,53 +4,13 @@
 //! near the engine's size limit, and blocks whose meaning must survive.
 
 use estalogic_kernel::abi::ErrorCode;
-use estalogic_kernel::{ExitStatus, Kernel, ProcessReport, RunReport};
-use estalogic_tests::{ALL_CAPS, describe, manifest};
+use estalogic_kernel::{ExitStatus, Kernel};
+use estalogic_tests::wasm_bytes::{leb, section, sleb};
+use estalogic_tests::{ALL_CAPS, describe, load_bytes as load, manifest, report_of, trapped};
 use std::path::Path;
 
 fn det() -> Kernel {
     Kernel::builder().deterministic(true).build().unwrap()
-}
-
-fn load(k: &mut Kernel, name: &str, entry: &str, bytes: &[u8]) {
-    k.load_module(
-        manifest(name, entry, ALL_CAPS, "normal"),
-        bytes,
-        Path::new(name),
-    )
-    .unwrap_or_else(|e| panic!("{name} does not load: {e}"));
-}
-
-fn report_of<'a>(r: &'a RunReport, module: &str) -> &'a ProcessReport {
-    r.processes
-        .iter()
-        .find(|p| p.module == module)
-        .unwrap_or_else(|| panic!("no process of {module}:\n{}", describe(r)))
-}
-
-fn trapped(status: &ExitStatus) -> Option<ErrorCode> {
-    match status {
-        ExitStatus::Trapped { code, .. } => Some(*code),
-        _ => None,
-    }
-}
-
-fn leb(mut v: u64, out: &mut Vec<u8>) {
-    loop {
-        let b = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(b);
-            break;
-        }
-        out.push(b | 0x80);
-    }
-}
-
-fn section(id: u8, body: Vec<u8>, out: &mut Vec<u8>) {
-    out.push(id);
-    leb(body.len() as u64, out);
-    out.extend(body);
 }
 
 /// Types of every probe module.
@@ -140,18 +100,6 @@ fn module(
     }
     section(10, code, &mut m);
     m
-}
-
-fn sleb(mut v: i64, out: &mut Vec<u8>) {
-    loop {
-        let b = (v & 0x7f) as u8;
-        v >>= 7;
-        let done = (v == 0 && b & 0x40 == 0) || (v == -1 && b & 0x40 != 0);
-        out.push(if done { b } else { b | 0x80 });
-        if done {
-            break;
-        }
-    }
 }
 
 /// `n` units of straight-line work: `i32.const 0; drop` (one fuel unit).

@@ -11,8 +11,10 @@
 //! without their fixes, the others pin what already held.
 
 use estalogic_kernel::abi::ErrorCode;
-use estalogic_kernel::{ExitStatus, Kernel, ProcessReport, RunReport};
-use estalogic_tests::{ALL_CAPS, describe, first_exit_then_stop, load_bundled, manifest};
+use estalogic_kernel::{ExitStatus, Kernel, ProcessReport};
+use estalogic_tests::{
+    ALL_CAPS, describe, first_exit_then_stop, load_bundled, manifest, report_of, trapped,
+};
 use std::path::Path;
 
 // ---------------------------------------------------------------------------
@@ -36,13 +38,6 @@ fn load(k: &mut Kernel, name: &str, entry: &str, bytes: &[u8]) {
     try_load(k, name, entry, bytes).unwrap_or_else(|e| panic!("{name} does not load: {e}"));
 }
 
-fn report_of<'a>(r: &'a RunReport, module: &str) -> &'a ProcessReport {
-    r.processes
-        .iter()
-        .find(|p| p.module == module)
-        .unwrap_or_else(|| panic!("no process of {module}:\n{}", describe(r)))
-}
-
 /// Loads `wat` alone in a deterministic kernel, runs it, returns its report.
 fn run_alone(entry: &str, wat: &str) -> ProcessReport {
     let mut k = det();
@@ -50,13 +45,6 @@ fn run_alone(entry: &str, wat: &str) -> ProcessReport {
     k.spawn("m").unwrap();
     let r = k.run();
     report_of(&r, "m").clone()
-}
-
-fn trapped(status: &ExitStatus) -> Option<ErrorCode> {
-    match status {
-        ExitStatus::Trapped { code, .. } => Some(*code),
-        _ => None,
-    }
 }
 
 const INBOX: &str =

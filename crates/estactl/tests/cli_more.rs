@@ -2,84 +2,11 @@
 //! directories (from the twenty-first probe round). Each case cites the line it holds the tool to.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn write(path: &Path, contents: &str) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, contents).unwrap();
-}
-
-/// The binary, with a private compiled-module cache under `tmp`.
-fn command(tmp: &Path) -> Command {
-    let cache = tmp.join("cache");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_estactl"));
-    command.env("ESTALOGIC_CACHE_DIR", cache);
-    command
-}
-
-fn estactl(tmp: &Path, args: &[&str]) -> Output {
-    command(tmp).args(args).output().expect("run estactl")
-}
-
-/// A manifest of a task module `name` whose code is the WAT `wat`, in
-/// `dir/name/`.
-fn module(dir: &Path, name: &str, extra: &str, wat: &str) {
-    write(
-        &dir.join(name).join("manifest.json"),
-        &format!(
-            r#"{{"name":"{name}","version":"0.1.0","entry_point":"run","runtime":"wasm32","module":"m.wat"{extra}}}"#
-        ),
-    );
-    write(&dir.join(name).join("m.wat"), wat);
-}
-
-fn no_panic(out: &Output) {
-    let stderr = text(&out.stderr);
-    assert!(
-        !stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"),
-        "{stderr}"
-    );
-    assert_ne!(out.status.code(), Some(101), "{stderr}");
-}
-
-const LOOP: &str = r#"(module (func (export "run") (loop br 0)))"#;
-const OK: &str = r#"(module (func (export "run") (result i32) i32.const 0))"#;
-const TRAP: &str = r#"(module (func (export "run") unreachable))"#;
-
-/// Starts `estactl args`, waits `after`, sends `signal` to the child and
-/// waits (at most 20 s) for it to end.
-fn signalled(tmp: &Path, args: &[&str], signal: i32, after: Duration) -> Output {
-    let child = command(tmp)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run estactl");
-    std::thread::sleep(after);
-    // SAFETY: kill(2) on the pid of a child we own and have not reaped.
-    unsafe {
-        libc::kill(child.id() as i32, signal);
-    }
-    let started = Instant::now();
-    let id = child.id();
-    let waiter = std::thread::spawn(move || child.wait_with_output().unwrap());
-    while !waiter.is_finished() {
-        if started.elapsed() > Duration::from_secs(20) {
-            // SAFETY: as above; the child has not been reaped yet.
-            unsafe {
-                libc::kill(id as i32, libc::SIGKILL);
-            }
-            panic!("estactl did not stop within 20 s of the signal");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    waiter.join().unwrap()
-}
+mod common;
+use common::*;
 
 // ---------------------------------------------------------------- defects
 
@@ -114,14 +41,6 @@ fn dev_full() -> Stdio {
             .open("/dev/full")
             .expect("/dev/full"),
     )
-}
-
-fn examples(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples")
-        .join(name)
-        .display()
-        .to_string()
 }
 
 /// README: "runs until all end (Ctrl-C stops cleanly)"; brief: never a

@@ -5,98 +5,19 @@
 //! JSON summaries, trace limits, full devices, the compiled-module cache
 //! and signals, which held.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+mod common;
+use common::*;
 
-fn write(path: &Path, contents: &str) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, contents).unwrap();
-}
-
-/// The binary, with a private compiled-module cache under `tmp`.
-fn command(tmp: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_estactl"));
-    command.env("ESTALOGIC_CACHE_DIR", tmp.join("cache"));
-    command
-}
-
-fn estactl(tmp: &Path, args: &[&str]) -> Output {
-    command(tmp).args(args).output().expect("run estactl")
-}
-
-fn no_panic(out: &Output) {
-    let stderr = text(&out.stderr);
-    assert!(
-        !stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"),
-        "{stderr}"
-    );
-    assert_ne!(out.status.code(), Some(101), "{stderr}");
-}
-
-fn examples(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples")
-        .join(name)
-        .display()
-        .to_string()
-}
-
-/// A task module `name` in `dir/name/` whose code is `wat`; `extra` is
-/// appended to the manifest object (starting with a comma).
-fn module(dir: &Path, name: &str, extra: &str, wat: &str) {
-    write(
-        &dir.join(name).join("manifest.json"),
-        &format!(
-            r#"{{"name":"{name}","version":"0.1.0","entry_point":"run","runtime":"wasm32","module":"m.wat"{extra}}}"#
-        ),
-    );
-    write(&dir.join(name).join("m.wat"), wat);
-}
-
-const OK: &str = r#"(module (func (export "run") (result i32) i32.const 0))"#;
 const SEVEN: &str = r#"(module (func (export "run") (result i32) i32.const 7))"#;
-const LOOP: &str = r#"(module (func (export "run") (loop br 0)))"#;
-const TRAP: &str = r#"(module (func (export "run") unreachable))"#;
 const WAIT_FOREVER: &str = r#"(module
   (import "estalogic" "receive" (func $receive (param i32 i64 i32 i32 i32) (result i64)))
   (memory (export "memory") 1)
   (func (export "run") (drop (call $receive (i32.const 0) (i64.const -1)
                                            (i32.const 0) (i32.const 64) (i32.const 1024)))))"#;
-
-/// Starts `estactl args`, waits `after`, sends `signal` and waits (at most
-/// 8 s) for the end. Only the child we started is signalled, by its pid.
-fn signalled(tmp: &Path, args: &[&str], signal: i32, after: Duration) -> Output {
-    let child = command(tmp)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run estactl");
-    std::thread::sleep(after);
-    let id = child.id() as i32;
-    // SAFETY: kill(2) on the pid of a child we own and have not reaped.
-    unsafe {
-        libc::kill(id, signal);
-    }
-    let started = Instant::now();
-    let waiter = std::thread::spawn(move || child.wait_with_output().unwrap());
-    while !waiter.is_finished() {
-        if started.elapsed() > Duration::from_secs(8) {
-            // SAFETY: as above; the child has not been reaped yet.
-            unsafe {
-                libc::kill(id, libc::SIGKILL);
-            }
-            panic!("estactl did not stop within 8 s of the signal");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    waiter.join().unwrap()
-}
 
 // =============================================== failed before their fixes
 

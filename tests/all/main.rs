@@ -26,6 +26,7 @@ mod loading;
 mod messaging;
 mod messaging_edges;
 mod name_edges;
+mod notifications;
 mod ordering_edges;
 mod priority_edges;
 mod restart_edges;

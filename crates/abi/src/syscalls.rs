@@ -150,11 +150,20 @@ pub enum Syscall {
     /// message sent; an answer that comes later is queued like any message
     /// (use `send` and `receive_reply` to keep the sequence number).
     SendReceive = 17,
+    /// `notify(kind: i32, payload_ptr: i32, payload_len: i32) -> i64`: hands
+    /// a notification to the host (a desktop shell, a tool embedding the
+    /// kernel): `kind` (any `i32`, the service's own vocabulary) and up to
+    /// 1 MiB of payload, copied at once. The host takes them in order
+    /// (`Kernel::subscribe_notifications`); the kernel holds at most
+    /// `MAX_PENDING_NOTIFICATIONS` of them, or 64 MiB, that no host has
+    /// taken yet, and refuses one past either with `LIMIT_REACHED`, never
+    /// dropping one it accepted. Returns 0.
+    Notify = 18,
 }
 
 impl Syscall {
     /// Every syscall, in number order.
-    pub const ALL: [Syscall; 17] = [
+    pub const ALL: [Syscall; 18] = [
         Syscall::Exit,
         Syscall::Yield,
         Syscall::SelfPid,
@@ -172,6 +181,7 @@ impl Syscall {
         Syscall::CapDelegate,
         Syscall::CapRevoke,
         Syscall::SendReceive,
+        Syscall::Notify,
     ];
 
     /// The function name the guest imports from [`IMPORT_MODULE`].
@@ -194,6 +204,7 @@ impl Syscall {
             Syscall::CapDelegate => "cap_delegate",
             Syscall::CapRevoke => "cap_revoke",
             Syscall::SendReceive => "send_receive",
+            Syscall::Notify => "notify",
         }
     }
 
@@ -206,7 +217,7 @@ impl Syscall {
             Syscall::Lookup => (&[I32, I32], &[I64]),
             Syscall::Send => (&[I64, I32, I32, I32, I32], &[I64]),
             Syscall::Receive => (&[I32, I64, I32, I32, I32], &[I64]),
-            Syscall::Log => (&[I32, I32, I32], &[I64]),
+            Syscall::Log | Syscall::Notify => (&[I32, I32, I32], &[I64]),
             Syscall::Peek => (&[I32, I32], &[I64]),
             Syscall::Reply => (&[I64, I64, I32, I32, I32, I32], &[I64]),
             Syscall::ReceiveReply => (&[I64, I64, I32, I32, I32], &[I64]),
@@ -250,6 +261,7 @@ impl TryFrom<u32> for Syscall {
             15 => Syscall::CapDelegate,
             16 => Syscall::CapRevoke,
             17 => Syscall::SendReceive,
+            18 => Syscall::Notify,
             other => return Err(other),
         })
     }

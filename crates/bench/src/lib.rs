@@ -51,6 +51,7 @@ pub mod idle;
 pub mod measure;
 pub mod messaging;
 pub mod preemption;
+pub mod service;
 pub mod spawning;
 pub mod syscalls;
 

@@ -31,6 +31,7 @@ pub use crate::core::kernel_loop::{
     ExitStatus, LoopStats, ProcessReport, RestartRecord, TraceRecord,
 };
 pub use crate::core::scheduler::SlicePolicy;
+pub use crate::drivers::notifications::{Notification, NotificationQueue};
 pub use crate::loader::manifest::{Manifest, ManifestError};
 pub use crate::loader::preload_manager::{CacheStats, ModuleCache};
 pub use crate::loader::wasm_loader::ModuleError;

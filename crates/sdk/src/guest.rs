@@ -26,6 +26,7 @@ mod raw {
             buffer_len: usize,
         ) -> i64;
         pub unsafe fn log(level: i32, ptr: *const u8, len: usize) -> i64;
+        pub unsafe fn notify(kind: i32, ptr: *const u8, len: usize) -> i64;
         pub safe fn clock_now() -> i64;
         pub unsafe fn peek(type_filter: u32, header_ptr: *mut u8) -> i64;
         pub unsafe fn reply(
@@ -480,6 +481,16 @@ pub fn log_at(level: i32, message: &str) {
     unsafe {
         raw::log(level, message.as_ptr(), message.len());
     }
+}
+
+/// Hands the host a notification: `kind` (this service's own vocabulary)
+/// and `payload` (at most 1 MiB, copied at once). `PERMISSION_DENIED`
+/// without `notifications:send`; `LIMIT_REACHED` while the kernel already
+/// holds as many notifications as it may that the host has not taken (the
+/// notification is not kept: try again later, or give up).
+pub fn notify(kind: i32, payload: &[u8]) -> Result<(), ErrorCode> {
+    // SAFETY: the pointer and length describe `payload`, which outlives the call.
+    check(unsafe { raw::notify(kind, payload.as_ptr(), payload.len()) }).map(|_| ())
 }
 
 /// A fixed-size text buffer for formatting log lines without an allocator.

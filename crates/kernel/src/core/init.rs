@@ -23,6 +23,7 @@ use crate::core::module_registry::{ModuleKey, ModuleRegistry, ModuleState};
 use crate::core::scheduler::SlicePolicy;
 use crate::core::supervision::{Ladder, RestartPolicy};
 use crate::drivers::clock::Clock;
+use crate::drivers::notifications::NotificationQueue;
 use crate::loader::lifecycle_manager::ProcessFactory;
 use crate::loader::manifest::{Manifest, ManifestError, ModuleSource};
 use crate::loader::preload_manager::{CacheStats, ModuleCache};
@@ -567,6 +568,15 @@ impl Kernel {
         let (sender, receiver) = std::sync::mpsc::channel();
         self.exit_listeners.push(sender);
         receiver
+    }
+
+    /// The host's end of the processes' notifications (the `notify`
+    /// syscall, capability `notifications:send`): take them from any
+    /// thread, during [`Kernel::run`] or after it. The kernel holds at most
+    /// [`MAX_PENDING_NOTIFICATIONS`](crate::drivers::notifications::MAX_PENDING_NOTIFICATIONS)
+    /// not taken yet; past that, `notify` fails with `LIMIT_REACHED`.
+    pub fn notifications(&self) -> NotificationQueue {
+        NotificationQueue(self.shared.notifications.clone())
     }
 
     /// A builder with defaults: real clock, default slices, nothing bundled.

@@ -16,6 +16,7 @@
 use crate::core::capabilities_engine::{AuditDetail, AuditEvent, AuditKind, CapabilityEngine};
 use crate::core::process::ProcessTable;
 use crate::drivers::clock::Clock;
+use crate::drivers::notifications::Notifications;
 use estalogic_abi::{Header, Pid};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -286,6 +287,8 @@ pub struct KernelShared {
     /// The capability engine's generation as of its last change.
     pub(crate) capability_generation: AtomicU64,
     trace: Option<Mutex<Trace>>,
+    /// What processes posted for the host (`notify`), not taken yet.
+    pub(crate) notifications: Arc<Notifications>,
 }
 
 /// The most denials of one process the audit buffer keeps between two
@@ -383,6 +386,7 @@ impl KernelShared {
             syscalls: AtomicU64::new(0),
             capability_generation: AtomicU64::new(0),
             trace: trace.then(|| Mutex::new(Trace::default())),
+            notifications: Arc::new(Notifications::default()),
         }
     }
 

@@ -52,6 +52,7 @@ pub fn requirement(syscall: Syscall) -> Option<(Resource, Rights)> {
         Syscall::Lookup => (Resource::Process, Rights::READ),
         Syscall::Log => (Resource::Custom("log".into()), Rights::WRITE),
         Syscall::ClockNow => (Resource::Timer, Rights::READ),
+        Syscall::Notify => (Resource::Custom("notifications".into()), Rights::WRITE),
     })
 }
 

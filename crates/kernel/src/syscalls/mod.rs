@@ -15,6 +15,7 @@
 
 pub mod capabilities;
 pub mod ipc;
+pub mod notify;
 pub mod process;
 pub mod time;
 
@@ -538,6 +539,7 @@ pub fn add_to_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::Result<()
     process::add_to_linker(linker)?;
     ipc::add_to_linker(linker)?;
     time::add_to_linker(linker)?;
+    notify::add_to_linker(linker)?;
     capabilities::add_to_linker(linker)?;
     Ok(())
 }
@@ -568,6 +570,7 @@ pub fn add_to_handler_linker(linker: &mut Linker<ProcessContext>) -> wasmtime::R
     process::add_to_handler_linker(linker)?;
     ipc::add_to_handler_linker(linker)?;
     time::add_to_handler_linker(linker)?;
+    notify::add_to_handler_linker(linker)?;
     capabilities::add_to_handler_linker(linker)?;
     Ok(())
 }

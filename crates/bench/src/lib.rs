@@ -23,7 +23,11 @@
 //!
 //! # Adding a benchmark for a service
 //!
-//! Give the service an entry point that does the operation N times, then
+//! A service that answers requests needs no code of its own: boot it and
+//! put a [`service::ServiceLoad`] on it, as `service_call_round_trip_ns`
+//! does for `echo` ([`service::echo_round_trip`]) and `estactl
+//! bench-service` does for any app's service. For an operation that is not
+//! a request, give the service an entry point that does it N times, then
 //! add an entry to [`ALL`] whose `run` times one process of it with
 //! [`harness::time_per_operation`]:
 //!
@@ -351,6 +355,14 @@ pub const ALL: &[Benchmark] = &[
                 median of pairs",
         target: None,
         run: syscalls::checked_syscall,
+    },
+    Benchmark {
+        name: "service_call_round_trip_ns",
+        unit: "ns",
+        about: "a client's call to the bundled echo service (a handler), as `estactl \
+                bench-service` makes it: median round trip of 20,000, timed in the guest",
+        target: None,
+        run: service::echo_round_trip,
     },
     Benchmark {
         name: "boot_cold_ms",

@@ -30,6 +30,8 @@
 //! the first measured call's start to the last one's end, on the kernel
 //! clock.
 
+use crate::harness::{self, Guest};
+use crate::{Settings, measure};
 use anyhow::{Context as _, Result, anyhow, bail};
 use estalogic_kernel::abi::{ErrorCode, MAX_PAYLOAD_LEN, MessageType};
 use estalogic_kernel::{ExitStatus, Kernel, Manifest, Notification, RunReport};
@@ -320,6 +322,28 @@ impl ServiceLoad {
         notifications.extend(kernel.notifications().take_all());
         ServiceFigures::collect(self, &pids, notifications, report)
     }
+}
+
+/// `service_call_round_trip_ns`: the median round trip of a client's
+/// calls to the bundled `echo` (a handler answering with the request's
+/// payload); best of the runs.
+pub fn echo_round_trip(settings: &Settings) -> Result<f64> {
+    measure::best_of(settings.runs(), || {
+        let echo = Guest::bundled("echo", "handle", &["messaging:send", "messaging:receive"]);
+        let mut kernel = harness::boot(Kernel::builder(), &[echo])?;
+        let calls = u32::try_from(settings.count(20_000, 200))?;
+        let mut load = ServiceLoad::new("echo", MessageType(0x1001), b"request", calls);
+        load.expect = Some(MessageType(0x1001));
+        let figures = load.run(&mut kernel)?;
+        if let Some(stop) = figures.failures.first() {
+            bail!(
+                "echo: a client stopped after {} calls: {}",
+                stop.after_calls,
+                stop.failure
+            );
+        }
+        Ok(figures.percentile_ns(0.5) as f64)
+    })
 }
 
 /// Where a client stopped, if it did not make all its calls.

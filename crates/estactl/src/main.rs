@@ -7,6 +7,8 @@
 //! - `list-modules <app-dir>` and `show-capabilities <app-dir> <module>`
 //!   inspect an app without running it.
 //! - `bench` measures the kernel's basic costs on the bundled services.
+//! - `bench-service <app-dir> <module>` puts a load on one service of an app
+//!   and prints its clients' round trips and throughput.
 
 /// Writes a line to standard output; a write that fails (a full device, a
 /// descriptor closed at start, see [`output::stdout`]) is an
@@ -33,6 +35,7 @@ macro_rules! errln {
 
 mod allocator;
 mod bench;
+mod bench_service;
 mod inspect;
 mod output;
 
@@ -44,6 +47,8 @@ static ALLOCATOR: allocator::Allocator = allocator::Allocator;
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
+use estalogic_bench::service::{self, ServiceLoad};
+use estalogic_kernel::abi::MessageType;
 use estalogic_kernel::{Kernel, KernelBuilder, KernelError, ModuleCache};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -160,6 +165,65 @@ enum Command {
         #[arg(long)]
         list: bool,
     },
+    /// Put a load on one service of an app: client processes call it
+    /// (request, wait for the answer) and report round trips and throughput.
+    BenchService {
+        /// The app directory.
+        app_dir: PathBuf,
+        /// The service's module name; it is spawned with the modules it
+        /// depends on and its supervisor, not the rest of the app.
+        module: String,
+        /// The requests' message type: a name (PING, ACCRUAL_REQUEST, ...)
+        /// or a number (4097, 0x1001).
+        #[arg(long = "type", default_value = "PING", value_parser = message_type)]
+        message_type: MessageType,
+        /// The requests' payload, as text.
+        #[arg(long, conflicts_with = "payload_file")]
+        payload: Option<String>,
+        /// The requests' payload, from a file (at most 1 MiB).
+        #[arg(long, value_name = "FILE")]
+        payload_file: Option<PathBuf>,
+        /// Count an answer of another type than this as a failure.
+        #[arg(long, value_parser = message_type)]
+        expect: Option<MessageType>,
+        /// Measured calls per client.
+        #[arg(
+            long,
+            default_value_t = 10_000,
+            allow_negative_numbers = true,
+            value_parser = clap::value_parser!(u32).range(1..=i64::from(service::MAX_REQUESTS))
+        )]
+        requests: u32,
+        /// Calls per client before the measured ones.
+        #[arg(long, default_value_t = 100, allow_negative_numbers = true)]
+        warmup: u32,
+        /// Client processes calling at once.
+        #[arg(
+            long,
+            default_value_t = 1,
+            allow_negative_numbers = true,
+            value_parser = clap::value_parser!(u32).range(1..=i64::from(service::MAX_CLIENTS))
+        )]
+        clients: u32,
+        /// How long a client waits for one answer, in milliseconds.
+        #[arg(
+            long,
+            default_value_t = 10_000,
+            allow_negative_numbers = true,
+            value_parser = clap::value_parser!(u32).range(1..)
+        )]
+        timeout_ms: u32,
+        /// Print the figures as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        boot: BootOptions,
+    },
+}
+
+/// Parses `--type` and `--expect`.
+fn message_type(text: &str) -> Result<MessageType, String> {
+    service::parse_message_type(text)
 }
 
 fn main() -> ExitCode {
@@ -271,7 +335,58 @@ fn execute(command: Command) -> Result<ExitCode> {
             quick,
             list,
         } => bench::run(repeat, json, only.as_deref(), quick, list).map(|()| ExitCode::SUCCESS),
+        Command::BenchService {
+            app_dir,
+            module,
+            message_type,
+            payload,
+            payload_file,
+            expect,
+            requests,
+            warmup,
+            clients,
+            timeout_ms,
+            json,
+            boot,
+        } => {
+            let payload = match (payload, payload_file) {
+                (Some(text), _) => text.into_bytes(),
+                (None, Some(file)) => read_payload(&file)?,
+                (None, None) => Vec::new(),
+            };
+            let load = ServiceLoad {
+                module,
+                message_type,
+                payload,
+                expect,
+                requests,
+                warmup,
+                clients,
+                timeout_ms,
+            };
+            bench_service::run(&app_dir, &load, json, boot)
+        }
     }
+}
+
+/// A payload file's bytes: at most a message's 1 MiB, read no further.
+fn read_payload(file: &Path) -> Result<Vec<u8>> {
+    use std::io::Read as _;
+    let limit = estalogic_kernel::abi::MAX_PAYLOAD_LEN;
+    let opened = std::fs::File::open(file)
+        .with_context(|| format!("cannot read the payload file {}", file.display()))?;
+    let mut bytes = Vec::new();
+    opened
+        .take(limit as u64 + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read the payload file {}", file.display()))?;
+    if bytes.len() > limit {
+        anyhow::bail!(
+            "the payload file {} is over a message's {limit} bytes",
+            file.display()
+        );
+    }
+    Ok(bytes)
 }
 
 impl BootOptions {

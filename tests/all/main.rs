@@ -36,6 +36,7 @@ mod scheduling;
 mod scheduling_edges;
 mod sdk_edges;
 mod soak;
+mod start_function_edges;
 mod supervision;
 mod supervision_edges;
 mod time_edges;

@@ -22,6 +22,12 @@ use std::process::ExitCode;
 /// on it and prints the figures.
 pub fn run(app_dir: &Path, load: &ServiceLoad, json: bool, boot: BootOptions) -> Result<ExitCode> {
     load.check()?;
+    if boot.deterministic {
+        bail!(
+            "bench-service measures real time, and --deterministic runs on a virtual clock \
+             (every round trip would read as the clock's fixed steps): leave it out"
+        );
+    }
     let mut kernel = load_app(app_dir, boot, false)?;
     if kernel.registry().latest(CLIENT).is_some() {
         bail!(

@@ -185,7 +185,11 @@ fn bad_requests_are_clear_errors() {
     let big = tmp.path().join("big");
     std::fs::write(&big, vec![0u8; (1 << 20) + 1]).unwrap();
     let big = big.to_str().unwrap();
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 8] = [
+        (
+            &["bench-service", &app, "pong", "--deterministic"],
+            "bench-service measures real time",
+        ),
         (
             &["bench-service", &app, "nobody"],
             "no module named \"nobody\" (its modules: ping, pong)",

@@ -420,3 +420,22 @@ pub mod wasm_bytes {
         out.extend(body);
     }
 }
+
+/// Runs `kernel` on another thread, asks it to shut down after `after`,
+/// and gives it back with its report; `None` if the run had not ended
+/// `watchdog` later.
+pub fn run_and_stop_after(
+    mut kernel: Kernel,
+    after: Duration,
+    watchdog: Duration,
+) -> Option<(Kernel, RunReport)> {
+    let shutdown = kernel.shutdown_handle();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let report = kernel.run();
+        let _ = tx.send((kernel, report));
+    });
+    std::thread::sleep(after);
+    shutdown.request();
+    rx.recv_timeout(watchdog).ok()
+}

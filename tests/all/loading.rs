@@ -698,11 +698,20 @@ fn links_out_of_the_app_directory_are_refused() {
 }
 
 #[test]
-fn a_scoped_receive_or_broadcast_capability_is_refused_at_load() {
+fn a_scoped_capability_whose_syscalls_name_no_module_is_refused_at_load() {
     // A receive takes from any sender and a broadcast reaches every
-    // process: a scoped grant of either could never be used (every call
-    // was PERMISSION_DENIED), so the manifest is refused, naming the field.
-    for name in ["messaging:receive", "messaging:broadcast"] {
+    // process, and a log line, a clock read and a notification for the
+    // host name no resource: a scoped grant of any of them could never be
+    // used (every call was PERMISSION_DENIED; notifications:send's was
+    // found so by the forty-fourth probe round), so the manifest is
+    // refused, naming the field.
+    for name in [
+        "messaging:receive",
+        "messaging:broadcast",
+        "log:write",
+        "time:read",
+        "notifications:send",
+    ] {
         let mut kernel = Kernel::builder().build().unwrap();
         let manifest = estalogic_kernel::Manifest::parse(&format!(
             r#"{{"name":"scoped","version":"0.1.0","entry_point":"run","runtime":"wasm32",

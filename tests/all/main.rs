@@ -27,6 +27,7 @@ mod messaging;
 mod messaging_edges;
 mod name_edges;
 mod notifications;
+mod notify_edges;
 mod ordering_edges;
 mod priority_edges;
 mod restart_edges;

@@ -26,7 +26,7 @@
 use estalogic_abi::{ErrorCode, Pid};
 use estalogic_kernel::core::supervision::RestartAction;
 use estalogic_kernel::{ExitStatus, Kernel, ProcessReport, RunReport};
-use estalogic_tests::{Script, describe, load_wat_with, neg};
+use estalogic_tests::{Script, describe, load_wat_with, neg, run_and_stop_after};
 use std::collections::HashSet;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -974,17 +974,9 @@ fn a_second_run_after_a_shutdown_finds_only_its_own_processes() {
         k.spawn("svc").unwrap();
         k.spawn("svc").unwrap();
         k.spawn("spin").unwrap();
-        let shutdown = k.shutdown_handle();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let report = k.run();
-            let _ = tx.send((k, report));
-        });
-        std::thread::sleep(Duration::from_millis(100));
-        shutdown.request();
-        let (mut k, r1) = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the first run ends after the shutdown request");
+        let (mut k, r1) =
+            run_and_stop_after(k, Duration::from_millis(100), Duration::from_secs(20))
+                .expect("the first run ends after the shutdown request");
         assert_eq!(r1.processes.len(), 3, "{what}\n{}", describe(&r1));
         let fresh = k.spawn("svc").unwrap();
         let chk_pid = k.spawn("chk").unwrap();

@@ -10,12 +10,22 @@ use estalogic_kernel::core::supervision::RestartAction;
 use estalogic_kernel::{ExitStatus, Kernel, RunReport};
 use estalogic_tests::{
     ALL_CAPS, describe, in_each_run, kernel, load_entry, load_handler, load_leveled, load_wat,
-    report_of, trapped,
+    report_of, run_and_stop_after, trapped,
 };
 use std::sync::mpsc;
 use std::time::Duration;
 
 const WATCHDOG: Duration = Duration::from_secs(60);
+
+/// Asserts how `module`'s process ended, showing the whole report if not.
+fn expect_status(report: &RunReport, module: &str, expected: ExitStatus, what: &str) {
+    assert_eq!(
+        report_of(report, module).status,
+        expected,
+        "{what}\n{}",
+        describe(report)
+    );
+}
 
 const IMPORTS: &str = r#"
   (import "estalogic" "exit" (func $exit (param i32)))
@@ -110,12 +120,7 @@ fn a_task_start_that_never_returns_is_preempted_and_its_peer_finishes() {
         k.spawn("stuck").unwrap();
         k.spawn("peer").unwrap();
         let report = run_until_exit_of(k, "peer", what);
-        assert_eq!(
-            report_of(&report, "peer").status,
-            ExitStatus::Exited(0),
-            "{what}\n{}",
-            describe(&report)
-        );
+        expect_status(&report, "peer", ExitStatus::Exited(0), what);
         let stuck = report_of(&report, "stuck");
         assert_eq!(
             stuck.status,
@@ -141,16 +146,12 @@ fn a_high_priority_task_spinning_in_its_start_does_not_starve_a_normal_peer() {
         k.spawn("stuck").unwrap();
         k.spawn("peer").unwrap();
         let report = run_until_exit_of(k, "peer", what);
-        assert_eq!(
-            report_of(&report, "peer").status,
-            ExitStatus::Exited(0),
-            "{what}\n{}",
-            describe(&report)
-        );
-        assert_eq!(
-            report_of(&report, "stuck").status,
+        expect_status(&report, "peer", ExitStatus::Exited(0), what);
+        expect_status(
+            &report,
+            "stuck",
             ExitStatus::Stopped(ErrorCode::SHUTDOWN),
-            "{what}"
+            what,
         );
     });
 }
@@ -172,32 +173,21 @@ fn shutdown_stops_a_lone_task_stuck_in_its_start_and_the_kernel_runs_again() {
         );
         load_wat(&mut k, "peer", PEER, "normal");
         k.spawn("stuck").unwrap();
-        let shutdown = k.shutdown_handle();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let report = k.run();
-            let _ = tx.send((k, report));
-        });
-        std::thread::sleep(Duration::from_millis(100));
-        shutdown.request();
-        let (mut k, report) = rx.recv_timeout(WATCHDOG).unwrap_or_else(|_| {
-            panic!("{what}: shutdown did not stop a process stuck in its start")
-        });
-        assert_eq!(
-            report_of(&report, "stuck").status,
+        let (mut k, report) = run_and_stop_after(k, Duration::from_millis(100), WATCHDOG)
+            .unwrap_or_else(|| {
+                panic!("{what}: shutdown did not stop a process stuck in its start")
+            });
+        expect_status(
+            &report,
+            "stuck",
             ExitStatus::Stopped(ErrorCode::SHUTDOWN),
-            "{what}"
+            what,
         );
         // The instance abandoned halfway through its instantiation gave its
         // pool slot back: the next run starts and finishes a process.
         k.spawn("peer").unwrap();
         let report = run_watched(k, what);
-        assert_eq!(
-            report_of(&report, "peer").status,
-            ExitStatus::Exited(0),
-            "{what}\n{}",
-            describe(&report)
-        );
+        expect_status(&report, "peer", ExitStatus::Exited(0), what);
     });
 }
 
@@ -208,12 +198,7 @@ fn a_handler_start_that_never_returns_times_out_and_its_peer_finishes() {
         load_wat(&mut k, "peer", PEER, "normal");
         k.spawn_all().unwrap();
         let report = run_watched(k, what);
-        assert_eq!(
-            report_of(&report, "peer").status,
-            ExitStatus::Exited(0),
-            "{what}\n{}",
-            describe(&report)
-        );
+        expect_status(&report, "peer", ExitStatus::Exited(0), what);
         let h = report_of(&report, "hstuck");
         assert_eq!(
             trapped(&h.status),
@@ -285,18 +270,8 @@ fn a_peer_can_message_a_task_still_in_its_start() {
         load_wat(&mut k, "sender", &sender, "normal");
         k.spawn_all().unwrap();
         let report = run_watched(k, what);
-        assert_eq!(
-            report_of(&report, "sender").status,
-            ExitStatus::Exited(0),
-            "{what}\n{}",
-            describe(&report)
-        );
-        assert_eq!(
-            report_of(&report, "waiter").status,
-            ExitStatus::Exited(3),
-            "{what}\n{}",
-            describe(&report)
-        );
+        expect_status(&report, "sender", ExitStatus::Exited(0), what);
+        expect_status(&report, "waiter", ExitStatus::Exited(3), what);
     });
 }
 
@@ -311,10 +286,11 @@ fn a_task_start_blocked_for_ever_in_receive_is_stopped_as_deadlocked() {
         load_wat(&mut k, "waiter", &waiter, "normal");
         k.spawn_all().unwrap();
         let report = run_watched(k, what);
-        assert_eq!(
-            report_of(&report, "waiter").status,
+        expect_status(
+            &report,
+            "waiter",
             ExitStatus::Stopped(ErrorCode::DEADLOCKED),
-            "{what}"
+            what,
         );
     });
 }
@@ -327,16 +303,8 @@ fn exit_in_a_start_function_ends_the_process_with_that_code() {
         load_handler(&mut k, "h", &handler(decls, "unreachable"));
         k.spawn_all().unwrap();
         let report = run_watched(k, what);
-        assert_eq!(
-            report_of(&report, "t").status,
-            ExitStatus::Exited(7),
-            "{what}"
-        );
-        assert_eq!(
-            report_of(&report, "h").status,
-            ExitStatus::Exited(7),
-            "{what}"
-        );
+        expect_status(&report, "t", ExitStatus::Exited(7), what);
+        expect_status(&report, "h", ExitStatus::Exited(7), what);
     });
 }
 
@@ -403,18 +371,8 @@ fn a_handler_start_that_sends_to_an_idle_handler_gets_its_answer_after_started()
         k.spawn("pong").unwrap();
         k.spawn("ping").unwrap();
         let report = run_watched(k, what);
-        assert_eq!(
-            report_of(&report, "ping").status,
-            ExitStatus::Exited(50),
-            "{what}\n{}",
-            describe(&report)
-        );
-        assert_eq!(
-            report_of(&report, "pong").status,
-            ExitStatus::Exited(1),
-            "{what}\n{}",
-            describe(&report)
-        );
+        expect_status(&report, "ping", ExitStatus::Exited(50), what);
+        expect_status(&report, "pong", ExitStatus::Exited(1), what);
     });
 }
 
@@ -453,11 +411,7 @@ fn host_work_of_a_start_function_is_metered() {
             h.fuel_used < 6_400_000 + 60_000 + 256 + 4_096,
             "{what}: {h:?}"
         );
-        assert_eq!(
-            report_of(&report, "peer").status,
-            ExitStatus::Exited(0),
-            "{what}"
-        );
+        expect_status(&report, "peer", ExitStatus::Exited(0), what);
     });
 }
 
@@ -501,16 +455,8 @@ fn memory_grow_in_a_start_function_stops_at_the_class_limit() {
         k.spawn_all().unwrap();
         let report = run_watched(k, what);
         // The user class: 16 MiB, 256 pages.
-        assert_eq!(
-            report_of(&report, "t").status,
-            ExitStatus::Exited(256),
-            "{what}"
-        );
-        assert_eq!(
-            report_of(&report, "h").status,
-            ExitStatus::Exited(256),
-            "{what}"
-        );
+        expect_status(&report, "t", ExitStatus::Exited(256), what);
+        expect_status(&report, "h", ExitStatus::Exited(256), what);
         for m in ["toom", "hoom"] {
             let p = report_of(&report, m);
             assert_eq!(
@@ -570,11 +516,7 @@ fn memory_init_loops_in_a_start_function_are_metered() {
             Some(ErrorCode::TIMEOUT),
             "{what}: {h:?}"
         );
-        assert_eq!(
-            report_of(&report, "peer").status,
-            ExitStatus::Exited(0),
-            "{what}"
-        );
+        expect_status(&report, "peer", ExitStatus::Exited(0), what);
     });
 }
 
@@ -606,11 +548,7 @@ fn table_init_loops_in_a_start_function_are_metered() {
             Some(ErrorCode::TIMEOUT),
             "{what}: {h:?}"
         );
-        assert_eq!(
-            report_of(&report, "peer").status,
-            ExitStatus::Exited(0),
-            "{what}"
-        );
+        expect_status(&report, "peer", ExitStatus::Exited(0), what);
     });
 }
 
@@ -630,16 +568,8 @@ fn a_twelve_mib_active_data_segment_lands_whole_and_stalls_no_peer() {
         load_wat(&mut k, "peer", PEER, "normal");
         k.spawn_all().unwrap();
         let report = run_watched(k, what);
-        assert_eq!(
-            report_of(&report, "big").status,
-            ExitStatus::Exited(2 * 90),
-            "{what}"
-        );
-        assert_eq!(
-            report_of(&report, "peer").status,
-            ExitStatus::Exited(0),
-            "{what}"
-        );
+        expect_status(&report, "big", ExitStatus::Exited(2 * 90), what);
+        expect_status(&report, "peer", ExitStatus::Exited(0), what);
     });
 }
 
@@ -666,16 +596,8 @@ fn globals_initialised_by_constant_expressions() {
         load_handler(&mut k, "hg", &handler(decls, body));
         k.spawn_all().unwrap();
         let report = run_watched(k, what);
-        assert_eq!(
-            report_of(&report, "g").status,
-            ExitStatus::Exited(50),
-            "{what}"
-        );
-        assert_eq!(
-            report_of(&report, "hg").status,
-            ExitStatus::Exited(50),
-            "{what}"
-        );
+        expect_status(&report, "g", ExitStatus::Exited(50), what);
+        expect_status(&report, "hg", ExitStatus::Exited(50), what);
     });
 }
 

@@ -22,9 +22,13 @@
 //!    answer has another type. A client stops at its first failure and
 //!    reports where and why: numbers from a service that does not answer
 //!    would mean nothing.
-//! 4. A client hands its round trips and its summary to the host with
-//!    `notify` (`notifications:send`); the host ends the run once every
-//!    client has ended, whatever the service's own processes still do.
+//! 4. A client hands its round trips to the host with `notify`
+//!    (`notifications:send`) 4,096 at a time or every 100 ms, whichever
+//!    comes first, between two calls, and its
+//!    summary at the end; the host ends the run once every client has
+//!    ended, whatever the service's own processes still do. A client
+//!    stopped before its summary (a shutdown, Ctrl-C) still counts what it
+//!    handed over.
 //!
 //! Throughput is every measured call of every client over the span from
 //! the first measured call's start to the last one's end, on the kernel
@@ -33,7 +37,7 @@
 use crate::harness::{self, Guest};
 use crate::{Settings, measure};
 use anyhow::{Context as _, Result, anyhow, bail};
-use estalogic_kernel::abi::{ErrorCode, MAX_PAYLOAD_LEN, MessageType};
+use estalogic_kernel::abi::{ErrorCode, MAX_PAYLOAD_LEN, MessageType, Pid};
 use estalogic_kernel::{ExitStatus, Kernel, Manifest, Notification, RunReport};
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -53,12 +57,20 @@ pub const MAX_REQUESTS: u32 = 1_000_000;
 /// The most clients one load may have.
 pub const MAX_CLIENTS: u32 = 64;
 
-/// Notification kind of a chunk of round trips (`u64` nanoseconds each).
+/// Notification kind of a chunk of round trips: the client's first
+/// measured call's start (`i64`, kernel clock), then up to [`CHUNK`] round
+/// trips (`u64` nanoseconds each).
 const ROUND_TRIPS: i32 = 1;
 /// Notification kind of a client's summary (five `i64`s: measured calls
 /// made, calls made in all, the failure, first measured call's start, last
 /// one's end).
 const SUMMARY: i32 = 2;
+/// Round trips a client hands over at most at a time, between two calls:
+/// so what was measured before a stop (Ctrl-C, a shutdown) has reached the
+/// host.
+const CHUNK: u32 = 4096;
+/// A client hands over what it has at least this often (kernel clock).
+const FLUSH_NS: u64 = 100_000_000;
 
 /// Where the client keeps things in its memory.
 const HEADER: u32 = 0;
@@ -165,7 +177,7 @@ impl ServiceLoad {
     pub fn client_wat(&self) -> String {
         let answer = PAYLOAD + align8(self.payload.len() as u32);
         let times = answer + MAX_PAYLOAD_LEN as u32;
-        let end = u64::from(times) + 8 * u64::from(self.requests);
+        let end = u64::from(times) + 8 + 8 * u64::from(CHUNK);
         let pages = end.div_ceil(65_536);
         let total = self.warmup + self.requests;
         let expect = self.expect.map_or(0, |t| t.0);
@@ -189,21 +201,14 @@ impl ServiceLoad {
       (local.set $r (call $notify (local.get $kind) (local.get $at) (local.get $len)))
       (if (i64.eq (local.get $r) (i64.const {limit}))
         (then (drop (call $yield)) (br $again)))))
+  ;; Hands over the chunk's $n round trips, after its start.
+  (func $flush (param $n i32)
+    (if (local.get $n)
+      (then (call $post (i32.const {ROUND_TRIPS}) (i32.const {times})
+                        (i32.add (i32.const 8) (i32.shl (local.get $n) (i32.const 3)))))))
   ;; The summary: measured calls, calls in all, failure, start, end.
   (func $summary (param $measured i32) (param $made i32) (param $failure i64)
                  (param $start i64) (param $end i64)
-    (local $left i32) (local $at i32) (local $chunk i32)
-    (local.set $left (i32.shl (local.get $measured) (i32.const 3)))
-    (local.set $at (i32.const {times}))
-    (block $done
-      (loop $chunks
-        (br_if $done (i32.eqz (local.get $left)))
-        (local.set $chunk (select (i32.const {MAX_PAYLOAD_LEN}) (local.get $left)
-                                  (i32.gt_u (local.get $left) (i32.const {MAX_PAYLOAD_LEN}))))
-        (call $post (i32.const {ROUND_TRIPS}) (local.get $at) (local.get $chunk))
-        (local.set $at (i32.add (local.get $at) (local.get $chunk)))
-        (local.set $left (i32.sub (local.get $left) (local.get $chunk)))
-        (br $chunks)))
     (i64.store (i32.const {SUMMARY_AT}) (i64.extend_i32_u (local.get $measured)))
     (i64.store (i32.const {s8}) (i64.extend_i32_u (local.get $made)))
     (i64.store (i32.const {s16}) (local.get $failure))
@@ -211,8 +216,8 @@ impl ServiceLoad {
     (i64.store (i32.const {s32}) (local.get $end))
     (call $post (i32.const {SUMMARY}) (i32.const {SUMMARY_AT}) (i32.const 40)))
   (func (export "run") (result i32)
-    (local $target i64) (local $i i32) (local $t0 i64) (local $t1 i64) (local $r i64)
-    (local $start i64) (local $failure i64)
+    (local $target i64) (local $i i32) (local $n i32) (local $t0 i64) (local $t1 i64)
+    (local $r i64) (local $start i64) (local $failure i64) (local $flushed i64)
     (local.set $target (call $lookup (i32.const {NAME}) (i32.const {name_len})))
     (if (i64.lt_s (local.get $target) (i64.const 0))
       (then
@@ -221,7 +226,9 @@ impl ServiceLoad {
     (block $stop
       (loop $each
         (if (i32.eq (local.get $i) (i32.const {warmup}))
-          (then (local.set $start (call $now))))
+          (then (local.set $start (call $now))
+                (local.set $flushed (local.get $start))
+                (i64.store (i32.const {times}) (local.get $start))))
         (local.set $t0 (call $now))
         (local.set $r (call $call (local.get $target) (i64.const 0) (i32.const {message_type})
           (i32.const 0) (i32.const {PAYLOAD}) (i32.const {payload_len}) (i64.const -1)
@@ -234,12 +241,19 @@ impl ServiceLoad {
           (then (local.set $failure (i64.extend_i32_u (i32.load (i32.const {type_at}))))
                 (br $stop)))
         (if (i32.ge_u (local.get $i) (i32.const {warmup}))
-          (then (i64.store
-                  (i32.add (i32.const {times})
-                           (i32.shl (i32.sub (local.get $i) (i32.const {warmup})) (i32.const 3)))
-                  (i64.sub (local.get $t1) (local.get $t0)))))
+          (then
+            (i64.store
+              (i32.add (i32.const {first_time}) (i32.shl (local.get $n) (i32.const 3)))
+              (i64.sub (local.get $t1) (local.get $t0)))
+            (local.set $n (i32.add (local.get $n) (i32.const 1)))
+            (if (i32.or (i32.eq (local.get $n) (i32.const {CHUNK}))
+                        (i64.gt_u (i64.sub (local.get $t1) (local.get $flushed))
+                                  (i64.const {FLUSH_NS})))
+              (then (call $flush (local.get $n)) (local.set $n (i32.const 0))
+                    (local.set $flushed (local.get $t1))))))
         (local.set $i (i32.add (local.get $i) (i32.const 1)))
         (br_if $each (i32.lt_u (local.get $i) (i32.const {total})))))
+    (call $flush (local.get $n))
     (call $summary
       (select (i32.sub (local.get $i) (i32.const {warmup})) (i32.const 0)
               (i32.gt_u (local.get $i) (i32.const {warmup})))
@@ -255,6 +269,7 @@ impl ServiceLoad {
             s16 = SUMMARY_AT + 16,
             s24 = SUMMARY_AT + 24,
             s32 = SUMMARY_AT + 32,
+            first_time = times + 8,
             warmup = self.warmup,
             message_type = self.message_type.0 as i32,
             timeout = self.timeout_ms,
@@ -358,6 +373,32 @@ pub enum Failure {
     Client(String),
 }
 
+impl Failure {
+    /// The failure a client's summary records: 0 none, a negated error
+    /// code, or the type of an unexpected answer.
+    fn from_summary(failure: i64) -> Option<Failure> {
+        Some(match failure {
+            0 => return None,
+            f if f < 0 => match u32::try_from(-f) {
+                Ok(code) => Failure::Error(ErrorCode(code)),
+                Err(_) => Failure::Client(format!("returned {f}")),
+            },
+            f => Failure::UnexpectedType(MessageType(f as u32)),
+        })
+    }
+}
+
+/// What one client handed over.
+#[derive(Default)]
+struct Posted {
+    /// Its first measured call's start.
+    start: Option<u64>,
+    /// When it posted its last chunk (kernel clock).
+    last_post_ns: u64,
+    round_trips: Vec<u64>,
+    summary: Option<[i64; 5]>,
+}
+
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -371,7 +412,9 @@ impl std::fmt::Display for Failure {
 /// One client's stop: after how many calls (warm-up included), and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientFailure {
-    /// Calls that succeeded before it, warm-up included.
+    /// Calls that succeeded before it, warm-up included (for a client
+    /// stopped before its summary, those whose round trips reached the
+    /// host: at least that many).
     pub after_calls: u64,
     /// Why.
     pub failure: Failure,
@@ -395,85 +438,91 @@ pub struct ServiceFigures {
 impl ServiceFigures {
     fn collect(
         load: &ServiceLoad,
-        pids: &[estalogic_kernel::abi::Pid],
+        pids: &[Pid],
         notifications: Vec<Notification>,
         report: RunReport,
     ) -> Result<Self> {
-        let mut round_trips_ns = Vec::new();
-        let mut summaries = HashMap::new();
+        let mut clients: HashMap<Pid, Posted> = HashMap::new();
         for notification in notifications {
             if &*notification.module != CLIENT {
                 continue;
             }
+            let fields: Vec<i64> = notification
+                .payload
+                .chunks_exact(8)
+                .map(|b| i64::from_le_bytes(b.try_into().unwrap_or_default()))
+                .collect();
+            let client = clients.entry(notification.source).or_default();
             match notification.kind {
-                ROUND_TRIPS => round_trips_ns.extend(
-                    notification
-                        .payload
-                        .chunks_exact(8)
-                        .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default())),
-                ),
+                ROUND_TRIPS => {
+                    let Some((&start, round_trips)) = fields.split_first() else {
+                        bail!("a client posted a chunk of round trips without its start");
+                    };
+                    client.start = Some(start as u64);
+                    client.last_post_ns = notification.time_ns;
+                    client
+                        .round_trips
+                        .extend(round_trips.iter().map(|&t| t as u64));
+                }
                 SUMMARY => {
-                    let fields: Vec<i64> = notification
-                        .payload
-                        .chunks_exact(8)
-                        .map(|b| i64::from_le_bytes(b.try_into().unwrap_or_default()))
-                        .collect();
-                    if fields.len() != 5 {
-                        bail!("a client's summary has {} fields, not 5", fields.len());
-                    }
-                    summaries.insert(notification.source, fields);
+                    let summary: [i64; 5] = fields.try_into().map_err(|fields: Vec<i64>| {
+                        anyhow!("a client's summary has {} fields, not 5", fields.len())
+                    })?;
+                    client.summary = Some(summary);
                 }
                 other => bail!("a client posted a notification of unknown kind {other}"),
             }
         }
         let mut failures = Vec::new();
         let (mut first, mut last) = (u64::MAX, 0u64);
-        let mut calls = 0;
+        let mut round_trips_ns = Vec::new();
         for pid in pids {
-            let Some(fields) = summaries.get(pid) else {
-                let status = report
-                    .processes
-                    .iter()
-                    .find(|p| p.pid == *pid)
-                    .map_or_else(|| "did not run".to_string(), |p| p.status.to_string());
-                failures.push(ClientFailure {
-                    after_calls: 0,
-                    failure: Failure::Client(status),
-                });
-                continue;
-            };
-            let (measured, made, failure, start, end) =
-                (fields[0], fields[1], fields[2], fields[3], fields[4]);
-            calls += measured as u64;
-            if measured > 0 {
-                first = first.min(start as u64);
-                last = last.max(end as u64);
-            }
-            if failure != 0 {
-                let failure = if failure < 0 {
-                    match u32::try_from(-failure) {
-                        Ok(code) => Failure::Error(ErrorCode(code)),
-                        Err(_) => Failure::Client(format!("returned {failure}")),
+            let client = clients.remove(pid).unwrap_or_default();
+            let measured = client.round_trips.len() as u64;
+            let (start, end) = match client.summary {
+                Some([counted, made, failure, start, end]) => {
+                    if counted as u64 != measured {
+                        bail!(
+                            "a client counted {counted} calls but handed over {measured} round trips"
+                        );
                     }
-                } else {
-                    Failure::UnexpectedType(MessageType(failure as u32))
-                };
-                failures.push(ClientFailure {
-                    after_calls: made as u64,
-                    failure,
-                });
+                    if let Some(failure) = Failure::from_summary(failure) {
+                        failures.push(ClientFailure {
+                            after_calls: made as u64,
+                            failure,
+                        });
+                    }
+                    (start as u64, end as u64)
+                }
+                // Stopped before its summary (a shutdown, a trap): what it
+                // handed over stands, up to its last chunk.
+                None => {
+                    let status = report
+                        .processes
+                        .iter()
+                        .find(|p| p.pid == *pid)
+                        .map_or_else(|| "did not run".to_string(), |p| p.status.to_string());
+                    let warmup = if measured > 0 {
+                        u64::from(load.warmup)
+                    } else {
+                        0
+                    };
+                    failures.push(ClientFailure {
+                        after_calls: warmup + measured,
+                        failure: Failure::Client(status),
+                    });
+                    (client.start.unwrap_or(0), client.last_post_ns)
+                }
+            };
+            if measured > 0 {
+                first = first.min(start);
+                last = last.max(end);
             }
-        }
-        if round_trips_ns.len() as u64 != calls {
-            bail!(
-                "the clients reported {calls} calls but {} round trips",
-                round_trips_ns.len()
-            );
+            round_trips_ns.extend(client.round_trips);
         }
         round_trips_ns.sort_unstable();
-        let _ = load;
         Ok(ServiceFigures {
-            calls,
+            calls: round_trips_ns.len() as u64,
             round_trips_ns,
             span_ns: last.saturating_sub(first),
             failures,

@@ -7,7 +7,9 @@
 //! other modules are loaded and checked as `run` does, not started: they
 //! could talk to the service while it is measured, or stop it. Exit status
 //! 0 if every call was answered and no process of the service trapped, 1
-//! otherwise, 2 for an app that does not load or a bad option.
+//! otherwise, 2 for an app that does not load or a bad option, 130 if a
+//! signal (Ctrl-C) stopped the load, after printing the figures measured
+//! until then.
 
 use crate::{BootOptions, cannot_boot, load_app, output};
 use anyhow::{Context as _, Result, bail};
@@ -17,6 +19,8 @@ use estalogic_kernel::Kernel;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Loads the app, spawns `load.module` with what it needs, puts the load
 /// on it and prints the figures.
@@ -50,8 +54,11 @@ pub fn run(app_dir: &Path, load: &ServiceLoad, json: bool, boot: BootOptions) ->
             .map_err(|error| cannot_boot(app_dir, error))?;
     }
     let shutdown = kernel.shutdown_handle();
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let signalled = interrupted.clone();
     ctrlc::set_handler(move || {
-        errln!("stopping: interrupted (Ctrl-C, SIGTERM or SIGHUP)");
+        errln!("stopping: interrupted (Ctrl-C, SIGTERM or SIGHUP); the figures so far follow");
+        signalled.store(true, Ordering::SeqCst);
         shutdown.request();
     })
     .context("cannot install the Ctrl-C (SIGINT, SIGTERM, SIGHUP) handler")?;
@@ -72,9 +79,12 @@ pub fn run(app_dir: &Path, load: &ServiceLoad, json: bool, boot: BootOptions) ->
     } else {
         print(load, &figures)?;
     }
-    let failed = !figures.failures.is_empty() || !figures.service_faults().is_empty();
+    let failed = !figures.service_faults().is_empty()
+        || (!figures.failures.is_empty() && !interrupted.load(Ordering::SeqCst));
     Ok(if failed {
         ExitCode::from(1)
+    } else if interrupted.load(Ordering::SeqCst) {
+        ExitCode::from(130)
     } else {
         ExitCode::SUCCESS
     })

@@ -129,15 +129,19 @@ pub fn capability_for(request: &CapabilityRequest) -> Result<Capability, String>
     };
     // A receive takes from any sender and a broadcast reaches every
     // process: both are checked against the whole channel resource, so a
-    // scoped grant could never be used. Refused at load, not a silent
-    // PERMISSION_DENIED at every call.
-    if matches!(
-        request.name.as_str(),
-        "messaging:receive" | "messaging:broadcast"
-    ) && scope != Scope::All
+    // scoped grant could never be used; nor could one of the syscalls that
+    // name no resource (a log line, the clock, a notification for the
+    // host). Refused at load, not a silent PERMISSION_DENIED at every call.
+    let unscoped = match request.name.as_str() {
+        "messaging:receive" | "messaging:broadcast" => Some("it covers every module"),
+        "log:write" | "time:read" | "notifications:send" => Some("its syscall names nothing"),
+        _ => None,
+    };
+    if let Some(why) = unscoped
+        && scope != Scope::All
     {
         return Err(format!(
-            "{} cannot be scoped (it covers every module); remove the scope or use \"*\"",
+            "{} cannot be scoped ({why}); remove the scope or use \"*\"",
             request.name
         ));
     }

@@ -439,3 +439,22 @@ pub fn run_and_stop_after(
     shutdown.request();
     rx.recv_timeout(watchdog).ok()
 }
+
+/// What [`raise_map_count`] raises `vm.max_map_count` to: room for the
+/// tests that hold 10,000 to 20,000 processes at once (about twelve
+/// mappings each; Linux's default, 65,530, holds about 5,600).
+pub const TEST_MAP_COUNT: u64 = 262_144;
+
+/// Raises `vm.max_map_count` to [`TEST_MAP_COUNT`] if it is lower and this
+/// process may (root), as `estactl bench` does for its idle benchmarks; a
+/// kernel that still needs more fails to build with an error naming the
+/// `sysctl` to run. Called once as the test binary starts.
+pub fn raise_map_count() {
+    const LIMIT: &str = "/proc/sys/vm/max_map_count";
+    let current = std::fs::read_to_string(LIMIT)
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok());
+    if current.is_some_and(|current| current < TEST_MAP_COUNT) {
+        let _ = std::fs::write(LIMIT, TEST_MAP_COUNT.to_string());
+    }
+}

@@ -43,3 +43,19 @@ mod supervision_edges;
 mod time_edges;
 mod waits_edges;
 mod wasm_feature_edges;
+
+/// Runs [`estalogic_tests::raise_map_count`] as the binary starts, before
+/// any test builds a kernel of 10,000 processes.
+// SAFETY: `.init_array` holds pointers to `extern "C" fn()` that the
+// loader calls once before `main`; this entry is one, and what it calls
+// only reads and writes a /proc file (std's file I/O needs no runtime
+// set up by `main`).
+#[cfg(target_os = "linux")]
+#[used]
+#[unsafe(link_section = ".init_array")]
+static RAISE_MAP_COUNT: extern "C" fn() = raise_map_count;
+
+#[cfg(target_os = "linux")]
+extern "C" fn raise_map_count() {
+    estalogic_tests::raise_map_count();
+}

@@ -23,6 +23,7 @@ mod lifecycle;
 mod limits_edges;
 mod load_edges;
 mod loading;
+mod memory_budget;
 mod messaging;
 mod messaging_edges;
 mod name_edges;

@@ -87,6 +87,39 @@ struct BootOptions {
     /// at a run-time cost for tight loops; fuel alone is the default.
     #[arg(long)]
     wall_clock_backstop: bool,
+    /// The most guest memory all processes may hold together (bytes, or
+    /// with a suffix: 512MiB, 8GiB, 64K ...): a growth past it fails as one
+    /// past a memory class does. Unbounded by default.
+    #[arg(long, value_name = "SIZE", value_parser = memory_size)]
+    memory_budget: Option<u64>,
+}
+
+/// Parses a size: a number of bytes, or one with a binary suffix (K, KiB,
+/// M, MiB, G, GiB, T, TiB; any case).
+fn memory_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(digits);
+    let shift = match suffix.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" => 10,
+        "m" | "mib" => 20,
+        "g" | "gib" => 30,
+        "t" | "tib" => 40,
+        other => {
+            return Err(format!(
+                "{other:?} is not a size unit: use bytes or K, M, G, T (KiB, MiB, GiB, TiB)"
+            ));
+        }
+    };
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size: a number of bytes, e.g. 512MiB"))?;
+    number
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 #[derive(Subcommand)]
@@ -396,6 +429,7 @@ impl BootOptions {
             no_cache: false,
             max_processes: None,
             wall_clock_backstop: false,
+            memory_budget: None,
         }
     }
 }
@@ -408,6 +442,9 @@ fn builder(options: BootOptions, trace: bool) -> KernelBuilder {
         .bundled_modules(estalogic_services::SERVICES);
     if let Some(count) = options.max_processes {
         builder = builder.max_processes(count);
+    }
+    if let Some(bytes) = options.memory_budget {
+        builder = builder.memory_budget(bytes);
     }
     if !options.no_cache {
         // The cache only saves time: if its directory cannot be made, say
@@ -519,6 +556,22 @@ mod tests {
     /// `cannot_boot` names the app directory once: not again before an
     /// error that starts with a path in it, but before any other error,
     /// whatever the directory's name has in common with the error's text.
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(memory_size("4096"), Ok(4096));
+        assert_eq!(memory_size("64K"), Ok(64 << 10));
+        assert_eq!(memory_size("512MiB"), Ok(512 << 20));
+        assert_eq!(memory_size("8 gib"), Ok(8 << 30));
+        assert!(
+            memory_size("12XB")
+                .unwrap_err()
+                .contains("\"xb\" is not a size unit")
+        );
+        assert!(memory_size("GiB").unwrap_err().contains("not a size"));
+        assert!(memory_size("-1").is_err());
+        assert!(memory_size("99999999T").unwrap_err().contains("too large"));
+    }
+
     #[test]
     fn cannot_boot_names_the_directory_once() {
         let app = |path: &str| KernelError::App {

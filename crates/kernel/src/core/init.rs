@@ -29,6 +29,7 @@ use crate::loader::manifest::{Manifest, ManifestError, ModuleSource};
 use crate::loader::preload_manager::{CacheStats, ModuleCache};
 use crate::loader::wasm_loader::{self, Lane, LoadedModule, ModuleError};
 use crate::syscalls;
+use crate::syscalls::MemoryBudget;
 use crate::syscalls::capabilities::capability_for;
 use estalogic_abi::Pid;
 use std::path::{Path, PathBuf};
@@ -224,6 +225,7 @@ pub struct KernelBuilder {
     cache_dir: Option<PathBuf>,
     policy: SlicePolicy,
     bundled: &'static [(&'static str, &'static [u8])],
+    memory_budget: Option<u64>,
 }
 
 impl KernelBuilder {
@@ -263,6 +265,20 @@ impl KernelBuilder {
     /// CLI refuses 0).
     pub fn max_processes(mut self, count: u32) -> Self {
         self.max_processes = Some(count);
+        self
+    }
+
+    /// A kernel-wide budget of guest linear memory, in bytes: every
+    /// process's memory, at its current size, counts against it (each
+    /// memory class's own limit still applies to each process). A growth
+    /// past what is left fails as one past the class limit does
+    /// (`memory.grow` returns -1, and a trap that follows is `OUT_OF_MEMORY`),
+    /// and a process whose initial memory does not fit traps at its start
+    /// with `OUT_OF_MEMORY`; an ended process gives its share back. Without
+    /// it (the default) only the classes and the process count bound guest
+    /// memory: 4,096 user-class processes may grow to 64 GiB together.
+    pub fn memory_budget(mut self, bytes: u64) -> Self {
+        self.memory_budget = Some(bytes);
         self
     }
 
@@ -470,7 +486,11 @@ impl KernelBuilder {
             let _ = boot.record_with_detail(name, phase, state, &detail);
         }
         let _ = boot.begin(InitPhase::ServiceInit);
-        let shared = Arc::new(KernelShared::new(clock, capabilities, self.trace_ipc));
+        let mut shared = KernelShared::new(clock, capabilities, self.trace_ipc);
+        shared.memory_budget = self
+            .memory_budget
+            .map(|bytes| Arc::new(MemoryBudget::new(bytes)));
+        let shared = Arc::new(shared);
         let factory = Arc::new(ProcessFactory::new(
             lanes.into(),
             shared.clone(),
@@ -568,6 +588,13 @@ impl Kernel {
         let (sender, receiver) = std::sync::mpsc::channel();
         self.exit_listeners.push(sender);
         receiver
+    }
+
+    /// The kernel-wide memory budget, if one was set
+    /// ([`KernelBuilder::memory_budget`]): its limit and what live
+    /// processes hold of it.
+    pub fn memory_budget(&self) -> Option<&MemoryBudget> {
+        self.shared.memory_budget.as_deref()
     }
 
     /// The host's end of the processes' notifications (the `notify`

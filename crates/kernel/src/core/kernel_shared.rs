@@ -17,6 +17,7 @@ use crate::core::capabilities_engine::{AuditDetail, AuditEvent, AuditKind, Capab
 use crate::core::process::ProcessTable;
 use crate::drivers::clock::Clock;
 use crate::drivers::notifications::Notifications;
+use crate::syscalls::MemoryBudget;
 use estalogic_abi::{Header, Pid};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -289,6 +290,8 @@ pub struct KernelShared {
     trace: Option<Mutex<Trace>>,
     /// What processes posted for the host (`notify`), not taken yet.
     pub(crate) notifications: Arc<Notifications>,
+    /// The kernel-wide budget of guest linear memory, if one is set.
+    pub(crate) memory_budget: Option<Arc<MemoryBudget>>,
 }
 
 /// The most denials of one process the audit buffer keeps between two
@@ -387,6 +390,7 @@ impl KernelShared {
             capability_generation: AtomicU64::new(0),
             trace: trace.then(|| Mutex::new(Trace::default())),
             notifications: Arc::new(Notifications::default()),
+            memory_budget: None,
         }
     }
 

@@ -263,7 +263,10 @@ impl ProcessFactory {
             process: process.clone(),
             kernel: self.shared.clone(),
             task: state.clone(),
-            limiter: MemoryLimiter::new(loaded.manifest.memory_class.max_bytes()),
+            limiter: MemoryLimiter::with_budget(
+                loaded.manifest.memory_class.max_bytes(),
+                self.shared.memory_budget.clone(),
+            ),
             admitted: Default::default(),
             memory: None,
             last_peer: Default::default(),
@@ -506,6 +509,17 @@ pub fn classify(error: &wasmtime::Error, memory_refused: bool) -> ExitStatus {
         return ExitStatus::Trapped {
             code: ErrorCode::OUT_OF_MEMORY,
             detail: format!("aborted after a memory growth was refused: {detail}"),
+        };
+    }
+    // Not a trap, with a refusal before it: the instance's own memory did
+    // not fit (the kernel's memory budget was spent), so it never started.
+    if memory_refused
+        && trap.is_none()
+        && error.downcast_ref::<PoolConcurrencyLimitError>().is_none()
+    {
+        return ExitStatus::Trapped {
+            code: ErrorCode::OUT_OF_MEMORY,
+            detail: format!("its memory does not fit the kernel's memory budget: {detail}"),
         };
     }
     if error.downcast_ref::<PoolConcurrencyLimitError>().is_some() {

@@ -23,6 +23,7 @@ use crate::core::kernel_loop::{KernelShared, TaskState};
 use crate::core::process::Process;
 use estalogic_abi::{ErrorCode, Pid, Syscall};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use wasmtime::{Caller, Extern, Linker, ResourceLimiter};
 
 /// Raised (as a Wasmtime error) by the `exit` syscall to unwind the guest.
@@ -30,20 +31,80 @@ use wasmtime::{Caller, Extern, Linker, ResourceLimiter};
 #[error("process exited with code {0}")]
 pub struct ProcessExit(pub i32);
 
-/// Limits a process's memory to its class and remembers a refusal, so that a
-/// trap that follows is reported as out-of-memory.
+/// The kernel-wide budget of guest linear memory
+/// ([`KernelBuilder::memory_budget`](crate::KernelBuilder::memory_budget)):
+/// every process's memories together, at their current sizes, stay within
+/// it. A process's share is taken as its memory is created or grows and
+/// given back when its store is dropped.
+#[derive(Debug)]
+pub struct MemoryBudget {
+    limit: u64,
+    held: AtomicU64,
+}
+
+impl MemoryBudget {
+    /// A budget of `limit` bytes, none of it held.
+    pub fn new(limit: u64) -> Self {
+        MemoryBudget {
+            limit,
+            held: AtomicU64::new(0),
+        }
+    }
+
+    /// The budget, in bytes.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Bytes held by live processes' memories now.
+    pub fn held(&self) -> u64 {
+        self.held.load(Ordering::Acquire)
+    }
+
+    /// Takes `bytes` if they fit, all or nothing.
+    fn take(&self, bytes: u64) -> bool {
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(bytes).filter(|&total| total <= self.limit)
+            })
+            .is_ok()
+    }
+
+    fn give_back(&self, bytes: u64) {
+        self.held.fetch_sub(bytes, Ordering::AcqRel);
+    }
+}
+
+/// Limits a process's memory to its class (and, with a kernel-wide
+/// [`MemoryBudget`], to what is left of it) and remembers a refusal, so
+/// that a trap that follows is reported as out-of-memory.
 #[derive(Debug)]
 pub struct MemoryLimiter {
     max_bytes: usize,
     refused: bool,
+    budget: Option<Arc<MemoryBudget>>,
+    /// What this process holds of the budget.
+    held: u64,
+    /// The last growth taken from the budget, given back if Wasmtime then
+    /// fails it anyway.
+    pending: u64,
 }
 
 impl MemoryLimiter {
     /// A limiter allowing at most `max_bytes` of linear memory.
     pub fn new(max_bytes: u64) -> Self {
+        Self::with_budget(max_bytes, None)
+    }
+
+    /// A limiter allowing at most `max_bytes` of linear memory, each byte
+    /// of it taken from `budget` too, if there is one.
+    pub fn with_budget(max_bytes: u64, budget: Option<Arc<MemoryBudget>>) -> Self {
         MemoryLimiter {
             max_bytes: usize::try_from(max_bytes).unwrap_or(usize::MAX),
             refused: false,
+            budget,
+            held: 0,
+            pending: 0,
         }
     }
 
@@ -53,19 +114,46 @@ impl MemoryLimiter {
     }
 }
 
+impl Drop for MemoryLimiter {
+    fn drop(&mut self) {
+        if let Some(budget) = &self.budget {
+            budget.give_back(self.held);
+        }
+    }
+}
+
 impl ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         // Past the module's own declared maximum too: Wasmtime asks here
         // first and refuses such a growth after, and the refusal must be
         // remembered whichever limit made it.
-        let allowed = desired <= self.max_bytes && maximum.is_none_or(|max| desired <= max);
+        let mut allowed = desired <= self.max_bytes && maximum.is_none_or(|max| desired <= max);
+        self.pending = 0;
+        if allowed && let Some(budget) = &self.budget {
+            let growth = desired.saturating_sub(current) as u64;
+            allowed = budget.take(growth);
+            if allowed {
+                self.held += growth;
+                self.pending = growth;
+            }
+        }
         self.refused |= !allowed;
         Ok(allowed)
+    }
+
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        // Allowed here, failed after (the pool's slot): not held after all.
+        if let Some(budget) = &self.budget {
+            budget.give_back(self.pending);
+            self.held -= self.pending;
+        }
+        self.pending = 0;
+        Ok(())
     }
 
     fn table_growing(
@@ -667,5 +755,76 @@ mod tests {
         assert!(!limiter.refused());
         assert!(!limiter.memory_growing(1 << 20, 2 << 20, None).unwrap());
         assert!(limiter.refused());
+    }
+
+    const PAGE: usize = 64 << 10;
+
+    #[test]
+    fn a_budget_is_shared_and_given_back_at_drop() {
+        let budget = Arc::new(MemoryBudget::new(4 * PAGE as u64));
+        let mut a = MemoryLimiter::with_budget(u64::MAX, Some(budget.clone()));
+        let mut b = MemoryLimiter::with_budget(u64::MAX, Some(budget.clone()));
+        assert!(a.memory_growing(0, 3 * PAGE, None).unwrap());
+        assert!(!b.memory_growing(0, 2 * PAGE, None).unwrap());
+        assert!(b.refused());
+        assert!(b.memory_growing(0, PAGE, None).unwrap());
+        assert_eq!(budget.held(), 4 * PAGE as u64);
+        drop(a);
+        assert_eq!(budget.held(), PAGE as u64);
+        assert!(b.memory_growing(PAGE, 4 * PAGE, None).unwrap());
+        // The class limit still applies, and refuses before the budget.
+        let mut c = MemoryLimiter::with_budget(PAGE as u64, Some(budget.clone()));
+        assert!(!c.memory_growing(0, 2 * PAGE, None).unwrap());
+        drop((b, c));
+        assert_eq!(budget.held(), 0);
+    }
+
+    #[test]
+    fn a_growth_wasmtime_fails_after_allowing_it_is_given_back() {
+        let budget = Arc::new(MemoryBudget::new(4 * PAGE as u64));
+        let mut a = MemoryLimiter::with_budget(u64::MAX, Some(budget.clone()));
+        assert!(a.memory_growing(0, PAGE, None).unwrap());
+        assert!(a.memory_growing(PAGE, 3 * PAGE, None).unwrap());
+        a.memory_grow_failed(wasmtime::Error::msg("the slot is full"))
+            .unwrap();
+        assert_eq!(budget.held(), PAGE as u64);
+        drop(a);
+        assert_eq!(budget.held(), 0);
+    }
+
+    proptest::proptest! {
+        /// Whatever limiters grow, fail and drop, the budget holds exactly
+        /// what the live ones hold, never more than its limit.
+        #[test]
+        fn the_budget_holds_what_live_limiters_hold(
+            steps in proptest::collection::vec((0usize..4, 0u8..3, 0usize..6), 0..120),
+        ) {
+            let budget = Arc::new(MemoryBudget::new(10 * PAGE as u64));
+            let mut limiters: Vec<Option<(MemoryLimiter, usize)>> =
+                (0..4).map(|_| None).collect();
+            for (which, action, pages) in steps {
+                let slot = &mut limiters[which];
+                match action {
+                    0 => {
+                        let (limiter, size) = slot.get_or_insert_with(|| {
+                            (MemoryLimiter::with_budget(u64::MAX, Some(budget.clone())), 0)
+                        });
+                        let desired = *size + pages * PAGE;
+                        if limiter.memory_growing(*size, desired, None).unwrap() {
+                            *size = desired;
+                        }
+                    }
+                    1 => {
+                        if let Some((limiter, _)) = slot.as_mut() {
+                            limiter.memory_grow_failed(wasmtime::Error::msg("x")).unwrap();
+                        }
+                    }
+                    _ => *slot = None,
+                }
+                let live: u64 = limiters.iter().flatten().map(|(l, _)| l.held).sum();
+                proptest::prop_assert_eq!(budget.held(), live);
+                proptest::prop_assert!(budget.held() <= budget.limit());
+            }
+        }
     }
 }

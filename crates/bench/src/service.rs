@@ -285,6 +285,17 @@ impl ServiceLoad {
     /// load's settings are wrong or the client cannot be loaded; a service
     /// that fails the load is reported in the figures, not as an error.
     pub fn run(&self, kernel: &mut Kernel) -> Result<ServiceFigures> {
+        self.run_with_progress(kernel, |_| {})
+    }
+
+    /// [`ServiceLoad::run`], calling `progress` (on another thread) with
+    /// the measured calls handed over so far, every client's, each time
+    /// more arrive (at least every 100 ms while the clients call).
+    pub fn run_with_progress(
+        &self,
+        kernel: &mut Kernel,
+        mut progress: impl FnMut(u64) + Send + 'static,
+    ) -> Result<ServiceFigures> {
         self.check()?;
         kernel
             .load_module(
@@ -312,9 +323,17 @@ impl ServiceLoad {
         let watcher = std::thread::spawn(move || {
             let mut taken = Vec::new();
             let mut left = clients;
+            let mut calls = 0u64;
             loop {
+                let before = calls;
                 while let Some(notification) = queue.try_take() {
+                    if notification.kind == ROUND_TRIPS && &*notification.module == CLIENT {
+                        calls += (notification.payload.len() as u64).saturating_sub(8) / 8;
+                    }
                     taken.push(notification);
+                }
+                if calls != before {
+                    progress(calls);
                 }
                 if left == 0 || run_ended.load(Ordering::Acquire) {
                     break;

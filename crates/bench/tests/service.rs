@@ -111,3 +111,20 @@ fn a_service_that_is_not_running_is_not_found() {
         Failure::Error(ErrorCode::NOT_FOUND)
     );
 }
+
+#[test]
+fn progress_counts_up_to_the_calls_made() {
+    let mut kernel = kernel_with(&[pong()]);
+    let mut load = ServiceLoad::new("pong", MessageType::PING, b"x", 10_000);
+    load.clients = 2;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let figures = load
+        .run_with_progress(&mut kernel, move |calls| record.lock().unwrap().push(calls))
+        .unwrap();
+    assert_eq!(figures.calls, 20_000);
+    let seen = seen.lock().unwrap();
+    assert!(!seen.is_empty());
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+    assert!(*seen.last().unwrap() <= 20_000);
+}

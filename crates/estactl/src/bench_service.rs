@@ -17,6 +17,7 @@ use estalogic_bench::measure::readable;
 use estalogic_bench::service::{CLIENT, ServiceFigures, ServiceLoad};
 use estalogic_kernel::Kernel;
 use std::collections::BTreeSet;
+use std::io::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -70,7 +71,24 @@ pub fn run(app_dir: &Path, load: &ServiceLoad, json: bool, boot: BootOptions) ->
         load.message_type.0,
         output::printable(&load.module)
     );
-    let figures = load.run(&mut kernel)?;
+    let asked = u64::from(load.requests) * u64::from(load.clients);
+    let figures = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        // A line that counts, on a terminal only (a log keeps its lines).
+        let mut shown = std::time::Instant::now();
+        let figures = load.run_with_progress(&mut kernel, move |calls| {
+            if shown.elapsed() >= std::time::Duration::from_millis(250) {
+                shown = std::time::Instant::now();
+                let _ = write!(
+                    std::io::stderr(),
+                    "\rbench-service: {calls} of {asked} calls"
+                );
+            }
+        })?;
+        errln!();
+        figures
+    } else {
+        load.run(&mut kernel)?
+    };
     if json {
         outln!(
             "{}",

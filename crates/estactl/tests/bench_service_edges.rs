@@ -9,6 +9,13 @@ use std::time::Duration;
 mod common;
 use common::*;
 
+/// `bench-service APP` and `args`, split at whitespace.
+fn bench_with(tmp: &Path, app: &str, args: &str) -> std::process::Output {
+    let mut all = vec![app];
+    all.extend(args.split_whitespace());
+    bench(tmp, &all)
+}
+
 fn json(out: &std::process::Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
@@ -224,19 +231,10 @@ fn a_service_answering_with_a_plain_send_times_out_with_its_reason() {
     let tmp = tempfile::tempdir().unwrap();
     let app = tmp.path().join("app");
     module(&app, "plain", CAPS, PLAIN_SEND);
-    let out = bench(
+    let out = bench_with(
         tmp.path(),
-        &[
-            app.to_str().unwrap(),
-            "plain",
-            "--timeout-ms",
-            "100",
-            "--warmup",
-            "0",
-            "--requests",
-            "5",
-            "--json",
-        ],
+        app.to_str().unwrap(),
+        "plain --timeout-ms 100 --warmup 0 --requests 5 --json",
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let f = json(&out);
@@ -255,19 +253,10 @@ fn a_service_that_answers_five_then_exits_is_reported_after_five() {
     let tmp = tempfile::tempdir().unwrap();
     let app = tmp.path().join("app");
     module(&app, "five", CAPS, FIVE_THEN_EXIT);
-    let out = bench(
+    let out = bench_with(
         tmp.path(),
-        &[
-            app.to_str().unwrap(),
-            "five",
-            "--timeout-ms",
-            "2000",
-            "--warmup",
-            "2",
-            "--requests",
-            "10",
-            "--json",
-        ],
+        app.to_str().unwrap(),
+        "five --timeout-ms 2000 --warmup 2 --requests 10 --json",
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let f = json(&out);
@@ -280,25 +269,10 @@ fn a_service_that_answers_five_then_exits_is_reported_after_five() {
 fn sixty_four_clients_on_a_handler_all_get_answers() {
     let tmp = tempfile::tempdir().unwrap();
     let app = echo_app(tmp.path(), "echo");
-    let out = bench(
+    let out = bench_with(
         tmp.path(),
-        &[
-            &app,
-            "echo",
-            "--clients",
-            "64",
-            "--requests",
-            "300",
-            "--warmup",
-            "0",
-            "--type",
-            "PING",
-            "--expect",
-            "ping",
-            "--payload",
-            "x",
-            "--json",
-        ],
+        &app,
+        "echo --clients 64 --requests 300 --warmup 0 --type PING --expect ping --payload x --json",
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let f = json(&out);
@@ -317,21 +291,10 @@ fn a_client_at_max_requests_fits_its_memory_class() {
     module(&app, "five", CAPS, FIVE_THEN_EXIT);
     let mib = tmp.path().join("mib");
     std::fs::write(&mib, vec![1u8; 1 << 20]).unwrap();
-    let out = bench(
+    let out = bench_with(
         tmp.path(),
-        &[
-            app.to_str().unwrap(),
-            "five",
-            "--requests",
-            "1000000",
-            "--warmup",
-            "0",
-            "--payload",
-            "x",
-            "--timeout-ms",
-            "2000",
-            "--json",
-        ],
+        app.to_str().unwrap(),
+        "five --requests 1000000 --warmup 0 --payload x --timeout-ms 2000 --json",
     );
     let _ = mib;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
@@ -363,19 +326,10 @@ fn option_edges() {
     let tmp = tempfile::tempdir().unwrap();
     let app = echo_app(tmp.path(), "echo");
     // A 1 ms timeout: each call either answers or fails with TIMEOUT.
-    let out = bench(
+    let out = bench_with(
         tmp.path(),
-        &[
-            &app,
-            "echo",
-            "--timeout-ms",
-            "1",
-            "--requests",
-            "50",
-            "--payload",
-            "x",
-            "--json",
-        ],
+        &app,
+        "echo --timeout-ms 1 --requests 50 --payload x --json",
     );
     let f = json(&out);
     match out.status.code() {
@@ -404,23 +358,10 @@ fn option_edges() {
         assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", text(&out.stderr));
     }
     // A wrong --expect is a failure naming the type; stdout stays JSON.
-    let out = bench(
+    let out = bench_with(
         tmp.path(),
-        &[
-            &app,
-            "echo",
-            "--type",
-            "0x1001",
-            "--expect",
-            "PONG",
-            "--warmup",
-            "0",
-            "--requests",
-            "5",
-            "--payload",
-            "x",
-            "--json",
-        ],
+        &app,
+        "echo --type 0x1001 --expect PONG --warmup 0 --requests 5 --payload x --json",
     );
     assert_eq!(out.status.code(), Some(1));
     let f = json(&out);

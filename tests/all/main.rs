@@ -34,6 +34,7 @@ mod priority_edges;
 mod restart_edges;
 mod restart_load_edges;
 mod router_edges;
+mod scheduler_mix_edges;
 mod scheduling;
 mod scheduling_edges;
 mod sdk_edges;

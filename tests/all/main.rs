@@ -24,6 +24,7 @@ mod limits_edges;
 mod load_edges;
 mod loading;
 mod memory_budget;
+mod memory_budget_edges;
 mod messaging;
 mod messaging_edges;
 mod name_edges;

@@ -102,6 +102,11 @@ fn memory_size(text: &str) -> Result<u64, String> {
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (number, suffix) = text.split_at(digits);
+    if !number.is_empty() && suffix.starts_with(['.', ',']) {
+        return Err(format!(
+            "{text:?} is not a whole number: give a smaller unit (1.5GiB is 1536MiB)"
+        ));
+    }
     let shift = match suffix.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 0,
         "k" | "kib" => 10,
@@ -114,9 +119,15 @@ fn memory_size(text: &str) -> Result<u64, String> {
             ));
         }
     };
+    if number.is_empty() {
+        return Err(format!(
+            "{text:?} is not a size: a number of bytes, e.g. 512MiB"
+        ));
+    }
+    // Only digits are left: a number that does not parse is too large.
     let number: u64 = number
         .parse()
-        .map_err(|_| format!("{text:?} is not a size: a number of bytes, e.g. 512MiB"))?;
+        .map_err(|_| format!("{text:?} is too large"))?;
     number
         .checked_mul(1u64 << shift)
         .ok_or_else(|| format!("{text:?} is too large"))
@@ -570,6 +581,16 @@ mod tests {
         assert!(memory_size("GiB").unwrap_err().contains("not a size"));
         assert!(memory_size("-1").is_err());
         assert!(memory_size("99999999T").unwrap_err().contains("too large"));
+        assert!(
+            memory_size("18446744073709551616")
+                .unwrap_err()
+                .contains("too large")
+        );
+        assert!(
+            memory_size("1.5GiB")
+                .unwrap_err()
+                .contains("not a whole number")
+        );
     }
 
     #[test]

@@ -274,7 +274,9 @@ impl KernelBuilder {
     /// past what is left fails as one past the class limit does
     /// (`memory.grow` returns -1, and a trap that follows is `OUT_OF_MEMORY`),
     /// and a process whose initial memory does not fit traps at its start
-    /// with `OUT_OF_MEMORY`; an ended process gives its share back. Without
+    /// with `OUT_OF_MEMORY`, after trying again for about 5 ms (a restarted
+    /// process's predecessor holds its share until its next checkpoint);
+    /// an ended process gives its share back. Without
     /// it (the default) only the classes and the process count bound guest
     /// memory: 4,096 user-class processes may grow to 64 GiB together.
     pub fn memory_budget(mut self, bytes: u64) -> Self {

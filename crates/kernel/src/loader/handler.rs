@@ -22,7 +22,8 @@
 use crate::core::kernel_loop::{ExitStatus, Outcome, put_back_held, reap_due, stop_due};
 use crate::core::message_router::Message;
 use crate::loader::lifecycle_manager::{
-    BACKSTOP_TICKS, classify, current_lane, is_pool_full, lane_after, may_retry, pool_backoff,
+    BACKSTOP_TICKS, BUDGET_RETRIES, budget_backoff, classify, current_lane, is_budget_refusal,
+    is_pool_full, lane_after, may_retry, pool_backoff,
 };
 use crate::loader::lifecycle_manager::{HANDLER_CALL_SLICES, MIN_INBOX_CAPACITY};
 use crate::loader::wasm_loader::{LaneModule, LoadedModule};
@@ -378,6 +379,7 @@ async fn instantiate(
     let budget = checkpoint_fuel.saturating_mul(HANDLER_CALL_SLICES);
     let mut used = 0;
     let mut attempt = 0;
+    let mut budget_tries = 0;
     let failed = |store: &Store<ProcessContext>, used: u64, error: wasmtime::Error| Outcome {
         status: status_of(&error, store, budget),
         fuel_used: used,
@@ -395,6 +397,11 @@ async fn instantiate(
                     store = handler_store(lane, store.into_data(), backstop);
                 }
                 pool_backoff(attempt, lanes).await;
+            }
+            Err(error) if budget_tries < BUDGET_RETRIES && is_budget_refusal(&error, &store) => {
+                budget_tries += 1;
+                store.data_mut().limiter.forget_refusal();
+                budget_backoff(budget_tries).await;
             }
             // Copying the data segments (a unit a byte) and running the
             // start function is paid from one call's budget too.

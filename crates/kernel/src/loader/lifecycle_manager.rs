@@ -347,6 +347,7 @@ async fn run_process(
     // Instantiate, moving to another lane's pool while this one is full
     // (the process limit is shared out among the lanes' pools).
     let mut attempt = 0;
+    let mut budget_tries = 0;
     let instance = loop {
         // Boxed for the moment it runs: instantiation's future is about
         // 1 KB, five times the call's, and unboxed it would size the state
@@ -363,6 +364,11 @@ async fn run_process(
                     };
                 }
                 pool_backoff(attempt, lanes).await;
+            }
+            Err(error) if budget_tries < BUDGET_RETRIES && is_budget_refusal(&error, &store) => {
+                budget_tries += 1;
+                store.data_mut().limiter.forget_refusal();
+                budget_backoff(budget_tries).await;
             }
             result => break result,
         }
@@ -429,6 +435,35 @@ pub const MIN_INBOX_CAPACITY: usize = 16;
 /// allocation on another worker that finds the queue already taken fails
 /// rather than wait. A try after that worker is done succeeds.
 pub(crate) const POOL_RETRIES: u32 = 50;
+
+/// How many times a process tries again to instantiate when its memory
+/// does not fit the kernel's memory budget, before it traps with
+/// `OUT_OF_MEMORY`: shares may be on their way back (a restart's
+/// predecessor, told to stop, holds its memory until its next checkpoint,
+/// on another worker). Each try after the second waits 50 µs, so a budget
+/// that is simply spent costs a worker about 5 ms once.
+pub(crate) const BUDGET_RETRIES: u32 = 100;
+
+/// True if `error` ended an instantiation because the memory budget was
+/// spent: not a trap, and the limiter refused (at instantiation only a
+/// budget can: a module's memory is checked against its class at load).
+pub(crate) fn is_budget_refusal(error: &wasmtime::Error, store: &Store<ProcessContext>) -> bool {
+    let limiter = &store.data().limiter;
+    limiter.has_budget()
+        && limiter.refused()
+        && error.downcast_ref::<Trap>().is_none()
+        && !is_pool_full(error)
+}
+
+/// Before try `attempt` (from 1) of an instantiation the memory budget
+/// refused: a checkpoint, so others run (the one giving memory back
+/// among them), and from the third on a 50 µs wait.
+pub(crate) async fn budget_backoff(attempt: u32) {
+    YieldOnce::new().await;
+    if attempt > 2 {
+        std::thread::sleep(std::time::Duration::from_micros(50));
+    }
+}
 
 pub(crate) fn is_pool_full(error: &wasmtime::Error) -> bool {
     error.downcast_ref::<PoolConcurrencyLimitError>().is_some()

@@ -112,6 +112,16 @@ impl MemoryLimiter {
     pub fn refused(&self) -> bool {
         self.refused
     }
+
+    /// Forgets a refusal (before an instantiation is tried again).
+    pub(crate) fn forget_refusal(&mut self) {
+        self.refused = false;
+    }
+
+    /// True if this limiter takes from a kernel-wide budget.
+    pub(crate) fn has_budget(&self) -> bool {
+        self.budget.is_some()
+    }
 }
 
 impl Drop for MemoryLimiter {

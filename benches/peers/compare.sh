@@ -36,7 +36,7 @@ for arg in "$@"; do
             exit 0
             ;;
         *)
-            echo "compare.sh: unknown argument: $arg (try --help)" >&2
+            echo "compare.sh: unknown argument: '$arg' (try --help)" >&2
             exit 2
             ;;
     esac
@@ -45,13 +45,18 @@ done
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 runs=${PEERS_R:-5}
-rounds=${PEERS_ROUNDS:-7}
+# Set but empty is an error, as for the other counts (not the default).
+rounds=${PEERS_ROUNDS-7}
 case "$rounds" in
     '' | *[!0-9]*)
         echo "compare.sh: PEERS_ROUNDS must be a whole number, not '$rounds'" >&2
         exit 2
         ;;
 esac
+if [ "${#rounds}" -gt 4 ] || [ "$((10#$rounds))" -gt 1000 ]; then
+    echo "compare.sh: PEERS_ROUNDS must be at most 1000, not '$rounds'" >&2
+    exit 2
+fi
 # The counts peers.erl reads must be positive whole numbers: said here, once,
 # before anything runs (peers.erl would stop with a stack trace).
 for name in PEERS_N PEERS_M PEERS_K PEERS_R; do
@@ -63,6 +68,14 @@ for name in PEERS_N PEERS_M PEERS_K PEERS_R; do
     esac
     if [ "$valid" -ne 1 ]; then
         echo "compare.sh: $name must be a positive whole number, not '$value'" >&2
+        exit 2
+    fi
+    # At most what estactl's --repeat takes (a u32) and Erlang's counts
+    # sensibly are; nine digits or fewer also keep the shell's arithmetic
+    # below safe.
+    stripped=$((10#$value)) 2>/dev/null || stripped=""
+    if [ "${#value}" -gt 18 ] || [ -z "$stripped" ] || [ "$stripped" -gt 1000000000 ]; then
+        echo "compare.sh: $name must be at most 1000000000, not '$value'" >&2
         exit 2
     fi
 done

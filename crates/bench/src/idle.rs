@@ -162,8 +162,10 @@ fn idle_handler() -> Guest {
 }
 
 /// How many idle processes a run has: [`PROCESSES`] ([`QUICK_PROCESSES`]
-/// in quick mode) unless `ESTALOGIC_IDLE_PROCESSES` says otherwise.
-fn idle_count(settings: &Settings) -> Result<u64> {
+/// in quick mode) unless `ESTALOGIC_IDLE_PROCESSES` says otherwise; an
+/// error naming the variable if it is not a count in range (`estactl
+/// bench` checks it before any benchmark runs).
+pub fn idle_count(settings: &Settings) -> Result<u64> {
     match std::env::var("ESTALOGIC_IDLE_PROCESSES") {
         // For the brief's 1,000,000 goal: `ESTALOGIC_IDLE_PROCESSES=1000000`.
         Ok(text) => {
@@ -173,8 +175,7 @@ fn idle_count(settings: &Settings) -> Result<u64> {
             ensure!(
                 (1..=MAX_PROCESSES).contains(&count),
                 "ESTALOGIC_IDLE_PROCESSES={count} is out of range: 1 to {MAX_PROCESSES} idle \
-                 processes (a kernel holds at most {} processes)",
-                u32::MAX
+                 processes (their memory mappings must fit Linux's vm.max_map_count)"
             );
             Ok(count)
         }
@@ -182,9 +183,10 @@ fn idle_count(settings: &Settings) -> Result<u64> {
     }
 }
 
-/// The most idle processes a run may ask for: a kernel's process limit is
-/// a `u32`, and the keeper and the sentinel need room too.
-pub const MAX_PROCESSES: u64 = u32::MAX as u64 - 2;
+/// The most idle processes a run may ask for: 100,000,000, so that the
+/// memory mappings they need (about twelve each) stay under the largest
+/// `vm.max_map_count` Linux takes (2^31 - 1).
+pub const MAX_PROCESSES: u64 = 100_000_000;
 
 /// Makes `settings.runs()` runs of [`PROCESSES`] idle processes
 /// ([`QUICK_PROCESSES`] in quick mode).
@@ -333,7 +335,8 @@ fn raise_map_limit(needed: u64) -> MapLimit {
             note(&format!(
                 "bench: raised vm.max_map_count from {current} to {needed} for the run"
             ));
-            MapLimit(Some(current))
+            *RAISED.lock().unwrap_or_else(|p| p.into_inner()) = Some((current, needed));
+            MapLimit(Some((current, needed)))
         }
         Err(error) => {
             note(&format!(
@@ -354,18 +357,40 @@ fn read_map_limit() -> Option<u64> {
         .ok()
 }
 
-/// The value of `vm.max_map_count` to restore, if the run raised it.
-struct MapLimit(Option<u64>);
+/// The value of `vm.max_map_count` to restore and the one the run set, if
+/// the run raised it.
+struct MapLimit(Option<(u64, u64)>);
+
+/// The same, process-wide, for [`restore_map_limit`] on a signal.
+static RAISED: std::sync::Mutex<Option<(u64, u64)>> = std::sync::Mutex::new(None);
 
 impl Drop for MapLimit {
     fn drop(&mut self) {
-        if let Some(previous) = self.0
-            && let Err(error) = std::fs::write(MAP_LIMIT, previous.to_string())
-        {
-            note(&format!(
-                "bench: cannot restore vm.max_map_count to {previous}: {error}"
-            ));
+        if self.0.is_some() {
+            restore_map_limit();
         }
+    }
+}
+
+/// Puts `vm.max_map_count` back to what it was before an idle benchmark
+/// raised it, if one did and the value is still the one it set (another
+/// run that raised it further since is left alone: it restores its own).
+/// `estactl bench` calls it when a signal stops it, as the benchmark's own
+/// guard does when it ends.
+pub fn restore_map_limit() {
+    let Some((previous, set)) = RAISED.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+        return;
+    };
+    if read_map_limit() != Some(set) {
+        note(&format!(
+            "bench: vm.max_map_count changed since this run set it to {set}; left as it is"
+        ));
+        return;
+    }
+    if let Err(error) = std::fs::write(MAP_LIMIT, previous.to_string()) {
+        note(&format!(
+            "bench: cannot restore vm.max_map_count to {previous}: {error}"
+        ));
     }
 }
 

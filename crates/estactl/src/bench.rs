@@ -36,6 +36,23 @@ pub fn run(repeat: u32, json: bool, only: Option<&str>, quick: bool, list: bool)
         repeat: repeat.max(1),
         quick,
     };
+    // A bad ESTALOGIC_IDLE_PROCESSES fails the idle benchmarks (each says
+    // so in its row); say it now, not after the others have run.
+    let idle_selected = ALL.iter().any(|benchmark| {
+        benchmark.name.starts_with("idle_")
+            && only.is_none_or(|only| estalogic_bench::selects(only, benchmark.name))
+    });
+    if idle_selected && let Err(error) = estalogic_bench::idle::idle_count(&settings) {
+        errln!("bench: warning: {error:#}; the idle benchmarks will fail");
+    }
+    // A signal stops the run at once: put back what the idle benchmarks
+    // changed on the host first (vm.max_map_count), then exit 130.
+    ctrlc::set_handler(|| {
+        estalogic_bench::idle::restore_map_limit();
+        errln!("bench: interrupted");
+        std::process::exit(130);
+    })
+    .map_err(|error| anyhow::anyhow!("cannot install the Ctrl-C handler: {error}"))?;
     let outcomes = estalogic_bench::run_each(&settings, only, |outcome| {
         let status = if outcome.value.is_ok() {
             ""

@@ -126,6 +126,16 @@ fn check_map_count(max_processes: u32) -> Result<(), KernelError> {
         return Ok(());
     };
     let needed = u64::from(max_processes) * MAPPINGS_PER_PROCESS + MAP_RESERVE;
+    // Linux takes at most 2^31 - 1: past it, no sysctl helps.
+    let most = i32::MAX as u64;
+    if needed > limit && needed > most {
+        let fits = most.saturating_sub(MAP_RESERVE) / MAPPINGS_PER_PROCESS;
+        return Err(KernelError::Engine(format!(
+            "{max_processes} processes need up to {needed} memory mappings, more than Linux \
+             allows one process (vm.max_map_count is at most {most}); lower max_processes \
+             (at most {fits} fit)"
+        )));
+    }
     if needed > limit {
         return Err(KernelError::Engine(format!(
             "{max_processes} processes need up to {needed} memory mappings but vm.max_map_count is {limit}; \

@@ -604,9 +604,10 @@ impl Kernel {
 
     /// The kernel-wide memory budget, if one was set
     /// ([`KernelBuilder::memory_budget`]): its limit and what live
-    /// processes hold of it.
-    pub fn memory_budget(&self) -> Option<&MemoryBudget> {
-        self.shared.memory_budget.as_deref()
+    /// processes hold of it, readable from any thread while the kernel
+    /// runs.
+    pub fn memory_budget(&self) -> Option<Arc<MemoryBudget>> {
+        self.shared.memory_budget.clone()
     }
 
     /// The host's end of the processes' notifications (the `notify`

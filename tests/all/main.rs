@@ -17,6 +17,7 @@ mod embedding_edges;
 mod fanout_edges;
 mod fuel_accounting_edges;
 mod handlers;
+mod host_handle_edges;
 mod host_work_edges;
 mod lent_turn_edges;
 mod lifecycle;

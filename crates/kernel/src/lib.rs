@@ -25,7 +25,7 @@ pub mod loader;
 pub mod syscalls;
 
 pub use crate::core::init::{
-    Kernel, KernelBuilder, KernelError, MAX_WORKERS, RunReport, ShutdownHandle,
+    ExitSubscription, Kernel, KernelBuilder, KernelError, MAX_WORKERS, RunReport, ShutdownHandle,
 };
 pub use crate::core::kernel_loop::{
     ExitStatus, LoopStats, ProcessReport, RestartRecord, TraceRecord,

@@ -224,6 +224,38 @@ impl KernelError {
     }
 }
 
+/// The receiving end of [`Kernel::subscribe_exits`]: a
+/// `Receiver<ProcessReport>` (through `Deref`) whose drop tells the kernel
+/// to forget the subscription.
+#[derive(Debug)]
+pub struct ExitSubscription {
+    receiver: std::sync::mpsc::Receiver<ProcessReport>,
+    open: Arc<AtomicBool>,
+}
+
+impl std::ops::Deref for ExitSubscription {
+    type Target = std::sync::mpsc::Receiver<ProcessReport>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.receiver
+    }
+}
+
+impl Drop for ExitSubscription {
+    fn drop(&mut self) {
+        self.open.store(false, Ordering::Release);
+    }
+}
+
+impl Drop for Kernel {
+    /// Closes the notification queue: a host thread waiting in
+    /// [`NotificationQueue::take_timeout`] returns once what is queued is
+    /// taken, since nothing can be posted any more.
+    fn drop(&mut self) {
+        self.shared.notifications.close();
+    }
+}
+
 /// Builds a [`Kernel`].
 #[derive(Debug, Clone, Default)]
 pub struct KernelBuilder {
@@ -586,7 +618,8 @@ pub struct Kernel {
     registry: ModuleRegistry,
     boot: Boot,
     pending: Vec<Task>,
-    exit_listeners: Vec<std::sync::mpsc::Sender<ProcessReport>>,
+    /// Exit subscriptions, each with whether its receiver is still held.
+    exit_listeners: Vec<(std::sync::mpsc::Sender<ProcessReport>, Arc<AtomicBool>)>,
     restart_policy: Option<Box<dyn RestartPolicy>>,
     /// The worker threads besides the one that calls [`Kernel::run`],
     /// started at the first run and kept for the next ones.
@@ -595,11 +628,16 @@ pub struct Kernel {
 
 impl Kernel {
     /// A channel that receives each process's report the moment it ends
-    /// (during [`Kernel::run`]), for supervisors, tests and tools.
-    pub fn subscribe_exits(&mut self) -> std::sync::mpsc::Receiver<ProcessReport> {
+    /// (during [`Kernel::run`]), for supervisors, tests and tools. It is a
+    /// `Receiver` (by `Deref`); dropping it ends the subscription, which the
+    /// kernel then forgets (at the next subscription or run).
+    pub fn subscribe_exits(&mut self) -> ExitSubscription {
+        self.exit_listeners
+            .retain(|(_, open)| open.load(Ordering::Acquire));
         let (sender, receiver) = std::sync::mpsc::channel();
-        self.exit_listeners.push(sender);
-        receiver
+        let open = Arc::new(AtomicBool::new(true));
+        self.exit_listeners.push((sender, open.clone()));
+        ExitSubscription { receiver, open }
     }
 
     /// The kernel-wide memory budget, if one was set
@@ -1043,7 +1081,9 @@ impl Kernel {
             self.factory.clone(),
             restart_policy,
         );
-        for listener in &self.exit_listeners {
+        self.exit_listeners
+            .retain(|(_, open)| open.load(Ordering::Acquire));
+        for (listener, _) in &self.exit_listeners {
             kernel_loop.notify_exits(listener.clone());
         }
         let ticker_stop = StopOnDrop(Arc::new(AtomicBool::new(false)));

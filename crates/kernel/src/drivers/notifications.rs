@@ -53,6 +53,8 @@ struct Pending {
     queue: VecDeque<Notification>,
     bytes: usize,
     next_sequence: u64,
+    /// The kernel is gone: nothing more will be posted.
+    closed: bool,
 }
 
 /// The kernel's side of the queue: posts from syscalls, takes from hosts.
@@ -95,6 +97,13 @@ impl Notifications {
         Ok(())
     }
 
+    /// Nothing more will be posted (the kernel was dropped): wakes every
+    /// taker waiting for a post.
+    pub(crate) fn close(&self) {
+        self.pending.lock().closed = true;
+        self.posted.notify_all();
+    }
+
     fn take_locked(pending: &mut Pending) -> Option<Notification> {
         let taken = pending.queue.pop_front()?;
         pending.bytes -= taken.payload.len();
@@ -116,13 +125,17 @@ impl NotificationQueue {
     }
 
     /// The oldest notification not taken yet, waiting up to `timeout` for
-    /// one to be posted.
+    /// one to be posted; `None` at once if none is queued and the kernel
+    /// has been dropped (nothing can be posted any more).
     pub fn take_timeout(&self, timeout: Duration) -> Option<Notification> {
         let deadline = Instant::now().checked_add(timeout);
         let mut pending = self.0.pending.lock();
         loop {
             if let Some(taken) = Notifications::take_locked(&mut pending) {
                 return Some(taken);
+            }
+            if pending.closed {
+                return None;
             }
             match deadline {
                 Some(deadline) => {

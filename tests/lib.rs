@@ -458,3 +458,21 @@ pub fn raise_map_count() {
         let _ = std::fs::write(LIMIT, TEST_MAP_COUNT.to_string());
     }
 }
+
+/// A WebAssembly page, the unit memory budgets are counted in.
+pub const PAGE: u64 = 64 << 10;
+
+/// A kernel with a guest memory budget of `bytes`.
+pub fn budgeted(deterministic: bool, workers: usize, bytes: u64) -> Kernel {
+    Kernel::builder()
+        .deterministic(deterministic)
+        .workers(workers)
+        .memory_budget(bytes)
+        .build()
+        .expect("the kernel builds")
+}
+
+/// What `kernel`'s memory budget holds now (it must have one).
+pub fn held(kernel: &Kernel) -> u64 {
+    kernel.memory_budget().expect("a budget").held()
+}

@@ -5,9 +5,9 @@
 
 use estalogic_abi::ErrorCode;
 use estalogic_kernel::{ExitStatus, Kernel};
-use estalogic_tests::{RUNS, describe, load_handler, load_wat, report_of, trapped};
-
-const PAGE: u64 = 64 << 10;
+use estalogic_tests::{
+    PAGE, RUNS, budgeted, describe, held, load_handler, load_wat, report_of, trapped,
+};
 
 /// Yields once (so that every process spawned with it has its memory
 /// before any grows: a process's instance is made when it first runs),
@@ -26,15 +26,6 @@ fn grower(wait_ms: u64) -> String {
             (drop (call $receive (i32.const 0) (i64.const {wait_ms}) (i32.const 0) (i32.const 64) (i32.const 64)))
             (memory.size)))"#
     )
-}
-
-fn budgeted(deterministic: bool, workers: usize, bytes: u64) -> Kernel {
-    Kernel::builder()
-        .deterministic(deterministic)
-        .workers(workers)
-        .memory_budget(bytes)
-        .build()
-        .unwrap()
 }
 
 #[test]
@@ -107,7 +98,7 @@ fn a_start_whose_memory_does_not_fit_traps_out_of_memory() {
     kernel.spawn("small").unwrap();
     let report = kernel.run();
     assert_eq!(report_of(&report, "small").status, ExitStatus::Exited(0));
-    assert_eq!(kernel.memory_budget().unwrap().held(), 0);
+    assert_eq!(held(&kernel), 0);
 }
 
 #[test]
@@ -158,7 +149,7 @@ fn a_handler_s_memory_counts_too() {
         report_of(&report, "handler").status,
         ExitStatus::Stopped(ErrorCode::DEADLOCKED)
     );
-    assert_eq!(kernel.memory_budget().unwrap().held(), 0);
+    assert_eq!(held(&kernel), 0);
 }
 
 #[test]

@@ -8,28 +8,13 @@ use estalogic_abi::ErrorCode;
 use estalogic_kernel::core::supervision::RestartAction::{self, *};
 use estalogic_kernel::{ExitStatus, Kernel, RunReport};
 use estalogic_tests::{
-    RUNS, Script, describe, load_handler, load_wat, load_wat_with, report_of, run_and_stop_after,
-    trapped,
+    PAGE, RUNS, Script, budgeted, describe, held, load_handler, load_wat, load_wat_with, report_of,
+    run_and_stop_after, trapped,
 };
 use std::time::Duration;
 
-const PAGE: u64 = 64 << 10;
-
 const RECEIVE: &str =
     r#"(import "estalogic" "receive" (func $receive (param i32 i64 i32 i32 i32) (result i64)))"#;
-
-fn budgeted(deterministic: bool, workers: usize, bytes: u64) -> Kernel {
-    Kernel::builder()
-        .deterministic(deterministic)
-        .workers(workers)
-        .memory_budget(bytes)
-        .build()
-        .unwrap()
-}
-
-fn held(kernel: &Kernel) -> u64 {
-    kernel.memory_budget().unwrap().held()
-}
 
 /// `pages` of memory; `body` in `run` (result i32), `$pause` available.
 fn task(pages: u32, body: &str) -> String {

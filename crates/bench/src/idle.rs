@@ -325,10 +325,10 @@ fn watch(
 /// host's settings as it found them.
 fn raise_map_limit(needed: u64) -> MapLimit {
     let Some(current) = read_map_limit() else {
-        return MapLimit(None);
+        return MapLimit(false);
     };
     if current >= needed {
-        return MapLimit(None);
+        return MapLimit(false);
     }
     match std::fs::write(MAP_LIMIT, needed.to_string()) {
         Ok(()) => {
@@ -336,13 +336,13 @@ fn raise_map_limit(needed: u64) -> MapLimit {
                 "bench: raised vm.max_map_count from {current} to {needed} for the run"
             ));
             *RAISED.lock().unwrap_or_else(|p| p.into_inner()) = Some((current, needed));
-            MapLimit(Some((current, needed)))
+            MapLimit(true)
         }
         Err(error) => {
             note(&format!(
                 "bench: cannot raise vm.max_map_count to {needed}: {error}"
             ));
-            MapLimit(None)
+            MapLimit(false)
         }
     }
 }
@@ -357,16 +357,16 @@ fn read_map_limit() -> Option<u64> {
         .ok()
 }
 
-/// The value of `vm.max_map_count` to restore and the one the run set, if
-/// the run raised it.
-struct MapLimit(Option<(u64, u64)>);
+/// A guard that puts `vm.max_map_count` back ([`restore_map_limit`]) when
+/// it drops, if the run raised it (what to put back is in [`RAISED`]).
+struct MapLimit(bool);
 
 /// The same, process-wide, for [`restore_map_limit`] on a signal.
 static RAISED: std::sync::Mutex<Option<(u64, u64)>> = std::sync::Mutex::new(None);
 
 impl Drop for MapLimit {
     fn drop(&mut self) {
-        if self.0.is_some() {
+        if self.0 {
             restore_map_limit();
         }
     }

@@ -38,7 +38,13 @@
 //!    that lock, and the inbox is drained into the scheduler only under it,
 //!    so a wake can never be applied before the block it answers.
 //! 3. Wakers never take the core lock: they push to the inbox (its own
-//!    small lock); a worker that finds more ready work than it can run
+//!    small lock), except that a worker keeps the wakes its own turn makes
+//!    on its thread, with no lock, and drains them with the inbox's
+//!    whenever it collects (at the turn's every checkpoint, block and
+//!    end, and in a handoff or direct delivery), so another worker sees
+//!    them from the waker's next checkpoint on (see
+//!    [`kernel_shared`](crate::core::kernel_shared#wakes-made-during-a-turn));
+//!    a worker that finds more ready work than it can run
 //!    (when it dispatches, and at its running process's checkpoints)
 //!    signals an idle worker, or starts another if none is idle or on its
 //!    way and fewer than the kernel's workers take part (a run starts
@@ -411,6 +417,20 @@ impl Drop for WorkerGuard {
     }
 }
 
+/// A value alone in its cache lines (two, for the adjacent-line
+/// prefetcher), so that writes to its neighbours do not take it from the
+/// workers that read it.
+#[repr(align(128))]
+struct CachePadded<T>(T);
+
+impl<T> std::ops::Deref for CachePadded<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 /// The core lock held. Releasing it publishes the scheduler's count of
 /// queued processes in `KernelLoop::queued`, so that a handoff can see
 /// without the lock that others are ready and it will not be taken.
@@ -435,8 +455,12 @@ impl std::ops::DerefMut for CoreGuard<'_> {
 
 impl Drop for CoreGuard<'_> {
     fn drop(&mut self) {
-        self.queued
-            .store(self.core.scheduler.queued(), Ordering::Relaxed);
+        // Written only when it changed: the other workers read it at every
+        // send (see `hand_off`), and a write takes the line from them.
+        let queued = self.core.scheduler.queued();
+        if self.queued.load(Ordering::Relaxed) != queued {
+            self.queued.store(queued, Ordering::Relaxed);
+        }
     }
 }
 
@@ -740,7 +764,7 @@ pub(crate) struct KernelLoop {
     core: Mutex<Core>,
     /// The scheduler's count of queued processes as of the core lock's
     /// last release (see [`CoreGuard`]): a hint read without the lock.
-    queued: AtomicUsize,
+    queued: CachePadded<AtomicUsize>,
     /// A worker panicked: the others leave at their next pass through the
     /// loop, so the run's scope ends and resumes the panic on its caller.
     abandoned: AtomicBool,
@@ -759,7 +783,7 @@ impl KernelLoop {
             checkpoint_ns: policy.checkpoint_ns(),
             checkpoint_fuel: policy.checkpoint_fuel,
             abandoned: AtomicBool::new(false),
-            queued: AtomicUsize::new(0),
+            queued: CachePadded(AtomicUsize::new(0)),
             core: Mutex::new(Core {
                 scheduler: Scheduler::new(policy),
                 tasks: Vec::new(),
@@ -1399,6 +1423,7 @@ impl KernelLoop {
     /// Runs `task` until it blocks, ends, or the scheduler takes it off the
     /// CPU; parks or reaps it; returns with the core lock held.
     fn run_turn(&self, mut task: Task) -> CoreGuard<'_> {
+        let _local = self.shared.inbox.keep_wakes_local();
         let pid = task.process.pid;
         task.state.state.store(RUNNING, Ordering::Release);
         let (mut core, end) = loop {

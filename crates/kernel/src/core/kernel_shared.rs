@@ -12,6 +12,23 @@
 //! poll is in [`kernel_loop`][task-states].
 //!
 //! [task-states]: crate::core::kernel_loop#task-states-and-wakeups
+//!
+//! # Wakes made during a turn
+//!
+//! A wake made on a worker thread while it runs a turn of the same kernel
+//! (a send to a waiting process, a timer fired at a checkpoint) is kept on
+//! that thread instead (`Inbox::keep_wakes_local`): the same worker
+//! drains it with the inbox, under the core lock, at the turn's next
+//! checkpoint, block or end. Under load (many pairs exchanging messages on
+//! two workers) every message woke its receiver through the shared queue's
+//! lock and cache line, which the other worker drained; a third of a
+//! handler round trip went there (BENCHMARKS.md, log step 55). A drain
+//! gives the thread's own wakes first, then the shared queue's; on one
+//! worker (deterministic mode) that is the order they were made in, as
+//! before, since a collection drains everything made outside a turn (the
+//! timers it fires) right after it was made. What the other workers cannot see is a wake at most
+//! one checkpoint old (100,000 fuel units by default) whose waker still
+//! runs: it is collected, and an idle worker told, at that checkpoint.
 
 use crate::core::capabilities_engine::{AuditDetail, AuditEvent, AuditKind, CapabilityEngine};
 use crate::core::process::ProcessTable;
@@ -53,6 +70,9 @@ impl Inbox {
     /// and signals an idle worker then if there is more ready work than it
     /// can run (see `KernelLoop::work`).
     fn push(&self, pid: Pid) {
+        if LOCAL_WAKES.with_borrow_mut(|local| local.push(self, pid)) {
+            return;
+        }
         let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         queue.push(pid);
         self.len.store(queue.len(), Ordering::Release);
@@ -71,7 +91,8 @@ impl Inbox {
     }
 
     pub(crate) fn drain_into(&self, out: &mut Vec<Pid>) {
-        if self.is_empty() {
+        LOCAL_WAKES.with_borrow_mut(|local| local.drain_into(self, out));
+        if self.len.load(Ordering::Acquire) == 0 {
             return;
         }
         let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -80,12 +101,29 @@ impl Inbox {
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.len.load(Ordering::Acquire) == 0
+        self.len() == 0
     }
 
-    /// Pids queued, as of the last push or drain.
+    /// Pids queued, as of the last push or drain: in the shared queue, and
+    /// in this thread's own wakes (see [`LocalWakes`]).
     pub(crate) fn len(&self) -> usize {
-        self.len.load(Ordering::Acquire)
+        self.len.load(Ordering::Acquire) + LOCAL_WAKES.with_borrow(|local| local.len_for(self))
+    }
+
+    /// Makes this thread keep the wakes it makes for this inbox's kernel to
+    /// itself until it drains them, for as long as the guard lives.
+    pub(crate) fn keep_wakes_local(&self) -> LocalWakesGuard {
+        LOCAL_WAKES.with_borrow_mut(|local| {
+            let previous = local.active;
+            if local.inbox != std::ptr::from_ref(self) {
+                // Another kernel's, left by a run that ended in a panic
+                // (every other run collects what its turns kept).
+                local.pids.clear();
+                local.inbox = std::ptr::from_ref(self);
+            }
+            local.active = true;
+            LocalWakesGuard { previous }
+        })
     }
 
     /// Sleeps until something is pushed, `stop` is set, a notification
@@ -109,6 +147,62 @@ impl Inbox {
         let _guard = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         self.notified.fetch_add(1, Ordering::Release);
         self.signal.notify_all();
+    }
+}
+
+/// The wakes a worker thread made during a turn, kept here rather than in
+/// the shared queue: the worker collects them itself under the core lock
+/// when the turn blocks, passes a checkpoint or ends, so a wake costs no
+/// lock and no cache line shared with the other workers.
+#[derive(Debug)]
+struct LocalWakes {
+    /// The inbox whose kernel the wakes are for (compared, never read).
+    inbox: *const Inbox,
+    /// True while a turn runs on this thread.
+    active: bool,
+    pids: Vec<Pid>,
+}
+
+impl LocalWakes {
+    fn push(&mut self, inbox: &Inbox, pid: Pid) -> bool {
+        if self.active && self.inbox == std::ptr::from_ref(inbox) {
+            self.pids.push(pid);
+            true
+        } else {
+            false
+        }
+    }
+
+    fn drain_into(&mut self, inbox: &Inbox, out: &mut Vec<Pid>) {
+        if self.inbox == std::ptr::from_ref(inbox) {
+            out.append(&mut self.pids);
+        }
+    }
+
+    fn len_for(&self, inbox: &Inbox) -> usize {
+        if self.inbox == std::ptr::from_ref(inbox) {
+            self.pids.len()
+        } else {
+            0
+        }
+    }
+}
+
+thread_local! {
+    static LOCAL_WAKES: std::cell::RefCell<LocalWakes> = const {
+        std::cell::RefCell::new(LocalWakes { inbox: std::ptr::null(), active: false, pids: Vec::new() })
+    };
+}
+
+/// Ends [`Inbox::keep_wakes_local`]: the wakes kept stay for the worker's
+/// next drain.
+pub(crate) struct LocalWakesGuard {
+    previous: bool,
+}
+
+impl Drop for LocalWakesGuard {
+    fn drop(&mut self) {
+        LOCAL_WAKES.with_borrow_mut(|local| local.active = self.previous);
     }
 }
 
@@ -621,6 +715,61 @@ mod tests {
             capability: None,
             detail: AuditDetail::Text(String::new()),
         }
+    }
+
+    fn idle_task(pid: u64, inbox: &Arc<Inbox>) -> Arc<TaskState> {
+        Arc::new(TaskState {
+            pid: Pid::from_u64(pid),
+            state: AtomicU8::new(IDLE),
+            yield_requested: AtomicBool::new(false),
+            blocked: AtomicBool::new(false),
+            kill: AtomicBool::new(false),
+            inbox: inbox.clone(),
+        })
+    }
+
+    fn drained(inbox: &Inbox) -> Vec<u64> {
+        let mut out = Vec::new();
+        inbox.drain_into(&mut out);
+        out.into_iter().map(Pid::to_u64).collect()
+    }
+
+    /// During a turn a worker's wakes for its own kernel stay on its
+    /// thread: counted there, invisible to other threads, drained there
+    /// (in the order made, before the shared queue's); a wake for another
+    /// kernel, or made outside a turn, goes to the shared queue.
+    #[test]
+    fn wakes_made_during_a_turn_stay_with_the_worker_until_it_drains_them() {
+        let inbox = Arc::new(Inbox::default());
+        let other = Arc::new(Inbox::default());
+        let outside = idle_task(1, &inbox);
+        outside.wake_by_ref();
+        assert_eq!(inbox.len(), 1, "made outside a turn: shared");
+        {
+            let _turn = inbox.keep_wakes_local();
+            idle_task(2, &inbox).wake_by_ref();
+            idle_task(3, &inbox).wake_by_ref();
+            idle_task(9, &other).wake_by_ref();
+            assert_eq!(inbox.len(), 3, "this thread counts its own");
+            assert_eq!(other.len(), 1, "another kernel's: shared");
+            let seen = std::thread::scope(|scope| {
+                scope
+                    .spawn(|| (inbox.len(), drained(&inbox)))
+                    .join()
+                    .unwrap()
+            });
+            assert_eq!(
+                seen,
+                (1, vec![1]),
+                "another thread sees the shared queue only"
+            );
+        }
+        // Kept after the turn, until this thread drains them.
+        idle_task(4, &inbox).wake_by_ref();
+        assert_eq!(inbox.len(), 3);
+        assert_eq!(drained(&inbox), vec![2, 3, 4]);
+        assert!(inbox.is_empty());
+        assert_eq!(drained(&other), vec![9]);
     }
 
     /// A full audit buffer drops its oldest events, and the next drain

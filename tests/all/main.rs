@@ -24,6 +24,7 @@ mod lifecycle;
 mod limits_edges;
 mod load_edges;
 mod loading;
+mod local_wake_edges;
 mod local_wakes;
 mod memory_budget;
 mod memory_budget_edges;

@@ -961,6 +961,7 @@ impl KernelLoop {
     /// is idle or on its way, and fewer than allowed take part.
     fn work<'a>(&'a self, lane: usize, scope: Option<&rayon_core::Scope<'a>>) {
         let _worker = WorkerGuard::enter(self);
+        let _wakes = self.shared.inbox.enter_worker();
         let _lane = lifecycle_manager::enter_lane(lane);
         let _watch = PanicWatch(self);
         let mut core = self.lock();

@@ -19,16 +19,22 @@
 //! (a send to a waiting process, a timer fired at a checkpoint) is kept on
 //! that thread instead (`Inbox::keep_wakes_local`): the same worker
 //! drains it with the inbox, under the core lock, at the turn's next
-//! checkpoint, block or end. Under load (many pairs exchanging messages on
+//! checkpoint, block or end. A worker's loop (`Inbox::enter_worker`)
+//! sets aside what another kernel's loop further up the same thread kept
+//! (a restart policy that runs a kernel of its own, called inside a
+//! turn), and gives it back when it ends. Under load (many pairs exchanging messages on
 //! two workers) every message woke its receiver through the shared queue's
 //! lock and cache line, which the other worker drained; a third of a
 //! handler round trip went there (BENCHMARKS.md, log step 55). A drain
 //! gives the thread's own wakes first, then the shared queue's; on one
-//! worker (deterministic mode) that is the order they were made in, as
-//! before, since a collection drains everything made outside a turn (the
-//! timers it fires) right after it was made. What the other workers cannot see is a wake at most
-//! one checkpoint old (100,000 fuel units by default) whose waker still
-//! runs: it is collected, and an idle worker told, at that checkpoint.
+//! worker (deterministic mode) both are filled by that worker alone, in
+//! an order the run fixes, so a run repeats. What the other workers
+//! cannot see is a wake whose waker still runs: a task's is collected,
+//! and an idle worker told, at the waker's next checkpoint (100,000 fuel
+//! units by default); a handler's call passes no checkpoint while it runs
+//! (it counts them, and passes them when it returns), so what a call
+//! wakes is collected when the call returns, at most a call's budget
+//! (`HANDLER_CALL_SLICES` checkpoints' fuel) later.
 
 use crate::core::capabilities_engine::{AuditDetail, AuditEvent, AuditKind, CapabilityEngine};
 use crate::core::process::ProcessTable;
@@ -70,12 +76,9 @@ impl Inbox {
     /// and signals an idle worker then if there is more ready work than it
     /// can run (see `KernelLoop::work`).
     fn push(&self, pid: Pid) {
-        if LOCAL_WAKES.with_borrow_mut(|local| local.push(self, pid)) {
-            return;
+        if !LOCAL_WAKES.with_borrow_mut(|local| local.push(self, pid)) {
+            self.push_shared(pid);
         }
-        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        queue.push(pid);
-        self.len.store(queue.len(), Ordering::Release);
     }
 
     pub(crate) fn notify_one(&self) {
@@ -110,20 +113,50 @@ impl Inbox {
         self.len.load(Ordering::Acquire) + LOCAL_WAKES.with_borrow(|local| local.len_for(self))
     }
 
-    /// Makes this thread keep the wakes it makes for this inbox's kernel to
-    /// itself until it drains them, for as long as the guard lives.
+    /// Makes this thread a worker of this inbox's kernel for as long as the
+    /// guard lives (a worker's loop): the turns it runs meanwhile keep
+    /// their wakes here ([`Inbox::keep_wakes_local`]). What another
+    /// kernel's worker loop further up this thread's stack kept (an
+    /// embedder's restart policy, called inside a turn, may run a kernel
+    /// of its own) is set aside meanwhile and given back at the end.
+    pub(crate) fn enter_worker(&self) -> WorkerWakes<'_> {
+        let saved = LOCAL_WAKES.with_borrow_mut(|local| {
+            std::mem::replace(
+                local,
+                LocalWakes {
+                    inbox: std::ptr::from_ref(self),
+                    active: false,
+                    pids: Vec::new(),
+                },
+            )
+        });
+        WorkerWakes {
+            inbox: self,
+            saved: Some(saved),
+        }
+    }
+
+    /// Makes this worker keep the wakes it makes for this inbox's kernel to
+    /// itself until it drains them, for as long as the guard lives (a
+    /// turn). Outside [`Inbox::enter_worker`] for this inbox, it keeps
+    /// none.
     pub(crate) fn keep_wakes_local(&self) -> LocalWakesGuard {
         LOCAL_WAKES.with_borrow_mut(|local| {
             let previous = local.active;
-            if local.inbox != std::ptr::from_ref(self) {
-                // Another kernel's, left by a run that ended in a panic
-                // (every other run collects what its turns kept).
-                local.pids.clear();
-                local.inbox = std::ptr::from_ref(self);
-            }
-            local.active = true;
+            debug_assert!(
+                local.inbox == std::ptr::from_ref(self),
+                "a turn runs inside its kernel's worker loop"
+            );
+            local.active = local.inbox == std::ptr::from_ref(self);
             LocalWakesGuard { previous }
         })
+    }
+
+    /// Queues `pid` in the shared queue, whatever this thread is.
+    fn push_shared(&self, pid: Pid) {
+        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        queue.push(pid);
+        self.len.store(queue.len(), Ordering::Release);
     }
 
     /// Sleeps until something is pushed, `stop` is set, a notification
@@ -192,6 +225,28 @@ thread_local! {
     static LOCAL_WAKES: std::cell::RefCell<LocalWakes> = const {
         std::cell::RefCell::new(LocalWakes { inbox: std::ptr::null(), active: false, pids: Vec::new() })
     };
+}
+
+/// Ends [`Inbox::enter_worker`]: gives back what another kernel's worker
+/// loop on this thread had kept. Wakes this one kept and never drained (a
+/// run that ended in a panic) go to its shared queue, not lost.
+pub(crate) struct WorkerWakes<'a> {
+    inbox: &'a Inbox,
+    saved: Option<LocalWakes>,
+}
+
+impl Drop for WorkerWakes<'_> {
+    fn drop(&mut self) {
+        let Some(saved) = self.saved.take() else {
+            return;
+        };
+        let mine = LOCAL_WAKES.with_borrow_mut(|local| std::mem::replace(local, saved));
+        if mine.inbox == std::ptr::from_ref(self.inbox) {
+            for pid in mine.pids {
+                self.inbox.push_shared(pid);
+            }
+        }
+    }
 }
 
 /// Ends [`Inbox::keep_wakes_local`]: the wakes kept stay for the worker's
@@ -737,14 +792,18 @@ mod tests {
     /// During a turn a worker's wakes for its own kernel stay on its
     /// thread: counted there, invisible to other threads, drained there
     /// (in the order made, before the shared queue's); a wake for another
-    /// kernel, or made outside a turn, goes to the shared queue.
+    /// kernel, or made outside a turn or a worker loop, goes to the shared
+    /// queue.
     #[test]
     fn wakes_made_during_a_turn_stay_with_the_worker_until_it_drains_them() {
         let inbox = Arc::new(Inbox::default());
         let other = Arc::new(Inbox::default());
-        let outside = idle_task(1, &inbox);
-        outside.wake_by_ref();
-        assert_eq!(inbox.len(), 1, "made outside a turn: shared");
+        idle_task(1, &inbox).wake_by_ref();
+        assert_eq!(inbox.len(), 1, "made outside a worker loop: shared");
+        let worker = inbox.enter_worker();
+        idle_task(5, &inbox).wake_by_ref();
+        assert_eq!(drained(&inbox), vec![1, 5], "outside a turn: shared");
+        idle_task(1, &inbox).wake_by_ref();
         {
             let _turn = inbox.keep_wakes_local();
             idle_task(2, &inbox).wake_by_ref();
@@ -770,6 +829,41 @@ mod tests {
         assert_eq!(drained(&inbox), vec![2, 3, 4]);
         assert!(inbox.is_empty());
         assert_eq!(drained(&other), vec![9]);
+        drop(worker);
+    }
+
+    /// A worker loop of another kernel inside a turn (a restart policy
+    /// running a kernel) sets aside what the outer turn kept and gives it
+    /// back, and what a loop kept and never drained goes to its shared
+    /// queue when the loop ends: no wake of either is lost or mixed.
+    #[test]
+    fn a_kernel_run_inside_a_turn_keeps_its_wakes_apart() {
+        let outer = Arc::new(Inbox::default());
+        let inner = Arc::new(Inbox::default());
+        let outer_worker = outer.enter_worker();
+        let turn = outer.keep_wakes_local();
+        idle_task(1, &outer).wake_by_ref();
+        {
+            let _inner_worker = inner.enter_worker();
+            assert_eq!(outer.len(), 0, "set aside");
+            let _inner_turn = inner.keep_wakes_local();
+            idle_task(7, &inner).wake_by_ref();
+            idle_task(2, &outer).wake_by_ref();
+            assert_eq!(inner.len(), 1);
+            assert_eq!(outer.len(), 1, "the outer kernel's wake made here: shared");
+        }
+        assert_eq!(
+            inner.len(),
+            1,
+            "left by the inner loop: in its shared queue"
+        );
+        assert_eq!(drained(&inner), vec![7]);
+        idle_task(3, &outer).wake_by_ref();
+        assert_eq!(drained(&outer), vec![1, 3, 2]);
+        drop(turn);
+        idle_task(4, &outer).wake_by_ref();
+        drop(outer_worker);
+        assert_eq!(drained(&outer), vec![4]);
     }
 
     /// A full audit buffer drops its oldest events, and the next drain

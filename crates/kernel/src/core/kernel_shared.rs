@@ -143,11 +143,8 @@ impl Inbox {
     pub(crate) fn keep_wakes_local(&self) -> LocalWakesGuard {
         LOCAL_WAKES.with_borrow_mut(|local| {
             let previous = local.active;
-            debug_assert!(
-                local.inbox == std::ptr::from_ref(self),
-                "a turn runs inside its kernel's worker loop"
-            );
-            local.active = local.inbox == std::ptr::from_ref(self);
+            local.active = local.is_for(self);
+            debug_assert!(local.active, "a turn runs inside its kernel's worker loop");
             LocalWakesGuard { previous }
         })
     }
@@ -197,8 +194,13 @@ struct LocalWakes {
 }
 
 impl LocalWakes {
+    /// True if these are (or would be) wakes for `inbox`'s kernel.
+    fn is_for(&self, inbox: &Inbox) -> bool {
+        std::ptr::eq(self.inbox, inbox)
+    }
+
     fn push(&mut self, inbox: &Inbox, pid: Pid) -> bool {
-        if self.active && self.inbox == std::ptr::from_ref(inbox) {
+        if self.active && self.is_for(inbox) {
             self.pids.push(pid);
             true
         } else {
@@ -207,13 +209,13 @@ impl LocalWakes {
     }
 
     fn drain_into(&mut self, inbox: &Inbox, out: &mut Vec<Pid>) {
-        if self.inbox == std::ptr::from_ref(inbox) {
+        if self.is_for(inbox) {
             out.append(&mut self.pids);
         }
     }
 
     fn len_for(&self, inbox: &Inbox) -> usize {
-        if self.inbox == std::ptr::from_ref(inbox) {
+        if self.is_for(inbox) {
             self.pids.len()
         } else {
             0
@@ -241,7 +243,7 @@ impl Drop for WorkerWakes<'_> {
             return;
         };
         let mine = LOCAL_WAKES.with_borrow_mut(|local| std::mem::replace(local, saved));
-        if mine.inbox == std::ptr::from_ref(self.inbox) {
+        if mine.is_for(self.inbox) {
             for pid in mine.pids {
                 self.inbox.push_shared(pid);
             }
